@@ -1,0 +1,89 @@
+"""The ``alpaca-nb`` command: ``sandbox`` (run the local server), ``demo`` (headless tour)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+
+def _sandbox_parser(sub) -> None:
+    p = sub.add_parser("sandbox", help="run the local Alpaca-compatible sandbox server",
+                       description="Serve Alpaca's trading and market-data APIs (REST and both "
+                                   "WebSockets) on one loopback port until interrupted.")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 = any free port)")
+    p.add_argument("--seed", type=int, default=7, help="seed of the synthetic market (default 7)")
+    p.add_argument("--db", metavar="FILE", help="SQLite file that keeps accounts, orders and "
+                                                "positions across restarts (default: in memory)")
+    p.add_argument("--market", choices=("always-open", "calendar"), default="always-open",
+                   help="always-open (24/7, default) or calendar (NYSE sessions)")
+    p.add_argument("--rate-limit", type=int, metavar="N",
+                   help="answer 429 past N requests per minute per key (default: off)")
+    p.add_argument("--chaos", metavar="SPEC",
+                   help="fault injection, e.g. '503=0.1,lose=0.3,scope=/v2/orders,ws_drop=30' "
+                        "(see alpaca_nb.sandbox.Chaos)")
+    p.add_argument("--start", metavar="TIME", help="virtual clock start, RFC-3339 (default: now)")
+    p.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
+    p.add_argument("--quote-rate", type=float, metavar="N",
+                   help="flood each data-stream connection with N quotes/s (load tests)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def run_sandbox(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .sandbox.app import SandboxConfig, create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        config = SandboxConfig(seed=args.seed, market=args.market, db=args.db,
+                               rate_limit=args.rate_limit, chaos=args.chaos, start=args.start,
+                               speed=args.speed, quote_rate=args.quote_rate)
+    except ValueError as exc:
+        print(f"alpaca-nb sandbox: {exc}", file=sys.stderr)
+        return 2
+
+    async def serve() -> None:
+        runner = web.AppRunner(create_app(config), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, args.host, args.port, shutdown_timeout=1.0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"alpaca-nb sandbox listening on http://{host}:{port} "
+              f"(streams ws://{host}:{port}/v2/iex and /stream; market {config.market}, "
+              f"seed {config.seed}, key id {config.key_id})", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
+    except OSError as exc:
+        print(f"alpaca-nb sandbox: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="alpaca-nb", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _sandbox_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "sandbox":
+        return run_sandbox(args)
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""(being built)"""
+
+
+def setup(app) -> None:
+    pass
