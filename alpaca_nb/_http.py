@@ -1,0 +1,282 @@
+"""HTTP transport: one ``requests.Session`` with timeouts, a client-side rate limiter, retries with
+backoff for idempotent requests, and Alpaca error mapping.
+
+Retries: GET and DELETE are retried on 429 (after the server's Retry-After), 500, 502, 503, 504 and
+connection failures, with exponential backoff and full jitter, within a bounded number of attempts
+and a bounded total time. Nothing else is retried here: order submission has its own
+reconciliation (see ``client.Alpaca.submit_order``) because a POST whose answer was lost may
+already have placed an order.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import __version__
+from ._config import Secret, Settings
+from .errors import AlpacaConnectionError, error_from_response
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+IDEMPOTENT_METHODS = frozenset({"GET", "DELETE", "HEAD"})
+
+
+class RateLimiter:
+    """A token bucket of ``per_minute`` requests that also obeys the server's rate headers.
+
+    The bucket lets bursts of up to ``per_minute`` requests through and then paces them at
+    ``per_minute / 60`` per second. When the server reports (``X-RateLimit-Remaining`` /
+    ``X-RateLimit-Reset``) that fewer requests are left than the bucket would allow, requests are
+    spread evenly over the time left until the reset, and none is sent once it reports zero.
+    Thread-safe; waiting happens outside the lock.
+    """
+
+    def __init__(self, per_minute: int, *, clock=time.monotonic, sleep=time.sleep):
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.per_minute = per_minute
+        self._rate = per_minute / 60.0
+        self._tokens = float(per_minute)
+        self._updated = clock()
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._server_remaining: int | None = None
+        self._server_reset = 0.0       # in our monotonic clock
+        self._next_paced = 0.0         # earliest time of the next request when pacing to the server
+        self.waited = 0.0              # total seconds spent waiting (observable, for users and tests)
+
+    def acquire(self) -> None:
+        while True:
+            with self._lock:
+                delay = self._delay_locked()
+                if delay <= 0:
+                    return
+            self.waited += delay
+            self._sleep(delay)
+
+    def _delay_locked(self) -> float:
+        now = self._clock()
+        self._tokens = min(float(self.per_minute), self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._server_remaining is not None and now >= self._server_reset:
+            self._server_remaining = None            # the server's window has reset
+        if self._server_remaining is not None:
+            if self._server_remaining <= 0:
+                return self._server_reset - now
+            if now < self._next_paced:
+                return self._next_paced - now
+        if self._tokens < 1.0:
+            return (1.0 - self._tokens) / self._rate
+        self._tokens -= 1.0
+        if self._server_remaining is not None:
+            self._server_remaining -= 1
+            spread = (self._server_reset - now) / max(self._server_remaining + 1, 1)
+            self._next_paced = now + spread if self._server_remaining < self._tokens else 0.0
+        return 0.0
+
+    def observe(self, headers: Mapping[str, str], *, wall_now: float | None = None) -> None:
+        """Take the server's view from a response's ``X-RateLimit-*`` headers."""
+        remaining, reset = headers.get("X-RateLimit-Remaining"), headers.get("X-RateLimit-Reset")
+        if remaining is None or reset is None:
+            return
+        try:
+            remaining_n, reset_at = int(remaining), float(reset)
+        except ValueError:
+            return
+        wall = time.time() if wall_now is None else wall_now
+        # reset is Unix seconds on the server's clock; never trust it for more than a minute
+        seconds_left = min(max(reset_at - wall, 0.0), 60.0)
+        with self._lock:
+            self._server_remaining = remaining_n
+            self._server_reset = self._clock() + seconds_left
+
+
+class _AlpacaAuth(requests.auth.AuthBase):
+    """Adds the APCA key headers at send time; its repr never shows the secret."""
+
+    def __init__(self, key_id: str, secret: Secret):
+        self._key_id = key_id
+        self._secret = secret
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        r.headers["APCA-API-KEY-ID"] = self._key_id
+        r.headers["APCA-API-SECRET-KEY"] = self._secret.reveal()
+        return r
+
+    def __repr__(self) -> str:
+        return "<AlpacaAuth ********>"
+
+
+class Transport:
+    """Sends requests to one Alpaca environment.
+
+    Args:
+        settings: resolved credentials and URLs.
+        timeout: (connect, read) seconds for each attempt.
+        max_attempts: tries per idempotent request (1 = no retry).
+        max_retry_time: seconds after which an idempotent request stops being retried.
+        backoff: (base, cap) seconds of the exponential backoff; each wait is uniform in
+            [0, min(cap, base * 2**n)] ("full jitter").
+    """
+
+    def __init__(self, settings: Settings, *, timeout: tuple[float, float] = (5.0, 30.0),
+                 max_attempts: int = 5, max_retry_time: float = 60.0,
+                 backoff: tuple[float, float] = (0.5, 8.0)):
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.settings = settings
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.max_retry_time = max_retry_time
+        self.backoff = backoff
+        self.limiter = RateLimiter(settings.rate_limit)
+        self._random = random.Random()
+        session = requests.Session()
+        session.auth = _AlpacaAuth(settings.key_id, settings.secret)
+        session.headers.update({"User-Agent": f"alpaca-nb/{__version__}", "Accept": "application/json"})
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        session.trust_env = False   # no .netrc credentials or proxies picked up behind the user's back
+        self._session = session
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __repr__(self) -> str:
+        return f"<Transport {self.settings.base_url} mode={self.settings.mode}>"
+
+    def __reduce__(self):
+        raise TypeError("a Transport holds credentials and cannot be pickled")
+
+    # ------------------------------------------------------------------ requests
+    def trading(self, method: str, path: str, **kw: Any) -> Any:
+        """A trading-API request (``path`` starts with /v2/)."""
+        return self.request(method, self.settings.base_url + path, **kw)
+
+    def data(self, path: str, params: Mapping[str, Any] | None = None, *, raw: bool = False) -> Any:
+        """A market-data GET (``path`` starts with /v2/stocks/)."""
+        return self.request("GET", self.settings.data_url + path, params=params, raw=raw)
+
+    def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
+                json: Any = None, raw: bool = False, retry: bool | None = None) -> Any:
+        """Send one request and return its decoded JSON (None for an empty body; the raw bytes
+        when ``raw``).
+
+        ``retry`` defaults to True for GET/DELETE and False otherwise.
+
+        Raises:
+            AlpacaError subclass for an error answer (after retries if retried);
+            AlpacaConnectionError when no answer arrived.
+        """
+        method = method.upper()
+        retry = method in IDEMPOTENT_METHODS if retry is None else retry
+        path = urlsplit(url).path
+        body = orjson.dumps(json) if json is not None else None
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        params = _clean_params(params)
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            self.limiter.acquire()
+            t0 = time.perf_counter()
+            try:
+                resp = self._session.request(method, url, params=params, data=body, headers=headers,
+                                             timeout=self.timeout, allow_redirects=False)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                reason = _reason(exc)
+                log.debug("%s %s failed: %s (attempt %d)", method, path, reason, attempt)
+                delay = self._retry_delay(retry, attempt, started, None)
+                if delay is None:
+                    raise AlpacaConnectionError(
+                        f"no answer from {urlsplit(url).netloc}: {reason}", method=method,
+                        path=path, attempts=attempt) from None
+                time.sleep(delay)
+                continue
+            self.limiter.observe(resp.headers)
+            status = resp.status_code
+            log.debug("%s %s -> %d in %.1f ms", method, path, status, (time.perf_counter() - t0) * 1e3)
+            if status < 300:
+                if raw:
+                    return resp.content
+                return orjson.loads(resp.content) if resp.content else None
+            retry_after = _retry_after(resp.headers.get("Retry-After"))
+            if status in RETRY_STATUSES:
+                delay = self._retry_delay(retry, attempt, started, retry_after)
+                if delay is not None:
+                    log.info("%s %s answered %d; retrying in %.2f s (attempt %d of %d)",
+                             method, path, status, delay, attempt, self.max_attempts)
+                    time.sleep(delay)
+                    continue
+            raise error_from_response(status, _decode(resp.content), method=method, path=path,
+                                      attempts=attempt, retry_after=retry_after)
+
+    def _retry_delay(self, retry: bool, attempt: int, started: float,
+                     retry_after: float | None) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        if not retry or attempt >= self.max_attempts:
+            return None
+        base, cap = self.backoff
+        delay = self._random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        if time.monotonic() - started + delay > self.max_retry_time:
+            return None
+        return delay
+
+
+def _clean_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """Query values as Alpaca expects them: no Nones, lowercase booleans, comma-joined lists."""
+    if not params:
+        return None
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            out[key] = ",".join(str(v) for v in value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _decode(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return content.decode("utf-8", "replace")
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause without the request (which would carry headers) attached."""
+    if isinstance(exc, requests.Timeout):
+        return "timed out"
+    text = str(exc.args[0]) if exc.args else type(exc).__name__
+    for marker in ("RemoteDisconnected", "Connection refused", "Connection reset", "Connection aborted"):
+        if marker in text:
+            return marker.lower().replace("remotedisconnected", "connection closed without an answer")
+    return type(exc).__name__

@@ -1,0 +1,176 @@
+"""Errors raised by alpaca_nb.
+
+Every non-2xx answer from Alpaca becomes an :class:`AlpacaError` subclass that carries the HTTP
+``status``, Alpaca's numeric ``code`` and its ``message``. Problems found before any request is
+sent (bad arguments, a refused pre-trade check) raise :class:`OrderValidationError` or another
+``ValueError``/``TypeError`` whose message names the argument and what would be valid.
+
+None of these objects ever holds a secret key: messages are built from the method, the path and
+Alpaca's answer only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlpacaError", "BadRequestError", "AuthenticationError", "ForbiddenError",
+    "InsufficientBuyingPower", "NotFoundError", "UnprocessableError", "RateLimitError",
+    "ServerError", "AlpacaConnectionError", "OrderValidationError", "PreTradeCheckError",
+    "error_from_response",
+]
+
+
+class AlpacaError(Exception):
+    """An error answer from Alpaca (or a request that could not get one).
+
+    Attributes:
+        status: HTTP status (None when no answer arrived at all).
+        code: Alpaca's numeric error code, e.g. 40310000 (None when the body had none).
+        message: Alpaca's message, e.g. "insufficient buying power".
+        body: the decoded JSON error body (context fields such as ``buying_power``).
+        method, path: the request that failed (no query string, no credentials).
+        attempts: how many times the request was tried.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None,
+                 body: dict[str, Any] | None = None, method: str | None = None,
+                 path: str | None = None, attempts: int = 1):
+        self.message = message
+        self.status = status
+        self.code = code
+        self.body = dict(body or {})
+        self.method = method
+        self.path = path
+        self.attempts = attempts
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        parts = []
+        if self.status is not None:
+            parts.append(str(self.status))
+        if self.code is not None:
+            parts.append(f"code {self.code}")
+        head = f"[{', '.join(parts)}] " if parts else ""
+        where = f" ({self.method} {self.path})" if self.method and self.path else ""
+        tries = f"; gave up after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{head}{self.message}{where}{tries}"
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.message, self.status, self.code, self.body,
+                           self.method, self.path, self.attempts))
+
+
+def _rebuild(cls, message, status, code, body, method, path, attempts):
+    return cls(message, status=status, code=code, body=body, method=method, path=path,
+               attempts=attempts)
+
+
+class BadRequestError(AlpacaError):
+    """400: the request was malformed (e.g. a market-data parameter)."""
+
+
+class AuthenticationError(AlpacaError):
+    """401: the key id or secret was refused. Check the keys and paper/live choice."""
+
+
+class ForbiddenError(AlpacaError):
+    """403: the account's state forbids it (buying power, available quantity, shorting)."""
+
+
+class InsufficientBuyingPower(ForbiddenError):
+    """403 with "insufficient buying power"; ``body`` holds ``buying_power`` and ``cost_basis``."""
+
+
+class NotFoundError(AlpacaError):
+    """404: no such order, position, asset or endpoint."""
+
+
+class UnprocessableError(AlpacaError):
+    """422: a field is invalid or a business rule refused the request."""
+
+
+class RateLimitError(AlpacaError):
+    """429: too many requests. ``retry_after`` is the server's advice in seconds (or None)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
+        self.retry_after = retry_after
+        super().__init__(message, **kw)
+
+    def __reduce__(self):
+        rebuild, args = super().__reduce__()
+        return (_rebuild_rate_limit, args + (self.retry_after,))
+
+
+def _rebuild_rate_limit(cls, message, status, code, body, method, path, attempts, retry_after):
+    return cls(message, status=status, code=code, body=body, method=method, path=path,
+               attempts=attempts, retry_after=retry_after)
+
+
+class ServerError(AlpacaError):
+    """5xx: Alpaca failed; idempotent requests were already retried."""
+
+
+class AlpacaConnectionError(AlpacaError):
+    """No answer: the connection failed, was dropped or timed out (after retries if idempotent)."""
+
+
+class OrderValidationError(ValueError):
+    """An order argument is invalid; raised before anything is sent."""
+
+
+class PreTradeCheckError(OrderValidationError):
+    """The pre-trade guard refused an order before it was sent.
+
+    Attributes:
+        limit: which check refused it: "max_order_notional", "max_order_qty", "buying_power"
+            or "price_collar".
+        value: the order's figure for that check; allowed: the most the check allows.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: float, allowed: float):
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.allowed = allowed
+
+    def __reduce__(self):
+        return (_rebuild_guard, (type(self), self.args[0], self.limit, self.value, self.allowed))
+
+
+def _rebuild_guard(cls, message, limit, value, allowed):
+    return cls(message, limit=limit, value=value, allowed=allowed)
+
+
+_BY_STATUS: dict[int, type[AlpacaError]] = {
+    400: BadRequestError, 401: AuthenticationError, 403: ForbiddenError, 404: NotFoundError,
+    422: UnprocessableError, 429: RateLimitError,
+}
+
+
+def error_from_response(status: int, body: Any, *, method: str | None = None,
+                        path: str | None = None, attempts: int = 1,
+                        retry_after: float | None = None) -> AlpacaError:
+    """The AlpacaError subclass for an HTTP error answer. ``body`` is the decoded JSON (a dict),
+    or the raw text when the answer was not JSON."""
+    if isinstance(body, dict):
+        message = str(body.get("message") or body.get("msg") or "").strip()
+        code = body.get("code")
+        code = int(code) if isinstance(code, (int, float, str)) and str(code).isdigit() else None
+        fields = body
+    else:
+        message, code, fields = (str(body or "").strip()[:300]), None, {}
+    message = message or _REASON.get(status, f"HTTP {status}")
+    kw = dict(status=status, code=code, body=fields, method=method, path=path, attempts=attempts)
+    if status == 403 and "buying power" in message.lower():
+        return InsufficientBuyingPower(message, **kw)
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after, **kw)
+    cls = _BY_STATUS.get(status) or (ServerError if status >= 500 else AlpacaError)
+    return cls(message, **kw)
+
+
+_REASON = {400: "bad request", 401: "request is not authorized", 403: "forbidden",
+           404: "not found", 422: "unprocessable request", 429: "rate limit exceeded",
+           500: "internal server error", 502: "bad gateway", 503: "service unavailable",
+           504: "gateway timeout"}
