@@ -1,8 +1,915 @@
-"""Deterministic synthetic market (being built)."""
+"""Deterministic synthetic market: bars, trades and quotes for any symbol of the asset list, any
+date, any timeframe, computed on demand from a seed.
 
+Three layers, each derived from the one above so that they agree exactly:
+
+Daily layer
+    Every session day gets open, high, low, close, volume and trade count in O(1) from a
+    multi-scale value-noise path of the log price (hash-based lattice noise at 1, 2, 4, ... 512
+    days, amplitudes scaled like Brownian motion, with a slowly varying volatility regime). No
+    day depends on iterating from an origin, and the open is the previous close plus a small gap
+    (the noise path is continuous), so weekends and holidays become realistic gaps.
+Minute layer
+    One session's minutes are generated from its daily bar: a bridge path from the open through
+    the day's high and low (at chosen minutes) to the close, clipped to [low, high]; volumes and
+    trade counts from a U-shaped intraday profile, distributed with exact integer sums. So a 1Day
+    bar *is* the aggregation of its minutes (first open, max high, min low, last close, summed
+    volume and trade count).
+Tick layer
+    Each minute's trades and quotes are generated from its minute bar: ``n`` trades at
+    nanosecond times inside the minute, first at the open, last at the close, touching high and
+    low, sizes summing to the volume; one quote just before every trade with bid <= price <= ask.
+
+Everything is a pure function of (seed, market mode, symbol, time): no state, no wall clock.
+What is "visible" is decided by the caller's ``now`` (the sandbox clock): a minute bar exists once
+its minute has closed, today's daily bar is the aggregate of today's complete minutes, trades
+and quotes exist up to ``now``. The synthetic market has no corporate actions, so every
+``adjustment`` gives the same prices, and every feed (sip, iex, ...) gives the same data.
+
+Prices are rounded to cents at or above $1 and to 4 decimals below. All instants are integer
+nanoseconds since the epoch (UTC); dates are New York dates.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import logging
+import math
+import re
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .clock import DAY_NS, MINUTE_NS, NY, NS, Clock, Session, Sessions, ny_date, ny_midnight_ns
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Market", "Timeframe", "Bars", "Ticks", "QuoteTick", "TradeTick", "BarTick",
+           "ADJUSTMENTS", "UNIT_MINUTE", "UNIT_HOUR", "UNIT_DAY", "UNIT_WEEK", "UNIT_MONTH"]
+
+
+# ---------------------------------------------------------------- public value types
+
+class QuoteTick(NamedTuple):
+    """One quote: ``t`` in ns; prices in dollars; sizes in shares (>= 100); exchange codes."""
+
+    t: int
+    bid: float
+    bid_size: int
+    ask: float
+    ask_size: int
+    bid_exchange: str
+    ask_exchange: str
+
+
+class TradeTick(NamedTuple):
+    """One trade: ``t`` in ns, price in dollars, size in shares, exchange code, trade id."""
+
+    t: int
+    price: float
+    size: int
+    exchange: str
+    id: int
+
+
+class BarTick(NamedTuple):
+    """One bar: ``t`` (bar start, ns), OHLC in dollars, volume in shares, trade count, VWAP."""
+
+    t: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    trade_count: int
+    vwap: float
+
+
+@dataclass(frozen=True, eq=False)
+class Bars:
+    """Columnar bars, sorted by ``t`` (bar start, int64 ns)."""
+
+    t: np.ndarray
+    o: np.ndarray
+    h: np.ndarray
+    l: np.ndarray  # noqa: E741 (the wire name)
+    c: np.ndarray
+    v: np.ndarray
+    n: np.ndarray
+    vw: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def take(self, index: Any) -> "Bars":
+        """Rows selected by a slice, boolean mask or index array."""
+        return Bars(self.t[index], self.o[index], self.h[index], self.l[index], self.c[index],
+                    self.v[index], self.n[index], self.vw[index])
+
+    def row(self, i: int) -> BarTick:
+        return BarTick(int(self.t[i]), float(self.o[i]), float(self.h[i]), float(self.l[i]),
+                       float(self.c[i]), int(self.v[i]), int(self.n[i]), float(self.vw[i]))
+
+    @staticmethod
+    def concat(parts: list["Bars"]) -> "Bars":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return EMPTY_BARS
+        if len(parts) == 1:
+            return parts[0]
+        return Bars(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BAR_FIELDS))
+
+    def aggregate(self, starts: np.ndarray, stamps: np.ndarray, *, vw_places: int = 6) -> "Bars":
+        """Aggregate consecutive groups beginning at ``starts`` into one bar each, stamped
+        ``stamps``: first open, max high, min low, last close, summed volume and count, and the
+        volume-weighted average of the rows' VWAPs."""
+        if not len(starts):
+            return EMPTY_BARS
+        ends = np.append(starts[1:], len(self.t)) - 1
+        v = np.add.reduceat(self.v, starts)
+        pv = np.add.reduceat(self.vw * self.v, starts)
+        h = np.maximum.reduceat(self.h, starts)
+        low = np.minimum.reduceat(self.l, starts)
+        vw = np.clip(np.round(pv / np.maximum(v, 1), vw_places), low, h)
+        return Bars(np.asarray(stamps, dtype=np.int64), self.o[starts], h, low, self.c[ends], v,
+                    np.add.reduceat(self.n, starts), vw)
+
+
+_BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
+_F = np.empty(0, dtype=np.float64)
+_I = np.empty(0, dtype=np.int64)
+EMPTY_BARS = Bars(_I, _F, _F, _F, _F, _I, _I, _F)
+
+
+@dataclass(frozen=True, eq=False)
+class Ticks:
+    """One minute's trades and quotes (columnar, sorted by time, strictly increasing).
+
+    Trade condition flags: bit 0 = odd lot ("I"), bit 1 = extended hours ("T").
+    """
+
+    trade_t: np.ndarray      # int64 ns
+    price: np.ndarray        # float64
+    size: np.ndarray         # int64 shares
+    trade_x: np.ndarray      # <U1 exchange codes
+    trade_id: np.ndarray     # int64, unique per symbol, increasing with time
+    flags: np.ndarray        # int8 condition flags
+    quote_t: np.ndarray      # int64 ns (1 ns before the trade it precedes)
+    bid: np.ndarray
+    bid_size: np.ndarray
+    ask: np.ndarray
+    ask_size: np.ndarray
+    bid_x: np.ndarray
+    ask_x: np.ndarray
+    late: int = -1           # index of the trade reported late (updatedBars), -1 for none
+
+    def __len__(self) -> int:
+        return len(self.trade_t)
+
+
+# ---------------------------------------------------------------- timeframes
+
+UNIT_MINUTE, UNIT_HOUR, UNIT_DAY, UNIT_WEEK, UNIT_MONTH = "Min", "Hour", "Day", "Week", "Month"
+_UNIT_ALIASES = {"Min": UNIT_MINUTE, "T": UNIT_MINUTE, "Hour": UNIT_HOUR, "H": UNIT_HOUR,
+                 "Day": UNIT_DAY, "D": UNIT_DAY, "Week": UNIT_WEEK, "W": UNIT_WEEK,
+                 "Month": UNIT_MONTH, "M": UNIT_MONTH}
+_TF_RE = re.compile(r"^([0-9]{1,3})(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
+_MONTH_AMOUNTS = (1, 2, 3, 4, 6, 12)
+
+ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
+
+
+@dataclass(frozen=True)
+class Timeframe:
+    """A bar timeframe from protocol 4.2's grammar: ``[1-59]Min|T``, ``[1-23]Hour|H``,
+    ``1Day|D``, ``1Week|W``, ``[1,2,3,4,6,12]Month|M``."""
+
+    amount: int
+    unit: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Timeframe":
+        """Raises ValueError for anything outside the grammar."""
+        m = _TF_RE.match(text or "")
+        if not m:
+            raise ValueError(f"invalid timeframe {text!r}")
+        amount, unit = int(m.group(1)), _UNIT_ALIASES[m.group(2)]
+        ok = {UNIT_MINUTE: 1 <= amount <= 59, UNIT_HOUR: 1 <= amount <= 23,
+              UNIT_DAY: amount == 1, UNIT_WEEK: amount == 1,
+              UNIT_MONTH: amount in _MONTH_AMOUNTS}[unit]
+        if not ok:
+            raise ValueError(f"invalid timeframe {text!r}")
+        return cls(amount, unit)
+
+    @property
+    def intraday(self) -> bool:
+        return self.unit in (UNIT_MINUTE, UNIT_HOUR)
+
+    @property
+    def minutes(self) -> int:
+        """Bucket length in minutes (intraday timeframes only)."""
+        return self.amount * (60 if self.unit == UNIT_HOUR else 1)
+
+    def __str__(self) -> str:
+        return f"{self.amount}{self.unit}"
+
+
+# ---------------------------------------------------------------- hashing (pure, vectorised)
+
+_M64 = (1 << 64) - 1
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_C1 = np.uint64(0xBF58476D1CE4E5B9)
+_C2 = np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
+_TWO53 = 2.0 ** -53
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = x ^ (x >> _S30)
+        x = x * _C1
+        x = x ^ (x >> _S27)
+        x = x * _C2
+        return x ^ (x >> _S31)
+
+
+def _key(*parts: Any) -> int:
+    """A stable 64-bit key for a tuple of strings/ints (same in every process)."""
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def _hash_at(key: int, idx: np.ndarray) -> np.ndarray:
+    """One uint64 per integer index (any sign) for a key."""
+    with np.errstate(over="ignore"):
+        return _mix(np.asarray(idx).astype(np.int64).view(np.uint64) * _GOLDEN + np.uint64(key))
+
+
+def _unit(h: np.ndarray) -> np.ndarray:
+    """uint64 -> float in [0, 1)."""
+    return (h >> _S11).astype(np.float64) * _TWO53
+
+
+def _normal_at(key: int, idx: np.ndarray) -> np.ndarray:
+    """A standard normal per index (Box-Muller on two hashed uniforms)."""
+    u1 = _unit(_hash_at(key, idx))
+    u2 = _unit(_hash_at(key ^ 0x5DEECE66D, idx))
+    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+
+
+class _Draws:
+    """A deterministic stream of random numbers for one key (splitmix64 sequence)."""
+
+    __slots__ = ("_key", "_n")
+
+    def __init__(self, key: int):
+        self._key = key
+        self._n = 0
+
+    def bits(self, n: int) -> np.ndarray:
+        idx = np.arange(self._n, self._n + n, dtype=np.int64)
+        self._n += n
+        return _hash_at(self._key, idx)
+
+    def uniform(self, n: int) -> np.ndarray:
+        return _unit(self.bits(n))
+
+    def normal(self, n: int) -> np.ndarray:
+        u1, u2 = self.uniform(n), self.uniform(n)
+        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+
+    def exponential(self, n: int) -> np.ndarray:
+        return -np.log1p(-self.uniform(n))
+
+    def integers(self, lo: int, hi: int, n: int) -> np.ndarray:
+        """Integers in [lo, hi)."""
+        return lo + (self.uniform(n) * (hi - lo)).astype(np.int64)
+
+    def choice(self, items: np.ndarray, cumweights: np.ndarray, n: int) -> np.ndarray:
+        return items[np.searchsorted(cumweights, self.uniform(n) * cumweights[-1], side="right")]
+
+
+# ---------------------------------------------------------------- price helpers
+
+def _round_price(p: np.ndarray) -> np.ndarray:
+    """Cents at or above $1, 4 decimals below (and never below $0.0001)."""
+    p = np.asarray(p, dtype=np.float64)
+    return np.maximum(np.where(p >= 1.0, np.round(p, 2), np.round(p, 4)), 0.0001)
+
+
+def _tick(p: np.ndarray) -> np.ndarray:
+    return np.where(p >= 1.0, 0.01, 0.0001)
+
+
+def _floor_price(p: np.ndarray) -> np.ndarray:
+    tick = _tick(p)
+    return np.maximum(np.round(np.floor(p / tick + 1e-9) * tick, 4), 0.0001)
+
+
+def _ceil_price(p: np.ndarray) -> np.ndarray:
+    tick = _tick(p)
+    return np.round(np.ceil(p / tick - 1e-9) * tick, 4)
+
+
+def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
+    """Integers >= ``minimum`` summing exactly to ``total``, proportional to ``weights``
+    (largest-remainder method). Requires ``total >= minimum * len(weights)``."""
+    k = len(weights)
+    spare = total - minimum * k
+    share = weights * (spare / weights.sum())
+    base = np.floor(share).astype(np.int64)
+    rest = spare - int(base.sum())
+    if rest > 0:
+        order = np.argsort(base - share, kind="stable")[:rest]   # largest fractional parts first
+        base[order] += 1
+    return base + minimum
+
+
+# ---------------------------------------------------------------- instruments
+
+EXCHANGE_TAPE = {"NYSE": "A", "NASDAQ": "C", "ARCA": "B", "AMEX": "B", "BATS": "B"}
+_TRADE_VENUES = np.array(list("DQNPKZVUXYJBHAM"))
+_TRADE_VENUE_W = np.cumsum([30, 14, 9, 8, 7, 6, 4, 4, 3, 3, 3, 3, 2, 2, 2]).astype(np.float64)
+_QUOTE_VENUES = np.array(list("QNPKZVUXYJBHA"))
+_QUOTE_VENUE_W = np.cumsum([14, 10, 10, 9, 9, 6, 6, 4, 4, 3, 3, 3, 2]).astype(np.float64)
+_ASSET_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "sandbox.alpaca-nb")
+_ANCHOR_ORDINAL = dt.date(2025, 6, 2).toordinal()   # prices are near the list's base price here
+_SCALES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_NOISE_NORM = 0.4836   # makes the daily log-return std ~= sigma_daily (calibrated numerically)
+TRADE_ID_STRIDE = 1_000_000   # trade id = minute number * stride + index in minute
+
+
+@dataclass(frozen=True)
+class _Instrument:
+    symbol: str
+    key: int
+    price: float
+    volume: int
+    sigma: float          # daily volatility of log price
+    trade_size: float     # mean shares per trade
+    spread: float         # typical relative spread
+    tape: str
+    asset: dict
+
+
+def _load_assets() -> list[dict]:
+    text = resources.files(__package__).joinpath("assets.csv").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return list(csv.DictReader(io.StringIO("\n".join(lines))))
+
+
+def _asset_object(row: dict) -> dict:
+    """The Alpaca Asset wire object (protocol 2.9) for a row of assets.csv."""
+    flag = lambda name: row[name] == "1"  # noqa: E731
+    long_req, short_req = row["margin_long"], row["margin_short"]
+    return {
+        "id": str(uuid.uuid5(_ASSET_NAMESPACE, row["symbol"])),
+        "class": "us_equity",
+        "exchange": row["exchange"],
+        "symbol": row["symbol"],
+        "name": row["name"],
+        "status": row["status"],
+        "tradable": flag("tradable"),
+        "marginable": flag("marginable"),
+        "shortable": flag("shortable"),
+        "easy_to_borrow": flag("easy_to_borrow"),
+        "fractionable": flag("fractionable"),
+        "attributes": row["attributes"].split(),
+        "maintenance_margin_requirement": int(long_req),
+        "margin_requirement_long": long_req,
+        "margin_requirement_short": short_req,
+    }
+
+
+# ---------------------------------------------------------------- the market
 
 class Market:
-    def __init__(self, *, seed: int, sessions, clock):
-        self.seed = seed
+    """The sandbox's synthetic market (see the module docstring).
+
+    Args:
+        seed: market seed; the same seed and market mode give the same data in every process.
+        sessions: which days and minutes trade (always-open or the NYSE calendar).
+        clock: the sandbox clock; only the ``*_now`` conveniences read it.
+    """
+
+    MINUTE_CACHE = 768
+    TICK_CACHE = 8192
+    YEAR_CACHE = 4096
+
+    def __init__(self, *, seed: int, sessions: Sessions, clock: Clock):
+        self.seed = int(seed)
         self.sessions = sessions
         self.clock = clock
+        self.halted: set[str] = set()
+        self._instruments: dict[str, _Instrument] = {}
+        self._by_id: dict[str, dict] = {}
+        for row in _load_assets():
+            inst = self._instrument(row)
+            self._instruments[inst.symbol] = inst
+            self._by_id[inst.asset["id"]] = inst.asset
+        self.symbols: list[str] = sorted(self._instruments)
+        self._minutes: OrderedDict[tuple[str, dt.date], Bars] = OrderedDict()
+        self._ticks: OrderedDict[tuple[str, int], Ticks] = OrderedDict()
+        self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
+        self._anchors: dict[str, float] = {}
+        self._year_sessions: dict[int, list[Session]] = {}
+
+    def _instrument(self, row: dict) -> _Instrument:
+        symbol = row["symbol"]
+        key = _key("sandbox-market", self.seed, self.sessions.mode, symbol)
+        jitter = _unit(_hash_at(key, np.arange(3)))
+        price, volume = float(row["price"]), int(row["volume"])
+        sigma = float(row["volatility"]) * (0.9 + 0.2 * jitter[0]) / math.sqrt(252)
+        trade_size = float(np.clip(30_000.0 / price, 40, 1500) * (0.8 + 0.4 * jitter[1]))
+        spread = min(0.01, (0.3 + 8.0 / math.sqrt(max(volume, 1) / 1e6)) * 1e-4) * (0.8 + 0.4 * jitter[2])
+        return _Instrument(symbol, key, price, volume, sigma, trade_size, spread,
+                           EXCHANGE_TAPE[row["exchange"]], _asset_object(row))
+
+    # ------------------------------------------------------------ assets
+
+    def asset(self, symbol_or_id: str) -> dict | None:
+        """The Alpaca Asset object for a symbol (case-sensitive) or asset id, or None."""
+        inst = self._instruments.get(symbol_or_id)
+        if inst is not None:
+            return dict(inst.asset, attributes=list(inst.asset["attributes"]))
+        found = self._by_id.get(str(symbol_or_id).lower())
+        return dict(found, attributes=list(found["attributes"])) if found else None
+
+    def assets(self) -> list[dict]:
+        """Every asset of the list (active and inactive), sorted by symbol."""
+        return [self.asset(s) for s in self.symbols]
+
+    def has(self, symbol: str) -> bool:
+        return symbol in self._instruments
+
+    def tape(self, symbol: str) -> str:
+        return self._inst(symbol).tape
+
+    def _inst(self, symbol: str) -> _Instrument:
+        try:
+            return self._instruments[symbol]
+        except KeyError:
+            raise KeyError(f"unknown symbol {symbol!r}") from None
+
+    # ------------------------------------------------------------ daily layer
+
+    def _noise(self, inst: _Instrument, t: np.ndarray) -> np.ndarray:
+        """The log-price noise path at times ``t`` (days since 1970-01-01, float): value noise
+        on lattices of 1, 2, 4 ... 512 days, each scale's amplitude ~ sqrt(scale)."""
+        nscales = len(_SCALES)
+        lattices, floors = [], []
+        for si, scale in enumerate(_SCALES):
+            k = np.floor(t / scale)
+            k0 = int(k.min())
+            lattices.append(np.arange(k0, int(k.max()) + 2, dtype=np.int64))
+            floors.append((k, k0))
+        sizes = [len(x) for x in lattices]
+        values = _normal_at(inst.key ^ 0x6E01, np.concatenate(
+            [lat * nscales + si for si, lat in enumerate(lattices)]))
+        fast = sizes[0] + sizes[1]   # volatility clustering on the 1- and 2-day scales
+        values[:fast] *= self._regime(inst, np.concatenate(
+            [lattices[0] * _SCALES[0], lattices[1] * _SCALES[1]]).astype(np.float64))
+        total = np.zeros_like(t)
+        pos = 0
+        for si, scale in enumerate(_SCALES):
+            k, k0 = floors[si]
+            f = t / scale - k
+            f = f * f * (3.0 - 2.0 * f)
+            i = (k - k0).astype(np.int64) + pos
+            v0, v1 = values[i], values[i + 1]
+            total += math.sqrt(scale) * (v0 + (v1 - v0) * f)
+            pos += sizes[si]
+        return total * (_NOISE_NORM * inst.sigma)
+
+    @staticmethod
+    def _regime(inst: _Instrument, day: np.ndarray) -> np.ndarray:
+        """A slowly varying volatility multiplier (mean ~1) for a day index."""
+        x = day / 48.0
+        k = np.floor(x)
+        f = x - k
+        k0 = int(k.min())
+        lattice = _normal_at(inst.key ^ 0xA5A5A5A5, np.arange(k0, int(k.max()) + 2, dtype=np.int64))
+        i = (k - k0).astype(np.int64)
+        v = lattice[i] * (1 - f) + lattice[i + 1] * f
+        return np.exp(0.35 * v - 0.06)
+
+    def _anchor(self, inst: _Instrument) -> float:
+        """Noise value at the anchor date, so that prices there equal the list's base price."""
+        value = self._anchors.get(inst.symbol)
+        if value is None:
+            epoch = dt.date(1970, 1, 1).toordinal()
+            value = float(self._noise(inst, np.array([_ANCHOR_ORDINAL - epoch], dtype=np.float64))[0])
+            self._anchors[inst.symbol] = value
+        return value
+
+    def _daily(self, inst: _Instrument, sessions: list[Session]) -> Bars:
+        """Full-day bars for ``sessions`` (no notion of now)."""
+        if not sessions:
+            return EMPTY_BARS
+        ords = np.array([s.date.toordinal() for s in sessions], dtype=np.int64)
+        epoch = dt.date(1970, 1, 1).toordinal()
+        days = (ords - epoch).astype(np.float64)
+        base = math.log(inst.price) - self._anchor(inst)
+        both = base + self._noise(inst, np.concatenate([days, days + 1.0]))
+        x_open, x_close = both[:len(days)], both[len(days):]
+        regime = self._regime(inst, days)
+        sig = inst.sigma * regime
+        draws = np.arange(6, dtype=np.int64)
+        z = _normal_at(inst.key ^ 0xD417, ords[:, None] * 8 + draws).T
+        e = -np.log1p(-_unit(_hash_at(inst.key ^ 0xE8A1, ords[:, None] * 8 + draws[:2]))).T
+        o = _round_price(np.exp(x_open + 0.12 * sig * z[0]))
+        c = _round_price(np.exp(x_close))
+        h = _round_price(np.maximum(o, c) * np.exp(0.3 * sig * e[0]))
+        low = _round_price(np.minimum(o, c) * np.exp(-0.3 * sig * e[1]))
+        h = np.maximum(h, np.maximum(o, c))
+        low = np.minimum(low, np.minimum(o, c))
+        minutes = np.array([s.n_minutes for s in sessions], dtype=np.int64)
+        regular = np.array([(s.close - s.open) // MINUTE_NS for s in sessions], dtype=np.int64)
+        if self.sessions.mode == "calendar":
+            length = (regular / 390.0) ** 0.8
+        else:
+            length = minutes / 1440.0
+        move = np.abs(x_close - x_open) / np.maximum(sig, 1e-9)
+        v = inst.volume * length * np.exp(0.3 * z[1] - 0.045) * (0.85 + 0.15 * move) * np.sqrt(regime)
+        n = np.clip(np.round(v / (inst.trade_size * np.exp(0.1 * z[2]))), 4 * minutes, 600 * minutes)
+        n = n.astype(np.int64)
+        v = np.maximum(np.round(v).astype(np.int64), n + minutes)
+        typical = (o + h + low + 2.0 * c) / 5.0
+        vw = np.clip(np.round(typical * np.exp(0.1 * sig * z[3]), 4), low, h)
+        t = np.array([ny_midnight_ns(s.date) for s in sessions], dtype=np.int64)
+        return Bars(t, o, h, low, c, v, n, vw)
+
+    def _year(self, inst: _Instrument, year: int) -> tuple[list[Session], Bars]:
+        """Sessions of a calendar year and their full-day bars (cached)."""
+        key = (inst.symbol, year)
+        hit = self._years.get(key)
+        if hit is not None:
+            self._years.move_to_end(key)
+            return hit
+        sessions = self._year_sessions.get(year)
+        if sessions is None:
+            sessions = self.sessions.sessions_between(dt.date(year, 1, 1), dt.date(year, 12, 31))
+            self._year_sessions[year] = sessions
+        value = (sessions, self._daily(inst, sessions))
+        self._years[key] = value
+        if len(self._years) > self.YEAR_CACHE:
+            self._years.popitem(last=False)
+        return value
+
+    def _day(self, inst: _Instrument, day: dt.date) -> tuple[Session, BarTick] | None:
+        sessions, bars = self._year(inst, day.year)
+        t = ny_midnight_ns(day)
+        i = int(np.searchsorted(bars.t, t))
+        if i < len(bars) and bars.t[i] == t:
+            return sessions[i], bars.row(i)
+        return None
+
+    def day_bars(self, symbol: str, first: dt.date, last: dt.date) -> tuple[list[Session], Bars]:
+        """Sessions with ``first <= date <= last`` and their full-day bars (ignores now)."""
+        inst = self._inst(symbol)
+        sessions: list[Session] = []
+        parts: list[Bars] = []
+        for year in range(first.year, last.year + 1):
+            ys, yb = self._year(inst, year)
+            lo = int(np.searchsorted(yb.t, ny_midnight_ns(max(first, dt.date(year, 1, 1)))))
+            hi = int(np.searchsorted(yb.t, ny_midnight_ns(min(last, dt.date(year, 12, 31))), "right"))
+            sessions.extend(ys[lo:hi])
+            parts.append(yb.take(slice(lo, hi)))
+        return sessions, Bars.concat(parts)
+
+    # ------------------------------------------------------------ minute layer
+
+    def minute_bars(self, symbol: str, day: dt.date) -> Bars:
+        """Every minute bar of the session on NY date ``day`` (empty when it does not trade).
+        Aggregating them gives exactly :meth:`daily_bar`'s open, high, low, close, volume and
+        trade count. Cached per (symbol, day)."""
+        inst = self._inst(symbol)
+        key = (symbol, day)
+        hit = self._minutes.get(key)
+        if hit is not None:
+            self._minutes.move_to_end(key)
+            return hit
+        found = self._day(inst, day)
+        bars = EMPTY_BARS if found is None else self._make_minutes(inst, *found)
+        self._minutes[key] = bars
+        if len(self._minutes) > self.MINUTE_CACHE:
+            self._minutes.popitem(last=False)
+        return bars
+
+    def _make_minutes(self, inst: _Instrument, sess: Session, day: BarTick) -> Bars:
+        m = sess.n_minutes
+        rnd = _Draws(_key(inst.key, "minutes", sess.date.toordinal()))
+        t = sess.premarket_open + np.arange(m, dtype=np.int64) * MINUTE_NS
+        reg_lo = int((sess.open - sess.premarket_open) // MINUTE_NS)
+        reg_hi = int((sess.close - sess.premarket_open) // MINUTE_NS)
+        regular = np.zeros(m, dtype=bool)
+        regular[reg_lo:reg_hi] = True
+        o_d, h_d, l_d, c_d = day.open, day.high, day.low, day.close
+
+        # Path x[0..m]: x[j] opens minute j, x[j+1] closes it; pinned at O, H, L, C.
+        lo_i, hi_i = max(1, reg_lo), min(m - 1, reg_hi)
+        if hi_i - lo_i < 2:
+            lo_i, hi_i = 1, m - 1
+        a, b = rnd.integers(lo_i, hi_i, 2)
+        if a == b:
+            b = lo_i + (a - lo_i + 1) % (hi_i - lo_i)
+        anchors = sorted([(0, o_d), (int(a), h_d), (int(b), l_d), (m, c_d)])
+        ax = np.array([p for p, _ in anchors], dtype=np.float64)
+        ay = np.array([v for _, v in anchors], dtype=np.float64)
+        step_scale = np.where(regular, 1.0, 0.35)
+        steps = rnd.normal(m) * step_scale * ((h_d - l_d) / math.sqrt(m) * 0.45 + 1e-9)
+        walk = np.concatenate(([0.0], np.cumsum(steps)))
+        grid = np.arange(m + 1, dtype=np.float64)
+        x = np.interp(grid, ax, ay) + walk - np.interp(grid, ax, walk[ax.astype(np.int64)])
+        x = np.clip(_round_price(np.clip(x, l_d, h_d)), l_d, h_d)
+        x[ax.astype(np.int64)] = ay
+        o, c = x[:-1], x[1:]
+        wiggle = rnd.exponential(2 * m).reshape(2, m) * ((h_d - l_d) / math.sqrt(m) * 0.25)
+        h = np.clip(_ceil_price(np.maximum(o, c) + wiggle[0] * step_scale), l_d, h_d)
+        low = np.clip(_floor_price(np.minimum(o, c) - wiggle[1] * step_scale), l_d, h_d)
+        h = np.maximum(h, np.maximum(o, c))
+        low = np.minimum(low, np.minimum(o, c))
+
+        # Volume and trade counts: U-shaped profile x noise x movement, exact integer sums.
+        j = np.arange(m, dtype=np.float64)
+        if self.sessions.mode == "calendar":
+            r = j - reg_lo
+            u = 1.0 + 2.5 * np.exp(-r / 25.0) + 1.6 * np.exp(-(reg_hi - 1 - j) / 20.0)
+            profile = np.where(regular, u, 0.06)
+        else:
+            profile = 1.0 + 1.8 * np.exp(-j / 90.0) + 1.4 * np.exp(-(m - 1 - j) / 90.0)
+        moved = np.abs(c - o) / ((h_d - l_d) / math.sqrt(m) + 1e-9)
+        weight = profile * np.exp(0.45 * rnd.normal(m)) * (0.7 + 0.3 * np.minimum(moved, 4))
+        n = _allocate(day.trade_count, weight, 4)
+        v = n + _allocate(day.volume - day.trade_count, weight * np.exp(0.2 * rnd.normal(m)), 0)
+        vw = np.clip(np.round((h + low + c) / 3.0, 4), low, h)
+        return Bars(t, o, h, low, c, v, n, vw)
+
+    # ------------------------------------------------------------ tick layer
+
+    def ticks(self, symbol: str, minute_ns: int) -> Ticks | None:
+        """Trades and quotes of the minute starting at ``minute_ns`` (None when no bar)."""
+        key = (symbol, minute_ns)
+        hit = self._ticks.get(key)
+        if hit is not None:
+            self._ticks.move_to_end(key)
+            return hit
+        inst = self._inst(symbol)
+        sess = self.sessions.session_at(minute_ns)
+        if sess is None:
+            return None
+        bars = self.minute_bars(symbol, sess.date)
+        i = int((minute_ns - sess.premarket_open) // MINUTE_NS)
+        if not 0 <= i < len(bars) or bars.t[i] != minute_ns:
+            return None
+        ticks = self._make_ticks(inst, bars, i, extended=not (sess.open <= minute_ns < sess.close))
+        self._ticks[key] = ticks
+        if len(self._ticks) > self.TICK_CACHE:
+            self._ticks.popitem(last=False)
+        return ticks
+
+    def _make_ticks(self, inst: _Instrument, bars: Bars, i: int, *, extended: bool) -> Ticks:
+        t0 = int(bars.t[i])
+        o, h, low, c = float(bars.o[i]), float(bars.h[i]), float(bars.l[i]), float(bars.c[i])
+        v, n = int(bars.v[i]), int(bars.n[i])
+        minute_no = t0 // MINUTE_NS
+        rnd = _Draws(_key(inst.key, "ticks", minute_no))
+        offsets = np.sort(rnd.integers(0, MINUTE_NS - 2 * n - 1, n)) + 2 * np.arange(n, dtype=np.int64) + 1
+        trade_t = t0 + offsets
+        # prices: bridge o -> c through h and l at two interior trades
+        a, b = rnd.integers(1, n - 1, 2)
+        if a == b:
+            b = 1 + (a % (n - 2))
+        anchors = sorted([(0, o), (int(a), h), (int(b), low), (n - 1, c)])
+        ax = np.array([p for p, _ in anchors], dtype=np.float64)
+        ay = np.array([q for _, q in anchors], dtype=np.float64)
+        walk = np.concatenate(([0.0], np.cumsum(rnd.normal(n - 1)))) * ((h - low) / math.sqrt(n) * 0.5)
+        grid = np.arange(n, dtype=np.float64)
+        price = np.interp(grid, ax, ay) + walk - np.interp(grid, ax, walk[ax.astype(np.int64)])
+        price = np.clip(_round_price(np.clip(price, low, h)), low, h)
+        price[ax.astype(np.int64)] = ay
+        size = 1 + _allocate(v - n, np.exp(1.1 * rnd.normal(n)), 0)
+        trade_x = rnd.choice(_TRADE_VENUES, _TRADE_VENUE_W, n)
+        flags = (size < 100).astype(np.int8) | np.int8(2 if extended else 0)
+        trade_id = minute_no * TRADE_ID_STRIDE + np.arange(n, dtype=np.int64)
+        # one quote 1 ns before every trade, bid <= price <= ask
+        spread = np.maximum(price * inst.spread * (0.5 + rnd.uniform(n)), _tick(price))
+        split = rnd.uniform(n)
+        bid = np.maximum(_floor_price(price - split * spread), 0.0001)
+        ask = _ceil_price(price + (1.0 - split) * spread)
+        ask = np.maximum(ask, np.round(bid + _tick(bid), 4))
+        lots = rnd.exponential(2 * n).reshape(2, n)
+        bid_size = 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64)
+        ask_size = 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64)
+        bid_x = rnd.choice(_QUOTE_VENUES, _QUOTE_VENUE_W, n)
+        ask_x = rnd.choice(_QUOTE_VENUES, _QUOTE_VENUE_W, n)
+        late = -1
+        if n >= 6 and _hash_at(inst.key ^ 0x1A7E, np.array([minute_no]))[0] % np.uint64(12) == 0:
+            interior = [k for k in range(1, n - 1) if k not in (int(a), int(b))]
+            late = interior[len(interior) // 2]
+        return Ticks(trade_t, price, size, trade_x, trade_id, flags, trade_t - 1, bid, bid_size,
+                     ask, ask_size, bid_x, ask_x, late)
+
+    # ------------------------------------------------------------ what exists at "now"
+
+    def _last_minute_before(self, symbol: str, ns: int) -> int | None:
+        """Start of the last minute with data that starts at or before ``ns``."""
+        sess = self.sessions.session_at(ns)
+        if sess is not None:
+            return sess.premarket_open + (ns - sess.premarket_open) // MINUTE_NS * MINUTE_NS
+        day = ny_date(ns)
+        sess = self.sessions.session(day)
+        if sess is not None and sess.postmarket_close <= ns:
+            return sess.postmarket_close - MINUTE_NS
+        sess = self.sessions.previous_session(day)
+        return None if sess is None else sess.postmarket_close - MINUTE_NS
+
+    def _previous_minute(self, minute: int) -> int | None:
+        sess = self.sessions.session_at(minute)
+        if sess is not None and minute > sess.premarket_open:
+            return minute - MINUTE_NS
+        return self._last_minute_before("", minute - 1)
+
+    def _tick_before(self, symbol: str, ns: int, quotes: bool) -> tuple[Ticks, int] | None:
+        self._inst(symbol)
+        minute = self._last_minute_before(symbol, ns)
+        for _ in range(3):
+            if minute is None:
+                return None
+            ticks = self.ticks(symbol, minute)
+            if ticks is not None:
+                times = ticks.quote_t if quotes else ticks.trade_t
+                i = int(np.searchsorted(times, ns, side="right")) - 1
+                if i >= 0:
+                    return ticks, i
+            minute = self._previous_minute(minute)
+        return None
+
+    def quote_at(self, symbol: str, ns: int) -> QuoteTick:
+        """The latest quote at or before ``ns`` (from an earlier session when ``ns`` is outside
+        the data window). Raises KeyError for an unknown symbol, LookupError before the first
+        session of the calendar."""
+        found = self._tick_before(symbol, ns, quotes=True)
+        if found is None:
+            raise LookupError(f"no quote for {symbol} at or before {ns}")
+        tk, i = found
+        return QuoteTick(int(tk.quote_t[i]), float(tk.bid[i]), int(tk.bid_size[i]), float(tk.ask[i]),
+                         int(tk.ask_size[i]), str(tk.bid_x[i]), str(tk.ask_x[i]))
+
+    def trade_at(self, symbol: str, ns: int) -> TradeTick:
+        """The latest trade at or before ``ns``. Raises like :meth:`quote_at`."""
+        found = self._tick_before(symbol, ns, quotes=False)
+        if found is None:
+            raise LookupError(f"no trade for {symbol} at or before {ns}")
+        tk, i = found
+        return TradeTick(int(tk.trade_t[i]), float(tk.price[i]), int(tk.size[i]), str(tk.trade_x[i]),
+                         int(tk.trade_id[i]))
+
+    def daily_bar(self, symbol: str, date: dt.date) -> BarTick | None:
+        """The full day's bar of NY date ``date`` (stamped NY midnight), None without a session.
+        Raises KeyError for an unknown symbol."""
+        found = self._day(self._inst(symbol), date)
+        return None if found is None else found[1]
+
+    def opening_price(self, symbol: str, date: dt.date) -> float | None:
+        """Open of the first regular-hours minute (the opening auction), None without a session."""
+        bars = self.minute_bars(symbol, date)
+        if not len(bars):
+            return None
+        sess = self.sessions.session(date)
+        return float(bars.o[(sess.open - sess.premarket_open) // MINUTE_NS])
+
+    def closing_price(self, symbol: str, date: dt.date) -> float | None:
+        """Close of the last regular-hours minute (the closing auction), None without a session."""
+        bars = self.minute_bars(symbol, date)
+        if not len(bars):
+            return None
+        sess = self.sessions.session(date)
+        return float(bars.c[(sess.close - sess.premarket_open) // MINUTE_NS - 1])
+
+    # ------------------------------------------------------------ bars as of now
+
+    def visible_minutes(self, symbol: str, day: dt.date, now_ns: int) -> Bars:
+        """The session's minute bars whose minute has closed by ``now_ns``."""
+        bars = self.minute_bars(symbol, day)
+        if not len(bars) or bars.t[-1] + MINUTE_NS <= now_ns:
+            return bars
+        return bars.take(slice(0, int(np.searchsorted(bars.t, now_ns - MINUTE_NS, side="right"))))
+
+    def intraday_bars(self, symbol: str, timeframe: Timeframe, utc_day: dt.date, now_ns: int) -> Bars:
+        """All ``timeframe`` bars of one UTC day: buckets aligned to multiples of the timeframe
+        from 00:00 UTC, stamped at bucket start, aggregating the minutes closed by ``now_ns``
+        (a bucket still in progress is the partial aggregate of its complete minutes)."""
+        day0 = int(dt.datetime(utc_day.year, utc_day.month, utc_day.day, tzinfo=dt.timezone.utc)
+                   .timestamp()) * NS
+        day1 = day0 + DAY_NS
+        parts = []
+        for ny_day in (utc_day - dt.timedelta(days=1), utc_day):
+            if self.sessions.session(ny_day) is None:
+                continue
+            bars = self.visible_minutes(symbol, ny_day, now_ns)
+            if len(bars) and bars.t[0] < day1 and bars.t[-1] >= day0:
+                lo, hi = np.searchsorted(bars.t, [day0, day1])
+                parts.append(bars.take(slice(int(lo), int(hi))))
+        minutes = Bars.concat(parts)
+        if timeframe.minutes == 1 or not len(minutes):
+            return minutes
+        width = timeframe.minutes * MINUTE_NS
+        bucket = (minutes.t - day0) // width
+        starts = np.flatnonzero(np.diff(bucket, prepend=-1))
+        return minutes.aggregate(starts, day0 + bucket[starts] * width)
+
+    def today_bar(self, symbol: str, sess: Session, now_ns: int) -> BarTick | None:
+        """The daily bar of ``sess`` as of ``now_ns``: the full day once its data window has
+        ended, the aggregate of its complete minutes while it runs, None before its first
+        minute closes."""
+        if sess.postmarket_close <= now_ns:
+            return self.daily_bar(symbol, sess.date)
+        bars = self.visible_minutes(symbol, sess.date, now_ns)
+        if not len(bars):
+            return None
+        return bars.aggregate(np.array([0]), np.array([ny_midnight_ns(sess.date)])).row(0)
+
+    def daily_bars(self, symbol: str, first: dt.date, last: dt.date, now_ns: int) -> Bars:
+        """1Day bars for sessions in [first, last] as of ``now_ns`` (stamped NY midnight)."""
+        sessions, bars = self.day_bars(symbol, first, last)
+        if not len(bars) or sessions[-1].postmarket_close <= now_ns:
+            return bars
+        done = int(np.searchsorted([s.postmarket_close for s in sessions], now_ns, side="right"))
+        part = bars.take(slice(0, done))
+        if done < len(sessions) and sessions[done].premarket_open < now_ns:
+            today = self.today_bar(symbol, sessions[done], now_ns)
+            if today is not None:
+                part = Bars.concat([part, Bars(*(np.array([x]) for x in today))])
+        return part
+
+    def period_bars(self, symbol: str, timeframe: Timeframe, year: int, now_ns: int) -> Bars:
+        """Weekly or N-monthly bars stamped in ``year``: aggregates of the daily bars of each
+        week (Monday-Sunday) or month group, stamped at the NY midnight of the first day with a
+        session."""
+        if timeframe.unit == UNIT_WEEK:
+            first, last = dt.date(year, 1, 1) - dt.timedelta(days=6), dt.date(year, 12, 31) + dt.timedelta(days=6)
+        else:
+            first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
+        days = self.daily_bars(symbol, first, last, now_ns)
+        if not len(days):
+            return EMPTY_BARS
+        dates = [ny_date(int(t)) for t in days.t]
+        if timeframe.unit == UNIT_WEEK:
+            group = np.array([d.toordinal() - d.weekday() for d in dates], dtype=np.int64)
+        else:
+            group = np.array([(d.year * 12 + d.month - 1) // timeframe.amount for d in dates],
+                             dtype=np.int64)
+        starts = np.flatnonzero(np.diff(group, prepend=group[0] - 1))
+        bars = days.aggregate(starts, days.t[starts])
+        keep = np.array([dates[s].year == year for s in starts])
+        return bars.take(keep)
+
+    def latest_bar(self, symbol: str, now_ns: int) -> BarTick | None:
+        """The last minute bar closed by ``now_ns``."""
+        minute = self._last_minute_before(symbol, now_ns - MINUTE_NS)
+        if minute is None:
+            return None
+        sess = self.sessions.session_at(minute)
+        bars = self.minute_bars(symbol, sess.date)
+        return bars.row(int((minute - sess.premarket_open) // MINUTE_NS))
+
+    def snapshot(self, symbol: str, now_ns: int) -> dict[str, Any]:
+        """Latest trade, quote and minute bar, today's (or the last session's) daily bar and
+        the previous session's, as of ``now_ns``; values are the tick/bar tuples or None."""
+        day = ny_date(now_ns)
+        sess = self.sessions.session(day)
+        if sess is None or sess.premarket_open + MINUTE_NS > now_ns:
+            sess = self.sessions.previous_session(day)
+        daily = prev = None
+        if sess is not None:
+            daily = self.today_bar(symbol, sess, now_ns)
+            before = self.sessions.previous_session(sess.date)
+            prev = None if before is None else self.daily_bar(symbol, before.date)
+        try:
+            trade, quote = self.trade_at(symbol, now_ns), self.quote_at(symbol, now_ns)
+        except LookupError:
+            trade = quote = None
+        return {"latestTrade": trade, "latestQuote": quote,
+                "minuteBar": self.latest_bar(symbol, now_ns), "dailyBar": daily,
+                "prevDailyBar": prev}
+
+    def minutes_between(self, start_ns: int, end_ns: int) -> np.ndarray:
+        """Start instants of every minute with data whose start lies in [start_ns, end_ns]."""
+        if end_ns < start_ns:
+            return _I
+        out = []
+        for sess in self.sessions.sessions_between(ny_date(start_ns), ny_date(end_ns)):
+            lo = max(sess.premarket_open, start_ns + (-(start_ns - sess.premarket_open) % MINUTE_NS))
+            hi = min(sess.postmarket_close - MINUTE_NS, end_ns)
+            if hi >= lo:
+                out.append(np.arange(lo, hi + 1, MINUTE_NS, dtype=np.int64))
+        return np.concatenate(out) if out else _I
