@@ -1,0 +1,455 @@
+"""Historical and latest market data: paginated downloads into frames, with the bar cache.
+
+Downloads are pipelined: as soon as a page has arrived its ``next_page_token`` is read from the
+raw bytes and the next page is requested on a background thread, so the network and the parsing
+of the previous page overlap. Each page is turned into columns right away (see
+:class:`alpaca_nb.frames.SeriesAccumulator`), so the decoded JSON of only about one page is alive
+at a time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from . import frames
+from ._args import (NS, Timeframe, ny_date, ny_midnight_ns, parse_choice, parse_positive_int,
+                    parse_symbols, parse_time, parse_timeframe, parse_tz, rfc3339)
+from .cache import BarCache, CacheKey
+from .errors import AlpacaError
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 10_000
+ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
+FEEDS = ("sip", "iex", "otc", "boats", "delayed_sip", "overnight")
+_SCHEMAS = {"bars": frames.BAR, "trades": frames.TRADE, "quotes": frames.QUOTE}
+_MAX_SYMBOL_CHARS = 4000        # keep URLs well under common limits; longer lists are split
+_CACHE_MARGIN_NS = 15 * 60 * NS  # a real day counts as over 15 minutes after New York midnight
+
+
+@dataclass(frozen=True)
+class SeriesRequest:
+    """A validated bars/trades/quotes request."""
+
+    kind: str
+    symbols: tuple[str, ...]
+    start_ns: int | None
+    end_ns: int | None
+    timeframe: Timeframe | None = None
+    adjustment: str | None = None
+    feed: str | None = None
+    limit: int | None = None
+
+    @property
+    def schema(self) -> frames.Schema:
+        return _SCHEMAS[self.kind]
+
+    def params(self, symbols: Sequence[str], start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
+        params: dict[str, Any] = {"symbols": ",".join(symbols)}
+        if self.timeframe is not None:
+            params["timeframe"] = str(self.timeframe)
+        if start_ns is not None:
+            params["start"] = rfc3339(start_ns)
+        if end_ns is not None:
+            params["end"] = rfc3339(end_ns, ceil=True)
+        if self.adjustment is not None:
+            params["adjustment"] = self.adjustment
+        if self.feed is not None:
+            params["feed"] = self.feed
+        return params
+
+
+def series_request(kind: str, symbols: Any, *, timeframe: Any = None, start: Any = None,
+                   end: Any = None, adjustment: Any = None, feed: Any = None,
+                   limit: Any = None) -> SeriesRequest:
+    """Validate the arguments of bars()/trades()/quotes() (raises ValueError/TypeError)."""
+    syms = parse_symbols(symbols)
+    crypto = [s for s in syms if "/" in s]
+    if crypto:
+        raise ValueError(f"symbols {crypto} look like crypto pairs; bars/trades/quotes cover US "
+                         "stocks only")
+    start_ns = parse_time(start, name="start")
+    end_ns = parse_time(end, name="end", end=True)
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise ValueError(f"end ({end!r}) is before start ({start!r})")
+    tf = parse_timeframe(timeframe) if kind == "bars" else None
+    if adjustment is not None and kind == "bars":
+        parts = [parse_choice(p, name="adjustment", choices=ADJUSTMENTS)
+                 for p in str(adjustment).split(",")] if isinstance(adjustment, str) else \
+            [parse_choice(adjustment, name="adjustment", choices=ADJUSTMENTS)]
+        adjustment = ",".join(parts)
+    feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
+    return SeriesRequest(kind, tuple(syms), start_ns, end_ns, tf,
+                         adjustment if kind == "bars" else None, feed,
+                         parse_positive_int(limit, name="limit"))
+
+
+class MarketData:
+    """Market-data helpers on one transport (used by :class:`alpaca_nb.Alpaca`)."""
+
+    def __init__(self, transport, *, server_info: Callable[[], tuple[str, int] | None]):
+        self.transport = transport
+        self._server_info = server_info
+
+    # ------------------------------------------------------------------ time series
+    def series(self, req: SeriesRequest, *, tz: str | None = None, cache: bool = True,
+               progress: bool | None = None) -> pd.DataFrame:
+        """All rows of a request as one frame (see Alpaca.bars)."""
+        tz = parse_tz(tz)
+        bar_cache = self._bar_cache(req) if cache else None
+        acc = frames.SeriesAccumulator(req.schema)
+        bar = _Progress(req.kind, progress)
+        try:
+            if bar_cache is not None:
+                self._cached_series(req, acc, bar, *bar_cache)
+            else:
+                for chunk in _symbol_chunks(req.symbols):
+                    self._download(req, chunk, req.start_ns, req.end_ns, acc, bar)
+        except AlpacaError as exc:
+            bar.close()
+            received = acc.rows
+            exc.partial = acc.frame(tz=tz, sort=True)
+            exc.add_note(f"alpaca_nb: {received} {req.kind} rows arrived before the failure; they "
+                         "are in this exception's .partial frame")
+            raise
+        bar.close()
+        return acc.frame(tz=tz, lo=req.start_ns, hi=req.end_ns)
+
+    def pages(self, req: SeriesRequest, *, tz: str | None = None,
+              progress: bool | None = None) -> Iterator[pd.DataFrame]:
+        """One frame per downloaded page (same columns and dtypes as the full frame)."""
+        tz = parse_tz(tz)
+        bar = _Progress(req.kind, progress)
+        remaining = req.limit
+        try:
+            for chunk in _symbol_chunks(req.symbols):
+                for page in _pages(self.transport, f"/v2/stocks/{req.kind}",
+                                   req.params(chunk, req.start_ns, req.end_ns), remaining, bar):
+                    acc = frames.SeriesAccumulator(req.schema)
+                    n = acc.add(page.get(req.kind))
+                    bar.update(n)
+                    if remaining is not None:
+                        remaining -= n
+                    yield acc.frame(tz=tz, lo=req.start_ns, hi=req.end_ns)
+                if remaining is not None and remaining <= 0:
+                    break
+        finally:
+            bar.close()
+
+    def _download(self, req: SeriesRequest, symbols: Sequence[str], start_ns: int | None,
+                  end_ns: int | None, acc: frames.SeriesAccumulator, bar: "_Progress") -> None:
+        for page in _pages(self.transport, f"/v2/stocks/{req.kind}", req.params(symbols, start_ns, end_ns),
+                           req.limit, bar):
+            bar.update(acc.add(page.get(req.kind)))
+
+    # ------------------------------------------------------------------ the bar cache
+    def _bar_cache(self, req: SeriesRequest) -> tuple[BarCache, int] | None:
+        """The cache for this request and the server's "now", or None when it cannot be used."""
+        if req.kind != "bars" or req.limit is not None or req.start_ns is None \
+                or not req.timeframe.cacheable:
+            return None
+        info = self._server_info()
+        if info is None:
+            return None
+        server, now_ns = info
+        feed = req.feed or _default_feed_label(self.transport.settings)
+        key = CacheKey(server, feed, req.adjustment or "raw", str(req.timeframe))
+        return BarCache(key), now_ns
+
+    def _cached_series(self, req: SeriesRequest, acc: frames.SeriesAccumulator, bar: "_Progress",
+                       cache: BarCache, now_ns: int) -> None:
+        margin = 0 if server_is_sandbox(cache.key.server) else _CACHE_MARGIN_NS
+        first = ny_date(req.start_ns).toordinal()
+        last = ny_date(min(req.end_ns if req.end_ns is not None else now_ns, max(now_ns, req.start_ns))).toordinal()
+        complete = ny_date(now_ns - margin).toordinal() - 1          # the last day that is over
+        bounds = {d: _day_bounds(d) for d in range(first, max(last, complete) + 2)}
+        days = range(first, min(last, complete) + 1)
+        tail = last > complete or req.end_ns is None or not days
+        plans: dict[tuple, list[str]] = defaultdict(list)
+        cached: dict[str, Any] = {}
+        for symbol in req.symbols:
+            entry = cache.load(symbol)
+            have = entry.days if entry is not None else set()
+            if entry is not None:
+                cached[symbol] = entry
+            missing = tuple(tuple(r) for r in _runs(d for d in days if d not in have))
+            plans[(missing, tail)].append(symbol)
+
+        for (missing, has_tail), group in plans.items():
+            for i, (lo, hi) in enumerate(missing):
+                start = bounds[lo][0]      # whole days, so that they can be cached
+                joins_tail = has_tail and i == len(missing) - 1 and hi == complete
+                end = req.end_ns if joins_tail else bounds[hi][1] - NS
+                part = frames.SeriesAccumulator(req.schema)
+                for chunk in _symbol_chunks(group):
+                    self._download(req, chunk, start, end, part, bar)
+                self._store(cache, group, range(lo, hi + 1), bounds, part, acc)
+                if joins_tail:
+                    has_tail = False
+            if has_tail:
+                tail_start = req.start_ns if complete < first else max(req.start_ns, bounds[complete + 1][0])
+                for chunk in _symbol_chunks(group):
+                    self._download(req, chunk, tail_start, req.end_ns, acc, bar)
+
+        for symbol, entry in cached.items():
+            a, b = np.searchsorted(entry.times, [req.start_ns, _hi(req.end_ns)], side="left")
+            if b > a:
+                acc.add_columns(np.zeros(b - a, np.int32), [symbol], entry.times[a:b],
+                                {c: v[a:b] for c, v in entry.columns.items()})
+
+    @staticmethod
+    def _store(cache: BarCache, group: Sequence[str], days: range, bounds: dict[int, tuple[int, int]],
+               part: frames.SeriesAccumulator, acc: frames.SeriesAccumulator) -> None:
+        """Write a finished download to the cache (every symbol of the group, with or without
+        rows) and hand its rows to the result."""
+        symbols, codes, times, cols = part.columns()
+        acc.add_columns(codes, symbols, times, cols)
+        order = np.argsort(codes, kind="stable") if len(codes) and np.any(np.diff(codes) < 0) else None
+        if order is not None:
+            codes, times = codes[order], times[order]
+            cols = {c: v[order] for c, v in cols.items()}
+        index = {s: i for i, s in enumerate(symbols)}
+        for symbol in group:
+            i = index.get(symbol)
+            a, b = (np.searchsorted(codes, [i, i + 1]) if i is not None else (0, 0))
+            cache.store(symbol, days, bounds, times[a:b], {c: v[a:b] for c, v in cols.items()})
+
+    # ------------------------------------------------------------------ latest values
+    def latest(self, kind: str, symbols: Any, *, feed: Any = None, tz: str | None = None) -> pd.DataFrame:
+        """Latest bar/trade/quote per symbol, indexed by symbol in the order asked."""
+        syms = parse_symbols(symbols)
+        feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
+        tz = parse_tz(tz)
+        out: dict[str, Any] = {}
+        for chunk in _symbol_chunks(syms):
+            body = self.transport.data(f"/v2/stocks/{kind}/latest", {"symbols": ",".join(chunk), "feed": feed})
+            out.update((body or {}).get(kind) or {})
+        return frames.latest_frame(out, _SCHEMAS[kind], syms, tz=tz)
+
+    def snapshots(self, symbols: Any, *, feed: Any = None, tz: str | None = None) -> pd.DataFrame:
+        syms = parse_symbols(symbols)
+        feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
+        tz = parse_tz(tz)
+        out: dict[str, Any] = {}
+        for chunk in _symbol_chunks(syms):
+            body = self.transport.data("/v2/stocks/snapshots", {"symbols": ",".join(chunk), "feed": feed})
+            if isinstance(body, dict) and isinstance(body.get("snapshots"), dict):
+                body = body["snapshots"]          # the crypto-style wrapper, tolerated
+            out.update(body or {})
+        return frames.snapshots_frame(out, syms, tz=tz)
+
+    def last_trade_price(self, symbol: str) -> float | None:
+        """The latest trade price of one stock (None when the server has none)."""
+        body = self.transport.data(f"/v2/stocks/{symbol}/trades/latest", None)
+        trade = (body or {}).get("trade") or {}
+        price = trade.get("p")
+        return float(price) if isinstance(price, (int, float)) and price > 0 else None
+
+
+def server_is_sandbox(server: str) -> bool:
+    return server.startswith("sandbox-")
+
+
+def server_label(settings, status: dict[str, Any] | None) -> str | None:
+    """The cache's name for a data source: ``sandbox-<market>-seed<N>`` from GET /sandbox/status,
+    else the market-data host (a sandbox without a readable status is not cached)."""
+    if settings.mode == "sandbox":
+        if not status or "seed" not in status or "market" not in status:
+            return None
+        return f"sandbox-{status['market']}-seed{int(status['seed'])}"
+    parts = urlsplit(settings.data_url)
+    return (parts.hostname or "unknown") + (f"_{parts.port}" if parts.port else "")
+
+
+def _default_feed_label(settings) -> str:
+    """With no feed given Alpaca picks one from the account's subscription, so the cache keeps
+    each key's default apart (by a short hash of the key id, never the key itself)."""
+    if settings.feed:
+        return settings.feed
+    if settings.mode == "sandbox":
+        return "default"
+    return "default-" + hashlib.sha256(settings.key_id.encode()).hexdigest()[:10]
+
+
+def _day_bounds(ordinal: int) -> tuple[int, int]:
+    day = dt.date.fromordinal(ordinal)
+    return ny_midnight_ns(day), ny_midnight_ns(day + dt.timedelta(days=1))
+
+
+def _hi(end_ns: int | None) -> int:
+    return np.iinfo(np.int64).max if end_ns is None else end_ns + 1
+
+
+def _runs(days) -> list[list[int]]:
+    out: list[list[int]] = []
+    for d in days:
+        if out and d == out[-1][1] + 1:
+            out[-1][1] = d
+        else:
+            out.append([d, d])
+    return out
+
+
+def _symbol_chunks(symbols: Sequence[str]) -> list[list[str]]:
+    """Sorted symbols in groups whose comma-joined length stays under the URL budget."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for s in sorted(symbols):
+        if chunks[-1] and size + len(s) + 1 > _MAX_SYMBOL_CHARS:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(s)
+        size += len(s) + 1
+    return chunks if chunks[0] else []
+
+
+# ------------------------------------------------------------------ pipelined pagination
+
+def peek_next_page_token(raw: bytes) -> str | None:
+    """``next_page_token`` read straight from a page's bytes, before it is decoded (so the next
+    request can start while this page is parsed). Returns None when absent or null."""
+    i = raw.rfind(b'"next_page_token"')
+    if i < 0:
+        return None
+    j = raw.find(b":", i + 17)
+    if j < 0:
+        return None
+    j += 1
+    while j < len(raw) and raw[j] in b" \t\r\n":
+        j += 1
+    if raw[j:j + 1] != b'"':
+        return None
+    k = raw.find(b'"', j + 1)
+    if k < 0 or b"\\" in raw[j + 1:k]:
+        return None
+    return raw[j + 1:k].decode()
+
+
+class _Fetch:
+    """One page request running on its own daemon thread."""
+
+    def __init__(self, transport, path: str, params: dict[str, Any]):
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(transport, path, params),
+                                        name="alpaca-nb-page", daemon=True)
+        self._thread.start()
+
+    def _run(self, transport, path: str, params: dict[str, Any]) -> None:
+        try:
+            self._result = transport.data(path, params, raw=True)
+        except BaseException as exc:   # handed to the consumer
+            self._error = exc
+
+    def result(self) -> bytes:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def _pages(transport, path: str, params: dict[str, Any], limit: int | None,
+           bar: "_Progress") -> Iterator[dict[str, Any]]:
+    """Decoded pages of one paginated request, the next one always in flight while the current
+    one is processed. ``limit`` caps the total number of rows over all pages."""
+    def fetch(token: str | None, remaining: int | None) -> _Fetch:
+        page_params = dict(params, limit=min(PAGE_SIZE, remaining) if remaining else PAGE_SIZE)
+        if token:
+            page_params["page_token"] = token
+        return _Fetch(transport, path, page_params)
+
+    remaining = limit
+    pending: _Fetch | None = fetch(None, remaining)
+    guess: str | None = None
+    try:
+        while pending is not None:
+            raw = pending.result()
+            pending = None
+            bar.page()
+            guess = peek_next_page_token(raw)
+            if guess and remaining is None:
+                pending = fetch(guess, None)
+            page = orjson.loads(raw)
+            del raw
+            token = page.get("next_page_token")
+            if remaining is not None:
+                remaining -= _count(page)
+                if remaining <= 0:
+                    token = None
+            if token and (pending is None or token != guess):
+                if pending is not None:
+                    pending.result()             # a wrong guess (never seen): wait, discard
+                pending = fetch(token, remaining)
+            elif not token and pending is not None:
+                pending.result()
+                pending = None
+            yield page
+    finally:
+        if pending is not None:                  # the consumer stopped early
+            try:
+                pending.result()
+            except BaseException:
+                pass
+
+
+def _count(page: dict[str, Any]) -> int:
+    for key in ("bars", "trades", "quotes"):
+        groups = page.get(key)
+        if isinstance(groups, dict):
+            return sum(len(v) for v in groups.values() if v)
+    return 0
+
+
+class _Progress:
+    """A tqdm.auto bar for multi-page downloads: ``progress=None`` shows it from the second page
+    on, True always, False never."""
+
+    def __init__(self, kind: str, progress: bool | None):
+        self.kind = kind
+        self.mode = progress
+        self.pages = 0
+        self.rows = 0
+        self._bar = None
+
+    def page(self) -> None:
+        self.pages += 1
+        if self._bar is None and (self.mode is True or (self.mode is None and self.pages >= 2)):
+            from tqdm.auto import tqdm
+            self._bar = tqdm(desc=f"{self.kind}", unit=" rows", unit_scale=True, leave=False)
+            self._bar.update(self.rows)
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"{self.pages} pages", refresh=False)
+
+    def update(self, rows: int) -> None:
+        self.rows += rows
+        if self._bar is not None:
+            self._bar.update(rows)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def server_now_from_status(status: dict[str, Any] | None) -> int:
+    """Server time from /sandbox/status (falls back to this machine's clock)."""
+    now = (status or {}).get("now")
+    if isinstance(now, str):
+        try:
+            return int(pd.Timestamp(now).as_unit("ns")._value)
+        except ValueError:
+            pass
+    return time.time_ns()

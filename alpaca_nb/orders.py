@@ -1,0 +1,454 @@
+"""Order arguments -> a validated request body, client order ids, and the pre-trade guard.
+
+Everything here runs before anything is sent. Invalid arguments raise
+:class:`~alpaca_nb.errors.OrderValidationError` (a ``ValueError``) naming the argument and what
+would be valid; the guard raises :class:`~alpaca_nb.errors.PreTradeCheckError` saying which limit
+refused the order, by how much, and how to raise the limit.
+
+Numbers may be ``int``, ``float``, ``decimal.Decimal``, numpy numbers or numeric strings; they go
+on the wire as exact decimal strings (``"0.1"``, never ``"0.1000000000000000055"``). Booleans may
+be Python or numpy booleans.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from numbers import Number
+from typing import Any
+
+import numpy as np
+
+from ._args import parse_symbol
+from .errors import (AlpacaConnectionError, AlpacaError, NotFoundError, OrderValidationError,
+                     PreTradeCheckError, RateLimitError, ServerError, UnprocessableError)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SIDES", "TYPES", "TIME_IN_FORCE", "ORDER_CLASSES", "order_body", "replace_body",
+           "new_client_order_id", "Guard", "place"]
+
+SIDES = ("buy", "sell")
+TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
+TIME_IN_FORCE = ("day", "gtc", "opg", "cls", "ioc", "fok")
+ORDER_CLASSES = ("simple", "bracket", "oco", "oto")
+POSITION_INTENTS = ("buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close")
+MAX_CLIENT_ORDER_ID = 128
+
+_PRICE_FOR = {"limit_price": ("limit", "stop_limit"), "stop_price": ("stop", "stop_limit")}
+
+
+def new_client_order_id() -> str:
+    """A fresh client order id (uuid4): the key that makes a submission safe to reconcile."""
+    return str(uuid.uuid4())
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return value.strip().lower()
+    shown = ", ".join(repr(c) for c in choices)
+    raise OrderValidationError(f"{name} must be one of {shown}; got {value!r}")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise OrderValidationError(f"{name} must be True or False; got {value!r}")
+
+
+def decimal(value: Any, name: str, *, places: int = 9) -> Decimal | None:
+    """A positive finite number as a Decimal (None stays None).
+
+    Raises:
+        OrderValidationError: not a number, not positive, or more than ``places`` decimals.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        raise OrderValidationError(f"{name} must be a number, not a boolean ({value!r})")
+    try:
+        if isinstance(value, Decimal):
+            d = value
+        elif isinstance(value, (int, np.integer)):
+            d = Decimal(int(value))
+        elif isinstance(value, (float, np.floating)):
+            if not math.isfinite(float(value)):
+                raise OrderValidationError(f"{name} must be a finite number; got {value!r}")
+            d = Decimal(repr(float(value)))
+        elif isinstance(value, str):
+            d = Decimal(value.strip())
+        elif isinstance(value, Number):
+            d = Decimal(str(value))
+        else:
+            raise OrderValidationError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    except InvalidOperation:
+        raise OrderValidationError(f"{name} must be a number; got {value!r}") from None
+    if not d.is_finite():
+        raise OrderValidationError(f"{name} must be a finite number; got {value!r}")
+    if d <= 0:
+        raise OrderValidationError(f"{name} must be greater than 0; got {value!r}")
+    exponent = d.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -places:
+        raise OrderValidationError(f"{name} has more than {places} decimal places: {value!r}")
+    return d
+
+
+def _wire(d: Decimal) -> str:
+    return format(d.normalize(), "f")
+
+
+def _price(value: Any, name: str, *, stock: bool) -> Decimal | None:
+    """A price, with Alpaca's equity tick rule: whole cents at $1 and above, 4 decimals below."""
+    d = decimal(value, name)
+    if d is not None and stock:
+        places = 2 if d >= 1 else 4
+        if d != d.quantize(Decimal(1).scaleb(-places)):
+            raise OrderValidationError(
+                f"{name}={value!r} is a sub-penny price: stock prices take {places} decimals "
+                f"{'at $1 and above' if places == 2 else 'below $1'} (e.g. {d.quantize(Decimal(1).scaleb(-places))})")
+    return d
+
+
+def _leg(value: Any, name: str, main: str, *, stock: bool) -> dict[str, Decimal]:
+    """take_profit / stop_loss given as a price or a mapping."""
+    if isinstance(value, Mapping):
+        allowed = {"take_profit": ("limit_price",), "stop_loss": ("stop_price", "limit_price")}[name]
+        unknown = set(value) - set(allowed)
+        if unknown:
+            raise OrderValidationError(f"{name} accepts {', '.join(allowed)}; got unknown key(s) "
+                                       f"{', '.join(sorted(map(str, unknown)))}")
+        if value.get(main) is None:
+            raise OrderValidationError(f"{name} needs {main}, e.g. {name}={{'{main}': 123.45}}")
+        return {k: _price(v, f"{name}.{k}", stock=stock) for k, v in value.items() if v is not None}
+    return {main: _price(value, name, stock=stock)}
+
+
+def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "market",
+               time_in_force: Any = "day", *, notional: Any = None, limit_price: Any = None,
+               stop_price: Any = None, trail_price: Any = None, trail_percent: Any = None,
+               extended_hours: Any = False, order_class: Any = None, take_profit: Any = None,
+               stop_loss: Any = None, client_order_id: Any = None,
+               position_intent: Any = None) -> dict[str, Any]:
+    """The JSON body of ``POST /v2/orders`` for these arguments, with a client_order_id
+    (generated when not given).
+
+    Raises:
+        OrderValidationError: with a message naming the argument.
+    """
+    try:
+        symbol = parse_symbol(symbol)
+    except (TypeError, ValueError) as exc:
+        raise OrderValidationError(str(exc)) from None
+    stock = "/" not in symbol
+    side = _choice(side, "side", SIDES)
+    type = _choice(type, "type", TYPES)
+    tif = _choice(time_in_force, "time_in_force", TIME_IN_FORCE)
+    extended = _flag(extended_hours, "extended_hours")
+    klass = "simple" if order_class in (None, "") else _choice(order_class, "order_class", ORDER_CLASSES)
+
+    if (qty is None) == (notional is None):
+        raise OrderValidationError("give exactly one of qty (shares) or notional (dollars); got "
+                                   + ("both" if qty is not None else "neither"))
+    q = decimal(qty, "qty")
+    n = decimal(notional, "notional", places=2)
+    prices = {"limit_price": _price(limit_price, "limit_price", stock=stock),
+              "stop_price": _price(stop_price, "stop_price", stock=stock)}
+    for name, types in _PRICE_FOR.items():
+        if type in types and prices[name] is None:
+            raise OrderValidationError(f"a {type} order needs {name}")
+        if type not in types and prices[name] is not None:
+            raise OrderValidationError(f"{name} is only for {' and '.join(types)} orders, not {type}")
+    tp = _price(trail_price, "trail_price", stock=stock)
+    tpc = decimal(trail_percent, "trail_percent")
+    if type == "trailing_stop":
+        if (tp is None) == (tpc is None):
+            raise OrderValidationError("a trailing_stop order needs exactly one of trail_price or "
+                                       "trail_percent; got " + ("both" if tp is not None else "neither"))
+        if tpc is not None and tpc >= 100:
+            raise OrderValidationError(f"trail_percent is a percentage below 100; got {trail_percent!r}")
+    elif tp is not None or tpc is not None:
+        raise OrderValidationError("trail_price and trail_percent are only for trailing_stop orders")
+    if extended and (type != "limit" or tif not in ("day", "gtc")):
+        raise OrderValidationError("extended_hours=True needs a limit order with time_in_force "
+                                   f"'day' or 'gtc'; got type={type!r}, time_in_force={tif!r}")
+
+    body: dict[str, Any] = {"symbol": symbol, "side": side, "type": type, "time_in_force": tif}
+    if q is not None:
+        body["qty"] = _wire(q)
+    if n is not None:
+        body["notional"] = _wire(n)
+    for name, value in prices.items():
+        if value is not None:
+            body[name] = _wire(value)
+    if tp is not None:
+        body["trail_price"] = _wire(tp)
+    if tpc is not None:
+        body["trail_percent"] = _wire(tpc)
+    if extended:
+        body["extended_hours"] = True
+
+    legs = _legs(klass, side, tif, take_profit, stop_loss, stock=stock)
+    if klass != "simple":
+        body["order_class"] = klass
+    body.update(legs)
+    if position_intent is not None:
+        body["position_intent"] = _choice(position_intent, "position_intent", POSITION_INTENTS)
+    body["client_order_id"] = _client_order_id(client_order_id)
+    return body
+
+
+def _legs(klass: str, side: str, tif: str, take_profit: Any, stop_loss: Any, *, stock: bool) -> dict[str, Any]:
+    if klass == "simple":
+        if take_profit is not None or stop_loss is not None:
+            raise OrderValidationError("take_profit/stop_loss need order_class 'bracket' (both legs), "
+                                       "'oco' (both) or 'oto' (one of them)")
+        return {}
+    tp = _leg(take_profit, "take_profit", "limit_price", stock=stock) if take_profit is not None else None
+    sl = _leg(stop_loss, "stop_loss", "stop_price", stock=stock) if stop_loss is not None else None
+    if klass in ("bracket", "oco") and (tp is None or sl is None):
+        missing = " and ".join(n for n, v in (("take_profit", tp), ("stop_loss", sl)) if v is None)
+        raise OrderValidationError(f"a {klass} order needs both take_profit and stop_loss ({missing} missing)")
+    if klass == "oto" and (tp is None) == (sl is None):
+        raise OrderValidationError("an oto order needs exactly one of take_profit or stop_loss")
+    if klass == "bracket" and tif not in ("day", "gtc"):
+        raise OrderValidationError(f"a bracket order needs time_in_force 'day' or 'gtc'; got {tif!r}")
+    if tp is not None and sl is not None:
+        above = tp["limit_price"] > sl["stop_price"]
+        if above != (side == "buy"):
+            want = "above" if side == "buy" else "below"
+            raise OrderValidationError(
+                f"for a {side} {klass} order take_profit.limit_price ({tp['limit_price']}) must be "
+                f"{want} stop_loss.stop_price ({sl['stop_price']})")
+    out: dict[str, Any] = {}
+    if tp is not None:
+        out["take_profit"] = {k: _wire(v) for k, v in tp.items()}
+    if sl is not None:
+        out["stop_loss"] = {k: _wire(v) for k, v in sl.items()}
+    return out
+
+
+def _client_order_id(value: Any) -> str:
+    if value is None:
+        return new_client_order_id()
+    if not isinstance(value, str) or not value.strip():
+        raise OrderValidationError(f"client_order_id must be a non-empty string; got {value!r}")
+    if len(value) > MAX_CLIENT_ORDER_ID:
+        raise OrderValidationError(f"client_order_id is {len(value)} characters; at most "
+                                   f"{MAX_CLIENT_ORDER_ID} are allowed")
+    return value
+
+
+def replace_body(*, qty: Any = None, time_in_force: Any = None, limit_price: Any = None,
+                 stop_price: Any = None, trail: Any = None, client_order_id: Any = None,
+                 stock: bool = True) -> dict[str, Any]:
+    """The JSON body of ``PATCH /v2/orders/{id}`` (only the fields that change).
+
+    Raises:
+        OrderValidationError: nothing to change, or an invalid field.
+    """
+    body: dict[str, Any] = {}
+    q = decimal(qty, "qty")
+    if q is not None:
+        if q != q.to_integral_value():
+            raise OrderValidationError(f"qty must be a whole number of shares when replacing; got {qty!r}")
+        body["qty"] = _wire(q)
+    if time_in_force is not None:
+        body["time_in_force"] = _choice(time_in_force, "time_in_force", TIME_IN_FORCE)
+    for name, value in (("limit_price", limit_price), ("stop_price", stop_price)):
+        d = _price(value, name, stock=stock)
+        if d is not None:
+            body[name] = _wire(d)
+    t = decimal(trail, "trail")
+    if t is not None:
+        body["trail"] = _wire(t)
+    if client_order_id is not None:
+        body["client_order_id"] = _client_order_id(client_order_id)
+    if not body:
+        raise OrderValidationError("replace_order needs at least one change: qty, time_in_force, "
+                                   "limit_price, stop_price, trail or client_order_id")
+    return body
+
+
+# ------------------------------------------------------------------ the pre-trade guard
+
+@dataclass(frozen=True)
+class Guard:
+    """Fat-finger and balance checks run before an order is sent.
+
+    Args:
+        max_order_notional: dollars per order (None = off).
+        max_order_qty: shares per order (None = off).
+        price_collar: the largest allowed distance of a limit/stop price from the last trade, as
+            a fraction (0.25 = 25%; None = off).
+    """
+
+    max_order_notional: float | None
+    max_order_qty: float | None
+    price_collar: float | None
+
+    def check(self, body: Mapping[str, Any], *, last_price: Callable[[str], float | None],
+              buying_power: Callable[[], float | None]) -> None:
+        """Refuse ``body`` (an :func:`order_body`) if it breaks a limit.
+
+        ``last_price(symbol)`` and ``buying_power()`` are called only when a check needs them.
+
+        Raises:
+            PreTradeCheckError: naming the limit, the order's figure, the allowed figure and how
+                to change the limit.
+        """
+        symbol, side = body["symbol"], body["side"]
+        qty = float(body["qty"]) if "qty" in body else None
+        if qty is not None and self.max_order_qty is not None and qty > self.max_order_qty:
+            _refuse("max_order_qty", qty, self.max_order_qty, f"{qty:,g} shares of {symbol}",
+                    f"{self.max_order_qty:,g} shares", "ALPACA_NB_MAX_ORDER_QTY")
+
+        entry = [(k, float(body[k])) for k in ("limit_price", "stop_price") if k in body]
+        needs_notional = self.max_order_notional is not None or side == "buy"
+        needs_last = (self.price_collar is not None and entry) or \
+            (needs_notional and qty is not None and not entry)
+        last = None
+        if needs_last:
+            why = "the server has no trade for it"
+            try:
+                last = last_price(symbol)
+            except Exception as exc:   # noqa: BLE001 - any failure means the check cannot run
+                why = str(exc)
+            if not last:
+                limit = "price_collar" if self.price_collar is not None and entry else "max_order_notional"
+                raise PreTradeCheckError(
+                    f"order for {symbol} refused before sending: no last trade price to check "
+                    f"{limit} against ({why}). Pass {limit}=None to anb.connect(...) to skip "
+                    "this check.", limit=limit, value=float("nan"), allowed=float("nan"))
+
+        if self.price_collar is not None and last:
+            for name, price in entry:
+                distance = abs(price / last - 1)
+                if distance > self.price_collar:
+                    raise PreTradeCheckError(
+                        f"order for {symbol} refused before sending: {name} {price:,.4g} is "
+                        f"{distance:.1%} from the last trade {last:,.4g}, beyond price_collar "
+                        f"{self.price_collar:.0%} by {distance - self.price_collar:.1%}. If the "
+                        f"price is right, widen the collar with anb.connect(price_collar="
+                        f"{_suggest(distance)}) or ALPACA_NB_PRICE_COLLAR (None/'off' disables it).",
+                        limit="price_collar", value=distance, allowed=self.price_collar)
+
+        if "notional" in body:
+            notional = float(body["notional"])
+        else:
+            price = dict(entry).get("limit_price", dict(entry).get("stop_price", last))
+            notional = qty * price if (qty is not None and price) else None
+        if notional is None:
+            return
+        if self.max_order_notional is not None and notional > self.max_order_notional:
+            _refuse("max_order_notional", notional, self.max_order_notional,
+                    f"${notional:,.2f} of {symbol}", f"${self.max_order_notional:,.2f}",
+                    "ALPACA_NB_MAX_ORDER_NOTIONAL", money=True)
+        if side == "buy":
+            power = buying_power()
+            if power is not None and notional > power:
+                raise PreTradeCheckError(
+                    f"order for {symbol} refused before sending: it costs about ${notional:,.2f}, "
+                    f"${notional - power:,.2f} more than the account's buying power "
+                    f"${power:,.2f}. Reduce the order or add funds.",
+                    limit="buying_power", value=notional, allowed=power)
+
+
+def _refuse(limit: str, value: float, allowed: float, what: str, allowed_text: str, env: str, *,
+            money: bool = False) -> None:
+    over = f"${value - allowed:,.2f}" if money else f"{value - allowed:,g}"
+    raise PreTradeCheckError(
+        f"order refused before sending: {what} is over {limit} {allowed_text} by {over}. Raise "
+        f"the limit with anb.connect({limit}={_suggest(value)}) or the {env} environment "
+        "variable (None/'off' disables it).", limit=limit, value=value, allowed=allowed)
+
+
+def _suggest(value: float) -> str:
+    """A round number just above ``value`` for the error message."""
+    if value < 1:
+        return f"{math.ceil(value * 100) / 100:g}"
+    magnitude = 10 ** max(0, int(math.log10(value)) - 1)
+    return f"{math.ceil(value / magnitude) * magnitude:_.0f}"
+
+
+# ------------------------------------------------------------------ submission without duplicates
+
+def place(transport, body: Mapping[str, Any], *, rounds: int = 5, backoff: tuple[float, float] = (0.25, 4.0),
+          sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """``POST /v2/orders`` so that the order exists at most once.
+
+    The POST itself is never retried blindly. When its answer is lost (connection dropped or timed
+    out after sending) or is a 5xx/429, the order may or may not exist, so the client asks
+    ``GET /v2/orders:by_client_order_id`` and returns the order if the server has it; only when
+    it does not is the same body (same client_order_id) sent again. If that resubmission is
+    refused because the client_order_id already exists, the existing order is fetched and
+    returned. A repeated call with the client_order_id of an existing identical order returns
+    that order (so a double click cannot place a second one).
+
+    Raises:
+        AlpacaError: the server refused the order (4xx), or the last failure after ``rounds``
+            attempts, with a note that the server has no order with that client_order_id.
+    """
+    sleep = sleep or time.sleep
+    coid = body["client_order_id"]
+    failure: AlpacaError | None = None
+    for attempt in range(1, rounds + 1):
+        try:
+            return transport.trading("POST", "/v2/orders", json=dict(body), retry=False)
+        except UnprocessableError as exc:
+            if "client_order_id" not in exc.message or "unique" not in exc.message:
+                raise
+            existing = _by_client_order_id(transport, coid)
+            if existing is not None and (attempt > 1 or _same_order(existing, body)):
+                log.info("order %s already exists; returning it instead of placing another", coid)
+                return existing
+            raise
+        except (AlpacaConnectionError, ServerError, RateLimitError) as exc:
+            failure = exc
+            log.warning("submitting order %s: %s (attempt %d of %d); asking the server whether it "
+                        "was placed", coid, exc, attempt, rounds)
+        try:
+            existing = _by_client_order_id(transport, coid)
+        except AlpacaError as exc:
+            exc.add_note(f"alpaca_nb: the order's state is unknown; look it up with "
+                         f"api.order(client_order_id={coid!r}) before submitting it again")
+            raise
+        if existing is not None:
+            log.info("order %s was placed although its answer was lost; returning it", coid)
+            return existing
+        if attempt < rounds:
+            base, cap = backoff
+            delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+            if isinstance(failure, RateLimitError) and failure.retry_after:
+                delay = max(delay, failure.retry_after)
+            sleep(delay)
+    assert failure is not None
+    final = type(failure)(failure.message, status=failure.status, code=failure.code, body=failure.body,
+                          method="POST", path="/v2/orders", attempts=rounds,
+                          **({"retry_after": failure.retry_after} if isinstance(failure, RateLimitError) else {}))
+    final.add_note(f"alpaca_nb: the server has no order with client_order_id={coid!r}; nothing was placed")
+    raise final from failure
+
+
+def _by_client_order_id(transport, coid: str) -> dict[str, Any] | None:
+    try:
+        return transport.trading("GET", "/v2/orders:by_client_order_id", params={"client_order_id": coid})
+    except NotFoundError:
+        return None
+
+
+def _same_order(existing: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    """Whether an existing order is the one ``body`` describes (a repeated submission)."""
+    for key in ("symbol", "side", "type", "time_in_force"):
+        if str(existing.get(key) or "").lower() != str(body.get(key) or "").lower():
+            return False
+    for key in ("qty", "notional", "limit_price", "stop_price"):
+        a, b = existing.get(key), body.get(key)
+        if (a is None) != (b is None) or (a is not None and Decimal(str(a)) != Decimal(str(b))):
+            return False
+    return True
