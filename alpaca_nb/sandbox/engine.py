@@ -1,22 +1,80 @@
-"""Accounts, orders, matching, positions and trade-update events of the sandbox.
+"""Accounts, orders, positions, activities and trade-update events of the sandbox.
 
-(Foundation only: accounts and authentication. Orders and matching are being built on it.)
+:class:`Engine` is the trading back end behind the REST routes of :mod:`.trading_api`. It keeps
+every account in memory, writes each change through to the store (:mod:`.store`: SQLite with
+``--db``, nothing otherwise) before the request that caused it is answered, and publishes
+``trade_updates`` events to subscribers. The matching rules live in :mod:`.matching`, the money
+arithmetic in :mod:`.ledger`, request validation in :mod:`.orders`, activities and portfolio
+history in :mod:`.history`.
+
+Everything runs on the sandbox's event loop thread; no method blocks on I/O other than the
+(local, short) SQLite commit. Times are epoch nanoseconds from the sandbox clock.
+
+Trade-update sequences (the reference leaves the exact order unconfirmed; this is the sandbox's):
+
+* submission while the order may trade: ``pending_new`` then ``new``, then ``partial_fill``... and
+  ``fill`` as it executes (a marketable order is evaluated before the POST returns);
+* submission while it must wait for a session (calendar mode): ``accepted``; ``new`` when the
+  session opens;
+* bracket/oto exit legs stay ``held`` (no event) until the entry fills, then ``new`` each;
+* cancel: ``canceled`` (no ``pending_cancel``); expiry: ``expired``;
+* replace: ``replaced`` for the old order (status ``replaced``, ``replaced_by`` set), then
+  ``pending_new`` and ``new`` for the replacement (``replaces`` set).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
+import secrets
+import string
 import uuid
+from collections.abc import Callable
+from typing import Any
 
-from .clock import Clock, Sessions
+from .clock import Clock, Session, Sessions, ny_date
+from .history import Fill, as_fill, deposit_activity, portfolio_history, select_activities
+from .ledger import (DEFAULT_CONFIG, SHORT_BUFFER, Account, Mark, Position, account_wire, buying_power,
+                     market_buffer, position_wire, value_account)
+from .matching import EPS, Matching, round_price
+from .orders import (QTY_PLACES, NewOrder, Order, new_id, parse_new_order, parse_replace,
+                     valid_uuid)
+from .store import Changes, open_store
+from .wire import (ApiError, fmt_money, forbidden, iso_ns, iso_us, not_found, parse_bool,
+                   parse_int, parse_list, parse_time, rejected, unprocessable)
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+OPEN_QUERY_STATUSES = ("open", "closed", "all")
+ORDER_LIST_MAX = 500
 
 
 def _digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
 
 
-class Engine:
+def _money(value: float) -> str:
+    return fmt_money(round(value, 6), 6)
+
+
+class Engine(Matching):
+    """The sandbox's trading back end (see the module docstring).
+
+    Args:
+        market: the synthetic market (quotes, trades, auction prices, assets).
+        clock, sessions: the sandbox's time and trading calendar.
+        db: SQLite file for persistence, or None to keep everything in memory.
+        default_cash: starting cash of new accounts, in dollars.
+
+    Raises:
+        ValueError: when ``db`` is not a sandbox database.
+    """
+
+    tick_seconds = 0.05   # wall seconds between matching passes
+
     def __init__(self, *, market, clock: Clock, sessions: Sessions, db: str | None = None,
                  default_cash: float = 100_000.0):
         self.market = market
@@ -24,9 +82,32 @@ class Engine:
         self.sessions = sessions
         self.db = db
         self.default_cash = default_cash
+        self._store = open_store(db)
         self._keys: dict[str, tuple[bytes, str]] = {}   # key_id -> (sha256(secret), account id)
-        self.accounts: dict[str, dict] = {}
+        self.accounts: dict[str, Account] = {}
+        self._orders: dict[str, Order] = {}
+        self._open: dict[str, Order] = {}               # not final, in creation order
+        self._by_client: dict[tuple[str, str], str] = {}
+        self._account_orders: dict[str, list[Order]] = {}
+        self._activities: dict[str, list[dict]] = {}
+        self._fills: dict[str, list[Fill]] = {}
+        self._subs: dict[str, list[Callable[[Event], None]]] = {}
+        self._events: list[tuple[str, Event]] = []
+        self._close_cache: dict[tuple[str, Any], float] = {}
+        self._last_close_cache: dict[tuple[str, Any], tuple[float, float]] = {}
+        self._asset_cache: dict[str, dict | None] = {}
+        self._seq = 0
+        self._activity_seq = 0
+        self._processed_ns = clock.now_ns()
+        self._d_orders: dict[str, Order] = {}
+        self._d_accounts: dict[str, Account] = {}
+        self._d_positions: set[tuple[str, str]] = set()
+        self._d_activities: list[tuple[str, int, dict]] = []
+        self._d_keys: list[tuple[str, bytes, str]] = []
+        self._task: asyncio.Task | None = None
+        self._load()
 
+    # ================================================================== accounts and keys
     def has_key(self, key_id: str) -> bool:
         return key_id in self._keys
 
@@ -38,20 +119,853 @@ class Engine:
         return entry[1]
 
     def create_account(self, key_id: str, secret: str, *, cash: float | None = None) -> str:
-        account_id = str(uuid.uuid4())
-        self._keys[key_id] = (_digest(secret), account_id)
-        self.accounts[account_id] = {"id": account_id, "cash": self.default_cash if cash is None else cash}
-        return account_id
+        """A new account with its own keys; its cash arrives as a ``CSD`` activity."""
+        now = self.clock.now_ns()
+        cash = float(self.default_cash if cash is None else cash)
+        alphabet = string.ascii_uppercase + string.digits
+        account = Account(id=str(uuid.uuid4()),
+                          account_number="PA" + "".join(secrets.choice(alphabet) for _ in range(10)),
+                          created_at=now, cash=cash, initial_cash=cash)
+        self.accounts[account.id] = account
+        self._account_orders[account.id] = []
+        self._set_key(key_id, secret, account.id)
+        self._dirty_account(account)
+        self._add_activity(account.id, deposit_activity(ns=now, seq=self._next_activity_seq(),
+                                                        amount=cash))
+        self._commit()
+        return account.id
 
     def ensure_account(self, key_id: str, secret: str) -> str:
-        """The account for this key pair, created with the default cash on first use."""
-        return self.authenticate(key_id, secret) or self.create_account(key_id, secret)
+        """The account for this key pair, created with the default cash on first use (a key id
+        already known with another secret keeps its account and takes the new secret)."""
+        account_id = self.authenticate(key_id, secret)
+        if account_id is not None:
+            return account_id
+        if key_id in self._keys:
+            account_id = self._keys[key_id][1]
+            self._set_key(key_id, secret, account_id)
+            self._commit()
+            return account_id
+        return self.create_account(key_id, secret)
 
+    def _set_key(self, key_id: str, secret: str, account_id: str) -> None:
+        digest = _digest(secret)
+        self._keys[key_id] = (digest, account_id)
+        self._d_keys.append((key_id, digest, account_id))
+
+    def _account(self, account_id: str) -> Account:
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise not_found("account not found")
+        return account
+
+    # ================================================================== lifecycle
     async def start(self) -> None:
-        pass
+        """Catch up with the clock (orders resume matching) and start the matching loop."""
+        self._advance(self.clock.now_ns())
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="sandbox-matching")
 
     async def stop(self) -> None:
-        pass
+        """Stop the matching loop, persist the last processed instant and close the store."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._commit(force_meta=True)
+        self._store.close()
 
     async def catch_up(self) -> None:
-        pass
+        """Process everything due up to the clock's now (after the clock was moved)."""
+        self._advance(self.clock.now_ns())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_seconds)
+            try:
+                self._advance(self.clock.now_ns())
+            except Exception:
+                log.exception("sandbox: matching pass failed")
+
+    # ================================================================== events
+    def subscribe(self, account_id: str, callback: Callable[[Event], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` (on the loop thread) for each trade update of the account;
+        returns the function that unsubscribes."""
+        subs = self._subs.setdefault(account_id, [])
+        subs.append(callback)
+
+        def unsubscribe() -> None:
+            current = self._subs.get(account_id)
+            if current is None:
+                return
+            try:
+                current.remove(callback)
+            except ValueError:
+                pass
+            if not current:
+                self._subs.pop(account_id, None)
+        return unsubscribe
+
+    def _emit(self, order: Order, event: str, t: int, *, execution_id: str | None = None,
+              price: float | None = None, qty: float | None = None,
+              position_qty: float | None = None) -> None:
+        if order.account_id not in self._subs:
+            return
+        data: Event = {"event": event, "timestamp": iso_ns(t),
+                       "order": self._wire(order, nested=bool(order.leg_ids))}
+        if execution_id is not None:
+            data["execution_id"] = execution_id
+            data["price"] = fmt_money(price)
+            data["qty"] = fmt_money(qty)
+            data["position_qty"] = fmt_money(position_qty) or "0"
+        self._events.append((order.account_id, data))
+
+    # ================================================================== persistence
+    def _load(self) -> None:
+        snap = self._store.load()
+        if "processed_ns" in snap.meta:
+            self._processed_ns = int(snap.meta["processed_ns"])
+        for key_id, digest, account_id in snap.keys:
+            self._keys[key_id] = (digest, account_id)
+        for record in snap.accounts:
+            account = Account.from_record(record)
+            self.accounts[account.id] = account
+            self._account_orders[account.id] = []
+        for account_id, record in snap.positions:
+            pos = Position.from_record(record)
+            if account_id in self.accounts:
+                self.accounts[account_id].positions[pos.symbol] = pos
+        for order in sorted((Order.from_record(r) for r in snap.orders), key=lambda o: o.seq):
+            self._register(order)
+            self._seq = max(self._seq, order.seq)
+        for account_id, record in snap.activities:
+            self._activities.setdefault(account_id, []).append(record)
+            fill = as_fill(record)
+            if fill is not None:
+                self._fills.setdefault(account_id, []).append(fill)
+            self._activity_seq = max(self._activity_seq, int(record.get("_seq", 0)))
+
+    def _register(self, order: Order) -> None:
+        self._orders[order.id] = order
+        self._by_client[(order.account_id, order.client_order_id)] = order.id
+        self._account_orders.setdefault(order.account_id, []).append(order)
+        if order.is_open:
+            self._open[order.id] = order
+
+    def _dirty_order(self, order: Order) -> None:
+        self._d_orders[order.id] = order
+
+    def _dirty_account(self, account: Account) -> None:
+        self._d_accounts[account.id] = account
+
+    def _dirty_position(self, account_id: str, symbol: str) -> None:
+        self._d_positions.add((account_id, symbol))
+
+    def _next_activity_seq(self) -> int:
+        self._activity_seq += 1
+        return self._activity_seq
+
+    def _add_activity(self, account_id: str, record: dict) -> None:
+        self._activities.setdefault(account_id, []).append(record)
+        self._d_activities.append((account_id, record["_seq"], record))
+
+    def _commit(self, *, force_meta: bool = False) -> None:
+        """Write this operation's changes in one transaction, then publish its events."""
+        changes = Changes(
+            keys=self._d_keys,
+            accounts=[a.record() for a in self._d_accounts.values()],
+            orders=[(o.account_id, o.record()) for o in self._d_orders.values()],
+            positions=[(a, s, p.record() if (p := self.accounts[a].positions.get(s)) else None)
+                       for a, s in self._d_positions],
+            activities=self._d_activities,
+        )
+        if changes or force_meta:
+            changes.meta = {"processed_ns": self._processed_ns}
+            self._store.write(changes)
+        self._d_keys, self._d_activities = [], []
+        self._d_orders.clear()
+        self._d_accounts.clear()
+        self._d_positions.clear()
+        events, self._events = self._events, []
+        for account_id, event in events:
+            for callback in list(self._subs.get(account_id, ())):
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("sandbox: trade update subscriber failed")
+
+    # ================================================================== order views
+    def _wire(self, order: Order, nested: bool) -> dict[str, Any]:
+        legs = [self._wire(leg, False) for leg in self._legs(order)] \
+            if nested and order.leg_ids else None
+        return order.wire(legs)
+
+    def _lookup(self, account_id: str, order_id: str) -> Order:
+        if not valid_uuid(order_id):
+            raise unprocessable("order_id is missing")
+        order = self._orders.get(order_id)
+        if order is None or order.account_id != account_id:
+            raise not_found("order not found")
+        return order
+
+    def get_order(self, account_id: str, order_id: str, *, nested: bool = False) -> dict[str, Any]:
+        """``GET /v2/orders/{id}``: 422 for a malformed id, 404 when unknown."""
+        order = self._lookup(account_id, order_id)
+        self._advance(self.clock.now_ns())
+        return self._wire(order, nested)
+
+    def get_order_by_client_id(self, account_id: str, client_order_id: str | None) -> dict[str, Any]:
+        if not client_order_id:
+            raise unprocessable("client_order_id is missing")
+        order_id = self._by_client.get((account_id, client_order_id))
+        if order_id is None:
+            raise not_found("order not found")
+        self._advance(self.clock.now_ns())
+        return self._wire(self._orders[order_id], False)
+
+    def list_orders(self, account_id: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """``GET /v2/orders`` (status, limit, after, until, direction, nested, side, symbols)."""
+        status = str(query.get("status") or "open").lower()
+        if status not in OPEN_QUERY_STATUSES:
+            raise unprocessable("invalid status: must be open, closed or all")
+        limit = parse_int(query.get("limit"), "limit", default=50, lo=1, hi=ORDER_LIST_MAX)
+        after = parse_time(query.get("after"), "after")
+        until = parse_time(query.get("until"), "until")
+        direction = str(query.get("direction") or "desc").lower()
+        if direction not in ("asc", "desc"):
+            raise unprocessable("invalid direction: must be asc or desc")
+        nested = bool(parse_bool(query.get("nested"), "nested", default=False))
+        side = query.get("side")
+        if side is not None and side not in ("buy", "sell"):
+            raise unprocessable("invalid side")
+        symbols = set(parse_list(query.get("symbols")))
+        classes = set(parse_list(query.get("asset_class")))
+        if classes - {"us_equity", "us_option", "crypto", "all"}:
+            raise unprocessable("invalid asset_class")
+        self._advance(self.clock.now_ns())
+
+        def group_open(order: Order) -> bool:
+            return order.is_open or (nested and any(leg.is_open for leg in self._legs(order)))
+
+        picked = []
+        for order in self._account_orders.get(account_id, ()):
+            if nested and order.parent_id:
+                continue
+            is_open = group_open(order)
+            if (status == "open" and not is_open) or (status == "closed" and is_open):
+                continue
+            if after is not None and order.submitted_at <= after:
+                continue
+            if until is not None and order.submitted_at >= until:
+                continue
+            if side and order.side != side:
+                continue
+            if symbols and order.symbol not in symbols:
+                continue
+            if classes and "all" not in classes and order.asset_class not in classes:
+                continue
+            picked.append(order)
+        picked.sort(key=lambda o: (o.submitted_at, o.seq), reverse=direction == "desc")
+        return [self._wire(o, nested) for o in picked[:limit]]
+
+    # ================================================================== submitting
+    def _order_asset(self, symbol: str) -> dict:
+        asset = self._asset(symbol)
+        if asset is None:
+            raise unprocessable(f'asset "{symbol}" not found')
+        if asset.get("status") != "active":
+            raise rejected(f'asset "{asset["symbol"]}" is not active')
+        if not asset.get("tradable"):
+            raise rejected(f'asset "{asset["symbol"]}" is not tradable')
+        return asset
+
+    def _asset(self, symbol_or_id: str) -> dict | None:
+        if symbol_or_id not in self._asset_cache:
+            self._asset_cache[symbol_or_id] = self.market.asset(symbol_or_id)
+        return self._asset_cache[symbol_or_id]
+
+    def submit_order(self, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``POST /v2/orders``: validate, admit against the account, queue and match at once.
+
+        Returns the order as accepted (``pending_new``/``accepted``; legs nested).
+
+        Raises:
+            ApiError: 422 40010001/42210000 for invalid requests, 403 40310000 for buying power,
+                available quantity and shorting refusals. Nothing changes when it raises.
+        """
+        req = parse_new_order(body)
+        account = self._account(account_id)
+        now = self.clock.now_ns()
+        self._advance(now)
+        asset = self._order_asset(req.symbol)
+        symbol = asset["symbol"]
+        if account.config.get("suspend_trade") or account.status != "ACTIVE":
+            raise forbidden("account is not authorized to trade")
+        self._check_fractional(account, req, asset)
+        client_order_id = req.client_order_id or new_id()
+        if (account_id, client_order_id) in self._by_client:
+            raise unprocessable("client_order_id must be unique")
+        quote = self.market.quote_at(symbol, now)
+        trade = self.market.trade_at(symbol, now)
+        opening = self._check_quantity(account, req, asset, quote)
+        if req.order_class == "oco" and opening:
+            raise self._insufficient_qty(account, symbol, req.side, req.qty or 0.0)
+        if req.order_class != "simple":
+            self._check_exit_prices(req, float(trade.price))
+        if opening:
+            self._check_buying_power(account, req, asset, quote, now)
+
+        parent = self._build_order(account, req, asset, client_order_id, now, opening)
+        self._schedule(parent, now)                 # may refuse opg/cls: nothing registered yet
+        legs = self._build_legs(parent, req, now)
+        for order in [parent, *legs]:
+            self._register(order)
+            self._dirty_order(order)
+        ready = parent.active_from <= now and not parent.auction and self._can_trade(parent, now)
+        for order in [parent, *legs]:
+            if order.status != "held":
+                self._set_status(order, "pending_new" if ready else "accepted", now,
+                                 event="pending_new" if ready else "accepted")
+        response = self._wire(parent, nested=True)
+        if ready:
+            cache: dict = {}
+            for order in [parent, *legs]:
+                if order.status == "pending_new":
+                    self._set_status(order, "new", now, event="new")
+            for order in [parent, *legs]:
+                if order.is_open and order.status != "held":
+                    self._evaluate(order, now, cache)
+        self._commit()
+        return response
+
+    def _check_fractional(self, account: Account, req: NewOrder, asset: dict) -> None:
+        if not req.fractional:
+            return
+        if not account.config.get("fractional_trading", True):
+            raise unprocessable("qty must be integer")
+        if not asset.get("fractionable"):
+            raise rejected(f'asset "{asset["symbol"]}" is not fractionable')
+        if req.notional is not None and req.notional < 1:
+            raise unprocessable("notional must be at least 1")
+
+    def _held(self, account_id: str, symbol: str, side: str, *, exclude: Order | None = None,
+              price: float | None = None) -> float:
+        """Shares that open closing orders on ``side`` already hold (an exit group counts once)."""
+        groups: dict[str, float] = {}
+        for order in self._open.values():
+            if (order.account_id != account_id or order.symbol != symbol or order.side != side
+                    or order.opening or order.status == "held" or order is exclude):
+                continue
+            remaining = order.remaining_qty
+            if remaining is None:
+                filled_value = order.filled_qty * (order.filled_avg_price or 0.0)
+                remaining = max(order.notional - filled_value, 0.0) / price if price else 0.0
+            key = order.parent_id if order.parent_id and order.order_class in ("bracket", "oco") \
+                else order.id
+            groups[key] = max(groups.get(key, 0.0), remaining)
+        return round(sum(groups.values()), QTY_PLACES)
+
+    def _insufficient_qty(self, account: Account, symbol: str, side: str, requested: float, *,
+                          release: float = 0.0, price: float | None = None) -> ApiError:
+        pos = account.positions.get(symbol)
+        existing = abs(pos.qty) if pos is not None and (pos.qty > 0) == (side == "sell") else 0.0
+        held = self._held(account.id, symbol, side, price=price) - release if existing else 0.0
+        available = max(round(existing - held, QTY_PLACES), 0.0)
+        return forbidden(
+            f"insufficient qty available for order (requested: {fmt_money(requested)}, "
+            f"available: {fmt_money(available)})",
+            available=fmt_money(available), existing_qty=fmt_money(existing),
+            held_for_orders=fmt_money(max(held, 0.0)), symbol=symbol)
+
+    def _check_quantity(self, account: Account, req: NewOrder, asset: dict, quote) -> bool:
+        """Whether the order opens (or extends) a position; refuses flips and bad shorts."""
+        symbol = asset["symbol"]
+        pos = account.positions.get(symbol)
+        pos_qty = pos.qty if pos is not None else 0.0
+        sell = req.side == "sell"
+        price = float(quote.bid if sell else quote.ask)
+        requested = req.qty if req.qty is not None else req.notional / price
+        closing = pos_qty > EPS if sell else pos_qty < -EPS
+        if closing:
+            held = self._held(account.id, symbol, req.side, price=price)
+            if requested > abs(pos_qty) - held + EPS:
+                raise self._insufficient_qty(account, symbol, req.side, requested, price=price)
+            return False
+        if sell:
+            if not account.can_short():
+                raise forbidden("account is not allowed to short")
+            if not asset.get("shortable"):
+                raise rejected(f"asset {symbol} cannot be sold short")
+            if req.fractional:
+                raise rejected("fractional orders cannot be sold short")
+            if not asset.get("easy_to_borrow", True) and req.time_in_force != "day":
+                raise rejected(f"only day orders are allowed for hard-to-borrow asset {symbol}")
+        return True
+
+    def _check_exit_prices(self, req: NewOrder, last: float) -> None:
+        """Alpaca's threshold: a stop-loss at least $0.01 beyond the base price, a take-profit
+        at least $0.01 beyond it the other way (base: the entry's limit, else the market)."""
+        if req.order_class == "oco":
+            exit_sells, base = req.side == "sell", last
+        else:
+            exit_sells = req.side == "buy"
+            base = req.limit_price if req.type in ("limit", "stop_limit") else last
+        base = round_price(base)
+        tp, sl = req.take_profit_limit, req.stop_loss_stop
+        if exit_sells:
+            if sl is not None and sl > base - 0.01 + EPS:
+                raise rejected(f"stop_loss.stop_price must be <= base_price - 0.01 "
+                               f"(base_price: {fmt_money(base)})")
+            if tp is not None and tp < base + 0.01 - EPS:
+                raise rejected(f"take_profit.limit_price must be >= base_price + 0.01 "
+                               f"(base_price: {fmt_money(base)})")
+        else:
+            if sl is not None and sl < base + 0.01 - EPS:
+                raise rejected(f"stop_loss.stop_price must be >= base_price + 0.01 "
+                               f"(base_price: {fmt_money(base)})")
+            if tp is not None and tp > base - 0.01 + EPS:
+                raise rejected(f"take_profit.limit_price must be <= base_price - 0.01 "
+                               f"(base_price: {fmt_money(base)})")
+
+    @staticmethod
+    def _value(*, side: str, type: str, qty: float | None, notional: float | None,
+               limit: float | None, stop: float | None, trail_price: float | None,
+               trail_percent: float | None, quote) -> float:
+        """An opening order's value in dollars, as Alpaca estimates it for buying power."""
+        ask = float(quote.ask)
+        if qty is None:
+            return notional or 0.0
+        if side == "buy":
+            if type in ("limit", "stop_limit"):
+                price = limit
+            elif type == "stop":
+                price = stop * market_buffer(stop)
+            elif type == "trailing_stop":
+                price = ask + trail_price if trail_price is not None else ask * (1 + trail_percent / 100)
+            else:
+                price = ask * market_buffer(ask)
+        else:
+            price = max(limit or 0.0, ask * SHORT_BUFFER)
+        return qty * price
+
+    def _order_value(self, order: Order, quote) -> float:
+        remaining_notional = None
+        if order.notional is not None and order.total_qty is None:
+            remaining_notional = order.notional - order.filled_qty * (order.filled_avg_price or 0.0)
+        return self._value(side=order.side, type=order.type, qty=order.remaining_qty,
+                           notional=remaining_notional, limit=order.limit_price,
+                           stop=order.stop_price, trail_price=order.trail_price,
+                           trail_percent=order.trail_percent, quote=quote)
+
+    def _bp_factor(self, account: Account, symbol: str) -> float:
+        asset = self._asset(symbol) or {}
+        return account.initial_requirement(bool(asset.get("marginable", True))) * \
+            account.regt_multiplier
+
+    def _holds(self, account: Account, now: int, *, exclude: Order | None = None) -> tuple[float, float]:
+        """Buying power held by open opening orders, and cash held by open buys."""
+        bp_hold = cash_hold = 0.0
+        for order in self._open.values():
+            if order.account_id != account.id or not order.opening or order is exclude \
+                    or order.status == "held":
+                continue
+            value = self._order_value(order, self.market.quote_at(order.symbol, now))
+            bp_hold += value * self._bp_factor(account, order.symbol)
+            if order.side == "buy":
+                cash_hold += value
+        return bp_hold, cash_hold
+
+    def _available_buying_power(self, account: Account, now: int, *,
+                                exclude: Order | None = None) -> float:
+        val = value_account(account, self._marks(account, now))
+        return buying_power(account, val) - self._holds(account, now, exclude=exclude)[0]
+
+    def _check_buying_power(self, account: Account, req: NewOrder, asset: dict, quote, now: int, *,
+                            exclude: Order | None = None) -> None:
+        value = self._value(side=req.side, type=req.type, qty=req.qty, notional=req.notional,
+                            limit=req.limit_price, stop=req.stop_price, trail_price=req.trail_price,
+                            trail_percent=req.trail_percent, quote=quote)
+        cost = value * self._bp_factor(account, asset["symbol"])
+        available = self._available_buying_power(account, now, exclude=exclude)
+        if cost > available + 1e-6:
+            raise forbidden("insufficient buying power", buying_power=_money(max(available, 0.0)),
+                            cost_basis=_money(value))
+
+    def _build_order(self, account: Account, req: NewOrder, asset: dict, client_order_id: str,
+                     now: int, opening: bool) -> Order:
+        self._seq += 1
+        intent = req.position_intent or \
+            f"{req.side}_to_{'open' if opening else 'close'}"
+        return Order(
+            id=new_id(), client_order_id=client_order_id, account_id=account.id,
+            created_at=now, updated_at=now, submitted_at=now, asset_id=asset["id"],
+            symbol=asset["symbol"], asset_class=asset.get("class", "us_equity"),
+            exchange=asset.get("exchange", ""), notional=req.notional, qty=req.qty,
+            order_class=req.order_class, type=req.type, side=req.side, position_intent=intent,
+            time_in_force=req.time_in_force, limit_price=req.limit_price,
+            stop_price=req.stop_price, status="accepted", extended_hours=req.extended_hours,
+            trail_percent=req.trail_percent, trail_price=req.trail_price, seq=self._seq,
+            opening=opening)
+
+    def _build_legs(self, parent: Order, req: NewOrder, now: int) -> list[Order]:
+        if req.order_class == "simple":
+            return []
+        if req.order_class == "oco":
+            parent.opening = False
+            parent.leg_role = "take_profit"
+            parent.limit_price = req.take_profit_limit
+            roles = [("stop_loss", parent.side)]
+        else:
+            exit_side = "sell" if parent.side == "buy" else "buy"
+            roles = [(role, exit_side) for role, price in
+                     (("take_profit", req.take_profit_limit), ("stop_loss", req.stop_loss_stop))
+                     if price is not None]
+        legs = []
+        for role, side in roles:
+            self._seq += 1
+            if role == "take_profit":
+                otype, limit, stop = "limit", req.take_profit_limit, None
+            else:
+                otype = "stop_limit" if req.stop_loss_limit is not None else "stop"
+                limit, stop = req.stop_loss_limit, req.stop_loss_stop
+            leg = Order(
+                id=new_id(), client_order_id=new_id(), account_id=parent.account_id,
+                created_at=now, updated_at=now, submitted_at=now, asset_id=parent.asset_id,
+                symbol=parent.symbol, asset_class=parent.asset_class, exchange=parent.exchange,
+                qty=parent.qty, order_class=parent.order_class, type=otype, side=side,
+                position_intent=f"{side}_to_close", time_in_force=parent.time_in_force,
+                limit_price=limit, stop_price=stop,
+                status="held" if req.order_class != "oco" else "accepted",
+                seq=self._seq, parent_id=parent.id, leg_role=role, opening=False,
+                active_from=parent.active_from, expires_ns=parent.expires_ns)
+            legs.append(leg)
+        parent.leg_ids = [leg.id for leg in legs]
+        return legs
+
+    # ================================================================== replace and cancel
+    def replace_order(self, account_id: str, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``PATCH /v2/orders/{id}``: a new order replaces the old one (returned).
+
+        Raises:
+            ApiError: 404/422 for unknown or malformed ids; 422 42210000 when the order is
+                finished, nothing changes, or qty is not above the filled quantity; 403 for
+                buying power or available quantity.
+        """
+        order = self._lookup(account_id, order_id)
+        rep = parse_replace(body)
+        now = self.clock.now_ns()
+        self._advance(now)
+        if not order.is_open:
+            raise rejected(f"cannot replace order in {order.status} status")
+        account = self._account(account_id)
+        changed: dict[str, Any] = {}
+        if rep.qty is not None:
+            if order.notional is not None:
+                raise rejected("cannot replace the qty of a notional order")
+            if abs(rep.qty - (order.total_qty or 0.0)) > EPS:
+                changed["qty"] = rep.qty
+        if rep.time_in_force is not None and rep.time_in_force != order.time_in_force:
+            if order.type == "trailing_stop" and rep.time_in_force not in ("day", "gtc"):
+                raise unprocessable("time_in_force for trailing_stop orders must be day or gtc")
+            if order.order_class != "simple" and rep.time_in_force not in ("day", "gtc"):
+                raise unprocessable(f"time_in_force for {order.order_class} orders must be day or gtc")
+            if (order.time_in_force in ("opg", "cls")) != (rep.time_in_force in ("opg", "cls")):
+                raise rejected(f"cannot change time_in_force from {order.time_in_force} to "
+                               f"{rep.time_in_force}")
+            changed["time_in_force"] = rep.time_in_force
+        if rep.limit_price is not None:
+            if order.type not in ("limit", "stop_limit"):
+                raise unprocessable(f"limit_price is not allowed for {order.type} orders")
+            if abs(rep.limit_price - order.limit_price) > EPS:
+                changed["limit_price"] = rep.limit_price
+        if rep.stop_price is not None:
+            if order.type not in ("stop", "stop_limit"):
+                raise unprocessable(f"stop_price is not allowed for {order.type} orders")
+            if abs(rep.stop_price - order.stop_price) > EPS:
+                changed["stop_price"] = rep.stop_price
+        if rep.trail is not None:
+            if order.type != "trailing_stop":
+                raise unprocessable("trail is only allowed for trailing_stop orders")
+            if order.triggered:
+                raise rejected("cannot replace the trail of a triggered trailing stop")
+            current = order.trail_price if order.trail_price is not None else order.trail_percent
+            if abs(rep.trail - current) > EPS:
+                changed["trail_price" if order.trail_price is not None else "trail_percent"] = rep.trail
+        if not changed:
+            raise rejected("order parameters are not changed")
+        total = changed.get("qty", order.total_qty)
+        if total is not None and total <= order.filled_qty + EPS:
+            raise rejected("qty must be > filled_qty")
+        client_order_id = rep.client_order_id or new_id()
+        if (account_id, client_order_id) in self._by_client:
+            raise unprocessable("client_order_id must be unique")
+
+        self._seq += 1
+        record = order.record()
+        record.update(changed)
+        record.update(id=new_id(), client_order_id=client_order_id, created_at=now,
+                      updated_at=now, submitted_at=now, filled_at=None, expired_at=None,
+                      canceled_at=None, failed_at=None, replaced_at=None, replaced_by=None,
+                      replaces=order.id, filled_qty=0.0, filled_avg_price=None, seq=self._seq,
+                      target_qty=None, status="accepted")
+        new = Order.from_record(record)
+        if order.qty is not None:
+            new.qty = round(total - order.filled_qty, QTY_PLACES)
+        else:
+            new.notional = round(order.notional - order.filled_qty * (order.filled_avg_price or 0), 2)
+        if new.type == "trailing_stop" and new.hwm is not None and "qty" not in changed:
+            last = new.hwm
+            new.hwm = None
+            self._trail(new, last, now)
+        quote = self.market.quote_at(order.symbol, now)
+        if order.opening and order.status != "held":
+            cost = self._order_value(new, quote) * self._bp_factor(account, order.symbol)
+            available = self._available_buying_power(account, now, exclude=order)
+            if cost > available + 1e-6:
+                raise forbidden("insufficient buying power", buying_power=_money(max(available, 0.0)),
+                                cost_basis=_money(self._order_value(new, quote)))
+        elif not order.opening and order.status != "held":
+            pos = account.positions.get(order.symbol)
+            existing = abs(pos.qty) if pos is not None else 0.0
+            price = float(quote.bid if order.side == "sell" else quote.ask)
+            held = self._held(account_id, order.symbol, order.side, exclude=order, price=price)
+            if (new.remaining_qty or 0.0) > existing - held + EPS:
+                raise self._insufficient_qty(account, order.symbol, order.side,
+                                             new.remaining_qty or 0.0,
+                                             release=order.remaining_qty or 0.0, price=price)
+        if "time_in_force" in changed and order.status != "held":
+            self._schedule(new, now)
+
+        was_held = order.status == "held"
+        order.status = "replaced"
+        order.replaced_at = order.updated_at = now
+        order.replaced_by = new.id
+        self._open.pop(order.id, None)
+        self._dirty_order(order)
+        self._emit(order, "replaced", now)
+        if order.parent_id and order.parent_id in self._orders:
+            parent = self._orders[order.parent_id]
+            parent.leg_ids = [new.id if i == order.id else i for i in parent.leg_ids]
+            self._dirty_order(parent)
+        for leg in self._legs(order):
+            leg.parent_id = new.id
+            self._dirty_order(leg)
+        order.leg_ids = []
+        self._register(new)
+        self._dirty_order(new)
+        if was_held:
+            new.status = "held"
+        ready = new.status != "held" and new.active_from <= now and not new.auction \
+            and self._can_trade(new, now)
+        if new.status != "held":
+            self._set_status(new, "pending_new" if ready else "accepted", now,
+                             event="pending_new" if ready else "accepted")
+        response = self._wire(new, nested=bool(new.leg_ids))
+        if ready:
+            self._set_status(new, "new", now, event="new")
+            self._evaluate(new, now, {})
+        self._commit()
+        return response
+
+    def cancel_order(self, account_id: str, order_id: str) -> None:
+        """``DELETE /v2/orders/{id}``: cancels at once (and the rest of its group).
+
+        Raises:
+            ApiError: 404/422 for unknown/malformed ids; 422 42210000 when already final.
+        """
+        order = self._lookup(account_id, order_id)
+        now = self.clock.now_ns()
+        self._advance(now)
+        if not order.is_open:
+            raise rejected(f'order is already in "{order.status}" state')
+        self._cancel(order, now, reason="requested")
+        self._commit()
+
+    def cancel_all_orders(self, account_id: str) -> list[dict[str, Any]]:
+        """``DELETE /v2/orders``: every open order canceled; 207 body items ``{id, status, body}``."""
+        now = self.clock.now_ns()
+        self._advance(now)
+        targets = [o for o in self._open.values() if o.account_id == account_id]
+        for order in targets:
+            self._cancel(order, now, reason="cancel all")
+        self._commit()
+        return [{"id": o.id, "status": 200, "body": self._wire(o, False)} for o in targets]
+
+    # ================================================================== account views
+    def _marks(self, account: Account, now: int) -> dict[str, Mark]:
+        return {sym: Mark(float(self.market.trade_at(sym, now).price), self._lastday_price(sym, now))
+                for sym in account.positions}
+
+    def _last_close_values(self, account: Account, prev: Session | None) -> tuple[float, float]:
+        """Equity and maintenance margin at the previous session's close (replayed fills)."""
+        if prev is None:
+            return account.initial_cash, 0.0
+        key = (account.id, prev.date)
+        cached = self._last_close_cache.get(key)
+        if cached is not None:
+            return cached
+        cash = account.initial_cash
+        qty: dict[str, float] = {}
+        for fill in self._fills.get(account.id, ()):
+            if fill.ns > prev.close:
+                break
+            cash -= fill.qty * fill.price
+            qty[fill.symbol] = round(qty.get(fill.symbol, 0.0) + fill.qty, QTY_PLACES)
+        equity, maintenance = cash, 0.0
+        for sym, q in qty.items():
+            if abs(q) < EPS:
+                continue
+            price = self._session_close_price(sym, prev)
+            equity += q * price
+            pos = account.positions.get(sym)
+            maintenance += abs(q * price) * (pos.maintenance if pos else 0.30)
+        self._last_close_cache[key] = (equity, maintenance)
+        return equity, maintenance
+
+    def account_view(self, account_id: str) -> dict[str, Any]:
+        """``GET /v2/account``."""
+        account = self._account(account_id)
+        now = self.clock.now_ns()
+        self._advance(now)
+        val = value_account(account, self._marks(account, now))
+        bp_hold, cash_hold = self._holds(account, now)
+        prev = self._previous_session(now)
+        last_equity, last_maintenance = self._last_close_values(account, prev)
+        asof = (prev.date if prev is not None else ny_date(now)).isoformat()
+        return account_wire(account, val, holds=bp_hold, nonmarginable_holds=cash_hold,
+                            last_equity=last_equity, last_maintenance=last_maintenance,
+                            balance_asof=asof, created_at=iso_us(account.created_at))
+
+    def configurations(self, account_id: str) -> dict[str, Any]:
+        return dict(self._account(account_id).config)
+
+    def update_configurations(self, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``PATCH /v2/account/configurations``; unknown keys are ignored, bad values refused."""
+        account = self._account(account_id)
+        update: dict[str, Any] = {}
+        for name in ("dtbp_check", "pdt_check"):
+            if body.get(name) is not None:
+                if body[name] not in ("both", "entry", "exit"):
+                    raise unprocessable(f"invalid {name}: must be both, entry or exit")
+                update[name] = body[name]
+        if body.get("trade_confirm_email") is not None:
+            if body["trade_confirm_email"] not in ("all", "none"):
+                raise unprocessable("invalid trade_confirm_email: must be all or none")
+            update["trade_confirm_email"] = body["trade_confirm_email"]
+        for name in ("suspend_trade", "no_shorting", "fractional_trading", "ptp_no_exception_entry"):
+            if body.get(name) is not None:
+                update[name] = parse_bool(body[name], name)
+        if body.get("max_margin_multiplier") is not None:
+            value = str(body["max_margin_multiplier"]).strip()
+            if value.endswith(".0"):
+                value = value[:-2]
+            if value not in ("1", "2", "4"):
+                raise unprocessable("invalid max_margin_multiplier: must be 1, 2 or 4")
+            update["max_margin_multiplier"] = value
+        if body.get("max_options_trading_level") is not None:
+            update["max_options_trading_level"] = parse_int(
+                body["max_options_trading_level"], "max_options_trading_level", lo=0, hi=3)
+        account.config.update(update)
+        self._dirty_account(account)
+        self._commit()
+        return dict(account.config)
+
+    # ================================================================== positions
+    def _position(self, account: Account, symbol_or_id: str) -> Position:
+        pos = account.positions.get(symbol_or_id)
+        if pos is None:
+            pos = next((p for p in account.positions.values() if p.asset_id == symbol_or_id), None)
+        if pos is None:
+            raise not_found("position does not exist")
+        return pos
+
+    def _position_wire(self, account: Account, pos: Position, now: int) -> dict[str, Any]:
+        mark = Mark(float(self.market.trade_at(pos.symbol, now).price),
+                    self._lastday_price(pos.symbol, now))
+        side = "sell" if pos.qty > 0 else "buy"
+        price = float(mark.current)
+        return position_wire(pos, mark, day=ny_date(now).isoformat(),
+                             held_for_orders=self._held(account.id, pos.symbol, side, price=price))
+
+    def positions(self, account_id: str) -> list[dict[str, Any]]:
+        account = self._account(account_id)
+        now = self.clock.now_ns()
+        self._advance(now)
+        return [self._position_wire(account, p, now)
+                for _, p in sorted(account.positions.items())]
+
+    def position(self, account_id: str, symbol_or_id: str) -> dict[str, Any]:
+        account = self._account(account_id)
+        now = self.clock.now_ns()
+        self._advance(now)
+        return self._position_wire(account, self._position(account, symbol_or_id), now)
+
+    def close_position(self, account_id: str, symbol_or_id: str, *, qty: Any = None,
+                       percentage: Any = None) -> dict[str, Any]:
+        """``DELETE /v2/positions/{symbol}``: a market day order for all, ``qty`` or
+        ``percentage`` (0-100) of the position; returns that order."""
+        account = self._account(account_id)
+        self._advance(self.clock.now_ns())
+        pos = self._position(account, symbol_or_id)
+        if qty not in (None, "") and percentage not in (None, ""):
+            raise unprocessable("only one of qty or percentage is accepted")
+        size = abs(pos.qty)
+        if qty not in (None, ""):
+            try:
+                size = float(qty)
+            except ValueError:
+                raise unprocessable("invalid qty") from None
+            if size <= 0:
+                raise unprocessable("qty must be > 0")
+        elif percentage not in (None, ""):
+            try:
+                pct = float(percentage)
+            except ValueError:
+                raise unprocessable("invalid percentage") from None
+            if not 0 < pct <= 100:
+                raise unprocessable("percentage must be > 0 and <= 100")
+            size = round(abs(pos.qty) * pct / 100, QTY_PLACES)
+            asset = self._asset(pos.symbol) or {}
+            if not asset.get("fractionable") and pct < 100:
+                size = float(int(size))
+            if size <= 0:
+                raise unprocessable("qty must be > 0")
+        body = {"symbol": pos.symbol, "qty": fmt_money(size), "side": "sell" if pos.qty > 0 else "buy",
+                "type": "market", "time_in_force": "day"}
+        return self.submit_order(account_id, body)
+
+    def close_all_positions(self, account_id: str, *, cancel_orders: bool) -> list[dict[str, Any]]:
+        """``DELETE /v2/positions``: 207 body items ``{symbol, status, body}``."""
+        account = self._account(account_id)
+        if cancel_orders:
+            self.cancel_all_orders(account_id)
+        results = []
+        for symbol in sorted(account.positions):
+            try:
+                order = self.close_position(account_id, symbol)
+                results.append({"symbol": symbol, "status": 200, "body": order})
+            except ApiError as exc:
+                results.append({"symbol": symbol, "status": exc.status, "body": exc.body()})
+        return results
+
+    # ================================================================== activities, history
+    def activities(self, account_id: str, query: dict[str, Any], *,
+                   activity_type: str | None = None) -> list[dict[str, Any]]:
+        self._account(account_id)
+        self._advance(self.clock.now_ns())
+        return select_activities(self._activities.get(account_id, []), query,
+                                 activity_type=activity_type)
+
+    def portfolio_history(self, account_id: str, query: dict[str, Any]) -> dict[str, Any]:
+        account = self._account(account_id)
+        now = self.clock.now_ns()
+        self._advance(now)
+        return portfolio_history(query, fills=self._fills.get(account_id, []),
+                                 initial_cash=account.initial_cash, created_ns=account.created_at,
+                                 now_ns=now, sessions=self.sessions, market=self.market)
+
+
+__all__ = ["Engine", "DEFAULT_CONFIG"]

@@ -1,0 +1,424 @@
+"""Order matching for the sandbox engine: time stepping, triggers, fills, expiry and order groups.
+
+:class:`Matching` is mixed into :class:`~.engine.Engine`; it owns no state of its own. Rules:
+
+* Time runs in steps. ``_advance(now)`` evaluates every open order at each step from the last
+  processed instant up to ``now``, in time order: every session boundary crossed (pre-market open,
+  open, close, after-hours close; NY midnight in always-open mode), every order's activation,
+  auction and expiry instant, and, when the clock jumped or ran fast, every minute in between.
+* Buys execute at the ask, sells at the bid, each against the displayed size of the quote: an
+  order larger than the size fills partially and continues on later quotes (each distinct quote's
+  size is consumed once per order). A marketable limit order executes at the quote (price
+  improvement). A buy stop, once elected, is protected by a limit 4% above its stop price under
+  $50 (2.5% at or above), as Alpaca converts it; sell stops are plain market orders once elected.
+* Stops and trailing stops are elected by the last trade, during regular hours only; a trailing
+  stop's high-water mark follows the last trade (the highest for sells, the lowest for buys).
+* ``opg``/``cls`` orders execute only in the opening/closing auction, entirely, at the market's
+  opening/closing price (limit orders only if that price satisfies the limit); otherwise they
+  expire. ``ioc`` fills what the first eligible quote offers and cancels the rest; ``fok`` fills
+  completely from that quote or is canceled. ``day`` orders expire at the close (20:00 ET with
+  ``extended_hours``; NY midnight in always-open mode); ``gtc`` orders never expire.
+* In calendar mode an order waits (status ``accepted``) until it may trade: regular hours, or
+  pre-market and after-hours too for ``extended_hours`` orders.
+* Order groups: a bracket's or oto's exit legs are ``held`` until the entry is completely filled;
+  when one exit fills the other is reduced to the remaining quantity, and canceled once the
+  position is closed; canceling any order of a group cancels the group's other open orders.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from .clock import MINUTE_NS, Session, ny_date, ny_midnight_ns, ny_time_ns
+from .history import Fill, fill_activity
+from .ledger import Position, apply_fill, market_buffer
+from .orders import QTY_PLACES, Order
+from .wire import iso_ns, rejected
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engine import Engine
+
+log = logging.getLogger(__name__)
+
+EPS = 1e-9
+MAX_STEPS = 20_000          # minute steps evaluated in one catch-up before coarsening
+OPG_CUTOFF_NS = 2 * MINUTE_NS
+CLS_CUTOFF_NS = 10 * MINUTE_NS
+
+
+def round_price(price: float) -> float:
+    return round(price, 2 if price >= 1 else 4)
+
+
+class Matching:
+    """The matching half of the engine (see the module docstring)."""
+
+    # ------------------------------------------------------------------ scheduling
+    def _window(self: "Engine", sess: Session, extended: bool) -> tuple[int, int]:
+        if extended:
+            return sess.premarket_open, sess.postmarket_close
+        return sess.open, sess.close
+
+    def _first_tradable(self: "Engine", order: Order, now: int) -> tuple[int, Session | None]:
+        """The first instant >= now at which the order may trade, and that session."""
+        sess = self.sessions.next_session(now)
+        while sess is not None:
+            lo, hi = self._window(sess, order.extended_hours)
+            if now < hi:
+                return max(now, lo), sess
+            sess = self.sessions.next_session(ny_midnight_ns(sess.date + dt.timedelta(days=1)))
+        return now, None
+
+    def _auction(self: "Engine", tif: str, now: int) -> int:
+        """The auction instant an opg/cls order submitted at ``now`` executes in.
+
+        Raises:
+            ApiError: 422 42210000 inside Alpaca's refusal windows (opg 9:28am-7:00pm ET,
+                cls 3:50pm-7:00pm ET on a trading day; the last 2/10 minutes before the
+                auction in always-open mode).
+        """
+        sessions = self.sessions
+        if sessions.mode == "always-open":
+            if tif == "opg":
+                target = sessions.next_open(now)
+                if target - now < OPG_CUTOFF_NS:
+                    raise rejected("opg orders cannot be submitted in the 2 minutes before the open")
+                return target
+            target = sessions.next_close(now)
+            if target - now < CLS_CUTOFF_NS:
+                raise rejected("cls orders cannot be submitted in the 10 minutes before the close")
+            return target
+        today = ny_date(now)
+        sess = sessions.session(today)
+        evening = ny_time_ns(today, 19)
+        if sess is not None:
+            cutoff = sess.open - OPG_CUTOFF_NS if tif == "opg" else sess.close - CLS_CUTOFF_NS
+            if now < cutoff:
+                return sess.open if tif == "opg" else sess.close
+            if now < evening:
+                when = "9:28am" if tif == "opg" else _clock_text(cutoff)
+                raise rejected(f"{tif} orders cannot be submitted between {when} and 7:00pm ET")
+        nxt = sessions.next_session(ny_midnight_ns(today + dt.timedelta(days=1)))
+        if nxt is None:
+            raise rejected("no trading session after the end of the calendar")
+        return nxt.open if tif == "opg" else nxt.close
+
+    def _schedule(self: "Engine", order: Order, now: int) -> None:
+        """Set when the order becomes eligible and when its time in force ends."""
+        tif = order.time_in_force
+        if tif in ("opg", "cls"):
+            order.auction = "open" if tif == "opg" else "close"
+            order.auction_ns = order.active_from = order.expires_ns = self._auction(tif, now)
+            return
+        start, sess = self._first_tradable(order, now)
+        order.active_from = start
+        order.expires_ns = None
+        if tif == "day" and sess is not None:
+            order.expires_ns = self._window(sess, order.extended_hours)[1]
+
+    def _can_trade(self: "Engine", order: Order, t: int) -> bool:
+        if self.sessions.is_open(t):
+            return True
+        return order.extended_hours and self.sessions.is_extended(t)
+
+    # ------------------------------------------------------------------ stepping
+    def _advance(self: "Engine", now: int) -> None:
+        """Process everything due up to ``now`` (inclusive), in time order, and commit."""
+        start = self._processed_ns
+        if now <= start:
+            return
+        if self._open:
+            for t in self._steps(start, now):
+                self._evaluate_at(t)
+        self._processed_ns = now
+        self._commit()
+
+    def _steps(self: "Engine", a: int, b: int) -> list[int]:
+        points = {b}
+        sessions = self.sessions.sessions_between(ny_date(a), ny_date(b))
+        for sess in sessions:
+            for t in (sess.premarket_open, sess.open, sess.close, sess.postmarket_close):
+                if a < t <= b:
+                    points.add(t)
+        for order in self._open.values():
+            for t in (order.active_from, order.expires_ns, order.auction_ns):
+                if t is not None and a < t <= b:
+                    points.add(t)
+        if b - a > MINUTE_NS:
+            windows = [(max(s.premarket_open, a), min(s.postmarket_close, b)) for s in sessions]
+            total = sum(max(0, hi - lo) for lo, hi in windows) // MINUTE_NS
+            step = MINUTE_NS * max(1, -(-total // MAX_STEPS))
+            for lo, hi in windows:
+                t = lo - lo % step + step
+                while t <= hi:
+                    points.add(t)
+                    t += step
+        return sorted(points)
+
+    def _evaluate_at(self: "Engine", t: int) -> None:
+        cache: dict[str, tuple[Any, Any]] = {}
+        for order in list(self._open.values()):
+            if order.is_open and order.status != "held" and order.submitted_at <= t:
+                try:
+                    self._evaluate(order, t, cache)
+                except Exception:  # one broken order must not stop the market for everyone
+                    log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(t))
+
+    def _ticks(self: "Engine", symbol: str, t: int, cache: dict) -> tuple[Any, Any]:
+        ticks = cache.get(symbol)
+        if ticks is None:
+            ticks = cache[symbol] = (self.market.quote_at(symbol, t), self.market.trade_at(symbol, t))
+        return ticks
+
+    def _evaluate(self: "Engine", order: Order, t: int, cache: dict) -> None:
+        if order.auction:
+            if t >= order.auction_ns:
+                self._auction_fill(order, order.auction_ns)
+                if order.is_open:
+                    self._expire(order, order.auction_ns)
+            return
+        if t < order.active_from:
+            return
+        if order.expires_ns is not None and t >= order.expires_ns:
+            self._expire(order, order.expires_ns)
+            return
+        if not self._can_trade(order, t):
+            return
+        if order.status == "accepted":
+            self._set_status(order, "new", t, event="new")
+        self._match(order, t, cache)
+
+    # ------------------------------------------------------------------ matching
+    def _match(self: "Engine", order: Order, t: int, cache: dict) -> None:
+        quote, trade = self._ticks(order.symbol, t, cache)
+        regular = self.sessions.is_open(t)
+        buy = order.side == "buy"
+        if order.type == "trailing_stop" and not order.triggered and regular:
+            self._trail(order, float(trade.price), t)
+        if order.type in ("stop", "stop_limit", "trailing_stop") and not order.triggered:
+            if not regular:
+                return
+            last = float(trade.price)
+            if not (last >= order.stop_price if buy else last <= order.stop_price):
+                return
+            order.triggered = True
+            if buy and order.type in ("stop", "trailing_stop"):
+                order.protect_limit = round_price(order.stop_price * market_buffer(order.stop_price))
+            self._dirty_order(order)
+        price = float(quote.ask if buy else quote.bid)
+        size = float(quote.ask_size if buy else quote.bid_size)
+        limit = order.limit_price if order.type in ("limit", "stop_limit") else order.protect_limit
+        immediate = order.time_in_force in ("ioc", "fok")
+        if limit is not None and (price > limit + EPS if buy else price < limit - EPS):
+            if immediate:
+                self._cancel(order, t, reason="not marketable")
+            return
+        if quote.t <= order.last_quote_t:
+            return                         # this quote's size was already consumed
+        if order.total_qty is None:        # a notional order: its quantity at the first fill price
+            order.target_qty = int(order.notional / price * 10 ** QTY_PLACES) / 10 ** QTY_PLACES
+            if order.target_qty <= 0:
+                self._cancel(order, t, reason="notional below one share increment")
+                return
+        remaining = order.remaining_qty
+        if order.time_in_force == "fok" and size + EPS < remaining:
+            self._cancel(order, t, reason="fok not fillable")
+            return
+        order.last_quote_t = quote.t
+        self._fill(order, min(remaining, size), price, t)
+        if immediate and order.is_open:
+            self._cancel(order, t, reason="ioc remainder")
+
+    def _trail(self: "Engine", order: Order, last: float, t: int) -> None:
+        buy = order.side == "buy"
+        hwm = order.hwm
+        if hwm is None or (last < hwm if buy else last > hwm):
+            order.hwm = last
+            if order.trail_price is not None:
+                stop = last + order.trail_price if buy else last - order.trail_price
+            else:
+                factor = 1 + order.trail_percent / 100 if buy else 1 - order.trail_percent / 100
+                stop = last * factor
+            order.stop_price = round_price(stop)
+            order.updated_at = t
+            self._dirty_order(order)
+
+    def _auction_fill(self: "Engine", order: Order, t: int) -> None:
+        if not order.is_open:
+            return
+        day = ny_date(t)
+        price = (self.market.opening_price(order.symbol, day) if order.auction == "open"
+                 else self.market.closing_price(order.symbol, day))
+        if price is None:
+            return
+        price = float(price)
+        if order.status == "accepted":
+            self._set_status(order, "new", t, event="new")
+        limit = order.limit_price
+        if limit is not None and (price > limit + EPS if order.side == "buy" else price < limit - EPS):
+            return
+        if order.total_qty is None:
+            order.target_qty = int(order.notional / price * 10 ** QTY_PLACES) / 10 ** QTY_PLACES
+        if order.remaining_qty and order.remaining_qty > 0:
+            self._fill(order, order.remaining_qty, price, t)
+
+    # ------------------------------------------------------------------ state changes
+    def _fill(self: "Engine", order: Order, qty: float, price: float, t: int) -> None:
+        account = self.accounts[order.account_id]
+        qty = round(qty, QTY_PLACES)
+        signed = qty if order.side == "buy" else -qty
+        pos = account.positions.get(order.symbol)
+        if pos is None:
+            asset = self.market.asset(order.symbol) or {}
+            maintenance = asset.get("maintenance_margin_requirement")
+            pos = Position(symbol=order.symbol, asset_id=order.asset_id,
+                           exchange=asset.get("exchange", order.exchange),
+                           marginable=bool(asset.get("marginable", True)),
+                           maintenance=float(maintenance) / 100 if maintenance else 0.30)
+            account.positions[order.symbol] = pos
+        day = ny_date(t)
+        apply_fill(account, pos, qty=signed, price=price, day=day.isoformat(),
+                   lastday_price=self._lastday_price(order.symbol, t))
+        if abs(pos.qty) < EPS:
+            del account.positions[order.symbol]
+        self._dirty_position(account.id, order.symbol)
+        self._dirty_account(account)
+
+        filled = order.filled_qty
+        avg = order.filled_avg_price or 0.0
+        order.filled_qty = round(filled + qty, QTY_PLACES)
+        order.filled_avg_price = round((avg * filled + price * qty) / order.filled_qty, 9)
+        order.updated_at = t
+        complete = order.remaining_qty is not None and order.remaining_qty <= EPS
+        order.status = "filled" if complete else "partially_filled"
+        if complete:
+            order.filled_at = t
+            self._open.pop(order.id, None)
+        self._dirty_order(order)
+
+        seq = self._next_activity_seq()
+        activity = fill_activity(ns=t, seq=seq, order_id=order.id, symbol=order.symbol,
+                                 side=order.side, qty=qty, price=price, cum_qty=order.filled_qty,
+                                 leaves_qty=order.remaining_qty or 0.0, order_status=order.status,
+                                 partial=not complete)
+        self._add_activity(account.id, activity)
+        self._fills.setdefault(account.id, []).append(Fill(t, order.symbol, signed, price))
+        self._emit(order, "fill" if complete else "partial_fill", t,
+                   execution_id=str(uuid.uuid4()), price=price, qty=qty,
+                   position_qty=pos.qty if abs(pos.qty) >= EPS else 0.0)
+        self._after_fill(order, t, complete)
+
+    def _after_fill(self: "Engine", order: Order, t: int, complete: bool) -> None:
+        if order.leg_ids and order.order_class in ("bracket", "oto") and complete:
+            for leg in self._legs(order):
+                if leg.status == "held":
+                    leg.qty = order.filled_qty
+                    leg.submitted_at = t
+                    self._schedule(leg, t)
+                    if self._can_trade(leg, t) and leg.active_from <= t:
+                        self._set_status(leg, "new", t, event="new")
+                    else:
+                        self._set_status(leg, "accepted", t, event="accepted")
+            return
+        for sibling in self._exit_siblings(order):
+            if not sibling.is_open:
+                continue
+            if complete:
+                self._cancel(sibling, t, reason="other exit filled")
+            elif order.remaining_qty is not None:
+                sibling.qty = round(sibling.filled_qty + order.remaining_qty, QTY_PLACES)
+                sibling.updated_at = t
+                self._dirty_order(sibling)
+
+    def _set_status(self: "Engine", order: Order, status: str, t: int, *, event: str | None) -> None:
+        order.status = status
+        order.updated_at = t
+        self._dirty_order(order)
+        if event:
+            self._emit(order, event, t)
+
+    def _expire(self: "Engine", order: Order, t: int) -> None:
+        order.status = "expired"
+        order.expired_at = order.updated_at = t
+        self._open.pop(order.id, None)
+        self._dirty_order(order)
+        self._emit(order, "expired", t)
+        self._cancel_group(order, t)
+
+    def _cancel(self: "Engine", order: Order, t: int, *, reason: str = "") -> None:
+        """Cancel one order and the open rest of its group."""
+        if not order.is_open:
+            return
+        order.status = "canceled"
+        order.canceled_at = order.updated_at = t
+        self._open.pop(order.id, None)
+        self._dirty_order(order)
+        self._emit(order, "canceled", t)
+        log.debug("sandbox: canceled %r (%s)", order, reason)
+        self._cancel_group(order, t)
+
+    def _cancel_group(self: "Engine", order: Order, t: int) -> None:
+        """An entry that ends unfilled takes its held legs with it; an exit takes its sibling."""
+        if order.leg_ids and order.order_class in ("bracket", "oto"):
+            if order.status != "filled":
+                for leg in self._legs(order):
+                    if leg.is_open and (leg.status == "held" or order.filled_qty <= EPS):
+                        self._cancel(leg, t, reason="entry ended")
+            return
+        if order.status == "filled":
+            return
+        for sibling in self._exit_siblings(order):
+            if sibling.is_open:
+                self._cancel(sibling, t, reason="group canceled")
+
+    # ------------------------------------------------------------------ groups
+    def _legs(self: "Engine", order: Order) -> list[Order]:
+        return [self._orders[i] for i in order.leg_ids if i in self._orders]
+
+    def _exit_siblings(self: "Engine", order: Order) -> list[Order]:
+        """The other exits of an order's group (bracket legs, or both orders of an oco)."""
+        if order.order_class == "oco":
+            head = self._orders.get(order.parent_id) if order.parent_id else order
+            if head is None:
+                return []
+            members = [head] + self._legs(head)
+        elif order.parent_id and order.order_class == "bracket":
+            parent = self._orders.get(order.parent_id)
+            members = self._legs(parent) if parent is not None else []
+        else:
+            return []
+        return [m for m in members if m.id != order.id]
+
+    # ------------------------------------------------------------------ prices
+    def _previous_session(self: "Engine", t: int) -> Session | None:
+        return self.sessions.previous_session(ny_date(t))
+
+    def _lastday_price(self: "Engine", symbol: str, t: int) -> float | None:
+        prev = self._previous_session(t)
+        return None if prev is None else self._session_close_price(symbol, prev)
+
+    def _session_close_price(self: "Engine", symbol: str, sess: Session) -> float:
+        """The closing auction price of a finished session (cached)."""
+        key = (symbol, sess.date)
+        price = self._close_cache.get(key)
+        if price is None:
+            value = self.market.closing_price(symbol, sess.date)
+            if value is None:
+                value = self.market.trade_at(symbol, sess.close - 1).price
+            price = self._close_cache[key] = float(value)
+        return price
+
+
+def _clock_text(ns: int) -> str:
+    from .clock import NY, from_ns
+
+    when = from_ns(ns, NY)
+    hour = when.hour % 12 or 12
+    return f"{hour}:{when.minute:02d}{'am' if when.hour < 12 else 'pm'}"
+
+
+__all__ = ["Matching", "round_price"]
+
