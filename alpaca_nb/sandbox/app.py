@@ -149,6 +149,7 @@ class SandboxConfig:
     speed: float = 1.0                    # virtual seconds per wall second
     cash: float = 100_000.0               # starting cash of new accounts
     quote_rate: float | None = None       # data stream flood: quotes/s per connection (benchmarks)
+    stream_auth_timeout: float = 10.0     # data stream: seconds to authenticate before 404
 
     def __post_init__(self) -> None:
         if self.market not in MARKET_MODES:
@@ -175,8 +176,8 @@ CONNECTIONS = web.AppKey("connections", Connections)
 CHAOS_RNG = web.AppKey("chaos_rng", random.Random)
 RATE = web.AppKey("rate_windows", dict)
 
-ACCOUNT = "account_id"   # request[ACCOUNT]: the authenticated account id
-KEY_ID = "key_id"        # request[KEY_ID]: the authenticated key id
+ACCOUNT = web.RequestKey("account_id", str)   # request[ACCOUNT]: the authenticated account id
+KEY_ID = web.RequestKey("key_id", str)        # request[KEY_ID]: the authenticated key id
 
 PUBLIC_PATHS = ("/sandbox/health",)
 

@@ -1,5 +1,657 @@
-"""(being built)"""
+"""Market-data REST v2 for stocks (protocol section 4), served from the synthetic market.
+
+Endpoints: multi- and single-symbol bars, trades and quotes with ``start``/``end``/``limit``/
+``page_token``/``sort``/``feed``/``adjustment``/``asof``/``currency``; latest bars, trades and
+quotes (multi and single); snapshots (multi, with ``null`` for unknown symbols, and the singular
+``/snapshot``). The WebSocket at ``/v2/{feed}`` lives in :mod:`.data_stream`.
+
+What the sandbox decides where Alpaca's behaviour is not pinned down:
+
+* Every feed (``sip``, ``iex``, ``otc``, ``boats``; ``delayed_sip`` and ``overnight`` on the
+  latest/snapshot endpoints) serves the same data, and every key is entitled to all of it,
+  up to the sandbox's now. ``feed=delayed_sip`` on latest/snapshot answers as of 15 minutes ago.
+* Every ``adjustment`` gives the same prices: the synthetic market has no corporate actions.
+* ``currency`` must be USD; ``asof`` is validated and otherwise has no effect (no renames).
+* Errors are ``400 {"message": ...}`` without a numeric code, as the current data API answers
+  (bodies recorded against the live API in 2026: "end should not be before start",
+  "Invalid format for parameter start: error parsing '...' as RFC3339 or 2006-01-02 time",
+  "Invalid format for parameter symbols: query parameter 'symbols' is required",
+  "invalid timeframe"). The texts for a bad page token, limit, sort, feed, adjustment and
+  currency are the sandbox's own ([unconfirmed]). Unknown but well-formed symbols are simply
+  absent from the answer (as Alpaca does); the single-symbol latest and snapshot endpoints
+  answer 404 for them ([unconfirmed]).
+* A missing ``start`` means the beginning of the current New York day (or of ``end``'s day when
+  ``end`` is earlier); ``end`` defaults to now and is capped at now.
+* Pages are assembled from cached, pre-serialised per-(symbol, period) chunks, so a 10,000-bar
+  page is a join of byte slices; ``next_page_token`` is base64 of
+  ``SYMBOL|KIND|<last timestamp>`` and is null once nothing is left.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from . import app as _app
+from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns
+from .market import (ADJUSTMENTS, UNIT_DAY, BarTick, Bars, Market, QuoteTick, Ticks, Timeframe,
+                     TradeTick)
+from .wire import ApiError, iso_ns, json_response
+
+log = logging.getLogger(__name__)
+
+MAX_LIMIT = 10_000
+DEFAULT_LIMIT = 1_000
+TICK_BLOCK_MINUTES = 5                      # trades/quotes are cached in 5-minute chunks
+CACHE_BYTES = 512 * 1024 ** 2               # serialised chunks kept in memory
+DELAY_NS = 15 * 60 * NS                     # delayed_sip lag
+HISTORICAL_FEEDS = ("sip", "iex", "otc", "boats")
+LATEST_FEEDS = HISTORICAL_FEEDS + ("delayed_sip", "overnight")
+SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./\-]{0,20}$")
+_ASOF_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+CHUNKS = web.AppKey("data_chunks", object)
 
 
-def setup(app) -> None:
-    pass
+def bad(message: str) -> ApiError:
+    """A market-data 400: ``{"message": ...}`` without a numeric code, as the data API answers."""
+    return ApiError(400, None, message)
+
+
+# ---------------------------------------------------------------- wire records
+
+TRADE_CONDITIONS = (["@"], ["@", "I"], ["@", "T"], ["@", "T", "I"])   # by Ticks.flags
+QUOTE_CONDITIONS = ["R"]
+
+
+def _iso_s(t: np.ndarray) -> list[str]:
+    return np.datetime_as_string(t.astype("datetime64[ns]"), unit="s", timezone="UTC").tolist()
+
+
+def _iso_ns(t: np.ndarray) -> list[str]:
+    return np.datetime_as_string(t.astype("datetime64[ns]"), unit="ns", timezone="UTC").tolist()
+
+
+def bar_records(bars: Bars) -> list[dict]:
+    """Bars as wire dicts ``{t,o,h,l,c,v,n,vw}`` (always ``n`` and ``vw``)."""
+    return [{"t": t, "o": o, "h": h, "l": lo, "c": c, "v": v, "n": n, "vw": vw}
+            for t, o, h, lo, c, v, n, vw in zip(_iso_s(bars.t), bars.o.tolist(), bars.h.tolist(),
+                                                bars.l.tolist(), bars.c.tolist(), bars.v.tolist(),
+                                                bars.n.tolist(), bars.vw.tolist())]
+
+
+def trade_records(ticks: Ticks, lo: int, hi: int, tape: str) -> list[dict]:
+    """Trades ``lo:hi`` of a minute as wire dicts ``{t,x,p,s,c,i,z}``."""
+    s = slice(lo, hi)
+    return [{"t": t, "x": x, "p": p, "s": sz, "c": TRADE_CONDITIONS[f], "i": i, "z": tape}
+            for t, x, p, sz, f, i in zip(_iso_ns(ticks.trade_t[s]), ticks.trade_x[s].tolist(),
+                                         ticks.price[s].tolist(), ticks.size[s].tolist(),
+                                         ticks.flags[s].tolist(), ticks.trade_id[s].tolist())]
+
+
+def quote_records(ticks: Ticks, lo: int, hi: int, tape: str) -> list[dict]:
+    """Quotes ``lo:hi`` of a minute as wire dicts ``{t,ax,ap,as,bx,bp,bs,c,z}``."""
+    s = slice(lo, hi)
+    return [{"t": t, "ax": ax, "ap": ap, "as": asz, "bx": bx, "bp": bp, "bs": bsz,
+             "c": QUOTE_CONDITIONS, "z": tape}
+            for t, ax, ap, asz, bx, bp, bsz in zip(
+                _iso_ns(ticks.quote_t[s]), ticks.ask_x[s].tolist(), ticks.ask[s].tolist(),
+                ticks.ask_size[s].tolist(), ticks.bid_x[s].tolist(), ticks.bid[s].tolist(),
+                ticks.bid_size[s].tolist())]
+
+
+def bar_dict(bar: BarTick | None) -> dict | None:
+    if bar is None:
+        return None
+    return {"t": iso_ns(bar.t), "o": bar.open, "h": bar.high, "l": bar.low, "c": bar.close,
+            "v": bar.volume, "n": bar.trade_count, "vw": bar.vwap}
+
+
+def trade_dict(trade: TradeTick | None, tape: str, extended: bool = False) -> dict | None:
+    if trade is None:
+        return None
+    flags = (1 if trade.size < 100 else 0) | (2 if extended else 0)
+    return {"t": iso_ns(trade.t), "x": trade.exchange, "p": trade.price, "s": trade.size,
+            "c": TRADE_CONDITIONS[flags], "i": trade.id, "z": tape}
+
+
+def quote_dict(quote: QuoteTick | None, tape: str) -> dict | None:
+    if quote is None:
+        return None
+    return {"t": iso_ns(quote.t), "ax": quote.ask_exchange, "ap": quote.ask, "as": quote.ask_size,
+            "bx": quote.bid_exchange, "bp": quote.bid, "bs": quote.bid_size,
+            "c": QUOTE_CONDITIONS, "z": tape}
+
+
+# ---------------------------------------------------------------- serialised chunks
+
+class Chunk:
+    """Records of one (kind, symbol, period) serialised once: ``body`` is ``rec,rec,...`` and
+    record ``i`` is ``body[starts[i]:ends[i]]``; ``t`` holds the records' timestamps."""
+
+    __slots__ = ("body", "starts", "ends", "t", "_rev")
+
+    def __init__(self, records: list[dict], t: np.ndarray):
+        self.t = t
+        self._rev: Chunk | None = None
+        if not records:
+            self.body, self.starts, self.ends = b"", np.empty(0, np.int64), np.empty(0, np.int64)
+            return
+        raw = orjson.dumps(records)
+        self.body = raw[1:-1]
+        # records are flat objects (no nested '{'), so every '}' ends one
+        self.ends = np.flatnonzero(np.frombuffer(self.body, dtype=np.uint8) == 0x7D).astype(np.int64) + 1
+        self.starts = np.concatenate(([0], self.ends[:-1] + 1))
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.body) + 24 * len(self.t) + (self._rev.nbytes if self._rev else 0)
+
+    def index_range(self, lo: int, hi: int) -> tuple[int, int]:
+        """Indices ``a:b`` of the records with ``lo <= t <= hi``."""
+        return (int(np.searchsorted(self.t, lo, side="left")),
+                int(np.searchsorted(self.t, hi, side="right")))
+
+    def slice(self, a: int, b: int) -> bytes:
+        """Records ``a:b`` (a < b) in ascending order, comma-separated."""
+        return self.body[self.starts[a]:self.ends[b - 1]]
+
+    def slice_desc(self, a: int, b: int) -> bytes:
+        """Records ``a:b`` (a < b) in descending order, comma-separated."""
+        rev = self._rev
+        if rev is None:
+            rev = self._rev = Chunk.__new__(Chunk)
+            n = len(self.t)
+            rev.t, rev._rev = self.t[::-1].copy(), None
+            rev.body = b",".join([self.body[self.starts[i]:self.ends[i]] for i in range(n - 1, -1, -1)])
+            lengths = (self.ends - self.starts)[::-1]
+            rev.ends = np.cumsum(lengths + 1) - 1
+            rev.starts = rev.ends - lengths
+        n = len(self.t)
+        return rev.slice(n - b, n - a)
+
+
+class ChunkCache:
+    """LRU of serialised chunks bounded by total bytes."""
+
+    def __init__(self, budget: int = CACHE_BYTES):
+        self.budget = budget
+        self.bytes = 0
+        self._items: OrderedDict[tuple, Chunk] = OrderedDict()
+
+    def get(self, key: tuple) -> Chunk | None:
+        chunk = self._items.get(key)
+        if chunk is not None:
+            self._items.move_to_end(key)
+        return chunk
+
+    def put(self, key: tuple, chunk: Chunk) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.nbytes
+        self._items[key] = chunk
+        self.bytes += chunk.nbytes
+        while self.bytes > self.budget and len(self._items) > 1:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+# ---------------------------------------------------------------- series: what a request reads
+
+def _utc_date(ns: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=ns // DAY_NS)
+
+
+@dataclass
+class Series:
+    """One kind of record (``bars`` of a timeframe, ``trades`` or ``quotes``) over the market,
+    cut into periods that are serialised and cached once they are entirely in the past."""
+
+    market: Market
+    cache: ChunkCache
+    kind: str
+    timeframe: Timeframe | None = None
+    code: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.code = str(self.timeframe) if self.kind == "bars" else self.kind[0].upper()
+
+    # periods -------------------------------------------------------------
+    def periods(self, lo: int, hi: int, desc: bool) -> list[Any]:
+        """Period keys covering [lo, hi] (ns), in the page's order."""
+        if hi < lo:
+            return []
+        tf = self.timeframe
+        if self.kind != "bars":
+            keys = []
+            block = TICK_BLOCK_MINUTES * MINUTE_NS
+            for sess in self.market.sessions.sessions_between(ny_date(lo), ny_date(hi)):
+                a = max(lo, sess.premarket_open) // block
+                b = min(hi, sess.postmarket_close - 1) // block
+                keys.extend(range(a, b + 1))
+        elif tf.intraday:
+            first, last = _utc_date(lo), _utc_date(hi)
+            keys = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        else:
+            # daily bars are stamped at NY midnight; a week/month bar at its first session day
+            keys = list(range(ny_date(lo).year, ny_date(hi).year + 1))
+        return keys[::-1] if desc else keys
+
+    def _period_end(self, key: Any) -> int:
+        """The instant after which the period's records can no longer change."""
+        tf = self.timeframe
+        if self.kind != "bars":
+            return (key + 1) * TICK_BLOCK_MINUTES * MINUTE_NS
+        if tf.intraday:
+            return int(dt.datetime(key.year, key.month, key.day, tzinfo=UTC).timestamp()) * NS + DAY_NS
+        last = dt.date(key, 12, 31) + dt.timedelta(days=0 if tf.unit == UNIT_DAY else 7)
+        return ny_midnight_ns(last + dt.timedelta(days=1)) + DAY_NS   # past any post-market
+
+    def chunk(self, symbol: str, key: Any, now: int) -> Chunk:
+        cache_key = (self.kind, self.code, symbol, key)
+        found = self.cache.get(cache_key)
+        if found is not None:
+            return found
+        chunk = self._build(symbol, key, now)
+        if self._period_end(key) <= now:
+            self.cache.put(cache_key, chunk)
+        return chunk
+
+    def _build(self, symbol: str, key: Any, now: int) -> Chunk:
+        market, tf = self.market, self.timeframe
+        if self.kind == "bars":
+            if tf.intraday:
+                bars = market.intraday_bars(symbol, tf, key, now)
+            elif tf.unit == UNIT_DAY:
+                bars = market.daily_bars(symbol, dt.date(key, 1, 1), dt.date(key, 12, 31), now)
+            else:
+                bars = market.period_bars(symbol, tf, key, now)
+            return Chunk(bar_records(bars), bars.t)
+        tape = market.tape(symbol)
+        records: list[dict] = []
+        times: list[np.ndarray] = []
+        first = key * TICK_BLOCK_MINUTES * MINUTE_NS
+        for minute in range(first, first + TICK_BLOCK_MINUTES * MINUTE_NS, MINUTE_NS):
+            if minute > now:
+                break
+            ticks = market.ticks(symbol, minute)
+            if ticks is None:
+                continue
+            t = ticks.trade_t if self.kind == "trades" else ticks.quote_t
+            hi = int(np.searchsorted(t, now, side="right"))
+            if hi:
+                encode = trade_records if self.kind == "trades" else quote_records
+                records.extend(encode(ticks, 0, hi, tape))
+                times.append(t[:hi])
+        return Chunk(records, np.concatenate(times) if times else np.empty(0, np.int64))
+
+    def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool) -> Iterator[tuple[Chunk, int, int]]:
+        """Non-empty (chunk, a, b) ranges with ``lo <= t <= hi``, in the page's order."""
+        for key in self.periods(lo, hi, desc):
+            chunk = self.chunk(symbol, key, now)
+            if len(chunk):
+                a, b = chunk.index_range(lo, hi)
+                if a < b:
+                    yield chunk, a, b
+
+
+@dataclass
+class Page:
+    parts: list[tuple[str, list[bytes]]]
+    next_token: str | None
+
+
+def encode_token(symbol: str, code: str, t: int) -> str:
+    return base64.b64encode(f"{symbol}|{code}|{iso_ns(t)}".encode()).decode()
+
+
+def decode_token(token: str, code: str, symbols: list[str]) -> tuple[str, int]:
+    """(symbol, timestamp ns) of the last record a previous page returned; 400 otherwise."""
+    try:
+        text = base64.b64decode(token, validate=True).decode()
+        symbol, kind, stamp = text.split("|")
+        m = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z$", stamp)
+        if kind != code or symbol not in symbols or m is None:
+            raise ValueError
+        base = dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC)
+        return symbol, int(base.timestamp()) * NS + int((m.group(2) or "0").ljust(9, "0"))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise bad("invalid page token") from None
+
+
+def build_page(series: Series, symbols: list[str], *, start: int, end: int, limit: int,
+               desc: bool, token: tuple[str, int] | None, now: int) -> Page:
+    """Up to ``limit`` records across ``symbols`` (sorted), each symbol's records in time order
+    (descending when ``desc``), continuing after ``token``. The token of the next page names the
+    last record returned, and is None when nothing is left."""
+    if token is not None:
+        symbols = symbols[symbols.index(token[0]):]
+    remaining = limit
+    parts: list[tuple[str, list[bytes]]] = []
+    last: tuple[str, int] | None = None
+    for symbol in symbols:
+        lo, hi = start, end
+        if token is not None and symbol == token[0]:
+            if desc:
+                hi = min(hi, token[1] - 1)
+            else:
+                lo = max(lo, token[1] + 1)
+        slices: list[bytes] = []
+        for chunk, a, b in series.records(symbol, lo, hi, now, desc):
+            if remaining == 0:   # a record exists beyond this page
+                if slices:
+                    parts.append((symbol, slices))
+                return Page(parts, encode_token(last[0], series.code, last[1]))
+            take = min(b - a, remaining)
+            if desc:
+                slices.append(chunk.slice_desc(b - take, b))
+                last = (symbol, int(chunk.t[b - take]))
+            else:
+                slices.append(chunk.slice(a, a + take))
+                last = (symbol, int(chunk.t[a + take - 1]))
+            remaining -= take
+            if remaining == 0 and take < b - a:
+                parts.append((symbol, slices))
+                return Page(parts, encode_token(symbol, series.code, last[1]))
+        if slices:
+            parts.append((symbol, slices))
+    return Page(parts, None)
+
+
+# ---------------------------------------------------------------- request parsing
+
+@dataclass
+class Query:
+    symbols: list[str]
+    start: int
+    end: int
+    limit: int
+    desc: bool
+    token: tuple[str, int] | None
+    feed: str
+    currency: str | None
+    timeframe: Timeframe | None = None
+
+
+def _market(request: web.Request) -> Market:
+    return request.app[_app.MARKET]
+
+
+def _now(request: web.Request) -> int:
+    return request.app[_app.CLOCK].now_ns()
+
+
+def parse_symbols(raw: str | None, *, required: bool = True) -> list[str]:
+    """The ``symbols`` list: sorted, without duplicates, each well formed."""
+    items = sorted({s.strip() for s in (raw or "").split(",") if s.strip()})
+    if not items and required:
+        raise bad("Invalid format for parameter symbols: query parameter 'symbols' is required")
+    for symbol in items:
+        check_symbol(symbol)
+    return items
+
+
+def check_symbol(symbol: str) -> str:
+    if not SYMBOL_RE.match(symbol):
+        raise bad(f"invalid symbol: {symbol}")
+    return symbol
+
+
+def parse_time_param(q, name: str) -> int | None:
+    """RFC-3339 (any offset, fractional seconds) or YYYY-MM-DD (New York midnight)."""
+    value = q.get(name)
+    if value is None or value == "":
+        return None
+    from .wire import parse_time
+    return parse_time(value, name, error=lambda _msg: bad(
+        f"Invalid format for parameter {name}: error parsing '{value}' as RFC3339 or 2006-01-02 time"))
+
+
+def parse_feed(q, allowed: tuple[str, ...]) -> str:
+    feed = q.get("feed") or "sip"
+    if feed not in allowed:
+        raise bad(f"invalid feed: {feed!r} (expected one of {', '.join(allowed)})")
+    return feed
+
+
+def parse_common(q, *, allowed_feeds: tuple[str, ...] = LATEST_FEEDS) -> tuple[str, str | None]:
+    """``feed``, ``currency`` and ``asof`` shared by every endpoint."""
+    feed = parse_feed(q, allowed_feeds)
+    currency = q.get("currency")
+    if currency is not None and currency != "USD":
+        raise bad(f"invalid currency: {currency!r} (the sandbox quotes prices in USD only)")
+    asof = q.get("asof")
+    if asof not in (None, "", "-") and not _ASOF_RE.match(asof):
+        raise bad(f"Invalid format for parameter asof: error parsing '{asof}' as 2006-01-02 date")
+    if asof and asof != "-":
+        try:
+            dt.date.fromisoformat(asof)
+        except ValueError:
+            raise bad(f"Invalid format for parameter asof: error parsing '{asof}' as 2006-01-02 date") from None
+    return feed, currency
+
+
+def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
+    q = request.query
+    timeframe = None
+    if kind == "bars":
+        raw_tf = q.get("timeframe")
+        if not raw_tf:
+            raise bad("Invalid format for parameter timeframe: query parameter 'timeframe' is required")
+        try:
+            timeframe = Timeframe.parse(raw_tf)
+        except ValueError:
+            raise bad("invalid timeframe") from None
+        for item in (q.get("adjustment") or "raw").split(","):
+            if item.strip() not in ADJUSTMENTS:
+                raise bad(f"invalid adjustment: {item!r} (expected raw, split, dividend, spin-off or all)")
+    feed, currency = parse_common(q, allowed_feeds=HISTORICAL_FEEDS)
+    now = _now(request)
+    start, end = parse_time_param(q, "start"), parse_time_param(q, "end")
+    if start is not None and end is not None and end < start:
+        raise bad("end should not be before start")
+    if end is None or end > now:
+        end_eff = now if end is None or end > now else end
+    else:
+        end_eff = end
+    if start is None:
+        start = ny_midnight_ns(ny_date(min(now, end_eff)))
+    raw_limit = q.get("limit")
+    if raw_limit in (None, ""):
+        limit = DEFAULT_LIMIT
+    else:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise bad(f"Invalid format for parameter limit: error parsing '{raw_limit}' as integer") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise bad(f"invalid limit: must be between 1 and {MAX_LIMIT}")
+    sort = q.get("sort") or "asc"
+    if sort not in ("asc", "desc"):
+        raise bad(f"invalid sort: {sort!r} (expected asc or desc)")
+    series_code = str(timeframe) if kind == "bars" else kind[0].upper()
+    raw_token = q.get("page_token")
+    token = decode_token(raw_token, series_code, symbols) if raw_token else None
+    return Query(symbols, start, end_eff, limit, sort == "desc", token, feed, currency, timeframe)
+
+
+def _series(request: web.Request, kind: str, timeframe: Timeframe | None) -> Series:
+    return Series(_market(request), request.app[CHUNKS], kind, timeframe)
+
+
+def _token_bytes(token: str | None) -> bytes:
+    return b"null" if token is None else orjson.dumps(token)
+
+
+def _tail(query: Query) -> bytes:
+    return b',"currency":"USD"' if query.currency else b""
+
+
+def _run_page(request: web.Request, kind: str, query: Query) -> Page:
+    market = _market(request)
+    known = [s for s in query.symbols if market.has(s)]
+    if query.token is not None and query.token[0] not in known:
+        raise bad("invalid page token")
+    return build_page(_series(request, kind, query.timeframe), known, start=query.start,
+                      end=query.end, limit=query.limit, desc=query.desc, token=query.token,
+                      now=_now(request))
+
+
+# ---------------------------------------------------------------- historical handlers
+
+def _historical_multi(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        symbols = parse_symbols(request.query.get("symbols"))
+        query = parse_query(request, kind, symbols)
+        page = _run_page(request, kind, query)
+        out = [b'{"', kind.encode(), b'":{']
+        for i, (symbol, slices) in enumerate(page.parts):
+            out.append(b'"%s":[' % symbol.encode() if i == 0 else b'],"%s":[' % symbol.encode())
+            out.append(b",".join(slices))
+        if page.parts:
+            out.append(b"]")
+        out.append(b'},"next_page_token":' + _token_bytes(page.next_token) + _tail(query) + b"}")
+        return json_response(b"".join(out))
+    handler.__name__ = f"multi_{kind}"
+    return handler
+
+
+def _historical_single(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        symbol = check_symbol(request.match_info["symbol"])
+        query = parse_query(request, kind, [symbol])
+        page = _run_page(request, kind, query)
+        slices = [s for _, parts in page.parts for s in parts]
+        body = b"".join([b'{"', kind.encode(), b'":[', b",".join(slices), b'],"symbol":',
+                         orjson.dumps(symbol), b',"next_page_token":', _token_bytes(page.next_token),
+                         _tail(query), b"}"])
+        return json_response(body)
+    handler.__name__ = f"single_{kind}"
+    return handler
+
+
+# ---------------------------------------------------------------- latest and snapshots
+
+def _latest_now(request: web.Request, feed: str) -> int:
+    now = _now(request)
+    return now - DELAY_NS if feed == "delayed_sip" else now
+
+
+def _latest_record(market: Market, kind: str, symbol: str, now: int) -> dict | None:
+    tape = market.tape(symbol)
+    try:
+        if kind == "bars":
+            return bar_dict(market.latest_bar(symbol, now))
+        if kind == "trades":
+            trade = market.trade_at(symbol, now)
+            return trade_dict(trade, tape, market.sessions.is_extended(trade.t))
+        return quote_dict(market.quote_at(symbol, now), tape)
+    except LookupError:
+        return None
+
+
+def _latest_multi(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        symbols = parse_symbols(request.query.get("symbols"))
+        feed, currency = parse_common(request.query)
+        market, now = _market(request), _latest_now(request, feed)
+        found = {}
+        for symbol in symbols:
+            if market.has(symbol):
+                record = _latest_record(market, kind, symbol, now)
+                if record is not None:
+                    found[symbol] = record
+        body: dict[str, Any] = {kind: found}
+        if currency:
+            body["currency"] = currency
+        return json_response(body)
+    handler.__name__ = f"latest_{kind}"
+    return handler
+
+
+def _latest_single(kind: str):
+    singular = kind[:-1]
+
+    async def handler(request: web.Request) -> web.Response:
+        symbol = check_symbol(request.match_info["symbol"])
+        feed, currency = parse_common(request.query)
+        market = _market(request)
+        record = None
+        if market.has(symbol):
+            record = _latest_record(market, kind, symbol, _latest_now(request, feed))
+        if record is None:
+            raise ApiError(404, None, f"no {singular} found for {symbol}")
+        body: dict[str, Any] = {"symbol": symbol, singular: record}
+        if currency:
+            body["currency"] = currency
+        return json_response(body)
+    handler.__name__ = f"latest_{singular}"
+    return handler
+
+
+def snapshot_dict(market: Market, symbol: str, now: int) -> dict:
+    snap = market.snapshot(symbol, now)
+    tape = market.tape(symbol)
+    trade = snap["latestTrade"]
+    return {"latestTrade": trade_dict(trade, tape, bool(trade) and market.sessions.is_extended(trade.t)),
+            "latestQuote": quote_dict(snap["latestQuote"], tape),
+            "minuteBar": bar_dict(snap["minuteBar"]), "dailyBar": bar_dict(snap["dailyBar"]),
+            "prevDailyBar": bar_dict(snap["prevDailyBar"])}
+
+
+async def snapshots(request: web.Request) -> web.Response:
+    symbols = parse_symbols(request.query.get("symbols"))
+    feed, currency = parse_common(request.query)
+    market, now = _market(request), _latest_now(request, feed)
+    body: dict[str, Any] = {s: snapshot_dict(market, s, now) if market.has(s) else None for s in symbols}
+    if currency:
+        body["currency"] = currency
+    return json_response(body)
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    symbol = check_symbol(request.match_info["symbol"])
+    feed, currency = parse_common(request.query)
+    market = _market(request)
+    if not market.has(symbol):
+        raise ApiError(404, None, f"no snapshot found for {symbol}")
+    body: dict[str, Any] = {"symbol": symbol, **snapshot_dict(market, symbol, _latest_now(request, feed))}
+    if currency:
+        body["currency"] = currency
+    return json_response(body)
+
+
+# ---------------------------------------------------------------- setup
+
+def setup(app: web.Application) -> None:
+    """Add the market-data REST routes, the data WebSocket and ``POST /sandbox/halt``."""
+    app[CHUNKS] = ChunkCache()
+    r = app.router
+    for kind in ("bars", "trades", "quotes"):
+        r.add_get(f"/v2/stocks/{kind}/latest", _latest_multi(kind))
+        r.add_get(f"/v2/stocks/{kind}", _historical_multi(kind))
+    r.add_get("/v2/stocks/snapshots", snapshots)
+    for kind in ("bars", "trades", "quotes"):
+        r.add_get(f"/v2/stocks/{{symbol}}/{kind}/latest", _latest_single(kind))
+        r.add_get(f"/v2/stocks/{{symbol}}/{kind}", _historical_single(kind))
+    r.add_get("/v2/stocks/{symbol}/snapshot", snapshot)
+    from . import data_stream
+    data_stream.setup(app)

@@ -319,6 +319,15 @@ def _ceil_price(p: np.ndarray) -> np.ndarray:
     return np.round(np.ceil(p / tick - 1e-9) * tick, 4)
 
 
+def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Fold a path into [lo, hi] by reflecting at the bounds (no plateaus, unlike clipping)."""
+    width = hi - lo
+    if width <= 0:
+        return np.full_like(x, lo)
+    y = np.mod(x - lo, 2.0 * width)
+    return lo + np.where(y > width, 2.0 * width - y, y)
+
+
 def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
     """Integers >= ``minimum`` summing exactly to ``total``, proportional to ``weights``
     (largest-remainder method). Requires ``total >= minimum * len(weights)``."""
@@ -629,7 +638,7 @@ class Market:
         walk = np.concatenate(([0.0], np.cumsum(steps)))
         grid = np.arange(m + 1, dtype=np.float64)
         x = np.interp(grid, ax, ay) + walk - np.interp(grid, ax, walk[ax.astype(np.int64)])
-        x = np.clip(_round_price(np.clip(x, l_d, h_d)), l_d, h_d)
+        x = np.clip(_round_price(_reflect(x, l_d, h_d)), l_d, h_d)
         x[ax.astype(np.int64)] = ay
         o, c = x[:-1], x[1:]
         wiggle = rnd.exponential(2 * m).reshape(2, m) * ((h_d - l_d) / math.sqrt(m) * 0.25)
@@ -694,7 +703,7 @@ class Market:
         walk = np.concatenate(([0.0], np.cumsum(rnd.normal(n - 1)))) * ((h - low) / math.sqrt(n) * 0.5)
         grid = np.arange(n, dtype=np.float64)
         price = np.interp(grid, ax, ay) + walk - np.interp(grid, ax, walk[ax.astype(np.int64)])
-        price = np.clip(_round_price(np.clip(price, low, h)), low, h)
+        price = np.clip(_round_price(_reflect(price, low, h)), low, h)
         price[ax.astype(np.int64)] = ay
         size = 1 + _allocate(v - n, np.exp(1.1 * rnd.normal(n)), 0)
         trade_x = rnd.choice(_TRADE_VENUES, _TRADE_VENUE_W, n)
@@ -712,11 +721,20 @@ class Market:
         bid_x = rnd.choice(_QUOTE_VENUES, _QUOTE_VENUE_W, n)
         ask_x = rnd.choice(_QUOTE_VENUES, _QUOTE_VENUE_W, n)
         late = -1
-        if n >= 6 and _hash_at(inst.key ^ 0x1A7E, np.array([minute_no]))[0] % np.uint64(12) == 0:
+        if n >= 6 and self._late_minute(inst, minute_no):
             interior = [k for k in range(1, n - 1) if k not in (int(a), int(b))]
             late = interior[len(interior) // 2]
         return Ticks(trade_t, price, size, trade_x, trade_id, flags, trade_t - 1, bid, bid_size,
                      ask, ask_size, bid_x, ask_x, late)
+
+    @staticmethod
+    def _late_minute(inst: _Instrument, minute_no: int) -> bool:
+        return bool(_hash_at(inst.key ^ 0x1A7E, np.array([minute_no]))[0] % np.uint64(12) == 0)
+
+    def may_have_late(self, symbol: str, minute_ns: int) -> bool:
+        """Cheap pre-check: False means the minute certainly has no late-reported trade
+        (:attr:`Ticks.late`); True means it has one if it has at least six trades."""
+        return self._late_minute(self._inst(symbol), minute_ns // MINUTE_NS)
 
     # ------------------------------------------------------------ what exists at "now"
 
