@@ -48,9 +48,10 @@ def run_sandbox(args: argparse.Namespace) -> int:
         return 2
 
     async def serve() -> None:
-        runner = web.AppRunner(create_app(config), handle_signals=False, access_log=None)
+        runner = web.AppRunner(create_app(config), handle_signals=False, access_log=None,
+                                shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, args.host, args.port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host

@@ -146,10 +146,11 @@ class Sandbox:
     async def _main(self) -> None:
         self._stop_event = asyncio.Event()
         app = create_app(self.config)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                             shutdown_timeout=1.0)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self._requested_port, shutdown_timeout=1.0)
+            site = web.TCPSite(runner, self.host, self._requested_port)
             await site.start()
             self.port = site._server.sockets[0].getsockname()[1]
             self._requested_port = self.port   # a restart reuses the same port
