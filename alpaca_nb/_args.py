@@ -74,7 +74,7 @@ def parse_time(value: Any, *, name: str, end: bool = False) -> int | None:
 
 def ny_midnight_ns(day: dt.date) -> int:
     """00:00 America/New_York at the start of ``day``, as epoch nanoseconds."""
-    return int(pd.Timestamp(day.year, day.month, day.day).tz_localize(NY)._value)
+    return int(pd.Timestamp(day.year, day.month, day.day).tz_localize(NY).as_unit("ns")._value)
 
 
 def ny_date(ns: int) -> dt.date:
@@ -82,12 +82,12 @@ def ny_date(ns: int) -> dt.date:
     return pd.Timestamp(ns, tz="UTC").tz_convert(NY).date()
 
 
-def rfc3339(ns: int, *, ceil: bool = False) -> str:
-    """Whole-second RFC-3339 UTC (``2024-01-02T14:30:00Z``), rounded down (or up with ``ceil``)."""
+def rfc3339(ns: int) -> str:
+    """RFC-3339 UTC, with the fraction of a second only when there is one
+    (``2024-01-02T14:30:00Z``, ``2024-01-03T04:59:59.999999999Z``)."""
     seconds, frac = divmod(ns, NS)
-    if ceil and frac:
-        seconds += 1
-    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    text = dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{frac:09d}".rstrip("0") if frac else "") + "Z"
 
 
 def parse_symbols(symbols: Any, *, name: str = "symbols") -> list[str]:

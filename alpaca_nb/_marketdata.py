@@ -64,7 +64,7 @@ class SeriesRequest:
         if start_ns is not None:
             params["start"] = rfc3339(start_ns)
         if end_ns is not None:
-            params["end"] = rfc3339(end_ns, ceil=True)
+            params["end"] = rfc3339(end_ns)
         if self.adjustment is not None:
             params["adjustment"] = self.adjustment
         if self.feed is not None:

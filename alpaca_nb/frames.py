@@ -147,12 +147,12 @@ ACTIVITY = _schema("activities", """
 """, index="id")
 
 BAR = _schema("bars", "timestamp=t time; open=o float; high=h float; low=l float; close=c float; "
-                      "volume=v float; trade_count=n float; vwap=vw float")
+                      "volume=v float; trade_count=n float; vwap=vw float", index="timestamp")
 TRADE = _schema("trades", "timestamp=t time; price=p float; size=s float; exchange=x str; "
-                          "id=i int; conditions=c list; tape=z str")
+                          "id=i int; conditions=c list; tape=z str", index="timestamp")
 QUOTE = _schema("quotes", "timestamp=t time; bid_price=bp float; bid_size=bs float; "
                           "bid_exchange=bx str; ask_price=ap float; ask_size=as float; "
-                          "ask_exchange=ax str; conditions=c list; tape=z str")
+                          "ask_exchange=ax str; conditions=c list; tape=z str", index="timestamp")
 
 
 def _prefixed(prefix: str, section: str, schema: Schema, names: Sequence[str]) -> tuple[Field, ...]:

@@ -160,6 +160,8 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
     prices = {"limit_price": _price(limit_price, "limit_price", stock=stock),
               "stop_price": _price(stop_price, "stop_price", stock=stock)}
     for name, types in _PRICE_FOR.items():
+        if name == "limit_price" and klass == "oco" and prices[name] is None:
+            continue                       # an oco's entry price is its take_profit
         if type in types and prices[name] is None:
             raise OrderValidationError(f"a {type} order needs {name}")
         if type not in types and prices[name] is not None:
@@ -174,9 +176,17 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
             raise OrderValidationError(f"trail_percent is a percentage below 100; got {trail_percent!r}")
     elif tp is not None or tpc is not None:
         raise OrderValidationError("trail_price and trail_percent are only for trailing_stop orders")
-    if extended and (type != "limit" or tif not in ("day", "gtc")):
-        raise OrderValidationError("extended_hours=True needs a limit order with time_in_force "
-                                   f"'day' or 'gtc'; got type={type!r}, time_in_force={tif!r}")
+    if extended and (type != "limit" or tif not in ("day", "gtc") or klass != "simple"):
+        raise OrderValidationError("extended_hours=True needs a simple limit order with "
+                                   f"time_in_force 'day' or 'gtc'; got type={type!r}, "
+                                   f"time_in_force={tif!r}, order_class={klass!r}")
+    if tif in ("opg", "cls") and type not in ("market", "limit"):
+        raise OrderValidationError(f"time_in_force={tif!r} is only for market and limit orders, not {type}")
+    if type == "trailing_stop" and tif not in ("day", "gtc"):
+        raise OrderValidationError(f"a trailing_stop order needs time_in_force 'day' or 'gtc'; got {tif!r}")
+    if q is not None and q != q.to_integral_value() and (type != "market" or tif != "day" or klass != "simple"):
+        raise OrderValidationError(f"fractional qty ({qty!r}) is only for simple market orders with "
+                                   f"time_in_force 'day'; got type={type!r}, time_in_force={tif!r}")
 
     body: dict[str, Any] = {"symbol": symbol, "side": side, "type": type, "time_in_force": tif}
     if q is not None:
@@ -193,7 +203,7 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
     if extended:
         body["extended_hours"] = True
 
-    legs = _legs(klass, side, tif, take_profit, stop_loss, stock=stock)
+    legs = _legs(klass, side, type, tif, take_profit, stop_loss, stock=stock)
     if klass != "simple":
         body["order_class"] = klass
     body.update(legs)
@@ -203,7 +213,8 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
     return body
 
 
-def _legs(klass: str, side: str, tif: str, take_profit: Any, stop_loss: Any, *, stock: bool) -> dict[str, Any]:
+def _legs(klass: str, side: str, type: str, tif: str, take_profit: Any, stop_loss: Any, *,
+          stock: bool) -> dict[str, Any]:
     if klass == "simple":
         if take_profit is not None or stop_loss is not None:
             raise OrderValidationError("take_profit/stop_loss need order_class 'bracket' (both legs), "
@@ -216,12 +227,19 @@ def _legs(klass: str, side: str, tif: str, take_profit: Any, stop_loss: Any, *, 
         raise OrderValidationError(f"a {klass} order needs both take_profit and stop_loss ({missing} missing)")
     if klass == "oto" and (tp is None) == (sl is None):
         raise OrderValidationError("an oto order needs exactly one of take_profit or stop_loss")
-    if klass == "bracket" and tif not in ("day", "gtc"):
-        raise OrderValidationError(f"a bracket order needs time_in_force 'day' or 'gtc'; got {tif!r}")
+    if tif not in ("day", "gtc"):
+        raise OrderValidationError(f"a {klass} order needs time_in_force 'day' or 'gtc'; got {tif!r}")
+    if type == "trailing_stop":
+        raise OrderValidationError(f"a {klass} order cannot be a trailing_stop")
+    if klass == "oco" and type != "limit":
+        raise OrderValidationError(f"an oco order must be type='limit' (its take_profit); got {type!r}")
     if tp is not None and sl is not None:
+        # the exits of a buy bracket sell, so take-profit sits above the stop; an oco is itself
+        # the exit, so a sell oco has its take-profit above the stop
+        exit_sells = side == "buy" if klass == "bracket" else side == "sell"
         above = tp["limit_price"] > sl["stop_price"]
-        if above != (side == "buy"):
-            want = "above" if side == "buy" else "below"
+        if above != exit_sells:
+            want = "above" if exit_sells else "below"
             raise OrderValidationError(
                 f"for a {side} {klass} order take_profit.limit_price ({tp['limit_price']}) must be "
                 f"{want} stop_loss.stop_price ({sl['stop_price']})")
