@@ -453,20 +453,30 @@ class Engine(Matching):
 
     def _held(self, account_id: str, symbol: str, side: str, *, exclude: Order | None = None,
               price: float | None = None) -> float:
-        """Shares that open closing orders on ``side`` already hold (an exit group counts once)."""
+        """Shares that open closing orders on ``side`` already hold (an exit group counts once;
+        ``exclude`` leaves out that order's whole group)."""
         groups: dict[str, float] = {}
+        skip = self._group_key(exclude) if exclude is not None else None
         for order in self._open.values():
             if (order.account_id != account_id or order.symbol != symbol or order.side != side
-                    or order.opening or order.status == "held" or order is exclude):
+                    or order.opening or order.status == "held"):
+                continue
+            key = self._group_key(order)
+            if key == skip:
                 continue
             remaining = order.remaining_qty
             if remaining is None:
                 filled_value = order.filled_qty * (order.filled_avg_price or 0.0)
                 remaining = max(order.notional - filled_value, 0.0) / price if price else 0.0
-            key = order.parent_id if order.parent_id and order.order_class in ("bracket", "oco") \
-                else order.id
             groups[key] = max(groups.get(key, 0.0), remaining)
         return round(sum(groups.values()), QTY_PLACES)
+
+    @staticmethod
+    def _group_key(order: Order) -> str:
+        """Exit orders of one bracket/oco share a key (they hold the same shares once)."""
+        if order.parent_id and order.order_class in ("bracket", "oco"):
+            return order.parent_id
+        return order.id
 
     def _insufficient_qty(self, account: Account, symbol: str, side: str, requested: float, *,
                           release: float = 0.0, price: float | None = None) -> ApiError:

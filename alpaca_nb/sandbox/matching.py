@@ -249,9 +249,10 @@ class Matching:
     def _auction_fill(self: "Engine", order: Order, t: int) -> None:
         if not order.is_open:
             return
-        day = ny_date(t)
-        price = (self.market.opening_price(order.symbol, day) if order.auction == "open"
-                 else self.market.closing_price(order.symbol, day))
+        if order.auction == "open":
+            price = self.market.opening_price(order.symbol, ny_date(t))
+        else:   # the close instant may be the next NY midnight (always-open mode)
+            price = self.market.closing_price(order.symbol, ny_date(t - 1))
         if price is None:
             return
         price = float(price)
