@@ -163,7 +163,7 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
         if name == "limit_price" and klass == "oco" and prices[name] is None:
             continue                       # an oco's entry price is its take_profit
         if type in types and prices[name] is None:
-            raise OrderValidationError(f"a {type} order needs {name}")
+            raise OrderValidationError(f"{_a(type)} order needs {name}")
         if type not in types and prices[name] is not None:
             raise OrderValidationError(f"{name} is only for {' and '.join(types)} orders, not {type}")
     tp = _price(trail_price, "trail_price", stock=stock)
@@ -224,13 +224,13 @@ def _legs(klass: str, side: str, type: str, tif: str, take_profit: Any, stop_los
     sl = _leg(stop_loss, "stop_loss", "stop_price", stock=stock) if stop_loss is not None else None
     if klass in ("bracket", "oco") and (tp is None or sl is None):
         missing = " and ".join(n for n, v in (("take_profit", tp), ("stop_loss", sl)) if v is None)
-        raise OrderValidationError(f"a {klass} order needs both take_profit and stop_loss ({missing} missing)")
+        raise OrderValidationError(f"{_a(klass)} order needs both take_profit and stop_loss ({missing} missing)")
     if klass == "oto" and (tp is None) == (sl is None):
         raise OrderValidationError("an oto order needs exactly one of take_profit or stop_loss")
     if tif not in ("day", "gtc"):
-        raise OrderValidationError(f"a {klass} order needs time_in_force 'day' or 'gtc'; got {tif!r}")
+        raise OrderValidationError(f"{_a(klass)} order needs time_in_force 'day' or 'gtc'; got {tif!r}")
     if type == "trailing_stop":
-        raise OrderValidationError(f"a {klass} order cannot be a trailing_stop")
+        raise OrderValidationError(f"{_a(klass)} order cannot be a trailing_stop")
     if klass == "oco" and type != "limit":
         raise OrderValidationError(f"an oco order must be type='limit' (its take_profit); got {type!r}")
     if tp is not None and sl is not None:
@@ -249,6 +249,10 @@ def _legs(klass: str, side: str, type: str, tif: str, take_profit: Any, stop_los
     if sl is not None:
         out["stop_loss"] = {k: _wire(v) for k, v in sl.items()}
     return out
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
 def _client_order_id(value: Any) -> str:

@@ -1,0 +1,363 @@
+"""Orders: validation before the wire, every order type against the sandbox, the pre-trade guard,
+and duplicate-free submission under the sandbox's chaos."""
+
+from __future__ import annotations
+
+import re
+import time
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+import alpaca_nb as anb
+from alpaca_nb.orders import Guard, order_body, replace_body
+from alpaca_nb.sandbox import Sandbox
+
+from _http_proxy import RecordingProxy
+from conftest import admin_headers, new_account
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPACA_NB_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("ALPACA_NB_MAX_ORDER_NOTIONAL", "ALPACA_NB_MAX_ORDER_QTY", "ALPACA_NB_PRICE_COLLAR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def client(acct, url: str | None = None, **kw):
+    return anb.connect(base_url=url or acct.url, data_url=url or acct.url, key_id=acct.key_id,
+                       secret_key=acct.secret_key, **kw)
+
+
+def wait_for(fetch, done, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def server_orders(sb: Sandbox, acct) -> list[dict]:
+    """Every order of an account as the sandbox has it (straight HTTP, chaos switched off)."""
+    requests.post(f"{sb.url}/sandbox/chaos", json={"spec": ""}, headers=admin_headers(sb), timeout=10).raise_for_status()
+    resp = requests.get(f"{sb.url}/v2/orders", params={"status": "all", "limit": 500, "nested": "false"},
+                        headers=acct.headers, timeout=10)
+    resp.raise_for_status()
+    return resp.json()
+
+
+# ------------------------------------------------------------------ validation, nothing sent
+
+INVALID = [
+    (dict(side="long"), "side must be one of 'buy', 'sell'; got 'long'"),
+    (dict(type="market_on_close"), "type must be one of 'market', 'limit', 'stop', 'stop_limit', 'trailing_stop'"),
+    (dict(time_in_force="week"), "time_in_force must be one of 'day', 'gtc', 'opg', 'cls', 'ioc', 'fok'"),
+    (dict(qty=1, notional=100), "give exactly one of qty (shares) or notional (dollars); got both"),
+    (dict(qty=None), "give exactly one of qty (shares) or notional (dollars); got neither"),
+    (dict(qty=0), "qty must be greater than 0; got 0"),
+    (dict(qty=-5), "qty must be greater than 0; got -5"),
+    (dict(qty=True), "qty must be a number, not a boolean"),
+    (dict(qty="ten"), "qty must be a number; got 'ten'"),
+    (dict(qty=float("nan")), "qty must be a finite number"),
+    (dict(qty=None, notional=-10), "notional must be greater than 0"),
+    (dict(type="limit"), "a limit order needs limit_price"),
+    (dict(type="stop"), "a stop order needs stop_price"),
+    (dict(type="stop_limit", stop_price=100), "a stop_limit order needs limit_price"),
+    (dict(type="stop_limit", limit_price=100), "a stop_limit order needs stop_price"),
+    (dict(limit_price=100), "limit_price is only for limit and stop_limit orders, not market"),
+    (dict(type="limit", limit_price=-1), "limit_price must be greater than 0"),
+    (dict(type="stop", stop_price=0), "stop_price must be greater than 0"),
+    (dict(type="limit", limit_price=150.123), "limit_price=150.123 is a sub-penny price"),
+    (dict(type="trailing_stop"), "a trailing_stop order needs exactly one of trail_price or trail_percent; got neither"),
+    (dict(type="trailing_stop", trail_price=1, trail_percent=1),
+     "a trailing_stop order needs exactly one of trail_price or trail_percent; got both"),
+    (dict(trail_percent=2), "trail_price and trail_percent are only for trailing_stop orders"),
+    (dict(order_class="bracket", take_profit=200), "a bracket order needs both take_profit and stop_loss (stop_loss missing)"),
+    (dict(order_class="bracket", stop_loss=100), "a bracket order needs both take_profit and stop_loss (take_profit missing)"),
+    (dict(order_class="oco", type="limit", limit_price=150, take_profit=200),
+     "an oco order needs both take_profit and stop_loss"),
+    (dict(order_class="oto"), "an oto order needs exactly one of take_profit or stop_loss"),
+    (dict(order_class="bracket", take_profit=100, stop_loss=200),
+     "take_profit.limit_price (100) must be above stop_loss.stop_price (200)"),
+    (dict(order_class="triangle"), "order_class must be one of"),
+    (dict(take_profit=200), "take_profit/stop_loss need order_class 'bracket'"),
+    (dict(order_class="bracket", take_profit={"price": 1}, stop_loss=1), "take_profit accepts limit_price"),
+    (dict(extended_hours="yes"), "extended_hours must be True or False"),
+    (dict(extended_hours=True), "extended_hours=True needs a simple limit order"),
+    (dict(qty=0.5, type="limit", limit_price=100), "fractional qty (0.5) is only for simple market orders"),
+    (dict(client_order_id="x" * 129), "client_order_id is 129 characters; at most 128"),
+    (dict(client_order_id=""), "client_order_id must be a non-empty string"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", INVALID)
+def test_invalid_orders_are_refused_before_the_wire(sandbox, account, kwargs, message):
+    with RecordingProxy(sandbox.url) as proxy:
+        api = client(account, url=proxy.url)
+        kwargs = {"qty": 1, **kwargs}
+        with pytest.raises(anb.OrderValidationError) as info:
+            api.submit_order("AAPL", **kwargs)
+        assert message in str(info.value)
+        assert isinstance(info.value, ValueError)
+        assert proxy.count() == 0                          # nothing at all was sent
+
+
+@pytest.mark.parametrize("symbol,message", [("AAPL1", "is not a symbol"), ("", "is not a symbol"),
+                                            ("AA PL", "is not a symbol"), (123, "must be a string")])
+def test_bad_symbols(account, symbol, message):
+    with pytest.raises(anb.OrderValidationError, match=message):
+        client(account).buy(symbol, 1)
+
+
+def test_numbers_of_every_kind_go_on_the_wire_exactly():
+    body = order_body("brk.b", np.int64(3), "sell", "limit", "gtc", limit_price=np.float64(150.1),
+                             extended_hours=np.bool_(True), client_order_id="mine")
+    assert body == {"symbol": "BRK.B", "side": "sell", "type": "limit", "time_in_force": "gtc",
+                    "qty": "3", "limit_price": "150.1", "extended_hours": True, "client_order_id": "mine"}
+    body = order_body("AAPL", Decimal("0.125"), notional=None)
+    assert body["qty"] == "0.125" and UUID4.match(body["client_order_id"])
+    body = order_body("AAPL", None, notional=np.float32(100.5))
+    assert body["notional"] == "100.5"
+    body = order_body("AAPL", 1, type="limit", limit_price=0.0012)
+    assert body["limit_price"] == "0.0012"                 # 4 decimals below $1
+
+
+def test_replace_body_rules():
+    assert replace_body(qty=np.int32(5), limit_price=Decimal("10.50")) == {"qty": "5", "limit_price": "10.5"}
+    with pytest.raises(anb.OrderValidationError, match="at least one change"):
+        replace_body()
+    with pytest.raises(anb.OrderValidationError, match="whole number"):
+        replace_body(qty=1.5)
+
+
+# ------------------------------------------------------------------ every order type on the sandbox
+
+def test_market_order_fills_and_gets_a_client_order_id(account):
+    api = client(account)
+    placed = api.buy("AAPL", np.int64(2))
+    assert UUID4.match(placed["client_order_id"])
+    assert placed["symbol"] == "AAPL" and placed["qty"] == 2.0 and placed["side"] == "buy"
+    filled = wait_for(lambda: api.order(placed.name), lambda o: o["status"] == "filled")
+    assert filled["status"] == "filled" and filled["filled_qty"] == 2.0
+
+
+def test_notional_order(account):
+    api = client(account)
+    placed = api.buy("MSFT", notional=Decimal("250.25"))
+    assert placed["notional"] == 250.25 and np.isnan(placed["qty"])
+
+
+def test_resting_order_types(account):
+    api = client(account)
+    last = api.latest_trades("AAPL").loc["AAPL", "price"]
+    low, high = round(last * 0.9, 2), round(last * 1.1, 2)
+    placed = [
+        api.buy("AAPL", 1, type="limit", limit_price=low, time_in_force="gtc"),
+        api.buy("AAPL", 1, type="stop", stop_price=high),
+        api.buy("AAPL", 1, type="stop_limit", stop_price=high, limit_price=round(high * 1.01, 2)),
+        api.buy("AAPL", 1, type="trailing_stop", trail_percent=Decimal("5")),
+        api.buy("AAPL", 1, type="limit", limit_price=low, extended_hours=True),
+    ]
+    open_orders = api.orders(status="open")
+    assert set(open_orders.index) == {p.name for p in placed}
+    assert open_orders.loc[placed[0].name, "limit_price"] == low
+    assert open_orders.loc[placed[3].name, "trail_percent"] == 5.0
+    assert bool(open_orders.loc[placed[4].name, "extended_hours"]) is True
+
+
+def test_bracket_order_legs(account):
+    api = client(account)
+    last = api.latest_trades("AAPL").loc["AAPL", "price"]
+    entry = round(last * 0.95, 2)
+    placed = api.buy("AAPL", 5, type="limit", limit_price=entry, order_class="bracket",
+                     take_profit=round(entry * 1.1, 2),
+                     stop_loss={"stop_price": round(entry * 0.9, 2), "limit_price": round(entry * 0.89, 2)})
+    assert placed["order_class"] == "bracket"
+    nested = api.orders(status="all", nested=True)
+    legs = nested[nested["parent_id"] == placed.name]
+    assert len(legs) == 2
+    assert set(legs["type"]) == {"limit", "stop_limit"}
+    assert (legs["side"] == "sell").all()
+    flat_parent = nested.loc[placed.name]
+    assert pd.isna(flat_parent["parent_id"])
+    assert len(api.order(placed.name).attrs["legs"]) == 2
+
+
+def test_replace_and_cancel(account):
+    api = client(account)
+    last = api.latest_trades("IBM").loc["IBM", "price"]
+    first = api.buy("IBM", 1, type="limit", limit_price=round(last * 0.9, 2), time_in_force="gtc")
+    second = api.replace_order(first.name, qty=3, limit_price=round(last * 0.92, 2))
+    assert second.name != first.name and second["replaces"] == first.name
+    assert second["qty"] == 3.0
+    old = wait_for(lambda: api.order(first.name), lambda o: o["status"] == "replaced")
+    assert old["status"] == "replaced"
+    api.cancel_order(second.name)
+    cancelled = wait_for(lambda: api.order(second.name), lambda o: o["status"] == "canceled")
+    assert cancelled["status"] == "canceled"
+    with pytest.raises(anb.UnprocessableError):
+        api.cancel_order(second.name)                       # no longer cancelable
+    with pytest.raises(anb.NotFoundError) as info:
+        api.cancel_order("00000000-0000-4000-8000-000000000000")
+    assert info.value.status == 404 and info.value.code == 40410000
+
+
+def test_cancel_all_orders(account):
+    api = client(account)
+    last = api.latest_trades("AAPL").loc["AAPL", "price"]
+    ids = {api.buy("AAPL", 1, type="limit", limit_price=round(last * 0.9, 2)).name for _ in range(3)}
+    result = api.cancel_all_orders()
+    assert set(result["id"]) == ids
+    assert (result["status"] == 200).all()
+    assert wait_for(lambda: api.orders(status="open"), lambda df: df.empty).empty
+    assert api.cancel_all_orders().empty
+
+
+def test_close_positions(account):
+    api = client(account)
+    api.buy("AAPL", 10)
+    api.buy("MSFT", 4)
+    wait_for(lambda: api.positions(), lambda df: len(df) == 2)
+    closing = api.close_position("AAPL", qty=4)
+    assert closing["side"] == "sell" and closing["qty"] == 4.0
+    assert wait_for(lambda: api.positions(), lambda df: df.loc["AAPL", "qty"] == 6).loc["AAPL", "qty"] == 6.0
+    half = api.close_position("AAPL", percentage=50)
+    assert half["qty"] == 3.0
+    with pytest.raises(anb.OrderValidationError, match="qty or percentage, not both"):
+        api.close_position("AAPL", qty=1, percentage=1)
+    result = api.close_all_positions()
+    assert set(result["symbol"]) == {"AAPL", "MSFT"} and (result["status"] == 200).all()
+    assert wait_for(lambda: api.positions(), lambda df: df.empty).empty
+    with pytest.raises(anb.NotFoundError):
+        api.close_position("AAPL")
+
+
+# ------------------------------------------------------------------ the pre-trade guard
+
+def _refused(api, proxy, **kw) -> anb.PreTradeCheckError:
+    posts = proxy.count("POST")
+    with pytest.raises(anb.PreTradeCheckError) as info:
+        api.submit_order("AAPL", **kw)
+    assert proxy.count("POST") == posts                     # refused before the wire
+    return info.value
+
+
+def test_guard_limits(sandbox, account):
+    with RecordingProxy(sandbox.url) as proxy:
+        api = client(account, url=proxy.url)
+        assert api.guard == Guard(1_000_000.0, 100_000.0, 0.25)   # generous defaults
+        err = _refused(api, proxy, qty=200_000)
+        assert err.limit == "max_order_qty" and err.value == 200_000 and err.allowed == 100_000
+        assert "by 100,000" in str(err) and "anb.connect(max_order_qty=" in str(err)
+        assert "ALPACA_NB_MAX_ORDER_QTY" in str(err)
+
+        last = api.latest_trades("AAPL").loc["AAPL", "price"]
+        err = _refused(api, proxy, qty=90_000, type="limit", limit_price=round(last, 2))
+        assert err.limit == "max_order_notional" and err.allowed == 1_000_000
+        assert err.value == pytest.approx(90_000 * round(last, 2))
+        assert "ALPACA_NB_MAX_ORDER_NOTIONAL" in str(err)
+
+        err = _refused(api, proxy, qty=1, type="limit", limit_price=round(last * 1.5, 2))
+        assert err.limit == "price_collar" and err.allowed == 0.25
+        assert err.value == pytest.approx(0.5, abs=0.01)
+        assert "price_collar=" in str(err) and "last trade" in str(err)
+
+
+def test_guard_checks_buying_power(sandbox):
+    poor = new_account(sandbox, cash=1_000)
+    with RecordingProxy(sandbox.url) as proxy:
+        api = client(poor, url=proxy.url)
+        err = _refused(api, proxy, qty=100)
+        assert err.limit == "buying_power"
+        assert err.allowed == pytest.approx(api.account()["buying_power"])
+        assert "more than the account's buying power" in str(err)
+
+
+def test_guard_is_configurable(sandbox, account, monkeypatch):
+    monkeypatch.setenv("ALPACA_NB_MAX_ORDER_QTY", "5")
+    with RecordingProxy(sandbox.url) as proxy:
+        api = client(account, url=proxy.url)
+        assert api.guard.max_order_qty == 5
+        assert _refused(api, proxy, qty=6).allowed == 5
+        api = client(account, url=proxy.url, max_order_qty=10, price_collar=0.6)
+        assert api.buy("AAPL", 6)["qty"] == 6.0
+        last = api.latest_trades("AAPL").loc["AAPL", "price"]
+        api.buy("AAPL", 1, type="limit", limit_price=round(last * 1.5, 2))   # inside a 60% collar
+        api = client(account, url=proxy.url, max_order_qty=None, max_order_notional=None, price_collar=None)
+        assert api.guard == Guard(None, None, None)
+        posts = proxy.count("POST")
+        placed = api.buy("AAPL", 150_000, type="limit", limit_price=1)   # far from the market, 150k shares
+        assert placed["qty"] == 150_000 and proxy.count("POST") == posts + 1
+
+
+def test_guard_on_replace(account):
+    api = client(account)
+    last = api.latest_trades("AAPL").loc["AAPL", "price"]
+    placed = api.buy("AAPL", 1, type="limit", limit_price=round(last * 0.9, 2))
+    with pytest.raises(anb.PreTradeCheckError) as info:
+        api.replace_order(placed.name, limit_price=round(last * 0.5, 2))
+    assert info.value.limit == "price_collar"
+    with pytest.raises(anb.PreTradeCheckError, match="max_order_qty"):
+        api.replace_order(placed.name, qty=500_000)
+    assert api.order(placed.name)["status"] in ("new", "accepted", "pending_new")
+
+
+# ------------------------------------------------------------------ never duplicated
+
+def test_no_duplicates_under_chaos():
+    """30% of order answers lost after the order was accepted, 10% 503s: every submission gives
+    exactly one order, and the number of orders equals the number of submissions."""
+    with Sandbox(chaos="lose=0.3,503=0.1,scope=/v2/orders,seed=11") as sb:
+        acct = new_account(sb)
+        with RecordingProxy(sb.url) as proxy:
+            api = client(acct, url=proxy.url)
+            submitted = [api.submit_order("AAPL", 1) for _ in range(25)]
+            posts = proxy.count("POST", "/v2/orders")
+            lookups = proxy.count("GET", "/v2/orders:by_client_order_id")
+        on_server = server_orders(sb, acct)
+    assert len(on_server) == len(submitted) == 25
+    assert {o["id"] for o in on_server} == {s.name for s in submitted}
+    assert {o["client_order_id"] for o in on_server} == {s["client_order_id"] for s in submitted}
+    assert posts > 25 and lookups > 0                        # the faults really happened
+
+
+def test_lost_answers_are_reconciled_not_resent():
+    with Sandbox(chaos="lose=1,scope=/v2/orders,methods=POST") as sb:
+        acct = new_account(sb)
+        with RecordingProxy(sb.url) as proxy:
+            api = client(acct, url=proxy.url)
+            placed = api.buy("AAPL", 1, client_order_id="lost-answer-1")
+            assert proxy.count("POST", "/v2/orders") == 1    # the lookup found it: no second POST
+            assert proxy.count("GET", "/v2/orders:by_client_order_id") == 1
+        assert placed["client_order_id"] == "lost-answer-1"
+        assert len(server_orders(sb, acct)) == 1
+
+
+def test_repeated_submission_returns_the_same_order(account):
+    api = client(account)
+    first = api.buy("AAPL", 1, client_order_id="double-click-1")
+    again = api.buy("AAPL", 1, client_order_id="double-click-1")
+    assert again.name == first.name
+    with pytest.raises(anb.UnprocessableError, match="client_order_id must be unique") as info:
+        api.buy("MSFT", 1, client_order_id="double-click-1")   # a different order, same id
+    assert info.value.status == 422
+    assert len(api.orders(status="all")) == 1
+
+
+def test_gives_up_saying_how_many_attempts_and_that_nothing_was_placed():
+    with Sandbox(chaos="503=1,scope=/v2/orders,methods=POST") as sb:
+        acct = new_account(sb)
+        with RecordingProxy(sb.url) as proxy:
+            api = client(acct, url=proxy.url, retries=3)
+            with pytest.raises(anb.ServerError) as info:
+                api.buy("AAPL", 1)
+            assert proxy.count("POST", "/v2/orders") == 3
+        assert info.value.attempts == 3 and "gave up after 3 attempts" in str(info.value)
+        assert any("nothing was placed" in note for note in info.value.__notes__)
+        assert server_orders(sb, acct) == []
