@@ -357,9 +357,11 @@ class Engine(Matching):
             is_open = group_open(order)
             if (status == "open" and not is_open) or (status == "closed" and is_open):
                 continue
-            if after is not None and order.submitted_at <= after:
+            # compared at the microsecond precision the wire shows, so a client can page with
+            # the submitted_at of an order it was given
+            if after is not None and order.submitted_at // 1000 <= after // 1000:
                 continue
-            if until is not None and order.submitted_at >= until:
+            if until is not None and order.submitted_at // 1000 >= until // 1000:
                 continue
             if side and order.side != side:
                 continue

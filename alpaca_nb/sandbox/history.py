@@ -111,8 +111,8 @@ def select_activities(records: Sequence[dict[str, Any]], query: dict[str, Any], 
 
     items = [r for r in records
              if (not types or r["activity_type"] in types)
-             and (after is None or r["_ns"] > after)
-             and (until is None or r["_ns"] < until)
+             and (after is None or r["_ns"] // 1000 > after // 1000)     # wire precision: µs
+             and (until is None or r["_ns"] // 1000 < until // 1000)
              and (lo is None or lo <= r["_ns"] < hi)]
     if direction == "desc":
         items.reverse()

@@ -312,8 +312,11 @@ def parse_new_order(body: dict[str, Any]) -> NewOrder:
     stop = _price(body.get("stop_price"), "stop_price")
     trail_price = parse_number(body.get("trail_price"), "trail_price")
     trail_percent = parse_number(body.get("trail_percent"), "trail_percent")
-    if order_class == "oco" and limit is None:
-        limit = order.take_profit_limit     # an oco's parent is its take-profit limit order
+    if order_class == "oco":
+        if otype != "limit":
+            raise unprocessable('oco orders must be type="limit"')
+        if limit is None:
+            limit = order.take_profit_limit     # an oco's parent is its take-profit limit order
     _check_prices(order, limit, stop, trail_price, trail_percent)
     _check_time_in_force(order)
     _check_class(order)
