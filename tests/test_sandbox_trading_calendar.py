@@ -1,0 +1,186 @@
+"""Sandbox clock, calendar and session-aware matching, in both market modes.
+
+Calendar-mode tests run their own sandbox on the NYSE calendar with a frozen clock and cross
+opens, closes and weekends with ``POST /sandbox/clock``, as a fast or jumped clock would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from sandbox_trading_support import (Api, frozen, new_api, ny, num, reference_market, set_clock, ts)
+
+SYMBOL = "AAPL"
+
+
+@pytest.fixture
+def cal():
+    """Calendar market, frozen at Tuesday 2024-03-05 09:00 ET (pre-market)."""
+    with frozen(start=ny("2024-03-05", 9), market="calendar") as sandbox:
+        yield sandbox
+
+
+def iso_utc(text: str) -> int:
+    return ts(text)
+
+
+# ---------------------------------------------------------------- clock
+
+def test_clock_in_calendar_mode(cal):
+    api = new_api(cal)
+    clock = api.get("/v2/clock").json()
+    assert clock["is_open"] is False
+    assert clock["timestamp"].startswith("2024-03-05T09:00:00") and clock["timestamp"].endswith("-05:00")
+    assert clock["next_open"] == "2024-03-05T09:30:00-05:00"
+    assert clock["next_close"] == "2024-03-05T16:00:00-05:00"
+    set_clock(cal, ny("2024-03-05", 10))
+    clock = api.get("/v2/clock").json()
+    assert clock["is_open"] is True
+    assert clock["next_open"] == "2024-03-06T09:30:00-05:00"
+    assert clock["next_close"] == "2024-03-05T16:00:00-05:00"
+    set_clock(cal, ny("2024-03-09", 12))                 # Saturday; DST starts Sunday
+    clock = api.get("/v2/clock").json()
+    assert clock["is_open"] is False
+    assert clock["next_open"] == "2024-03-11T09:30:00-04:00"
+
+
+def test_clock_in_always_open_mode(account):
+    api = Api(account.url, account.key_id, account.secret_key)
+    clock = api.get("/v2/clock").json()
+    assert clock["is_open"] is True
+    assert clock["next_open"] == clock["next_close"]
+    nxt = dt.datetime.fromisoformat(clock["next_open"])
+    assert (nxt.hour, nxt.minute, nxt.second) == (0, 0, 0)          # the next NY midnight
+    now = dt.datetime.fromisoformat(clock["timestamp"])
+    assert dt.timedelta(0) < nxt - now <= dt.timedelta(days=1)
+    assert nxt.date() == now.date() + dt.timedelta(days=1)
+
+
+# ---------------------------------------------------------------- calendar
+
+def test_calendar_in_calendar_mode(cal):
+    api = new_api(cal)
+    days = api.get("/v2/calendar", start="2024-11-25", end="2024-12-02").json()
+    assert [d["date"] for d in days] == ["2024-11-25", "2024-11-26", "2024-11-27", "2024-11-29",
+                                        "2024-12-02"]         # Thanksgiving and the weekend
+    by_date = {d["date"]: d for d in days}
+    assert by_date["2024-11-25"] == {"date": "2024-11-25", "open": "09:30", "close": "16:00",
+                                     "session_open": "0400", "session_close": "2000",
+                                     "settlement_date": "2024-11-26"}
+    assert by_date["2024-11-27"]["settlement_date"] == "2024-11-29"       # T+1 over the holiday
+    assert by_date["2024-11-29"]["close"] == "13:00"                      # early close
+    assert by_date["2024-11-29"]["session_close"] == "1700"
+    old = api.get("/v2/calendar", start="2024-05-20", end="2024-05-20").json()
+    assert old[0]["settlement_date"] == "2024-05-22"                      # T+2 before May 28, 2024
+    assert api.get("/v2/calendar", start="soon").status_code == 422
+
+
+def test_calendar_in_always_open_mode(account):
+    api = Api(account.url, account.key_id, account.secret_key)
+    days = api.get("/v2/calendar", start="2024-11-28", end="2024-12-01").json()
+    assert [d["date"] for d in days] == ["2024-11-28", "2024-11-29", "2024-11-30", "2024-12-01"]
+    assert all((d["open"], d["close"], d["session_open"], d["session_close"]) ==
+               ("00:00", "23:59", "0000", "2359") for d in days)
+    assert days[0]["settlement_date"] == "2024-11-29"
+
+
+# ---------------------------------------------------------------- session-aware matching
+
+def test_day_order_before_the_open_waits_and_fills_at_the_open(cal):
+    market = reference_market(cal)
+    api = new_api(cal)
+    placed = api.order(symbol=SYMBOL, qty=5)
+    assert placed["status"] == "accepted"
+    assert api.get_order(placed["id"])["status"] == "accepted"
+    limit = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=100000)   # marketable
+    assert api.get_order(limit["id"])["status"] == "accepted"
+    set_clock(cal, ny("2024-03-05", 10))
+    order = api.get_order(placed["id"])
+    assert order["status"] == "filled"
+    opened = iso_utc("2024-03-05T14:30:00Z")
+    assert ts(order["filled_at"]) == opened
+    assert num(order["filled_avg_price"]) == market.quote_at(SYMBOL, opened).ask
+    assert api.get_order(limit["id"])["status"] == "filled"
+
+
+def test_extended_hours_limit_orders_trade_in_the_pre_market(cal):
+    market = reference_market(cal)
+    api = new_api(cal)
+    now = ts(api.get("/v2/clock").json()["timestamp"])
+    ask = market.quote_at(SYMBOL, now).ask
+    placed = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=round(ask + 1, 2),
+                       extended_hours=True)
+    order = api.get_order(placed["id"])
+    assert order["status"] == "filled" and order["extended_hours"] is True
+    assert num(order["filled_avg_price"]) == market.quote_at(SYMBOL, ts(order["filled_at"])).ask
+
+
+def test_opg_and_cls_auctions_and_their_refusal_windows(cal):
+    market = reference_market(cal)
+    api = new_api(cal)
+    opg = api.order(symbol=SYMBOL, qty=2, time_in_force="opg")
+    assert opg["status"] == "accepted"
+    set_clock(cal, ny("2024-03-05", 10))
+    filled = api.get_order(opg["id"])
+    assert filled["status"] == "filled"
+    assert num(filled["filled_avg_price"]) == market.opening_price(SYMBOL, dt.date(2024, 3, 5))
+    late = api.post("/v2/orders", {"symbol": SYMBOL, "qty": 1, "side": "buy", "type": "market",
+                                   "time_in_force": "opg"})
+    assert late.status_code == 422 and late.json()["code"] == 42210000
+    cls = api.order(symbol=SYMBOL, qty=3, time_in_force="cls")
+    set_clock(cal, ny("2024-03-05", 15, 55))
+    too_late = api.post("/v2/orders", {"symbol": SYMBOL, "qty": 1, "side": "buy", "type": "market",
+                                       "time_in_force": "cls"})
+    assert too_late.status_code == 422 and too_late.json()["code"] == 42210000
+    set_clock(cal, ny("2024-03-05", 16, 1))
+    closed = api.get_order(cls["id"])
+    assert closed["status"] == "filled"
+    assert ts(closed["filled_at"]) == iso_utc("2024-03-05T21:00:00Z")
+    assert num(closed["filled_avg_price"]) == market.closing_price(SYMBOL, dt.date(2024, 3, 5))
+    set_clock(cal, ny("2024-03-05", 19, 30))          # after 7pm: queued for the next day
+    tomorrow = api.order(symbol=SYMBOL, qty=1, time_in_force="opg")
+    set_clock(cal, ny("2024-03-06", 9, 31))
+    assert ts(api.get_order(tomorrow["id"])["filled_at"]) == iso_utc("2024-03-06T14:30:00Z")
+
+
+def test_day_orders_expire_at_the_close_or_at_eight_with_extended_hours(cal):
+    api = new_api(cal)
+    set_clock(cal, ny("2024-03-05", 10))
+    regular = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1)
+    extended = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1, extended_hours=True)
+    gtc = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1, time_in_force="gtc")
+    set_clock(cal, ny("2024-03-05", 17))
+    r = api.get_order(regular["id"])
+    assert r["status"] == "expired" and ts(r["expired_at"]) == iso_utc("2024-03-05T21:00:00Z")
+    assert api.get_order(extended["id"])["status"] == "new"
+    set_clock(cal, ny("2024-03-06", 9))
+    e = api.get_order(extended["id"])
+    assert e["status"] == "expired" and ts(e["expired_at"]) == iso_utc("2024-03-06T01:00:00Z")
+    assert api.get_order(gtc["id"])["status"] == "new"
+
+
+def test_orders_after_the_close_wait_over_the_weekend_for_monday(cal):
+    market = reference_market(cal)
+    api = new_api(cal)
+    set_clock(cal, ny("2024-03-08", 17))                # Friday after the close
+    placed = api.order(symbol=SYMBOL, qty=1)
+    assert placed["status"] == "accepted"
+    expires = ts(api.get_order(placed["id"])["expires_at"])
+    assert expires == iso_utc("2024-03-11T20:00:00Z")   # Monday's close (EDT)
+    set_clock(cal, ny("2024-03-11", 11))                # jump over the weekend
+    order = api.get_order(placed["id"])
+    assert order["status"] == "filled"
+    monday_open = iso_utc("2024-03-11T13:30:00Z")
+    assert ts(order["filled_at"]) == monday_open
+    assert num(order["filled_avg_price"]) == market.quote_at(SYMBOL, monday_open).ask
+
+
+def test_early_close_day_orders_expire_at_one(cal):
+    api = new_api(cal)
+    set_clock(cal, ny("2024-11-29", 10))
+    placed = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1)
+    assert ts(api.get_order(placed["id"])["expires_at"]) == iso_utc("2024-11-29T18:00:00Z")
+    set_clock(cal, ny("2024-11-29", 14))
+    assert api.get_order(placed["id"])["status"] == "expired"
