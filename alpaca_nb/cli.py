@@ -75,13 +75,70 @@ def run_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_parser(sub) -> None:
+    p = sub.add_parser("demo", help="headless tour against the embedded sandbox (no keys needed)",
+                       description="Start the embedded sandbox, print the account, positions and "
+                                   "a bars frame, place an order and show it filled.")
+    p.add_argument("--symbol", default="AAPL", help="the stock to trade (default AAPL)")
+    p.add_argument("--qty", type=int, default=10, help="shares to buy (default 10)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The tour: every step prints what it did; exit status 0 when the order filled."""
+    import time
+
+    import pandas as pd
+
+    import alpaca_nb as anb
+
+    def show(title: str, obj) -> None:
+        print(f"\n== {title} ==")
+        with pd.option_context("display.width", 120, "display.max_columns", 10,
+                               "display.max_rows", 20, "display.float_format", "{:,.2f}".format):
+            print(obj)
+
+    try:
+        api = anb.connect(sandbox=True)
+        print(f"alpaca-nb demo: connected to the embedded sandbox at {api.settings.base_url} "
+              f"(mode {api.mode}; simulated market, no real money, no keys needed)")
+        account = api.account()
+        show("account", account[["account_number", "status", "cash", "buying_power", "equity"]])
+        show("positions (before)", api.positions()[["qty", "avg_entry_price", "market_value"]])
+        end = pd.Timestamp.now(tz="America/New_York").normalize() - pd.Timedelta(days=1)
+        bars = api.bars([args.symbol, "MSFT"], "1Day", end - pd.Timedelta(days=6), end.date(),
+                        tz="America/New_York", progress=False)
+        show(f"daily bars, last week ({len(bars)} rows, index {list(bars.index.names)})", bars)
+        order = api.buy(args.symbol, args.qty)
+        show(f"order placed (client_order_id {order['client_order_id']})",
+             order[["symbol", "side", "qty", "type", "status"]])
+        deadline = time.monotonic() + 30
+        while order["status"] != "filled" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            order = api.order(order.name)
+        show("order now", order[["symbol", "status", "filled_qty", "filled_avg_price", "filled_at"]])
+        show("positions (after)", api.positions()[["qty", "avg_entry_price", "market_value",
+                                                   "unrealized_pl"]])
+    except Exception as exc:     # the CLI reports any failure plainly and exits non-zero
+        print(f"alpaca-nb demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if order["status"] != "filled":
+        print(f"alpaca-nb demo: the order did not fill (status {order['status']})", file=sys.stderr)
+        return 1
+    print(f"\nalpaca-nb demo: done. The order filled: {order['filled_qty']:g} {args.symbol} "
+          f"at {order['filled_avg_price']:,.2f}.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alpaca-nb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _sandbox_parser(sub)
+    _demo_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "sandbox":
         return run_sandbox(args)
+    if args.command == "demo":
+        return run_demo(args)
     parser.error(f"unknown command {args.command!r}")
     return 2
 
