@@ -318,10 +318,7 @@ class StreamSession:
             return set()
         universe = TEST_SYMBOLS if self.feed == "test" else None
         if "*" in items:
-            if universe is None:
-                universe = [s for s in self.market.symbols
-                            if self.market.asset(s)["status"] == "active"]
-            return set(universe)
+            return set(universe if universe is not None else self.market.active_symbols)
         return {s for s in items if self.market.has(s) and (universe is None or s in universe)}
 
     def wants(self, channel: str, symbol: str) -> bool:
@@ -344,7 +341,7 @@ class StreamSession:
                 sets_version = self.version
             now = self.market_now()
             if now > cursor:
-                events = self._collect(sets, cursor, now)
+                events = await self._collect(sets, cursor, now)
                 cursor = now
                 if events:
                     events.sort(key=lambda e: (e[0], e[1]))
@@ -353,7 +350,9 @@ class StreamSession:
             delay = self.clock.wall_seconds(next_minute + (DELAY_NS if self.feed == "delayed_sip" else 0))
             await asyncio.sleep(min(max(delay, 0.002), POLL_SECONDS))
 
-    def _collect(self, sets: dict[str, set[str]], cursor: int, now: int) -> list[tuple]:
+    async def _collect(self, sets: dict[str, set[str]], cursor: int, now: int) -> list[tuple]:
+        """Every message due in (cursor, now], as (event time, sequence, message); yields to
+        the event loop now and then, so a wildcard subscription never stalls the server."""
         market, ts = self.market, self.codec.ts
         events: list[tuple] = []
         seq = 0
@@ -362,7 +361,9 @@ class StreamSession:
         if trades or quotes:
             first = lo // MINUTE_NS * MINUTE_NS
             for minute in range(first, now // MINUTE_NS * MINUTE_NS + 1, MINUTE_NS):
-                for symbol in trades | quotes:
+                for j, symbol in enumerate(trades | quotes):
+                    if j % 32 == 31:
+                        await asyncio.sleep(0)
                     ticks = market.ticks(symbol, minute)
                     if ticks is None:
                         continue
@@ -387,11 +388,15 @@ class StreamSession:
             sess = market.sessions.session_at(minute)
             if sess is None:
                 continue
-            for symbol in bars:
+            for j, symbol in enumerate(bars):
+                if j % 64 == 63:
+                    await asyncio.sleep(0)
                 seq += 1
                 events.append((end, seq, self._bar("b", symbol, minute, sess, late_removed=True)))
             if daily and end > sess.open:
-                for symbol in daily:
+                for j, symbol in enumerate(daily):
+                    if j % 64 == 63:
+                        await asyncio.sleep(0)
                     bar = market.today_bar(symbol, sess, end)
                     if bar is not None:
                         seq += 1

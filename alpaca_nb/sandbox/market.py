@@ -369,6 +369,17 @@ class _Instrument:
     asset: dict
 
 
+class _SessionArrays:
+    """The sessions of one year as arrays (shared by every symbol)."""
+
+    def __init__(self, sessions: list[Session]):
+        self.sessions = sessions
+        self.ords = np.array([x.date.toordinal() for x in sessions], dtype=np.int64)
+        self.minutes = np.array([x.n_minutes for x in sessions], dtype=np.int64)
+        self.regular = np.array([(x.close - x.open) // MINUTE_NS for x in sessions], dtype=np.int64)
+        self.t = np.array([ny_midnight_ns(x.date) for x in sessions], dtype=np.int64)
+
+
 def _load_assets() -> list[dict]:
     text = resources.files(__package__).joinpath("assets.csv").read_text(encoding="utf-8")
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
@@ -429,7 +440,9 @@ class Market:
         self._ticks: OrderedDict[tuple[str, int], Ticks] = OrderedDict()
         self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
         self._anchors: dict[str, float] = {}
-        self._year_sessions: dict[int, list[Session]] = {}
+        self._year_sessions: dict[int, _SessionArrays] = {}
+        self.active_symbols: list[str] = [sym for sym in self.symbols
+                                          if self._instruments[sym].asset["status"] == "active"]
 
     def _instrument(self, row: dict) -> _Instrument:
         symbol = row["symbol"]
@@ -519,11 +532,11 @@ class Market:
             self._anchors[inst.symbol] = value
         return value
 
-    def _daily(self, inst: _Instrument, sessions: list[Session]) -> Bars:
-        """Full-day bars for ``sessions`` (no notion of now)."""
-        if not sessions:
+    def _daily(self, inst: _Instrument, year: "_SessionArrays") -> Bars:
+        """Full-day bars for the sessions of ``year`` (no notion of now)."""
+        if not len(year.ords):
             return EMPTY_BARS
-        ords = np.array([s.date.toordinal() for s in sessions], dtype=np.int64)
+        ords = year.ords
         epoch = dt.date(1970, 1, 1).toordinal()
         days = (ords - epoch).astype(np.float64)
         base = math.log(inst.price) - self._anchor(inst)
@@ -540,8 +553,7 @@ class Market:
         low = _round_price(np.minimum(o, c) * np.exp(-0.3 * sig * e[1]))
         h = np.maximum(h, np.maximum(o, c))
         low = np.minimum(low, np.minimum(o, c))
-        minutes = np.array([s.n_minutes for s in sessions], dtype=np.int64)
-        regular = np.array([(s.close - s.open) // MINUTE_NS for s in sessions], dtype=np.int64)
+        minutes, regular = year.minutes, year.regular
         if self.sessions.mode == "calendar":
             length = (regular / 390.0) ** 0.8
         else:
@@ -553,8 +565,7 @@ class Market:
         v = np.maximum(np.round(v).astype(np.int64), n + minutes)
         typical = (o + h + low + 2.0 * c) / 5.0
         vw = np.clip(np.round(typical * np.exp(0.1 * sig * z[3]), 4), low, h)
-        t = np.array([ny_midnight_ns(s.date) for s in sessions], dtype=np.int64)
-        return Bars(t, o, h, low, c, v, n, vw)
+        return Bars(year.t, o, h, low, c, v, n, vw)
 
     def _year(self, inst: _Instrument, year: int) -> tuple[list[Session], Bars]:
         """Sessions of a calendar year and their full-day bars (cached)."""
@@ -563,11 +574,11 @@ class Market:
         if hit is not None:
             self._years.move_to_end(key)
             return hit
-        sessions = self._year_sessions.get(year)
-        if sessions is None:
-            sessions = self.sessions.sessions_between(dt.date(year, 1, 1), dt.date(year, 12, 31))
-            self._year_sessions[year] = sessions
-        value = (sessions, self._daily(inst, sessions))
+        days = self._year_sessions.get(year)
+        if days is None:
+            days = self._year_sessions[year] = _SessionArrays(
+                self.sessions.sessions_between(dt.date(year, 1, 1), dt.date(year, 12, 31)))
+        value = (days.sessions, self._daily(inst, days))
         self._years[key] = value
         if len(self._years) > self.YEAR_CACHE:
             self._years.popitem(last=False)
