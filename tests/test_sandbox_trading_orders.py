@@ -134,6 +134,13 @@ def test_trailing_stop_tracks_the_high_water_mark_and_triggers(sb, api, market):
     pct = api.order(symbol=SYMBOL, qty=1, type="trailing_stop", trail_percent=50)
     buy_trail = api.get_order(pct["id"])
     assert close(num(buy_trail["stop_price"]), round(num(buy_trail["hwm"]) * 1.5, 2))
+    retrailed = api.patch(f"/v2/orders/{pct['id']}", {"trail": 40})
+    assert retrailed.status_code == 200, retrailed.text
+    retrailed = retrailed.json()
+    assert retrailed["trail_percent"] == "40" and retrailed["hwm"] == buy_trail["hwm"]
+    assert close(num(retrailed["stop_price"]), round(num(buy_trail["hwm"]) * 1.4, 2))
+    wrong = api.patch(f"/v2/orders/{retrailed['id']}", {"stop_price": 1})
+    assert wrong.status_code == 422 and wrong.json()["code"] == 40010001
     # time passes: the price wanders; a 5-cent trail is hit within the hour
     for _ in range(60):
         advance(sb, 60)

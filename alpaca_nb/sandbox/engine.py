@@ -34,15 +34,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .clock import Clock, Session, Sessions, ny_date
-from .history import Fill, as_fill, deposit_activity, portfolio_history, select_activities
-from .ledger import (DEFAULT_CONFIG, SHORT_BUFFER, Account, Mark, Position, account_wire, buying_power,
-                     market_buffer, position_wire, value_account)
+from .clock import Clock, Sessions
+from .history import Fill, as_fill, deposit_activity
+from .ledger import (DEFAULT_CONFIG, Account, Position)
 from .matching import EPS, Matching, round_price
+from .portfolio import Portfolio
 from .orders import (QTY_PLACES, NewOrder, Order, new_id, parse_new_order, parse_replace,
                      valid_uuid)
 from .store import Changes, open_store
-from .wire import (ApiError, fmt_money, forbidden, iso_ns, iso_us, not_found, parse_bool,
+from .wire import (ApiError, fmt_money, forbidden, iso_ns, not_found, parse_bool,
                    parse_int, parse_list, parse_time, rejected, unprocessable)
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def _money(value: float) -> str:
     return fmt_money(round(value, 6), 6)
 
 
-class Engine(Matching):
+class Engine(Matching, Portfolio):
     """The sandbox's trading back end (see the module docstring).
 
     Args:
@@ -542,70 +542,6 @@ class Engine(Matching):
                 raise rejected(f"take_profit.limit_price must be <= base_price - 0.01 "
                                f"(base_price: {fmt_money(base)})")
 
-    @staticmethod
-    def _value(*, side: str, type: str, qty: float | None, notional: float | None,
-               limit: float | None, stop: float | None, trail_price: float | None,
-               trail_percent: float | None, quote) -> float:
-        """An opening order's value in dollars, as Alpaca estimates it for buying power."""
-        ask = float(quote.ask)
-        if qty is None:
-            return notional or 0.0
-        if side == "buy":
-            if type in ("limit", "stop_limit"):
-                price = limit
-            elif type == "stop":
-                price = stop * market_buffer(stop)
-            elif type == "trailing_stop":
-                price = ask + trail_price if trail_price is not None else ask * (1 + trail_percent / 100)
-            else:
-                price = ask * market_buffer(ask)
-        else:
-            price = max(limit or 0.0, ask * SHORT_BUFFER)
-        return qty * price
-
-    def _order_value(self, order: Order, quote) -> float:
-        remaining_notional = None
-        if order.notional is not None and order.total_qty is None:
-            remaining_notional = order.notional - order.filled_qty * (order.filled_avg_price or 0.0)
-        return self._value(side=order.side, type=order.type, qty=order.remaining_qty,
-                           notional=remaining_notional, limit=order.limit_price,
-                           stop=order.stop_price, trail_price=order.trail_price,
-                           trail_percent=order.trail_percent, quote=quote)
-
-    def _bp_factor(self, account: Account, symbol: str) -> float:
-        asset = self._asset(symbol) or {}
-        return account.initial_requirement(bool(asset.get("marginable", True))) * \
-            account.regt_multiplier
-
-    def _holds(self, account: Account, now: int, *, exclude: Order | None = None) -> tuple[float, float]:
-        """Buying power held by open opening orders, and cash held by open buys."""
-        bp_hold = cash_hold = 0.0
-        for order in self._open.values():
-            if order.account_id != account.id or not order.opening or order is exclude \
-                    or order.status == "held":
-                continue
-            value = self._order_value(order, self.market.quote_at(order.symbol, now))
-            bp_hold += value * self._bp_factor(account, order.symbol)
-            if order.side == "buy":
-                cash_hold += value
-        return bp_hold, cash_hold
-
-    def _available_buying_power(self, account: Account, now: int, *,
-                                exclude: Order | None = None) -> float:
-        val = value_account(account, self._marks(account, now))
-        return buying_power(account, val) - self._holds(account, now, exclude=exclude)[0]
-
-    def _check_buying_power(self, account: Account, req: NewOrder, asset: dict, quote, now: int, *,
-                            exclude: Order | None = None) -> None:
-        value = self._value(side=req.side, type=req.type, qty=req.qty, notional=req.notional,
-                            limit=req.limit_price, stop=req.stop_price, trail_price=req.trail_price,
-                            trail_percent=req.trail_percent, quote=quote)
-        cost = value * self._bp_factor(account, asset["symbol"])
-        available = self._available_buying_power(account, now, exclude=exclude)
-        if cost > available + 1e-6:
-            raise forbidden("insufficient buying power", buying_power=_money(max(available, 0.0)),
-                            cost_basis=_money(value))
-
     def _build_order(self, account: Account, req: NewOrder, asset: dict, client_order_id: str,
                      now: int, opening: bool) -> Order:
         self._seq += 1
@@ -728,10 +664,10 @@ class Engine(Matching):
             new.qty = round(total - order.filled_qty, QTY_PLACES)
         else:
             new.notional = round(order.notional - order.filled_qty * (order.filled_avg_price or 0), 2)
-        if new.type == "trailing_stop" and new.hwm is not None and "qty" not in changed:
-            last = new.hwm
-            new.hwm = None
-            self._trail(new, last, now)
+        if new.type == "trailing_stop" and new.hwm is not None and \
+                ("trail_price" in changed or "trail_percent" in changed):
+            mark, new.hwm = new.hwm, None       # the stop follows the new trail from the same mark
+            self._trail(new, mark, now)
         quote = self.market.quote_at(order.symbol, now)
         if order.opening and order.status != "held":
             cost = self._order_value(new, quote) * self._bp_factor(account, order.symbol)
@@ -805,179 +741,6 @@ class Engine(Matching):
             self._cancel(order, now, reason="cancel all")
         self._commit()
         return [{"id": o.id, "status": 200, "body": self._wire(o, False)} for o in targets]
-
-    # ================================================================== account views
-    def _marks(self, account: Account, now: int) -> dict[str, Mark]:
-        return {sym: Mark(float(self.market.trade_at(sym, now).price), self._lastday_price(sym, now))
-                for sym in account.positions}
-
-    def _last_close_values(self, account: Account, prev: Session | None) -> tuple[float, float]:
-        """Equity and maintenance margin at the previous session's close (replayed fills)."""
-        if prev is None:
-            return account.initial_cash, 0.0
-        key = (account.id, prev.date)
-        cached = self._last_close_cache.get(key)
-        if cached is not None:
-            return cached
-        cash = account.initial_cash
-        qty: dict[str, float] = {}
-        for fill in self._fills.get(account.id, ()):
-            if fill.ns > prev.close:
-                break
-            cash -= fill.qty * fill.price
-            qty[fill.symbol] = round(qty.get(fill.symbol, 0.0) + fill.qty, QTY_PLACES)
-        equity, maintenance = cash, 0.0
-        for sym, q in qty.items():
-            if abs(q) < EPS:
-                continue
-            price = self._session_close_price(sym, prev)
-            equity += q * price
-            pos = account.positions.get(sym)
-            maintenance += abs(q * price) * (pos.maintenance if pos else 0.30)
-        self._last_close_cache[key] = (equity, maintenance)
-        return equity, maintenance
-
-    def account_view(self, account_id: str) -> dict[str, Any]:
-        """``GET /v2/account``."""
-        account = self._account(account_id)
-        now = self.clock.now_ns()
-        self._advance(now)
-        val = value_account(account, self._marks(account, now))
-        bp_hold, cash_hold = self._holds(account, now)
-        prev = self._previous_session(now)
-        last_equity, last_maintenance = self._last_close_values(account, prev)
-        asof = (prev.date if prev is not None else ny_date(now)).isoformat()
-        return account_wire(account, val, holds=bp_hold, nonmarginable_holds=cash_hold,
-                            last_equity=last_equity, last_maintenance=last_maintenance,
-                            balance_asof=asof, created_at=iso_us(account.created_at))
-
-    def configurations(self, account_id: str) -> dict[str, Any]:
-        return dict(self._account(account_id).config)
-
-    def update_configurations(self, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``PATCH /v2/account/configurations``; unknown keys are ignored, bad values refused."""
-        account = self._account(account_id)
-        update: dict[str, Any] = {}
-        for name in ("dtbp_check", "pdt_check"):
-            if body.get(name) is not None:
-                if body[name] not in ("both", "entry", "exit"):
-                    raise unprocessable(f"invalid {name}: must be both, entry or exit")
-                update[name] = body[name]
-        if body.get("trade_confirm_email") is not None:
-            if body["trade_confirm_email"] not in ("all", "none"):
-                raise unprocessable("invalid trade_confirm_email: must be all or none")
-            update["trade_confirm_email"] = body["trade_confirm_email"]
-        for name in ("suspend_trade", "no_shorting", "fractional_trading", "ptp_no_exception_entry"):
-            if body.get(name) is not None:
-                update[name] = parse_bool(body[name], name)
-        if body.get("max_margin_multiplier") is not None:
-            value = str(body["max_margin_multiplier"]).strip()
-            if value.endswith(".0"):
-                value = value[:-2]
-            if value not in ("1", "2", "4"):
-                raise unprocessable("invalid max_margin_multiplier: must be 1, 2 or 4")
-            update["max_margin_multiplier"] = value
-        if body.get("max_options_trading_level") is not None:
-            update["max_options_trading_level"] = parse_int(
-                body["max_options_trading_level"], "max_options_trading_level", lo=0, hi=3)
-        account.config.update(update)
-        self._dirty_account(account)
-        self._commit()
-        return dict(account.config)
-
-    # ================================================================== positions
-    def _position(self, account: Account, symbol_or_id: str) -> Position:
-        pos = account.positions.get(symbol_or_id)
-        if pos is None:
-            pos = next((p for p in account.positions.values() if p.asset_id == symbol_or_id), None)
-        if pos is None:
-            raise not_found("position does not exist")
-        return pos
-
-    def _position_wire(self, account: Account, pos: Position, now: int) -> dict[str, Any]:
-        mark = Mark(float(self.market.trade_at(pos.symbol, now).price),
-                    self._lastday_price(pos.symbol, now))
-        side = "sell" if pos.qty > 0 else "buy"
-        price = float(mark.current)
-        return position_wire(pos, mark, day=ny_date(now).isoformat(),
-                             held_for_orders=self._held(account.id, pos.symbol, side, price=price))
-
-    def positions(self, account_id: str) -> list[dict[str, Any]]:
-        account = self._account(account_id)
-        now = self.clock.now_ns()
-        self._advance(now)
-        return [self._position_wire(account, p, now)
-                for _, p in sorted(account.positions.items())]
-
-    def position(self, account_id: str, symbol_or_id: str) -> dict[str, Any]:
-        account = self._account(account_id)
-        now = self.clock.now_ns()
-        self._advance(now)
-        return self._position_wire(account, self._position(account, symbol_or_id), now)
-
-    def close_position(self, account_id: str, symbol_or_id: str, *, qty: Any = None,
-                       percentage: Any = None) -> dict[str, Any]:
-        """``DELETE /v2/positions/{symbol}``: a market day order for all, ``qty`` or
-        ``percentage`` (0-100) of the position; returns that order."""
-        account = self._account(account_id)
-        self._advance(self.clock.now_ns())
-        pos = self._position(account, symbol_or_id)
-        if qty not in (None, "") and percentage not in (None, ""):
-            raise unprocessable("only one of qty or percentage is accepted")
-        size = abs(pos.qty)
-        if qty not in (None, ""):
-            try:
-                size = float(qty)
-            except ValueError:
-                raise unprocessable("invalid qty") from None
-            if size <= 0:
-                raise unprocessable("qty must be > 0")
-        elif percentage not in (None, ""):
-            try:
-                pct = float(percentage)
-            except ValueError:
-                raise unprocessable("invalid percentage") from None
-            if not 0 < pct <= 100:
-                raise unprocessable("percentage must be > 0 and <= 100")
-            size = round(abs(pos.qty) * pct / 100, QTY_PLACES)
-            asset = self._asset(pos.symbol) or {}
-            if not asset.get("fractionable") and pct < 100:
-                size = float(int(size))
-            if size <= 0:
-                raise unprocessable("qty must be > 0")
-        body = {"symbol": pos.symbol, "qty": fmt_money(size), "side": "sell" if pos.qty > 0 else "buy",
-                "type": "market", "time_in_force": "day"}
-        return self.submit_order(account_id, body)
-
-    def close_all_positions(self, account_id: str, *, cancel_orders: bool) -> list[dict[str, Any]]:
-        """``DELETE /v2/positions``: 207 body items ``{symbol, status, body}``."""
-        account = self._account(account_id)
-        if cancel_orders:
-            self.cancel_all_orders(account_id)
-        results = []
-        for symbol in sorted(account.positions):
-            try:
-                order = self.close_position(account_id, symbol)
-                results.append({"symbol": symbol, "status": 200, "body": order})
-            except ApiError as exc:
-                results.append({"symbol": symbol, "status": exc.status, "body": exc.body()})
-        return results
-
-    # ================================================================== activities, history
-    def activities(self, account_id: str, query: dict[str, Any], *,
-                   activity_type: str | None = None) -> list[dict[str, Any]]:
-        self._account(account_id)
-        self._advance(self.clock.now_ns())
-        return select_activities(self._activities.get(account_id, []), query,
-                                 activity_type=activity_type)
-
-    def portfolio_history(self, account_id: str, query: dict[str, Any]) -> dict[str, Any]:
-        account = self._account(account_id)
-        now = self.clock.now_ns()
-        self._advance(now)
-        return portfolio_history(query, fills=self._fills.get(account_id, []),
-                                 initial_cash=account.initial_cash, created_ns=account.created_at,
-                                 now_ns=now, sessions=self.sessions, market=self.market)
 
 
 __all__ = ["Engine", "DEFAULT_CONFIG"]

@@ -9,7 +9,6 @@ that instant (the closing auction price for daily buckets of finished sessions).
 
 from __future__ import annotations
 
-import bisect
 import calendar
 import datetime as dt
 import re
@@ -384,7 +383,3 @@ def portfolio_history(query: dict[str, Any], *, fills: Sequence[Fill], initial_c
         "cashflow": {},
     }
 
-
-def fills_at_or_before(fills: Sequence[Fill], ns: int) -> int:
-    """How many fills happened at or before ``ns``."""
-    return bisect.bisect_right([f.ns for f in fills], ns)

@@ -238,11 +238,17 @@ class _TradeStream:
         self.send({"stream": "trade_updates", "data": event})
 
     async def writer(self) -> None:
+        """Send queued frames in order; a failed send ends the connection."""
         while True:
             frame = await self.queue.get()
             if frame is None or self.ws.closed:
                 return
-            await self.ws.send_bytes(frame)
+            try:
+                await self.ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError) as exc:
+                log.debug("trade stream send failed: %s", exc)
+                await self.ws.close()
+                return
 
     def decode(self, msg) -> Any:
         raw = msg.data
