@@ -203,8 +203,14 @@ def test_order_listing_filters(api):
     assert ids(api.get("/v2/orders", status="all", after=second["submitted_at"], direction="asc")) == \
         [limits[2]["id"], filled["id"], sell["id"]]
     assert ids(api.get("/v2/orders", status="all", until=second["submitted_at"])) == [limits[0]["id"]]
+    assert ids(api.get("/v2/orders", status="all", after_order_id=limits[1]["id"], direction="asc")) \
+        == [limits[2]["id"], filled["id"], sell["id"]]
+    assert ids(api.get("/v2/orders", status="all", before_order_id=limits[1]["id"])) == \
+        [limits[0]["id"]]
     for bad in ({"status": "pending"}, {"limit": 501}, {"limit": 0}, {"direction": "up"},
-                {"after": "yesterday"}, {"nested": "perhaps"}):
+                {"after": "yesterday"}, {"nested": "perhaps"},
+                {"before_order_id": limits[0]["id"], "after_order_id": limits[1]["id"]},
+                {"after_order_id": limits[0]["id"], "until": "2030-01-01T00:00:00Z"}):
         resp = api.get("/v2/orders", **bad)
         assert resp.status_code == 422 and resp.json()["code"] == 40010001, bad
 

@@ -7,8 +7,11 @@ opens, closes and weekends with ``POST /sandbox/clock``, as a fast or jumped clo
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
+
+from alpaca_nb.sandbox import Sandbox
 
 from sandbox_trading_support import (Api, frozen, new_api, ny, num, reference_market, set_clock, ts)
 
@@ -184,3 +187,19 @@ def test_early_close_day_orders_expire_at_one(cal):
     assert ts(api.get_order(placed["id"])["expires_at"]) == iso_utc("2024-11-29T18:00:00Z")
     set_clock(cal, ny("2024-11-29", 14))
     assert api.get_order(placed["id"])["status"] == "expired"
+
+
+
+def test_a_fast_clock_expires_day_orders_exactly_at_the_close():
+    # 10 virtual minutes per wall second, 30 s before the close: the close passes between two
+    # processing passes, and the order must still expire at the close itself
+    with Sandbox(seed=7, start="2024-03-05T20:59:30Z", speed=600, market="calendar") as sb:
+        api = new_api(sb)
+        placed = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1)
+        for _ in range(1000):              # wait (bounded) for the loop to pass the close
+            order = api.get_order(placed["id"])
+            if order["status"] != "new":
+                break
+            time.sleep(0.01)
+        assert order["status"] == "expired"
+        assert ts(order["expired_at"]) == iso_utc("2024-03-05T21:00:00Z")

@@ -562,3 +562,34 @@ def test_orders_of_another_account_are_invisible(sb, api):
     assert api.delete(f"/v2/orders/{placed['id']}").status_code == 404
     assert api.get("/v2/orders:by_client_order_id",
                    client_order_id=placed["client_order_id"]).status_code == 404
+
+
+def test_canceling_a_held_leg_cancels_the_whole_bracket(api, market):
+    last = market.trade_at(SYMBOL, ts(api.get("/v2/clock").json()["timestamp"])).price
+    entry = round(last * 0.6, 2)
+    placed = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=entry, order_class="bracket",
+                       time_in_force="gtc", take_profit={"limit_price": round(entry * 1.1, 2)},
+                       stop_loss={"stop_price": round(entry * 0.9, 2)})
+    take_profit = placed["legs"][0]
+    assert api.delete(f"/v2/orders/{take_profit['id']}").status_code == 204
+    parent = api.get_order(placed["id"], nested="true")
+    assert parent["status"] == "canceled"
+    assert {leg["status"] for leg in parent["legs"]} == {"canceled"}
+
+
+def test_a_halted_symbol_does_not_trade_until_it_resumes(sb, api):
+    halt = lambda on: __import__("requests").post(  # noqa: E731
+        f"{sb.url}/sandbox/halt", json={"symbol": SYMBOL, "halted": on},
+        headers={"APCA-API-KEY-ID": sb.key_id, "APCA-API-SECRET-KEY": sb.secret_key}, timeout=10)
+    assert halt(True).status_code == 200
+    try:
+        waiting = api.order(symbol=SYMBOL, qty=1)
+        assert api.get_order(waiting["id"])["status"] == "new"
+        ioc = api.get_order(api.order(symbol=SYMBOL, qty=1, time_in_force="ioc")["id"])
+        assert ioc["status"] == "canceled" and ioc["filled_qty"] == "0"
+        advance(sb, 60)
+        assert api.get_order(waiting["id"])["status"] == "new"
+    finally:
+        assert halt(False).status_code == 200
+    advance(sb, 1)
+    assert api.get_order(waiting["id"])["status"] == "filled"

@@ -327,13 +327,27 @@ class Engine(Matching, Portfolio):
         return self._wire(self._orders[order_id], False)
 
     def list_orders(self, account_id: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """``GET /v2/orders`` (status, limit, after, until, direction, nested, side, symbols)."""
+        """``GET /v2/orders`` (status, limit, after, until, direction, nested, side, symbols,
+        asset_class, and the cursors before_order_id/after_order_id)."""
         status = str(query.get("status") or "open").lower()
         if status not in OPEN_QUERY_STATUSES:
             raise unprocessable("invalid status: must be open, closed or all")
         limit = parse_int(query.get("limit"), "limit", default=50, lo=1, hi=ORDER_LIST_MAX)
         after = parse_time(query.get("after"), "after")
         until = parse_time(query.get("until"), "until")
+        before_id, after_id = query.get("before_order_id"), query.get("after_order_id")
+        if before_id and after_id:
+            raise unprocessable("only one of before_order_id or after_order_id is accepted")
+        cursor_id = before_id or after_id
+        if cursor_id:
+            if after is not None or until is not None:
+                raise unprocessable("before_order_id and after_order_id cannot be used with "
+                                    "after or until")
+            cursor = self._lookup(account_id, cursor_id)
+            if after_id:
+                after = cursor.submitted_at
+            else:
+                until = cursor.submitted_at
         direction = str(query.get("direction") or "desc").lower()
         if direction not in ("asc", "desc"):
             raise unprocessable("invalid direction: must be asc or desc")

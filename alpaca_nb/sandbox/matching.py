@@ -23,6 +23,8 @@
 * Order groups: a bracket's or oto's exit legs are ``held`` until the entry is completely filled;
   when one exit fills the other is reduced to the remaining quantity, and canceled once the
   position is closed; canceling any order of a group cancels the group's other open orders.
+* A halted symbol (``POST /sandbox/halt``) does not trade: its orders wait (ioc/fok are
+  canceled, auctions do not happen for it).
 """
 
 from __future__ import annotations
@@ -192,7 +194,14 @@ class Matching:
         self._match(order, t, cache)
 
     # ------------------------------------------------------------------ matching
+    def _halted(self: "Engine", symbol: str) -> bool:
+        return symbol in getattr(self.market, "halted", ())
+
     def _match(self: "Engine", order: Order, t: int, cache: dict) -> None:
+        if self._halted(order.symbol):          # a halted symbol neither trades nor elects stops
+            if order.time_in_force in ("ioc", "fok"):
+                self._cancel(order, t, reason="halted")
+            return
         quote, trade = self._ticks(order.symbol, t, cache)
         regular = self.sessions.is_open(t)
         buy = order.side == "buy"
@@ -247,7 +256,7 @@ class Matching:
             self._dirty_order(order)
 
     def _auction_fill(self: "Engine", order: Order, t: int) -> None:
-        if not order.is_open:
+        if not order.is_open or self._halted(order.symbol):
             return
         if order.auction == "open":
             price = self.market.opening_price(order.symbol, ny_date(t))
@@ -374,6 +383,9 @@ class Matching:
         for sibling in self._exit_siblings(order):
             if sibling.is_open:
                 self._cancel(sibling, t, reason="group canceled")
+        parent = self._orders.get(order.parent_id) if order.parent_id else None
+        if parent is not None and parent.is_open and parent.order_class in ("bracket", "oto"):
+            self._cancel(parent, t, reason="leg canceled")    # the group goes with its exit
 
     # ------------------------------------------------------------------ groups
     def _legs(self: "Engine", order: Order) -> list[Order]:
