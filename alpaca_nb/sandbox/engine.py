@@ -87,6 +87,7 @@ class Engine(Matching, Portfolio):
         self.accounts: dict[str, Account] = {}
         self._orders: dict[str, Order] = {}
         self._open: dict[str, Order] = {}               # not final, in creation order
+        self._open_by_account: dict[str, dict[str, Order]] = {}
         self._by_client: dict[tuple[str, str], str] = {}
         self._account_orders: dict[str, list[Order]] = {}
         self._activities: dict[str, list[dict]] = {}
@@ -254,6 +255,16 @@ class Engine(Matching, Portfolio):
         self._account_orders.setdefault(order.account_id, []).append(order)
         if order.is_open:
             self._open[order.id] = order
+            self._open_by_account.setdefault(order.account_id, {})[order.id] = order
+
+    def _retire(self, order: Order) -> None:
+        """Forget a final order in the open-order indexes."""
+        self._open.pop(order.id, None)
+        self._open_by_account.get(order.account_id, {}).pop(order.id, None)
+
+    def _open_orders(self, account_id: str) -> list[Order]:
+        """The account's open orders in creation order."""
+        return list(self._open_by_account.get(account_id, {}).values())
 
     def _dirty_order(self, order: Order) -> None:
         self._d_orders[order.id] = order
@@ -447,13 +458,13 @@ class Engine(Matching, Portfolio):
                                  event="pending_new" if ready else "accepted")
         response = self._wire(parent, nested=True)
         if ready:
-            cache: dict = {}
+            step = self._step(now)
             for order in [parent, *legs]:
                 if order.status == "pending_new":
                     self._set_status(order, "new", now, event="new")
             for order in [parent, *legs]:
                 if order.is_open and order.status != "held":
-                    self._evaluate(order, now, cache)
+                    self._evaluate(order, step)
         self._commit()
         return response
 
@@ -473,9 +484,9 @@ class Engine(Matching, Portfolio):
         ``exclude`` leaves out that order's whole group)."""
         groups: dict[str, float] = {}
         skip = self._group_key(exclude) if exclude is not None else None
-        for order in self._open.values():
-            if (order.account_id != account_id or order.symbol != symbol or order.side != side
-                    or order.opening or order.status == "held"):
+        for order in self._open_orders(account_id):
+            if order.symbol != symbol or order.side != side or order.opening \
+                    or order.status == "held":
                 continue
             key = self._group_key(order)
             if key == skip:
@@ -672,7 +683,7 @@ class Engine(Matching, Portfolio):
                       updated_at=now, submitted_at=now, filled_at=None, expired_at=None,
                       canceled_at=None, failed_at=None, replaced_at=None, replaced_by=None,
                       replaces=order.id, filled_qty=0.0, filled_avg_price=None, seq=self._seq,
-                      target_qty=None, status="accepted")
+                      target_qty=None, status="accepted", seen_ticks=None)
         new = Order.from_record(record)
         if order.qty is not None:
             new.qty = round(total - order.filled_qty, QTY_PLACES)
@@ -705,7 +716,7 @@ class Engine(Matching, Portfolio):
         order.status = "replaced"
         order.replaced_at = order.updated_at = now
         order.replaced_by = new.id
-        self._open.pop(order.id, None)
+        self._retire(order)
         self._dirty_order(order)
         self._emit(order, "replaced", now)
         if order.parent_id and order.parent_id in self._orders:
@@ -728,7 +739,7 @@ class Engine(Matching, Portfolio):
         response = self._wire(new, nested=bool(new.leg_ids))
         if ready:
             self._set_status(new, "new", now, event="new")
-            self._evaluate(new, now, {})
+            self._evaluate(new, self._step(now))
         self._commit()
         return response
 
@@ -750,7 +761,7 @@ class Engine(Matching, Portfolio):
         """``DELETE /v2/orders``: every open order canceled; 207 body items ``{id, status, body}``."""
         now = self.clock.now_ns()
         self._advance(now)
-        targets = [o for o in self._open.values() if o.account_id == account_id]
+        targets = self._open_orders(account_id)
         for order in targets:
             self._cancel(order, now, reason="cancel all")
         self._commit()

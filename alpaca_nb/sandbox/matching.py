@@ -55,6 +55,27 @@ def round_price(price: float) -> float:
     return round(price, 2 if price >= 1 else 4)
 
 
+class Step:
+    """One instant of evaluation: the session state and each symbol's last quote and trade,
+    looked up once per step however many orders share the symbol."""
+
+    __slots__ = ("t", "regular", "extended", "_market", "_ticks")
+
+    def __init__(self, market, sessions, t: int):
+        self.t = t
+        self.regular = sessions.is_open(t)
+        self.extended = not self.regular and sessions.is_extended(t)
+        self._market = market
+        self._ticks: dict[str, tuple[Any, Any]] = {}
+
+    def ticks(self, symbol: str) -> tuple[Any, Any]:
+        found = self._ticks.get(symbol)
+        if found is None:
+            found = self._ticks[symbol] = (self._market.quote_at(symbol, self.t),
+                                           self._market.trade_at(symbol, self.t))
+        return found
+
+
 class Matching:
     """The matching half of the engine (see the module docstring)."""
 
@@ -160,22 +181,20 @@ class Matching:
                     t += step
         return sorted(points)
 
+    def _step(self: "Engine", t: int) -> Step:
+        return Step(self.market, self.sessions, t)
+
     def _evaluate_at(self: "Engine", t: int) -> None:
-        cache: dict[str, tuple[Any, Any]] = {}
+        step = self._step(t)
         for order in list(self._open.values()):
             if order.is_open and order.status != "held" and order.submitted_at <= t:
                 try:
-                    self._evaluate(order, t, cache)
+                    self._evaluate(order, step)
                 except Exception:  # one broken order must not stop the market for everyone
                     log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(t))
 
-    def _ticks(self: "Engine", symbol: str, t: int, cache: dict) -> tuple[Any, Any]:
-        ticks = cache.get(symbol)
-        if ticks is None:
-            ticks = cache[symbol] = (self.market.quote_at(symbol, t), self.market.trade_at(symbol, t))
-        return ticks
-
-    def _evaluate(self: "Engine", order: Order, t: int, cache: dict) -> None:
+    def _evaluate(self: "Engine", order: Order, step: Step) -> None:
+        t = step.t
         if order.auction:
             if t >= order.auction_ns:
                 self._auction_fill(order, order.auction_ns)
@@ -187,23 +206,27 @@ class Matching:
         if order.expires_ns is not None and t >= order.expires_ns:
             self._expire(order, order.expires_ns)
             return
-        if not self._can_trade(order, t):
+        if not (step.regular or (order.extended_hours and step.extended)):
             return
         if order.status == "accepted":
             self._set_status(order, "new", t, event="new")
-        self._match(order, t, cache)
+        self._match(order, step)
 
     # ------------------------------------------------------------------ matching
     def _halted(self: "Engine", symbol: str) -> bool:
         return symbol in getattr(self.market, "halted", ())
 
-    def _match(self: "Engine", order: Order, t: int, cache: dict) -> None:
+    def _match(self: "Engine", order: Order, step: Step) -> None:
+        t = step.t
         if self._halted(order.symbol):          # a halted symbol neither trades nor elects stops
             if order.time_in_force in ("ioc", "fok"):
                 self._cancel(order, t, reason="halted")
             return
-        quote, trade = self._ticks(order.symbol, t, cache)
-        regular = self.sessions.is_open(t)
+        quote, trade = step.ticks(order.symbol)
+        seen = (quote.t, trade.t)
+        if order.seen_ticks == seen:
+            return                 # nothing new since this order last found nothing to do
+        regular = step.regular
         buy = order.side == "buy"
         if order.type == "trailing_stop" and not order.triggered and regular:
             self._trail(order, float(trade.price), t)
@@ -212,6 +235,7 @@ class Matching:
                 return
             last = float(trade.price)
             if not (last >= order.stop_price if buy else last <= order.stop_price):
+                order.seen_ticks = seen
                 return
             order.triggered = True
             if buy and order.type in ("stop", "trailing_stop"):
@@ -224,8 +248,10 @@ class Matching:
         if limit is not None and (price > limit + EPS if buy else price < limit - EPS):
             if immediate:
                 self._cancel(order, t, reason="not marketable")
+            order.seen_ticks = seen
             return
         if quote.t <= order.last_quote_t:
+            order.seen_ticks = seen
             return                         # this quote's size was already consumed
         if order.total_qty is None:        # a notional order: its quantity at the first fill price
             order.target_qty = int(order.notional / price * 10 ** QTY_PLACES) / 10 ** QTY_PLACES
@@ -306,7 +332,7 @@ class Matching:
         order.status = "filled" if complete else "partially_filled"
         if complete:
             order.filled_at = t
-            self._open.pop(order.id, None)
+            self._retire(order)
         self._dirty_order(order)
 
         seq = self._next_activity_seq()
@@ -353,7 +379,7 @@ class Matching:
     def _expire(self: "Engine", order: Order, t: int) -> None:
         order.status = "expired"
         order.expired_at = order.updated_at = t
-        self._open.pop(order.id, None)
+        self._retire(order)
         self._dirty_order(order)
         self._emit(order, "expired", t)
         self._cancel_group(order, t)
@@ -364,7 +390,7 @@ class Matching:
             return
         order.status = "canceled"
         order.canceled_at = order.updated_at = t
-        self._open.pop(order.id, None)
+        self._retire(order)
         self._dirty_order(order)
         self._emit(order, "canceled", t)
         log.debug("sandbox: canceled %r (%s)", order, reason)

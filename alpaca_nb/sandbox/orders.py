@@ -61,6 +61,7 @@ _FIELDS: dict[str, Any] = {
     "auction": None,          # "open" | "close": opg/cls orders execute only in that auction
     "auction_ns": None,       # the instant of that auction
     "protect_limit": None,    # a buy stop's protective limit once elected (Alpaca: +4%/+2.5%)
+    "seen_ticks": None,       # (quote t, trade t) at which matching last found nothing to do
 }
 
 

@@ -72,11 +72,14 @@ class Portfolio:
                exclude: Order | None = None) -> tuple[float, float]:
         """Buying power held by open opening orders, and cash held by open buys."""
         bp_hold = cash_hold = 0.0
-        for order in self._open.values():
-            if order.account_id != account.id or not order.opening or order is exclude \
-                    or order.status == "held":
+        quotes: dict[str, Any] = {}
+        for order in self._open_orders(account.id):
+            if not order.opening or order is exclude or order.status == "held":
                 continue
-            value = self._order_value(order, self.market.quote_at(order.symbol, now))
+            quote = quotes.get(order.symbol)
+            if quote is None:
+                quote = quotes[order.symbol] = self.market.quote_at(order.symbol, now)
+            value = self._order_value(order, quote)
             bp_hold += value * self._bp_factor(account, order.symbol)
             if order.side == "buy":
                 cash_hold += value
