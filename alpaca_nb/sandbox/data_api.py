@@ -24,16 +24,20 @@ What the sandbox decides where Alpaca's behaviour is not pinned down:
   ``end`` is earlier); ``end`` defaults to now and is capped at now.
 * Pages are assembled from cached, pre-serialised per-(symbol, period) chunks, so a 10,000-bar
   page is a join of byte slices; ``next_page_token`` is base64 of
-  ``SYMBOL|KIND|<last timestamp>`` and is null once nothing is left.
+  ``SYMBOL|KIND|<last timestamp>`` and is null once nothing is left. Historical pages carry a
+  ``Server-Timing: page;dur=<ms>`` header (time spent building the page). Answers are not
+  gzip-compressed, even when the client accepts it: on loopback that would only cost time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
 import logging
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +66,7 @@ SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./\-]{0,20}$")
 _ASOF_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 CHUNKS = web.AppKey("data_chunks", object)
+READ_AHEAD = web.AppKey("data_read_ahead", object)
 
 
 def bad(message: str) -> ApiError:
@@ -83,12 +88,37 @@ def _iso_ns(t: np.ndarray) -> list[str]:
     return np.datetime_as_string(t.astype("datetime64[ns]"), unit="ns", timezone="UTC").tolist()
 
 
-def bar_records(bars: Bars) -> list[dict]:
-    """Bars as wire dicts ``{t,o,h,l,c,v,n,vw}`` (always ``n`` and ``vw``)."""
-    return [{"t": t, "o": o, "h": h, "l": lo, "c": c, "v": v, "n": n, "vw": vw}
-            for t, o, h, lo, c, v, n, vw in zip(_iso_s(bars.t), bars.o.tolist(), bars.h.tolist(),
-                                                bars.l.tolist(), bars.c.tolist(), bars.v.tolist(),
-                                                bars.n.tolist(), bars.vw.tolist())]
+_MINUTE_OF_DAY = [b"%02d:%02d:00Z" % (h, m) for h in range(24) for m in range(60)]
+_BAR_JSON = b'{"t":"%s","o":%s,"h":%s,"l":%s,"c":%s,"v":%s,"n":%s,"vw":%s}'
+
+
+def _numbers(values: np.ndarray) -> list[bytes]:
+    """Each number's JSON text (orjson's shortest round-trip form)."""
+    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+
+
+def _minute_stamps(t: np.ndarray) -> list[bytes]:
+    """RFC-3339 UTC stamps of whole-minute instants, e.g. ``2024-01-02T14:30:00Z``."""
+    days = (t // DAY_NS).tolist()
+    prefixes = {d: (dt.date(1970, 1, 1) + dt.timedelta(days=d)).isoformat().encode() + b"T"
+                for d in set(days)}
+    return [prefixes[d] + _MINUTE_OF_DAY[m] for d, m in zip(days, ((t % DAY_NS) // MINUTE_NS).tolist())]
+
+
+def bar_json(bars: Bars) -> bytes:
+    """Bars as comma-separated wire objects ``{t,o,h,l,c,v,n,vw}`` (always ``n`` and ``vw``)."""
+    if not len(bars):
+        return b""
+    numbers = [_numbers(col) for col in (bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw)]
+    t = bars.t
+    if not (t % MINUTE_NS).any() and t[0] // DAY_NS == t[-1] // DAY_NS:
+        # one UTC day of whole minutes (every intraday chunk): the date goes into the template
+        day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(t[0] // DAY_NS))).isoformat().encode()
+        template = _BAR_JSON.replace(b'"t":"%s"', b'"t":"' + day + b'T%s"')
+        clock = [_MINUTE_OF_DAY[m] for m in ((t % DAY_NS) // MINUTE_NS).tolist()]
+        return b",".join([template % row for row in zip(clock, *numbers)])
+    stamps = _minute_stamps(t) if not (t % MINUTE_NS).any() else [x.encode() for x in _iso_s(t)]
+    return b",".join([_BAR_JSON % row for row in zip(stamps, *numbers)])
 
 
 def trade_records(ticks: Ticks, lo: int, hi: int, tape: str) -> list[dict]:
@@ -142,17 +172,17 @@ class Chunk:
 
     __slots__ = ("body", "starts", "ends", "t", "_rev")
 
-    def __init__(self, records: list[dict], t: np.ndarray):
+    def __init__(self, body: bytes, t: np.ndarray):
         self.t = t
         self._rev: Chunk | None = None
-        if not records:
-            self.body, self.starts, self.ends = b"", np.empty(0, np.int64), np.empty(0, np.int64)
-            return
-        raw = orjson.dumps(records)
-        self.body = raw[1:-1]
+        self.body = body
         # records are flat objects (no nested '{'), so every '}' ends one
-        self.ends = np.flatnonzero(np.frombuffer(self.body, dtype=np.uint8) == 0x7D).astype(np.int64) + 1
-        self.starts = np.concatenate(([0], self.ends[:-1] + 1))
+        self.ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 0x7D).astype(np.int64) + 1
+        self.starts = np.concatenate(([0], self.ends[:-1] + 1)) if len(self.ends) else self.ends
+
+    @classmethod
+    def of_records(cls, records: list[dict], t: np.ndarray) -> "Chunk":
+        return cls(orjson.dumps(records)[1:-1] if records else b"", t)
 
     def __len__(self) -> int:
         return len(self.t)
@@ -255,7 +285,7 @@ class Series:
             keys = list(range(ny_date(lo).year, ny_date(hi).year + 1))
         return keys[::-1] if desc else keys
 
-    def _period_end(self, key: Any) -> int:
+    def period_end(self, key: Any) -> int:
         """The instant after which the period's records can no longer change."""
         tf = self.timeframe
         if self.kind != "bars":
@@ -271,7 +301,7 @@ class Series:
         if found is not None:
             return found
         chunk = self._build(symbol, key, now)
-        if self._period_end(key) <= now:
+        if self.period_end(key) <= now:
             self.cache.put(cache_key, chunk)
         return chunk
 
@@ -284,7 +314,7 @@ class Series:
                 bars = market.daily_bars(symbol, dt.date(key, 1, 1), dt.date(key, 12, 31), now)
             else:
                 bars = market.period_bars(symbol, tf, key, now)
-            return Chunk(bar_records(bars), bars.t)
+            return Chunk(bar_json(bars), bars.t)
         tape = market.tape(symbol)
         records: list[dict] = []
         times: list[np.ndarray] = []
@@ -301,7 +331,7 @@ class Series:
                 encode = trade_records if self.kind == "trades" else quote_records
                 records.extend(encode(ticks, 0, hi, tape))
                 times.append(t[:hi])
-        return Chunk(records, np.concatenate(times) if times else np.empty(0, np.int64))
+        return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
 
     def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool) -> Iterator[tuple[Chunk, int, int]]:
         """Non-empty (chunk, a, b) ranges with ``lo <= t <= hi``, in the page's order."""
@@ -317,6 +347,7 @@ class Series:
 class Page:
     parts: list[tuple[str, list[bytes]]]
     next_token: str | None
+    last: tuple[str, int] | None = None     # the last record returned, when more remain
 
 
 def encode_token(symbol: str, code: str, t: int) -> str:
@@ -359,7 +390,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             if remaining == 0:   # a record exists beyond this page
                 if slices:
                     parts.append((symbol, slices))
-                return Page(parts, encode_token(last[0], series.code, last[1]))
+                return Page(parts, encode_token(last[0], series.code, last[1]), last)
             take = min(b - a, remaining)
             if desc:
                 slices.append(chunk.slice_desc(b - take, b))
@@ -370,7 +401,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             remaining -= take
             if remaining == 0 and take < b - a:
                 parts.append((symbol, slices))
-                return Page(parts, encode_token(symbol, series.code, last[1]))
+                return Page(parts, encode_token(symbol, series.code, last[1]), last)
         if slices:
             parts.append((symbol, slices))
     return Page(parts, None)
@@ -510,15 +541,66 @@ def _run_page(request: web.Request, kind: str, query: Query) -> Page:
     known = [s for s in query.symbols if market.has(s)]
     if query.token is not None and query.token[0] not in known:
         raise bad("invalid page token")
-    return build_page(_series(request, kind, query.timeframe), known, start=query.start,
-                      end=query.end, limit=query.limit, desc=query.desc, token=query.token,
-                      now=_now(request))
+    series, now = _series(request, kind, query.timeframe), _now(request)
+    page = build_page(series, known, start=query.start, end=query.end, limit=query.limit,
+                      desc=query.desc, token=query.token, now=now)
+    if page.last is not None:
+        _read_ahead(request.app, series, known, query, page.last, now)
+    return page
+
+
+class ReadAhead:
+    """Prepares the chunks of the page a client will most likely ask for next (the one after
+    ``next_page_token``) while it is busy with the current one, one chunk per loop turn. Only
+    periods entirely in the past are prepared (they are the cacheable ones); at most one
+    read-ahead runs at a time. ``last_ms`` is the build time the latest one spent."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task | None = None
+        self.last_ms = 0.0
+
+    async def run(self, series: Series, symbols: list[str], query: Query, after: tuple[str, int],
+                  now: int) -> None:
+        remaining, spent = query.limit, 0.0
+        for symbol in symbols[symbols.index(after[0]):]:
+            lo, hi = query.start, query.end
+            if symbol == after[0]:
+                lo, hi = (lo, min(hi, after[1] - 1)) if query.desc else (max(lo, after[1] + 1), hi)
+            for key in series.periods(lo, hi, query.desc):
+                if series.period_end(key) > now:
+                    continue
+                t0 = time.perf_counter()
+                chunk = series.chunk(symbol, key, now)
+                a, b = chunk.index_range(lo, hi)
+                spent += time.perf_counter() - t0
+                remaining -= max(0, b - a)
+                if remaining <= 0:
+                    self.last_ms = spent * 1000
+                    return
+                await asyncio.sleep(0)
+        self.last_ms = spent * 1000
+
+
+def _read_ahead(app: web.Application, series: Series, symbols: list[str], query: Query,
+                after: tuple[str, int], now: int) -> None:
+    state: ReadAhead = app[READ_AHEAD]
+    if state.task is None or state.task.done():
+        state.task = asyncio.get_running_loop().create_task(state.run(series, symbols, query, after, now))
 
 
 # ---------------------------------------------------------------- historical handlers
 
+def _timed(request: web.Request, body: bytes, started: float) -> web.Response:
+    """The page, with the time spent building it (and the latest read-ahead's build time) in a
+    standard ``Server-Timing`` header."""
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    ahead = request.app[READ_AHEAD].last_ms
+    return json_response(body, headers={"Server-Timing": f"page;dur={elapsed_ms:.3f}, readahead;dur={ahead:.3f}"})
+
+
 def _historical_multi(kind: str):
     async def handler(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         symbols = parse_symbols(request.query.get("symbols"))
         query = parse_query(request, kind, symbols)
         page = _run_page(request, kind, query)
@@ -529,13 +611,14 @@ def _historical_multi(kind: str):
         if page.parts:
             out.append(b"]")
         out.append(b'},"next_page_token":' + _token_bytes(page.next_token) + _tail(query) + b"}")
-        return json_response(b"".join(out))
+        return _timed(request, b"".join(out), started)
     handler.__name__ = f"multi_{kind}"
     return handler
 
 
 def _historical_single(kind: str):
     async def handler(request: web.Request) -> web.Response:
+        started = time.perf_counter()
         symbol = check_symbol(request.match_info["symbol"])
         query = parse_query(request, kind, [symbol])
         page = _run_page(request, kind, query)
@@ -543,7 +626,7 @@ def _historical_single(kind: str):
         body = b"".join([b'{"', kind.encode(), b'":[', b",".join(slices), b'],"symbol":',
                          orjson.dumps(symbol), b',"next_page_token":', _token_bytes(page.next_token),
                          _tail(query), b"}"])
-        return json_response(body)
+        return _timed(request, body, started)
     handler.__name__ = f"single_{kind}"
     return handler
 
@@ -644,6 +727,7 @@ async def snapshot(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     """Add the market-data REST routes, the data WebSocket and ``POST /sandbox/halt``."""
     app[CHUNKS] = ChunkCache()
+    app[READ_AHEAD] = ReadAhead()
     r = app.router
     for kind in ("bars", "trades", "quotes"):
         r.add_get(f"/v2/stocks/{kind}/latest", _latest_multi(kind))

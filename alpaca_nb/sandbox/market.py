@@ -330,16 +330,11 @@ def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
     """Integers >= ``minimum`` summing exactly to ``total``, proportional to ``weights``
-    (largest-remainder method). Requires ``total >= minimum * len(weights)``."""
-    k = len(weights)
-    spare = total - minimum * k
-    share = weights * (spare / weights.sum())
-    base = np.floor(share).astype(np.int64)
-    rest = spare - int(base.sum())
-    if rest > 0:
-        order = np.argsort(base - share, kind="stable")[:rest]   # largest fractional parts first
-        base[order] += 1
-    return base + minimum
+    (cumulative rounding: no sort). Requires ``total >= minimum * len(weights)``."""
+    spare = total - minimum * len(weights)
+    cum = np.rint(np.cumsum(weights) * (spare / weights.sum())).astype(np.int64)
+    cum[-1] = spare
+    return np.diff(cum, prepend=0) + minimum
 
 
 # ---------------------------------------------------------------- instruments

@@ -1,0 +1,170 @@
+"""How fast the sandbox serves market data, so it is never the bottleneck of a client benchmark.
+
+(a) Bars over HTTP: 1,000,000 one-minute bars across 100 symbols in 10,000-bar pages
+    (``/v2/stocks/bars?symbols=...``), read by a plain ``requests`` + ``orjson.loads`` consumer.
+    Cold = the first pass after the server starts (nothing serialised yet); warm = the same
+    pages again. For every page the server's own build time (its ``Server-Timing`` header) is
+    set against the client's ``orjson.loads`` time for that page.
+(b) Quotes over the data WebSocket in flood mode (``?quote_rate=N``): a raw websocket-client
+    consumer that only counts quotes (no JSON/msgpack decoding), for JSON and msgpack frames.
+
+The sandbox runs in its own process (``alpaca-nb sandbox --port 0``); every figure is the median
+of several runs. Usage::
+
+    python benchmarks/bench_sandbox.py [--runs 3] [--seconds 3] [--symbols 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import orjson
+import requests
+import websocket
+
+KEY, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
+HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
+
+
+@contextmanager
+def sandbox_process():
+    """``alpaca-nb sandbox --port 0`` in a child process; yields its base URL."""
+    proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--port", "0",
+                             "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if "listening on " not in line:
+            raise RuntimeError(f"sandbox did not start: {line!r}")
+        yield line.split("listening on ")[1].split()[0]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def symbols_for(url: str, count: int) -> list[str]:
+    assets = requests.get(url + "/v2/assets", headers=HEADERS, timeout=30).json()
+    active = sorted(a["symbol"] for a in assets if a["status"] == "active" and a["tradable"])
+    return active[:count]
+
+
+def pull_bars(url: str, symbols: list[str], per_symbol: int) -> dict:
+    """Read every page; returns totals and per-page server/parse/request times (ms)."""
+    session = requests.Session()
+    session.headers.update(HEADERS)
+    # the always-open market has a bar every minute: per_symbol bars = that many minutes
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    end = start + dt.timedelta(minutes=per_symbol - 1)
+    params = {"symbols": ",".join(symbols), "timeframe": "1Min", "start": start.isoformat(),
+              "end": end.isoformat(), "limit": 10_000}
+    bars = pages = 0
+    server, parse, request, ahead = [], [], [], []
+    started = time.perf_counter()
+    token = None
+    while True:
+        if token:
+            params["page_token"] = token
+        t0 = time.perf_counter()
+        resp = session.get(url + "/v2/stocks/bars", params=params, timeout=60)
+        t1 = time.perf_counter()
+        body = orjson.loads(resp.content)
+        t2 = time.perf_counter()
+        resp.raise_for_status()
+        pages += 1
+        bars += sum(len(v) for v in body["bars"].values())
+        timing = dict(item.strip().split(";dur=") for item in resp.headers["Server-Timing"].split(","))
+        server.append(float(timing["page"]))
+        ahead.append(float(timing["readahead"]))
+        request.append((t1 - t0) * 1000)
+        parse.append((t2 - t1) * 1000)
+        token = body["next_page_token"]
+        if token is None:
+            break
+    elapsed = time.perf_counter() - started
+    return {"bars": bars, "pages": pages, "seconds": elapsed, "bars_per_s": bars / elapsed,
+            "server_ms": statistics.median(server), "parse_ms": statistics.median(parse),
+            "ahead_ms": statistics.median(ahead[1:]) if len(ahead) > 1 else 0.0,
+            "request_ms": statistics.median(request)}
+
+
+def flood(url: str, symbols: list[str], *, use_msgpack: bool, seconds: float, rate: int) -> float:
+    """Quotes per second received by a consumer that only counts them."""
+    header = ["Content-Type: application/msgpack"] if use_msgpack else []
+    ws = websocket.create_connection(f"ws{url[4:]}/v2/iex?quote_rate={rate}", header=header,
+                                     timeout=10, skip_utf8_validation=True)
+    send = (lambda obj: ws.send_binary(__import__("msgpack").packb(obj))) if use_msgpack else \
+        (lambda obj: ws.send(json.dumps(obj)))
+    ws.recv()
+    send({"action": "auth", "key": KEY, "secret": SECRET})
+    ws.recv()
+    send({"action": "subscribe", "quotes": symbols})
+    marker = b"\xa1T\xa1q" if use_msgpack else b'"T":"q"'
+    count, started = 0, None
+    while True:
+        _, data = ws.recv_data()
+        if started is None:                      # the subscription echo: start the clock
+            started = time.perf_counter()
+            continue
+        count += data.count(marker)
+        if time.perf_counter() - started >= seconds:
+            break
+    elapsed = time.perf_counter() - started
+    ws.close()
+    return count / elapsed
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--bars", type=int, default=1_000_000, help="total one-minute bars")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of one flood run")
+    parser.add_argument("--rate", type=int, default=2_000_000, help="flood quote_rate asked for")
+    args = parser.parse_args(argv)
+    per_symbol = args.bars // args.symbols
+
+    cold, warm = [], []
+    for run in range(args.runs):
+        with sandbox_process() as url:
+            symbols = symbols_for(url, args.symbols)
+            cold.append(pull_bars(url, symbols, per_symbol))
+            warm.append(pull_bars(url, symbols, per_symbol))
+        print(f"run {run + 1}: cold {cold[-1]['bars_per_s']:,.0f} bars/s, warm {warm[-1]['bars_per_s']:,.0f} bars/s",
+              file=sys.stderr)
+
+    def med(rows, key):
+        return statistics.median(r[key] for r in rows)
+
+    print(f"\n(a) {cold[0]['bars']:,} one-minute bars, {args.symbols} symbols, {cold[0]['pages']} pages "
+          f"of 10,000 (median of {args.runs} runs)")
+    print(f"{'':6} {'bars/s':>12} {'total s':>8} {'server ms/page':>15} {'read-ahead ms':>14} "
+          f"{'client parse ms/page':>21} {'request ms/page':>16} {'server/parse':>13}")
+    for name, rows in (("cold", cold), ("warm", warm)):
+        print(f"{name:6} {med(rows, 'bars_per_s'):>12,.0f} {med(rows, 'seconds'):>8.2f} "
+              f"{med(rows, 'server_ms'):>15.2f} {med(rows, 'ahead_ms'):>14.2f} {med(rows, 'parse_ms'):>21.2f} "
+              f"{med(rows, 'request_ms'):>16.2f} {med(rows, 'server_ms') / med(rows, 'parse_ms'):>13.2f}")
+    print("server ms/page: building the answer while the client waits (Server-Timing page);"
+          " read-ahead ms: building the next page's chunks while the client parses (Server-Timing readahead)")
+
+    with sandbox_process() as url:
+        symbols = symbols_for(url, 10)
+        results = {}
+        for codec in ("json", "msgpack"):
+            runs = [flood(url, symbols, use_msgpack=codec == "msgpack", seconds=args.seconds, rate=args.rate)
+                    for _ in range(args.runs)]
+            results[codec] = statistics.median(runs)
+    print(f"\n(b) data stream flood (asked {args.rate:,} quotes/s, 10 symbols, {args.seconds:g} s runs, "
+          f"median of {args.runs})")
+    for codec, rate in results.items():
+        print(f"{codec:8} {rate:>12,.0f} quotes/s received")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
