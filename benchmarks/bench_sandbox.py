@@ -11,7 +11,7 @@
 The sandbox runs in its own process (``alpaca-nb sandbox --port 0``); every figure is the median
 of several runs. Usage::
 
-    python benchmarks/bench_sandbox.py [--runs 3] [--seconds 3] [--symbols 100]
+    python benchmarks/bench_sandbox.py [--runs 3] [--seconds 3] [--symbols 100] [--json results/bench_sandbox.json]
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def main(argv=None) -> int:
     parser.add_argument("--symbols", type=int, default=100)
     parser.add_argument("--bars", type=int, default=1_000_000, help="total one-minute bars")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of one flood run")
-    parser.add_argument("--rate", type=int, default=2_000_000, help="flood quote_rate asked for")
+    parser.add_argument("--rate", type=int, default=5_000_000, help="flood quote_rate asked for")
+    parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     per_symbol = args.bars // args.symbols
 
@@ -163,6 +164,13 @@ def main(argv=None) -> int:
           f"median of {args.runs})")
     for codec, rate in results.items():
         print(f"{codec:8} {rate:>12,.0f} quotes/s received")
+    if args.json:
+        keys = ("bars_per_s", "seconds", "server_ms", "ahead_ms", "parse_ms", "request_ms")
+        report = {"bars": cold[0]["bars"], "symbols": args.symbols, "pages": cold[0]["pages"], "runs": args.runs,
+                  "cold": {k: med(cold, k) for k in keys}, "warm": {k: med(warm, k) for k in keys},
+                  "flood_quotes_per_s": results, "flood_rate_asked": args.rate}
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=2)
     return 0
 
 
