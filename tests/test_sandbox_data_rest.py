@@ -266,7 +266,7 @@ def test_pages_concatenate_to_the_single_big_page_without_loss_or_repeat(sandbox
     assert pages == 1 and len(big) == 4 * 120
     symbols = [s for s, _ in big]
     assert symbols == sorted(symbols)       # symbol order, then time
-    for symbol in {"AAPL", "MSFT", "SPY", "ZOM"}:
+    for symbol in ("AAPL", "MSFT", "SPY", "ZOM"):
         stamps = [r["t"] for s, r in big if s == symbol]
         assert stamps == sorted(stamps, reverse=sort == "desc") and len(stamps) == 120
     for limit in (1, 7, 119, 120, 121, 479, 480, 1000):

@@ -14,14 +14,19 @@ import requests
 from alpaca.data.enums import Adjustment, DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.live import StockDataStream
-from alpaca.data.requests import (StockBarsRequest, StockLatestBarRequest, StockLatestQuoteRequest,
-                                  StockLatestTradeRequest, StockQuotesRequest, StockSnapshotRequest,
-                                  StockTradesRequest)
+from alpaca.data.requests import (
+    StockBarsRequest,
+    StockLatestBarRequest,
+    StockLatestQuoteRequest,
+    StockLatestTradeRequest,
+    StockQuotesRequest,
+    StockSnapshotRequest,
+    StockTradesRequest,
+)
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+from conftest import admin_headers, new_account
 
 from alpaca_nb.sandbox import Sandbox
-
-from conftest import admin_headers, new_account
 
 UTC = dt.timezone.utc
 

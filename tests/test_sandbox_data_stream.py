@@ -12,12 +12,11 @@ import msgpack
 import pytest
 import requests
 import websocket
+from conftest import admin_headers, new_account
 
 from alpaca_nb.sandbox import Sandbox
 from alpaca_nb.sandbox.clock import Clock, Sessions
 from alpaca_nb.sandbox.market import Market
-
-from conftest import admin_headers, new_account
 
 
 @pytest.fixture(scope="module")

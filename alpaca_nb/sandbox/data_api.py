@@ -49,8 +49,17 @@ from aiohttp import web
 
 from . import app as _app
 from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns
-from .market import (ADJUSTMENTS, UNIT_DAY, BarTick, Bars, Market, QuoteTick, Ticks, Timeframe,
-                     TradeTick)
+from .market import (
+    ADJUSTMENTS,
+    UNIT_DAY,
+    Bars,
+    BarTick,
+    Market,
+    QuoteTick,
+    Ticks,
+    Timeframe,
+    TradeTick,
+)
 from .wire import ApiError, iso_ns, json_response
 
 log = logging.getLogger(__name__)
@@ -170,7 +179,7 @@ class Chunk:
     """Records of one (kind, symbol, period) serialised once: ``body`` is ``rec,rec,...`` and
     record ``i`` is ``body[starts[i]:ends[i]]``; ``t`` holds the records' timestamps."""
 
-    __slots__ = ("body", "starts", "ends", "t", "_rev")
+    __slots__ = ("_rev", "body", "ends", "starts", "t")
 
     def __init__(self, body: bytes, t: np.ndarray):
         self.t = t
@@ -181,7 +190,7 @@ class Chunk:
         self.starts = np.concatenate(([0], self.ends[:-1] + 1)) if len(self.ends) else self.ends
 
     @classmethod
-    def of_records(cls, records: list[dict], t: np.ndarray) -> "Chunk":
+    def of_records(cls, records: list[dict], t: np.ndarray) -> Chunk:
         return cls(orjson.dumps(records)[1:-1] if records else b"", t)
 
     def __len__(self) -> int:

@@ -40,10 +40,18 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from . import app as _app
-from .clock import MINUTE_NS, NS, ny_midnight_ns
+from .clock import MINUTE_NS, NS
 from .data_api import DELAY_NS, SYMBOL_RE, TRADE_CONDITIONS
 from .market import Market, Ticks
-from .wire import ApiError, Connection, iso_ns, json_response, not_found, read_json, unprocessable
+from .wire import (
+    ApiError,
+    Connection,
+    iso_ns,
+    json_response,
+    not_found,
+    read_json,
+    unprocessable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +122,16 @@ class Codec:
 
 def decode_client_message(msg) -> dict:
     """A client's message (JSON text, msgpack binary or JSON binary) as a dict."""
+    undecodable = (ValueError, TypeError, msgpack.UnpackException)
     try:
         if msg.type == WSMsgType.TEXT:
             data = orjson.loads(msg.data)
         else:
             try:
                 data = msgpack.unpackb(msg.data, raw=False)
-            except Exception:
+            except undecodable:
                 data = orjson.loads(msg.data)
-    except Exception:
+    except undecodable:
         raise _SyntaxError from None
     if not isinstance(data, dict):
         raise _SyntaxError
@@ -223,6 +232,11 @@ class StreamSession:
                         await self.handle(decode_client_message(msg))
                     except _SyntaxError:
                         await self.error(400)
+                    except (ConnectionError, asyncio.CancelledError):
+                        raise
+                    except Exception:   # a sandbox bug: say so the way Alpaca does
+                        log.exception("data stream: handling a client message failed")
+                        await self.error(500)
                 elif msg.type == WSMsgType.ERROR:
                     break
         except (ConnectionError, asyncio.CancelledError):
@@ -255,9 +269,19 @@ class StreamSession:
         self.conn.key_id = key
         self.authenticated = True
         await self.send([{"T": "success", "msg": "authenticated"}])
-        self._tasks.append(asyncio.ensure_future(self._pump()))
+        self._tasks.append(asyncio.ensure_future(self._guard(self._pump())))
         if self.flood_rate:
-            self._tasks.append(asyncio.ensure_future(self._flood()))
+            self._tasks.append(asyncio.ensure_future(self._guard(self._flood())))
+
+    async def _guard(self, work) -> None:
+        """Run a background sender; a failure ends the connection with 500 instead of silence."""
+        try:
+            await work
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("data stream: sending failed")
+            await self.fail(500)
 
     async def handle(self, data: dict) -> None:
         action = data.get("action")

@@ -47,12 +47,34 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .clock import DAY_NS, MINUTE_NS, NY, NS, Clock, Session, Sessions, ny_date, ny_midnight_ns
+from .clock import (
+    DAY_NS,
+    MINUTE_NS,
+    NS,
+    Clock,
+    Session,
+    Sessions,
+    ny_date,
+    ny_midnight_ns,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Market", "Timeframe", "Bars", "Ticks", "QuoteTick", "TradeTick", "BarTick",
-           "ADJUSTMENTS", "UNIT_MINUTE", "UNIT_HOUR", "UNIT_DAY", "UNIT_WEEK", "UNIT_MONTH"]
+__all__ = [
+    "ADJUSTMENTS",
+    "UNIT_DAY",
+    "UNIT_HOUR",
+    "UNIT_MINUTE",
+    "UNIT_MONTH",
+    "UNIT_WEEK",
+    "BarTick",
+    "Bars",
+    "Market",
+    "QuoteTick",
+    "Ticks",
+    "Timeframe",
+    "TradeTick",
+]
 
 
 # ---------------------------------------------------------------- public value types
@@ -99,7 +121,7 @@ class Bars:
     t: np.ndarray
     o: np.ndarray
     h: np.ndarray
-    l: np.ndarray  # noqa: E741 (the wire name)
+    l: np.ndarray
     c: np.ndarray
     v: np.ndarray
     n: np.ndarray
@@ -108,7 +130,7 @@ class Bars:
     def __len__(self) -> int:
         return len(self.t)
 
-    def take(self, index: Any) -> "Bars":
+    def take(self, index: Any) -> Bars:
         """Rows selected by a slice, boolean mask or index array."""
         return Bars(self.t[index], self.o[index], self.h[index], self.l[index], self.c[index],
                     self.v[index], self.n[index], self.vw[index])
@@ -118,7 +140,7 @@ class Bars:
                        float(self.c[i]), int(self.v[i]), int(self.n[i]), float(self.vw[i]))
 
     @staticmethod
-    def concat(parts: list["Bars"]) -> "Bars":
+    def concat(parts: list[Bars]) -> Bars:
         parts = [p for p in parts if len(p)]
         if not parts:
             return EMPTY_BARS
@@ -126,7 +148,7 @@ class Bars:
             return parts[0]
         return Bars(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BAR_FIELDS))
 
-    def aggregate(self, starts: np.ndarray, stamps: np.ndarray, *, vw_places: int = 6) -> "Bars":
+    def aggregate(self, starts: np.ndarray, stamps: np.ndarray, *, vw_places: int = 6) -> Bars:
         """Aggregate consecutive groups beginning at ``starts`` into one bar each, stamped
         ``stamps``: first open, max high, min low, last close, summed volume and count, and the
         volume-weighted average of the rows' VWAPs."""
@@ -195,7 +217,7 @@ class Timeframe:
     unit: str
 
     @classmethod
-    def parse(cls, text: str) -> "Timeframe":
+    def parse(cls, text: str) -> Timeframe:
         """Raises ValueError for anything outside the grammar."""
         m = _TF_RE.match(text or "")
         if not m:
@@ -383,7 +405,7 @@ def _load_assets() -> list[dict]:
 
 def _asset_object(row: dict) -> dict:
     """The Alpaca Asset wire object (protocol 2.9) for a row of assets.csv."""
-    flag = lambda name: row[name] == "1"  # noqa: E731
+    flag = lambda name: row[name] == "1"
     long_req, short_req = row["margin_long"], row["margin_short"]
     return {
         "id": str(uuid.uuid5(_ASSET_NAMESPACE, row["symbol"])),
@@ -527,7 +549,7 @@ class Market:
             self._anchors[inst.symbol] = value
         return value
 
-    def _daily(self, inst: _Instrument, year: "_SessionArrays") -> Bars:
+    def _daily(self, inst: _Instrument, year: _SessionArrays) -> Bars:
         """Full-day bars for the sessions of ``year`` (no notion of now)."""
         if not len(year.ords):
             return EMPTY_BARS
