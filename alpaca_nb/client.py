@@ -440,6 +440,36 @@ class Alpaca:
                                        retry=False) or []
         return _multi_status(body, "symbol")
 
+    # ------------------------------------------------------------------ streaming
+    def stream(self, quotes: Any = None, trades: Any = None, bars: Any = None, trade_updates: bool = False,
+               feed: str | None = None, *, updated_bars: Any = None, daily_bars: Any = None,
+               statuses: Any = None, reconnect: Any = None, timeout: float = 10.0) -> Any:
+        """A live stream in a background thread (see :mod:`alpaca_nb.stream`): tables, callbacks,
+        notebook display and, with ``trade_updates=True``, the session's order book.
+
+        Symbols are a list, one symbol or "AAPL,MSFT" ("*" = all). Returns once connected.
+        Raises ValueError/TypeError for bad arguments, AuthenticationError for refused keys,
+        AlpacaConnectionError when the endpoint cannot be reached within ``timeout`` seconds.
+        """
+        from .stream import open_stream   # lazily: the client does not depend on the stream module
+
+        return open_stream(self._settings, quotes=quotes, trades=trades, bars=bars,
+                           updated_bars=updated_bars, daily_bars=daily_bars, statuses=statuses,
+                           trade_updates=trade_updates, feed=feed, data_rest=self._transport.data,
+                           trading_rest=self._transport.trading, reconnect=reconnect, timeout=timeout)
+
+    def trade_updates(self, callback: Any = None, *, max_hz: float | None = None, timeout: float = 10.0) -> Any:
+        """A stream of this account's trade updates only; ``callback(update)`` is called for each
+        (see ``Stream.on("trade_update", ...)``). Its ``orders.df`` is the session's order book."""
+        stream = self.stream(trade_updates=True, timeout=timeout)
+        if callback is not None:
+            try:
+                stream.on("trade_update", callback, max_hz=max_hz)
+            except BaseException:
+                stream.close()
+                raise
+        return stream
+
     # ------------------------------------------------------------------ internals
     def _buying_power(self) -> float | None:
         value = (self._transport.trading("GET", "/v2/account") or {}).get("buying_power")

@@ -1,0 +1,559 @@
+"""Background-thread streams: live quotes, trades, bars and trade updates in tables, callbacks
+and notebook cells, with no asyncio in sight (it works the same in Jupyter, a script or Excel).
+
+::
+
+    stream = api.stream(quotes=["AAPL", "MSFT"], bars=["SPY"], trade_updates=True)
+    stream.table.df              # one row per symbol: bid/ask, last trade, last bar, updates...
+    stream.quotes.df             # the same columns as api.latest_quotes()
+    stream.on("quote", lambda q: ..., max_hz=5)   # coalesced: latest per symbol, at most 5/s
+    stream.show()                # a table in the notebook cell, updated in place
+    stream.orders.df             # the session's orders as trade updates report them
+    stream.subscribe(trades=["NVDA"]); stream.unsubscribe(quotes=["MSFT"])
+    stream.status                # connected / reconnecting (attempt N: why) / stopped (why)
+    stream.close()               # or: with api.stream(...) as stream: ...
+
+Alpaca allows one connection per account and endpoint, so every stream made in this process
+with the same keys shares one socket (a hub): each stream is a view with its own subscriptions,
+tables and callbacks; the hub subscribes the union and unsubscribes what no open view needs, and
+the last view to close closes the socket. The socket lives in a daemon thread that only parses
+and files messages; callbacks and display updates run on a second thread at bounded rates.
+Drops (including a silent socket) are retried with capped exponential backoff and jitter, every
+subscription is restored and the table is refilled from REST; 402 (bad keys) stops at once and
+406 (another client holds the connection) waits long before trying again.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from . import frames
+from ._config import Settings, mask_key_id
+from ._stream_data import DataHub, SubscriptionError
+from ._stream_display import LiveDisplay, show as _show
+from ._stream_fanout import EventListener, Listener, MarketListener, StatusListener
+from ._stream_hub import Hub, Reconnect, StreamStatus
+from ._stream_table import CHANNELS, LiveTable, to_update
+from ._stream_trading import OrderBook, TradingHub, book_frame, order_update
+from .errors import AlpacaConnectionError, AuthenticationError
+
+__all__ = ["Stream", "LiveTable", "Orders", "StreamStatus", "Reconnect", "SubscriptionError",
+           "StreamConflictWarning", "open_stream", "live_table", "close_all", "EVENTS", "CHANNELS"]
+
+log = logging.getLogger(__name__)
+
+# callback event -> (wire type, channel) for market data; None for the others
+EVENTS: dict[str, tuple[str, str] | None] = {
+    "quote": ("q", "quotes"), "trade": ("t", "trades"), "bar": ("b", "bars"),
+    "updated_bar": ("u", "updated_bars"), "daily_bar": ("d", "daily_bars"),
+    "trading_status": ("s", "statuses"), "trade_update": None, "status": None,
+}
+FEEDS = ("iex", "sip", "delayed_sip", "boats", "overnight", "test")
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9./\-]{0,20}$")
+_STATE_RANK = {"connected": 0, "connecting": 1, "reconnecting": 2, "stopped": 3}
+
+_HUBS: dict[tuple[str, str, str], Hub] = {}
+_HUBS_LOCK = threading.RLock()
+
+
+class StreamConflictWarning(UserWarning):
+    """Another client holds this account's stream connection (406); the stream keeps trying."""
+
+
+# ------------------------------------------------------------------ argument checks
+
+def _symbols(value: Any, name: str) -> list[str]:
+    """A channel argument as a list of upper-case symbols; raises for anything else."""
+    if isinstance(value, str):
+        items: list[Any] = [p for p in value.split(",")]
+    elif isinstance(value, (list, tuple, set, frozenset, dict, pd.Index)):
+        items = list(value)
+    else:
+        raise TypeError(f"{name} must be a symbol or a list of symbols such as ['AAPL', 'MSFT'], "
+                        f"got {type(value).__name__}")
+    if not items:
+        raise ValueError(f"{name} is empty; give at least one symbol (or '*' for all)")
+    out: dict[str, None] = {}
+    for item in items:
+        if not isinstance(item, str):
+            raise TypeError(f"{name} must contain symbol strings; got {item!r} ({type(item).__name__})")
+        symbol = item.strip().upper()
+        if symbol != "*" and not _SYMBOL.match(symbol):
+            raise ValueError(f"{name}: {item!r} is not a valid symbol (letters, digits, '.', '/', '-'; "
+                             "or '*' for all)")
+        out[symbol] = None
+    return list(out)
+
+
+def _channel_args(args: dict[str, Any], *, allow_empty: bool) -> dict[str, list[str]]:
+    """{wire channel: symbols} from keyword arguments named after the public channels."""
+    out: dict[str, list[str]] = {}
+    for name, value in args.items():
+        if name not in CHANNELS:
+            raise ValueError(f"unknown channel {name!r}; expected one of {', '.join(CHANNELS)}")
+        if value is None or (allow_empty and isinstance(value, (list, tuple, set)) and not value):
+            continue
+        out[CHANNELS[name][0]] = _symbols(value, name)
+    return out
+
+
+def _max_hz(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"max_hz must be a positive number of deliveries per second or None, got {value!r}")
+    return float(value)
+
+
+def _timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _feed(value: Any, settings: Settings) -> str:
+    feed = value if value is not None else (settings.feed or "iex")
+    if feed not in FEEDS:
+        raise ValueError(f"feed must be one of {', '.join(FEEDS)}; got {feed!r}")
+    return feed
+
+
+def data_stream_url(settings: Settings, feed: str) -> str:
+    """``{stream_url}/v2/{feed}`` (``/v1beta1/{feed}`` for boats and overnight). A query string
+    on ``stream_url`` is kept at the end (the sandbox's load options use one)."""
+    version = "v1beta1" if feed in ("boats", "overnight") else "v2"
+    base, _, query = settings.stream_url.partition("?")
+    return f"{base.rstrip('/')}/{version}/{feed}" + (f"?{query}" if query else "")
+
+
+# ------------------------------------------------------------------ the view
+
+class Orders:
+    """The session's orders as the trade-updates stream reports them (see :class:`OrderBook`).
+
+    ``df`` has the columns of ``api.orders()``, indexed by id, newest first.
+    """
+
+    def __init__(self, stream: "Stream"):
+        self._stream = stream
+
+    def _book(self) -> OrderBook | None:
+        hub = self._stream._trading
+        return hub.book if hub is not None else None
+
+    @property
+    def df(self) -> pd.DataFrame:
+        return self.snapshot()
+
+    def snapshot(self, *, tz: str | None = None) -> pd.DataFrame:
+        book = self._book()
+        return book_frame(book, tz=tz) if book is not None else frames.orders_frame([], tz=tz)
+
+    def get(self, order_id: str) -> pd.Series:
+        """One order of the book. Raises KeyError when the stream has not seen it."""
+        book = self._book()
+        order = book.get(order_id) if book is not None else None
+        if order is None:
+            raise KeyError(f"order {order_id!r} is not in the stream's order book")
+        return frames.order_series(order)
+
+    def __len__(self) -> int:
+        book = self._book()
+        return len(book) if book is not None else 0
+
+    def __repr__(self) -> str:
+        return f"<Orders {len(self)} order(s)>"
+
+
+class Stream:
+    """A started stream (make one with ``api.stream(...)``); see the module docstring.
+
+    Attributes:
+        table: the wide :class:`LiveTable` (every channel, one row per symbol).
+        quotes, trades, bars, updated_bars, daily_bars, statuses: one-channel LiveTables.
+        orders: the local order book (with ``trade_updates=True``).
+    """
+
+    def __init__(self, settings: Settings, *, feed: str, data_rest: Callable[..., Any] | None,
+                 trading_rest: Callable[..., Any] | None, reconnect: Reconnect):
+        self._settings = settings
+        self._feed = feed
+        self._data_rest = data_rest
+        self._trading_rest = trading_rest
+        self._options = reconnect
+        self._subs: dict[str, dict[str, None]] = {}
+        self._data: DataHub | None = None
+        self._trading: TradingHub | None = None
+        self._lock = threading.RLock()
+        self._closed = False
+        self._listeners: list[tuple[Listener, tuple[str, ...]]] = []
+        self.table = LiveTable(self)
+        self.quotes = LiveTable(self, "quotes")
+        self.trades = LiveTable(self, "trades")
+        self.bars = LiveTable(self, "bars")
+        self.updated_bars = LiveTable(self, "updated_bars")
+        self.daily_bars = LiveTable(self, "daily_bars")
+        self.statuses = LiveTable(self, "statuses")
+        self.orders = Orders(self)
+
+    # ------------------------------------------------------------------ for LiveTable & listeners
+    def _store(self):
+        hub = self._data
+        return hub.store if hub is not None else None
+
+    def _subscribed(self, channel: str) -> list[str]:
+        return list(self._subs.get(CHANNELS[channel][0], ()))
+
+    def _wants(self, channel: str) -> Callable[[str], bool]:
+        subs = self._subs.get(CHANNELS[channel][0], {})
+        if "*" in subs:
+            return lambda symbol: isinstance(symbol, str)
+        return subs.__contains__
+
+    # ------------------------------------------------------------------ connecting
+    def _attach(self, kind: str, timeout: float, subs: dict[str, list[str]] | None = None) -> Hub:
+        """Join (or open) the process-wide connection of ``kind`` and wait until it is up;
+        ``subs`` are this view's first subscriptions (data)."""
+        settings = self._settings
+        if kind == "data":
+            url = data_stream_url(settings, self._feed)
+        else:
+            url = settings.trading_stream_url
+        key = (kind, url, settings.key_id)
+        with _HUBS_LOCK:
+            hub = _HUBS.get(key)
+            new = hub is None or hub.closed
+            if new:
+                common = dict(url=url, key_id=settings.key_id, secret=settings.secret, options=self._options)
+                hub = (DataHub(feed=self._feed, rest=self._data_rest, **common) if kind == "data"
+                       else TradingHub(rest=self._trading_rest, **common))
+                _HUBS[key] = hub
+            elif hub.options != self._options:
+                log.info("%s stream %s is already open; its reconnect settings apply", kind, url)
+            with hub.lock:
+                hub.views.add(self)
+            if kind == "data":
+                self._data = hub
+                if subs:
+                    hub.change(self, add=subs, wait=None)
+            else:
+                self._trading = hub
+            for listener, kinds in self._listeners:
+                if kind in kinds:
+                    hub.fanout.add(listener)
+            if new:
+                hub.start()
+        status = hub.wait_ready(timeout)
+        if hub.fatal is not None:
+            raise AuthenticationError(
+                f"the {kind} stream refused the keys {mask_key_id(settings.key_id)}: {hub.fatal} "
+                f"({url}); nothing is streaming", code=hub.fatal.code)
+        if hub.conflicted and not status.connected:
+            message = (f"another client holds this account's {kind} stream connection ({url}: 406 "
+                       "connection limit exceeded); the stream keeps trying with a long backoff. "
+                       "Close the other notebook, script or SDK stream using these keys.")
+            warnings.warn(message, StreamConflictWarning, stacklevel=4)
+        elif not status.connected and hub.connections == 0:
+            raise AlpacaConnectionError(f"could not open the {kind} stream at {url} within {timeout:g} s: "
+                                        f"{status.reason or status.state}")
+        elif not status.connected:
+            log.warning("%s stream %s is %s; this view starts without it", kind, url, status)
+        return hub
+
+    def _add_listener(self, listener: Listener, kinds: Sequence[str]) -> Listener:
+        """Register a listener on the fan-out of the named hubs ("data", "trading"), now and
+        when they attach later."""
+        kinds = tuple(kinds)
+        with self._lock:
+            self._check_open()
+            self._listeners.append((listener, kinds))
+            for kind in kinds:
+                hub = self._data if kind == "data" else self._trading
+                if hub is not None:
+                    hub.fanout.add(listener)
+        return listener
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def status(self) -> StreamStatus:
+        """The worst state of this stream's connections (``stopped`` once closed)."""
+        if self._closed:
+            return StreamStatus("stopped", "stream", reason="closed")
+        states = [h.status for h in (self._data, self._trading) if h is not None]
+        if not states:
+            return StreamStatus("connecting", "stream")
+        return max(states, key=lambda s: _STATE_RANK.get(s.state, 0))
+
+    @property
+    def connections(self) -> dict[str, StreamStatus]:
+        """Status per connection: ``{"data": ..., "trading": ...}`` (those this stream uses)."""
+        return {h.kind: h.status for h in (self._data, self._trading) if h is not None}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def subscriptions(self) -> dict[str, list[str]]:
+        """This stream's own subscriptions, by channel (the shared socket carries the union)."""
+        return {name: list(self._subs.get(wire, ())) for name, (wire, _) in CHANNELS.items()
+                if self._subs.get(wire)}
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters: frames received, market-data messages applied, malformed messages skipped,
+        connections made (per hub), fan-out cycles."""
+        out: dict[str, Any] = {}
+        if self._data is not None:
+            out.update(data_frames=self._data.frames, messages=self._data.store.applied,
+                       malformed=self._data.malformed, data_connections=self._data.connections,
+                       data_fanout_cycles=self._data.fanout.cycles)
+        if self._trading is not None:
+            out.update(trading_frames=self._trading.frames, trading_connections=self._trading.connections,
+                       reconciliations=self._trading.reconciled)
+        return out
+
+    def subscribe(self, quotes: Any = None, trades: Any = None, bars: Any = None, *,
+                  updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
+                  timeout: float = 5.0) -> None:
+        """Add symbols to channels (from any thread, before or after the connection is up).
+
+        Each argument is a symbol, a comma-separated string or a list; ``"*"`` means every
+        symbol. When connected, waits up to ``timeout`` seconds for the server to confirm;
+        otherwise the subscription is sent as soon as the connection is (re)established.
+
+        Raises:
+            ValueError/TypeError: no channel given, an empty list, a non-string symbol.
+            RuntimeError: the stream is closed.
+            SubscriptionError: the server refused (e.g. 405 symbol limit exceeded).
+        """
+        changes = _channel_args(dict(quotes=quotes, trades=trades, bars=bars, updated_bars=updated_bars,
+                                     daily_bars=daily_bars, statuses=statuses), allow_empty=False)
+        if not changes:
+            raise ValueError("subscribe() needs at least one channel, e.g. subscribe(quotes=['AAPL'])")
+        timeout = _timeout(timeout)
+        with self._lock:
+            self._check_open()
+            hub = self._data
+        if hub is None:
+            hub = self._attach("data", timeout)
+        hub.change(self, add=changes, wait=timeout)
+
+    def unsubscribe(self, quotes: Any = None, trades: Any = None, bars: Any = None, *,
+                    updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
+                    timeout: float = 5.0) -> None:
+        """Remove symbols from channels. The server is told only about symbols that no other open
+        stream in this process still needs; their rows leave this stream's tables at once.
+
+        Raises:
+            ValueError: a symbol this stream is not subscribed to, no channel, an empty list.
+            RuntimeError: the stream is closed.
+        """
+        changes = _channel_args(dict(quotes=quotes, trades=trades, bars=bars, updated_bars=updated_bars,
+                                     daily_bars=daily_bars, statuses=statuses), allow_empty=False)
+        if not changes:
+            raise ValueError("unsubscribe() needs at least one channel, e.g. unsubscribe(quotes=['AAPL'])")
+        timeout = _timeout(timeout)
+        with self._lock:
+            self._check_open()
+            for wire, symbols in changes.items():
+                missing = [s for s in symbols if s not in self._subs.get(wire, {})]
+                if missing:
+                    name = next(n for n, (w, _) in CHANNELS.items() if w == wire)
+                    raise ValueError(f"not subscribed to {name} for {', '.join(missing)}; "
+                                     f"subscribed: {', '.join(self._subs.get(wire, {})) or 'nothing'}")
+            hub = self._data
+        if hub is not None:
+            hub.change(self, remove=changes, wait=timeout)
+
+    def on(self, event: str, fn: Callable[[Any], Any], *, max_hz: float | None = None) -> Listener:
+        """Call ``fn`` for updates, off the socket thread, at most ``max_hz`` times per second.
+
+        Events: ``"quote"``, ``"trade"``, ``"bar"``, ``"updated_bar"``, ``"daily_bar"``,
+        ``"trading_status"`` (a dict per symbol: ``symbol``, ``timestamp`` as a UTC Timestamp and
+        the columns of the matching table, numbers as float), ``"trade_update"`` (a dict per order:
+        ``event``, ``order_id``, ``symbol``, ``status``, ``filled_qty``, ``filled_avg_price``,
+        ``price``/``fill_qty`` of this fill, ``reconciled``, and the wire ``order``) and
+        ``"status"`` (a :class:`StreamStatus` on every connection state change).
+        Between deliveries only the latest value per symbol (per order) is kept. An exception in
+        ``fn`` is logged and the stream goes on. Returns a handle whose ``cancel()`` stops it.
+
+        Raises:
+            ValueError: unknown event, bad max_hz, trade updates on a stream without them.
+            TypeError: ``fn`` is not callable.
+        """
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+        if not callable(fn):
+            raise TypeError(f"the callback must be callable, got {type(fn).__name__}")
+        hz = _max_hz(max_hz)
+        spec = EVENTS[event]
+        if event == "trade_update":
+            if self._trading is None:
+                raise ValueError("this stream has no trade updates; open it with "
+                                 "api.stream(..., trade_updates=True) or use api.trade_updates(callback)")
+            return self._add_listener(EventListener(fn, hz, self, order_update), ("trading",))
+        if event == "status":
+            return self._add_listener(StatusListener(fn, hz, self), ("data", "trading"))
+        wire_type, channel = spec
+        return self._add_listener(MarketListener(fn, hz, self, wire_type, channel, to_update), ("data",))
+
+    def off(self, handle: Listener) -> None:
+        """Stop a callback registered with :meth:`on` (same as ``handle.cancel()``)."""
+        handle.cancel()
+        with self._lock:
+            self._listeners = [(li, k) for li, k in self._listeners if li is not handle]
+
+    def show(self, *, table: LiveTable | None = None, max_hz: float = 4.0,
+             columns: Sequence[str] | None = None) -> LiveDisplay:
+        """Display a live table in the notebook cell and update it in place at most ``max_hz``
+        times per second (works on ipykernel 6 and 7; outside Jupyter it is shown once).
+        ``table`` defaults to :attr:`table` (a compact set of its columns unless ``columns``).
+        Returns the display; its ``stop()`` freezes it."""
+        hz = _max_hz(max_hz)
+        if hz is None:
+            raise ValueError("show() needs a finite max_hz (updates per second)")
+        self._check_open()
+        target = table if table is not None else self.table
+        if not isinstance(target, LiveTable) or target._stream is not self:
+            raise TypeError("table must be one of this stream's LiveTables (stream.table, stream.quotes...)")
+        return _show(self, target, max_hz=hz, columns=columns)
+
+    def close(self) -> None:
+        """Stop this stream: its callbacks and displays stop; its subscriptions are dropped from
+        the shared socket; the last stream to close closes the socket and its threads (within
+        about a second). Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            listeners = [li for li, _ in self._listeners]
+            self._listeners = []
+        for listener in listeners:
+            if isinstance(listener, LiveDisplay):
+                listener.finish()
+            else:
+                listener.cancel()
+        for hub in (self._data, self._trading):
+            if hub is not None:
+                _detach(self, hub)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this stream is closed; open a new one with api.stream(...)")
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        subs = ", ".join(f"{k}={len(v)}" for k, v in self.subscriptions.items()) or "no symbols"
+        tu = ", trade_updates" if self._trading is not None else ""
+        return f"<Stream {self.status} feed={self._feed} {subs}{tu}>"
+
+
+def _detach(view: Stream, hub: Hub) -> None:
+    fanout = hub.fanout
+    fanout.remove_owner(view)
+    with _HUBS_LOCK:
+        with hub.lock:
+            shared = len(hub.views) > 1
+    if shared and isinstance(hub, DataHub) and view._subs:
+        try:
+            hub.change(view, remove={w: list(v) for w, v in view._subs.items() if v}, wait=None)
+        except Exception:                 # the socket may be down; the union is resent on reconnect
+            log.debug("unsubscribe on close failed", exc_info=True)
+    with _HUBS_LOCK:
+        with hub.lock:
+            hub.views.discard(view)
+            last = not hub.views
+        if last:
+            for key, value in list(_HUBS.items()):
+                if value is hub:
+                    del _HUBS[key]
+            hub.close()
+
+
+# ------------------------------------------------------------------ entry points
+
+def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, bars: Any = None,
+                updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
+                trade_updates: bool = False, feed: str | None = None,
+                data_rest: Callable[..., Any] | None = None, trading_rest: Callable[..., Any] | None = None,
+                reconnect: Reconnect | None = None, timeout: float = 10.0) -> Stream:
+    """Open a stream view (``api.stream(...)`` calls this with the client's REST callables).
+
+    Returns once the connection(s) are authenticated and the subscriptions confirmed.
+
+    Raises:
+        ValueError/TypeError: bad arguments (nothing is opened).
+        AuthenticationError: the stream refused the keys (402 / unauthorized).
+        AlpacaConnectionError: the stream endpoint could not be reached within ``timeout``.
+    Warns:
+        StreamConflictWarning: another client holds the connection (406); the stream returns
+        with status "reconnecting" and keeps trying with a long backoff.
+    """
+    subs = _channel_args(dict(quotes=quotes, trades=trades, bars=bars, updated_bars=updated_bars,
+                              daily_bars=daily_bars, statuses=statuses), allow_empty=True)
+    if not isinstance(trade_updates, bool):
+        raise TypeError(f"trade_updates must be True or False, got {trade_updates!r}")
+    if reconnect is None:
+        reconnect = Reconnect()
+    elif not isinstance(reconnect, Reconnect):
+        raise TypeError("reconnect must be an alpaca_nb.stream.Reconnect(...)")
+    timeout = _timeout(timeout)
+    stream = Stream(settings, feed=_feed(feed, settings), data_rest=data_rest, trading_rest=trading_rest,
+                    reconnect=reconnect)
+    deadline = time.monotonic() + timeout
+    try:
+        if trade_updates:
+            stream._attach("trading", timeout)
+        if subs or not trade_updates:
+            hub = stream._attach("data", max(0.1, deadline - time.monotonic()), subs)
+            if subs and hub.status.connected:
+                hub.wait_confirmed(subs, max(0.1, deadline - time.monotonic()))
+    except BaseException:
+        stream.close()
+        raise
+    return stream
+
+
+def live_table(stream: Stream | LiveTable, *, max_hz: float = 4.0, columns: Sequence[str] | None = None) -> LiveDisplay:
+    """Show a stream's table (or one of its LiveTables) in the current notebook cell, updated in
+    place: ``live_table(api.stream(quotes=["AAPL"]))``."""
+    if isinstance(stream, LiveTable):
+        return stream.show(max_hz=max_hz, columns=columns)
+    if isinstance(stream, Stream):
+        return stream.show(max_hz=max_hz, columns=columns)
+    raise TypeError("live_table() takes a Stream (api.stream(...)) or one of its LiveTables")
+
+
+def close_all() -> None:
+    """Close every stream connection of this process (also run at interpreter exit)."""
+    with _HUBS_LOCK:
+        hubs = list(_HUBS.values())
+        _HUBS.clear()
+    for hub in hubs:
+        for view in list(hub.views):
+            view._closed = True
+        hub.close()
+
+
+def open_hubs() -> list[Hub]:
+    """The connections currently open in this process (for diagnostics and tests)."""
+    with _HUBS_LOCK:
+        return list(_HUBS.values())
+
+
+atexit.register(close_all)
