@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 
 NY = "America/New_York"
+_NY_ZONE = ZoneInfo(NY)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 NS = 1_000_000_000
 MINUTE_NS = 60 * NS
 DAY_NS = 86_400 * NS
@@ -72,9 +77,11 @@ def parse_time(value: Any, *, name: str, end: bool = False) -> int | None:
                     f"(naive times mean New York time), got {type(value).__name__}")
 
 
+@lru_cache(maxsize=4096)
 def ny_midnight_ns(day: dt.date) -> int:
     """00:00 America/New_York at the start of ``day``, as epoch nanoseconds."""
-    return int(pd.Timestamp(day.year, day.month, day.day).tz_localize(NY).as_unit("ns")._value)
+    local = dt.datetime(day.year, day.month, day.day, tzinfo=_NY_ZONE)
+    return (local - _EPOCH) // dt.timedelta(microseconds=1) * 1000
 
 
 def ny_date(ns: int) -> dt.date:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 
 from . import __version__
@@ -195,8 +196,9 @@ class Transport:
             t0 = time.perf_counter()
             try:
                 resp = self._session.request(method, url, params=params, data=body, headers=headers,
-                                             timeout=self.timeout, allow_redirects=False)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+                                             timeout=self.timeout, allow_redirects=False, stream=True)
+                content = _read_body(resp)
+            except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
                 reason = _reason(exc)
                 log.debug("%s %s failed: %s (attempt %d)", method, path, reason, attempt)
                 delay = self._retry_delay(retry, attempt, started, None)
@@ -211,8 +213,8 @@ class Transport:
             log.debug("%s %s -> %d in %.1f ms", method, path, status, (time.perf_counter() - t0) * 1e3)
             if status < 300:
                 if raw:
-                    return resp.content
-                return orjson.loads(resp.content) if resp.content else None
+                    return content
+                return orjson.loads(content) if content else None
             retry_after = _retry_after(resp.headers.get("Retry-After"))
             if status in RETRY_STATUSES:
                 delay = self._retry_delay(retry, attempt, started, retry_after)
@@ -221,7 +223,7 @@ class Transport:
                              method, path, status, delay, attempt, self.max_attempts)
                     time.sleep(delay)
                     continue
-            raise error_from_response(status, _decode(resp.content), method=method, path=path,
+            raise error_from_response(status, _decode(content), method=method, path=path,
                                       attempts=attempt, retry_after=retry_after)
 
     def _retry_delay(self, retry: bool, attempt: int, started: float,
@@ -236,6 +238,19 @@ class Transport:
         if time.monotonic() - started + delay > self.max_retry_time:
             return None
         return delay
+
+
+def _read_body(resp: requests.Response) -> bytes:
+    """The whole (decompressed) body in one read: the socket is drained in C without taking the
+    GIL back for every 10 KB chunk, which matters when a page downloads on a background thread
+    while the main thread parses the previous one."""
+    try:
+        content = resp.raw.read(decode_content=True) or b""
+    except BaseException:
+        resp.close()                 # a half-read connection is never reused
+        raise
+    resp.raw.release_conn()          # fully read: back to the pool for the next request
+    return content
 
 
 def _clean_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
@@ -273,10 +288,12 @@ def _decode(content: bytes) -> Any:
 
 def _reason(exc: BaseException) -> str:
     """A short cause without the request (which would carry headers) attached."""
-    if isinstance(exc, requests.Timeout):
+    if isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
         return "timed out"
     text = str(exc.args[0]) if exc.args else type(exc).__name__
-    for marker in ("RemoteDisconnected", "Connection refused", "Connection reset", "Connection aborted"):
+    for marker in ("RemoteDisconnected", "Connection refused", "Connection reset", "Connection aborted",
+                   "Connection broken"):
         if marker in text:
-            return marker.lower().replace("remotedisconnected", "connection closed without an answer")
+            return (marker.lower().replace("remotedisconnected", "connection closed without an answer")
+                    .replace("connection broken", "connection broken in the middle of the answer"))
     return type(exc).__name__

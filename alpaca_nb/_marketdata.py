@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import queue
 import threading
 import time
 from collections import defaultdict
@@ -154,6 +155,7 @@ class MarketData:
         for page in _pages(self.transport, f"/v2/stocks/{req.kind}", req.params(symbols, start_ns, end_ns),
                            req.limit, bar):
             bar.update(acc.add(page.get(req.kind)))
+            del page
 
     # ------------------------------------------------------------------ the bar cache
     def _bar_cache(self, req: SeriesRequest) -> tuple[BarCache, int] | None:
@@ -175,13 +177,12 @@ class MarketData:
         first = ny_date(req.start_ns).toordinal()
         last = ny_date(min(req.end_ns if req.end_ns is not None else now_ns, max(now_ns, req.start_ns))).toordinal()
         complete = ny_date(now_ns - margin).toordinal() - 1          # the last day that is over
-        bounds = {d: _day_bounds(d) for d in range(first, max(last, complete) + 2)}
+        bounds = _DayBounds()
         days = range(first, min(last, complete) + 1)
         tail = last > complete or req.end_ns is None or not days
         plans: dict[tuple, list[str]] = defaultdict(list)
         cached: dict[str, Any] = {}
-        for symbol in req.symbols:
-            entry = cache.load(symbol)
+        for symbol, entry in cache.load_many(req.symbols).items():
             have = entry.days if entry is not None else set()
             if entry is not None:
                 cached[symbol] = entry
@@ -284,9 +285,13 @@ def _default_feed_label(settings) -> str:
     return "default-" + hashlib.sha256(settings.key_id.encode()).hexdigest()[:10]
 
 
-def _day_bounds(ordinal: int) -> tuple[int, int]:
-    day = dt.date.fromordinal(ordinal)
-    return ny_midnight_ns(day), ny_midnight_ns(day + dt.timedelta(days=1))
+class _DayBounds(dict):
+    """New York day ordinal -> (first ns, last ns + 1), computed on first use."""
+
+    def __missing__(self, ordinal: int) -> tuple[int, int]:
+        day = dt.date.fromordinal(ordinal)
+        self[ordinal] = value = (ny_midnight_ns(day), ny_midnight_ns(day + dt.timedelta(days=1)))
+        return value
 
 
 def _hi(end_ns: int | None) -> int:
@@ -338,50 +343,67 @@ def peek_next_page_token(raw: bytes) -> str | None:
     return raw[j + 1:k].decode()
 
 
-class _Fetch:
-    """One page request running on its own daemon thread."""
+class _Fetcher:
+    """A daemon thread that downloads the pages of one paginated request, one at a time, so that
+    the next page is on the wire while the current one is parsed. Owned by :func:`_pages`, which
+    closes it (the thread ends after the request in flight, if any)."""
 
-    def __init__(self, transport, path: str, params: dict[str, Any]):
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(transport, path, params),
-                                        name="alpaca-nb-page", daemon=True)
+    def __init__(self, transport, path: str):
+        self._transport = transport
+        self._path = path
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending = False
+        self._thread = threading.Thread(target=self._run, name="alpaca-nb-pages", daemon=True)
         self._thread.start()
 
-    def _run(self, transport, path: str, params: dict[str, Any]) -> None:
-        try:
-            self._result = transport.data(path, params, raw=True)
-        except BaseException as exc:   # handed to the consumer
-            self._error = exc
+    def submit(self, params: dict[str, Any]) -> None:
+        self.pending = True
+        self._jobs.put(params)
 
     def result(self) -> bytes:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._result
+        """The raw page of the request in flight (raises its error)."""
+        ok, value = self._results.get()
+        self.pending = False
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        while True:
+            params = self._jobs.get()
+            if params is None:
+                return
+            try:
+                self._results.put((True, self._transport.data(self._path, params, raw=True)))
+            except BaseException as exc:   # handed to the consumer, raised there
+                self._results.put((False, exc))
 
 
 def _pages(transport, path: str, params: dict[str, Any], limit: int | None,
            bar: "_Progress") -> Iterator[dict[str, Any]]:
     """Decoded pages of one paginated request, the next one always in flight while the current
     one is processed. ``limit`` caps the total number of rows over all pages."""
-    def fetch(token: str | None, remaining: int | None) -> _Fetch:
+    fetcher = _Fetcher(transport, path)
+
+    def fetch(token: str | None, remaining: int | None) -> None:
         page_params = dict(params, limit=min(PAGE_SIZE, remaining) if remaining else PAGE_SIZE)
         if token:
             page_params["page_token"] = token
-        return _Fetch(transport, path, page_params)
+        fetcher.submit(page_params)
 
     remaining = limit
-    pending: _Fetch | None = fetch(None, remaining)
-    guess: str | None = None
     try:
-        while pending is not None:
-            raw = pending.result()
-            pending = None
+        fetch(None, remaining)
+        while fetcher.pending:
+            raw = fetcher.result()
             bar.page()
             guess = peek_next_page_token(raw)
             if guess and remaining is None:
-                pending = fetch(guess, None)
+                fetch(guess, None)                    # on the wire while this page is decoded
             page = orjson.loads(raw)
             del raw
             token = page.get("next_page_token")
@@ -389,20 +411,17 @@ def _pages(transport, path: str, params: dict[str, Any], limit: int | None,
                 remaining -= _count(page)
                 if remaining <= 0:
                     token = None
-            if token and (pending is None or token != guess):
-                if pending is not None:
-                    pending.result()             # a wrong guess (never seen): wait, discard
-                pending = fetch(token, remaining)
-            elif not token and pending is not None:
-                pending.result()
-                pending = None
+            if fetcher.pending and token != guess:    # a wrong guess (never seen): discard it
+                try:
+                    fetcher.result()
+                except AlpacaError:
+                    pass
+            if token and not fetcher.pending:
+                fetch(token, remaining)
             yield page
+            del page                                  # only one decoded page alive at a time
     finally:
-        if pending is not None:                  # the consumer stopped early
-            try:
-                pending.result()
-            except BaseException:
-                pass
+        fetcher.close()
 
 
 def _count(page: dict[str, Any]) -> int:

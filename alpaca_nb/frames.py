@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -185,6 +186,15 @@ def _values(records: Sequence[Any], key: str | tuple[str, ...]) -> list[Any]:
         return [r[key] for r in records]
     except (KeyError, TypeError):
         return [r.get(key) if isinstance(r, dict) else None for r in records]
+
+
+def _float_column(records: Sequence[Any], key: str) -> np.ndarray:
+    """A float64 column straight from the records (the fast path for market data: numbers under
+    a key every record has), else through the general path."""
+    try:
+        return np.fromiter(map(itemgetter(key), records), np.float64, len(records))
+    except (KeyError, TypeError, ValueError):
+        return _chunk("float", _values(records, key))
 
 
 def _chunk(kind: str, values: list[Any]) -> Any:
@@ -389,7 +399,19 @@ class SeriesAccumulator:
         self._codes: list[np.ndarray] = []
         self._times: list[np.ndarray] = []
         self._chunks: dict[str, list[Any]] = {f.name: [] for f in self._fields}
+        self._ordered = True           # rows so far in (arrival code, time) order, no repeats
+        self._last: tuple[int, int] | None = None
         self.rows = 0
+
+    def _track_order(self, codes: np.ndarray, times: np.ndarray) -> None:
+        """Keep ``_ordered`` up to date a page at a time (cheaper than one pass over everything)."""
+        if not self._ordered or not len(codes):
+            return
+        if self._last is not None and (int(codes[0]), int(times[0])) <= self._last:
+            self._ordered = False
+        elif not _is_sorted(codes, times):
+            self._ordered = False
+        self._last = (int(codes[-1]), int(times[-1]))
 
     def add(self, groups: Mapping[str, Sequence[Mapping[str, Any]]] | None) -> int:
         """Convert one page's ``symbol -> records`` mapping; returns the number of rows added."""
@@ -405,8 +427,12 @@ class SeriesAccumulator:
         self._codes.append(np.repeat(codes, counts))
         flat = lists[0] if len(lists) == 1 else [r for recs in lists for r in recs]
         self._times.append(_chunk("time", _values(flat, self._time.key)))
+        self._track_order(self._codes[-1], self._times[-1])
         for f in self._fields:
-            self._chunks[f.name].append(_chunk(f.kind, _values(flat, f.key)))
+            if f.kind == "float" and isinstance(f.key, str):
+                self._chunks[f.name].append(_float_column(flat, f.key))
+            else:
+                self._chunks[f.name].append(_chunk(f.kind, _values(flat, f.key)))
         self.rows += n
         return n
 
@@ -419,6 +445,7 @@ class SeriesAccumulator:
                             np.int32, len(symbols))
         self._codes.append(remap[symbol_codes])
         self._times.append(np.asarray(times_ns, dtype=np.int64))
+        self._track_order(self._codes[-1], self._times[-1])
         for f in self._fields:
             self._chunks[f.name].append(columns[f.name])
         self.rows += len(times_ns)
@@ -456,8 +483,9 @@ class SeriesAccumulator:
         sym_order = np.argsort(np.array(symbols, dtype=object)) if symbols else np.empty(0, np.int64)
         rank = np.empty(len(symbols), np.int32)
         rank[sym_order] = np.arange(len(symbols), dtype=np.int32)
+        in_order = self._ordered and bool(np.all(np.diff(rank) > 0)) if len(rank) > 1 else self._ordered
         codes = rank[codes] if len(codes) else codes
-        if sort or not _is_sorted(codes, times):
+        if sort or not in_order:
             order = np.lexsort((times, codes))
             take = order if take is None else take[order]
             codes, times = codes[order], times[order]
@@ -466,9 +494,9 @@ class SeriesAccumulator:
                 keep[1:] = (codes[1:] != codes[:-1]) | (times[1:] != times[:-1])
             if not keep.all():
                 take, codes, times = take[keep], codes[keep], times[keep]
-        tcodes, tlevel = pd.factorize(times, sort=True)
+        tcodes, tlevel = _factorize_times(codes, times)
         index = pd.MultiIndex(
-            levels=[pd.Index([symbols[i] for i in sym_order], dtype=STR), _times(np.asarray(tlevel), tz)],
+            levels=[pd.Index([symbols[i] for i in sym_order], dtype=STR), _times(tlevel, tz)],
             codes=[codes, tcodes], names=["symbol", "timestamp"], verify_integrity=False)
         if take is not None:
             index = index.remove_unused_levels()
@@ -481,12 +509,29 @@ class SeriesAccumulator:
             cols[f.name] = _finish(f.kind, chunks, tz)
             self._chunks[f.name] = []     # release page chunks as soon as they are merged
         self._codes, self._times, self._symbols, self.rows = [], [], {}, 0
+        self._ordered, self._last = True, None
         return pd.DataFrame(cols, index=index, columns=[f.name for f in self._fields], copy=False)
 
 
 def _dtype_arrow(kind: str) -> pa.DataType:
     return {"int": pa.int64(), "str": pa.string(), "bool": pa.bool_(), "list": pa.list_(pa.string()),
             "date": pa.date32()}[kind]
+
+
+def _factorize_times(codes: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and sorted unique values of the timestamp level. When every symbol has the same
+    timestamps (dense minute bars) that is one block repeated, found without hashing."""
+    n = len(times)
+    if n:
+        k = int(codes[-1]) - int(codes[0]) + 1 if n else 0
+        if k > 1 and n % k == 0:
+            block = n // k
+            grid = times.reshape(k, block)
+            if (codes[::block] == np.arange(codes[0], codes[0] + k)).all() \
+                    and (grid == grid[0]).all() and (block < 2 or (np.diff(grid[0]) > 0).all()):
+                return np.tile(np.arange(block, dtype=np.int32), k), grid[0].copy()
+    tcodes, tlevel = pd.factorize(times, sort=True)
+    return tcodes, np.asarray(tlevel)
 
 
 def _is_sorted(codes: np.ndarray, times: np.ndarray) -> bool:

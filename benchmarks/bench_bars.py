@@ -1,0 +1,232 @@
+"""1,000,000 minute bars (100 symbols, multi-page) into a DataFrame: alpaca_nb vs alpaca-py vs the
+floor (download the same pages and orjson.loads them), then the same request from the cache.
+
+Run::
+
+    python benchmarks/bench_bars.py                 # 5 rounds (alpaca-py 3), ~3 minutes
+    python benchmarks/bench_bars.py --rounds 3 --bars 200000
+
+The sandbox runs in its own process (``alpaca-nb sandbox --port 0``) so that the server's work
+does not share this process's GIL. Every variant downloads exactly the same pages from it; a
+warm-up pass fills the server's page cache first. Rounds interleave the variants so machine noise
+hits them alike; the report gives medians and ratios. Peak memory is measured in fresh
+subprocesses: the growth of the peak RSS (``ru_maxrss``) during the call, against the size of
+the frame it returns (``memory_usage(deep=True)`` including the index).
+
+Results are printed and written to ``benchmarks/results/bench_bars.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import pandas as pd
+import requests
+
+HERE = Path(__file__).resolve().parent
+KEY_ID, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
+START = pd.Timestamp("2024-03-01 00:00", tz="America/New_York")
+
+
+# ------------------------------------------------------------------ the sandbox process
+
+def start_sandbox() -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--port", "0",
+                             "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (http://\S+)", line)
+    if not match:
+        proc.kill()
+        raise RuntimeError(f"the sandbox did not start: {line!r}")
+    return proc, match.group(1)
+
+
+def pick_symbols(url: str, n: int) -> list[str]:
+    assets = requests.get(f"{url}/v2/assets", headers=_headers(), timeout=30).json()
+    symbols = sorted(a["symbol"] for a in assets if a.get("tradable") and a["symbol"].isalpha())
+    return symbols[:n]
+
+
+def _headers() -> dict[str, str]:
+    return {"APCA-API-KEY-ID": KEY_ID, "APCA-API-SECRET-KEY": SECRET}
+
+
+def request_window(bars: int, symbols: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """start/end (inclusive) giving exactly ``bars`` minute bars over ``symbols`` symbols in the
+    always-open market (every minute has a bar)."""
+    minutes = bars // symbols
+    return START, START + pd.Timedelta(minutes=minutes - 1)
+
+
+# ------------------------------------------------------------------ the variants
+
+def floor(url: str, symbols: list[str], start, end) -> int:
+    """Download every page and orjson.loads it: the least any client must do."""
+    session = requests.Session()
+    session.headers.update(_headers())
+    params = {"symbols": ",".join(symbols), "timeframe": "1Min", "limit": 10_000,
+              "start": start.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "end": end.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")}
+    rows = 0
+    token = None
+    while True:
+        page = orjson.loads(session.get(f"{url}/v2/stocks/bars", params={**params, "page_token": token},
+                                        timeout=60).content)
+        rows += sum(len(v) for v in page["bars"].values())
+        token = page.get("next_page_token")
+        if not token:
+            return rows
+
+
+def ours(url: str, symbols: list[str], start, end, *, cache: bool = False) -> pd.DataFrame:
+    import alpaca_nb as anb
+
+    api = anb.connect(base_url=url, data_url=url, key_id=KEY_ID, secret_key=SECRET, rate_limit=100_000)
+    return api.bars(symbols, "1Min", start, end, cache=cache, progress=False)
+
+
+def alpaca_py(url: str, symbols: list[str], start, end) -> pd.DataFrame:
+    from alpaca.data.historical import StockHistoricalDataClient
+    from alpaca.data.requests import StockBarsRequest
+    from alpaca.data.timeframe import TimeFrame
+
+    client = StockHistoricalDataClient(KEY_ID, SECRET, url_override=url)
+    req = StockBarsRequest(symbol_or_symbols=symbols, timeframe=TimeFrame.Minute,
+                           start=start.tz_convert("UTC").to_pydatetime(),
+                           end=end.tz_convert("UTC").to_pydatetime())
+    return client.get_stock_bars(req).df
+
+
+def timed(fn, *args, **kw) -> tuple[float, object]:
+    gc.collect()
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    return time.perf_counter() - t0, out
+
+
+# ------------------------------------------------------------------ memory, in fresh processes
+
+def memory_probe(variant: str, url: str, symbols: list[str], start: str, end: str) -> dict:
+    """Run one variant in this (fresh) process and report peak RSS growth vs the frame size."""
+    import psutil
+
+    s, e = pd.Timestamp(start), pd.Timestamp(end)
+    fn = {"ours": ours, "alpaca_py": alpaca_py}[variant]
+    fn(url, symbols[:1], s, s + pd.Timedelta(minutes=10))        # imports and connections warm
+    gc.collect()
+    before = psutil.Process().memory_info().rss
+    df = fn(url, symbols, s, e)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
+    size = int(df.memory_usage(deep=True, index=True).sum())
+    return {"rows": len(df), "frame_bytes": size, "peak_growth_bytes": peak - before,
+            "ratio": (peak - before) / size}
+
+
+def run_probe(variant: str, url: str, symbols: list[str], start, end) -> dict:
+    code = ("import json, sys; sys.path.insert(0, %r); import bench_bars as b; "
+            "print(json.dumps(b.memory_probe(%r, %r, %r, %r, %r)))"
+            % (str(HERE), variant, url, symbols, str(start), str(end)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ main
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bars", type=int, default=1_000_000)
+    parser.add_argument("--symbols", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--alpaca-py-rounds", type=int, default=3)
+    parser.add_argument("--skip-alpaca-py", action="store_true")
+    args = parser.parse_args(argv)
+
+    cache_dir = tempfile.mkdtemp(prefix="anb-bench-cache-")
+    os.environ["ALPACA_NB_CACHE_DIR"] = cache_dir
+    proc, url = start_sandbox()
+    try:
+        symbols = pick_symbols(url, args.symbols)
+        start, end = request_window(args.bars, len(symbols))
+        print(f"sandbox {url}; {len(symbols)} symbols, 1Min bars {start} .. {end} "
+              f"({args.bars:,} bars expected)")
+        rows = floor(url, symbols, start, end)                         # warm the server's pages
+        assert rows == args.bars, rows
+        times: dict[str, list[float]] = {"floor": [], "ours": [], "alpaca_py": [], "cache_hit": []}
+        check = None
+        for r in range(args.rounds):
+            t, n = timed(floor, url, symbols, start, end)
+            times["floor"].append(t)
+            t, df = timed(ours, url, symbols, start, end)
+            times["ours"].append(t)
+            assert len(df) == args.bars and df.index.is_unique
+            check = df
+            if not args.skip_alpaca_py and r < args.alpaca_py_rounds:
+                t, ref = timed(alpaca_py, url, symbols, start, end)
+                times["alpaca_py"].append(t)
+                assert len(ref) == args.bars
+                pd.testing.assert_frame_equal(
+                    ref.astype("float64"), df.set_axis(df.index.set_levels(
+                        df.index.levels[1].as_unit(ref.index.levels[1].unit), level=1)),
+                    check_dtype=False, check_index_type=False, check_names=False)
+                del ref
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if len(v) > r))
+
+        cold, filled = timed(ours, url, symbols, start, end, cache=True)      # fills the cache
+        pd.testing.assert_frame_equal(filled, check)
+        for _ in range(args.rounds):
+            t, hit = timed(ours, url, symbols, start, end, cache=True)
+            times["cache_hit"].append(t)
+        pd.testing.assert_frame_equal(hit, check)
+        del check, hit, filled
+
+        mem = {"ours": run_probe("ours", url, symbols, start, end)}
+        if not args.skip_alpaca_py:
+            mem["alpaca_py"] = run_probe("alpaca_py", url, symbols, start, end)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    report = {
+        "bars": args.bars, "symbols": len(symbols), "rounds": args.rounds,
+        "median_seconds": med, "all_seconds": times, "cold_with_cache_write_seconds": cold,
+        "ratios": {
+            "alpaca_py_over_ours": med.get("alpaca_py", float("nan")) / med["ours"],
+            "ours_over_floor": med["ours"] / med["floor"],
+            "network_over_cache_hit": med["ours"] / med["cache_hit"],
+        },
+        "memory": mem,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "pandas": pd.__version__},
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    print("\nmedian seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+    r = report["ratios"]
+    print(f"alpaca-py / ours          {r['alpaca_py_over_ours']:.1f}x   (goal >= 10x)")
+    print(f"ours / floor              {r['ours_over_floor']:.2f}x  (goal <= 1.5x)")
+    print(f"network / cache hit       {r['network_over_cache_hit']:.1f}x   (goal >= 20x)")
+    for k, m in mem.items():
+        print(f"peak RSS growth, {k:9s}  {m['peak_growth_bytes'] / 2**20:,.0f} MiB = {m['ratio']:.2f}x the "
+              f"frame ({m['frame_bytes'] / 2**20:,.0f} MiB)" + ("  (goal <= 3x)" if k == "ours" else ""))
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_bars.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
