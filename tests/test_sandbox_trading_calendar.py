@@ -191,11 +191,12 @@ def test_early_close_day_orders_expire_at_one(cal):
 
 
 def test_a_fast_clock_expires_day_orders_exactly_at_the_close():
-    # 10 virtual minutes per wall second, 30 s before the close: the close passes between two
-    # processing passes, and the order must still expire at the close itself
-    with Sandbox(seed=7, start="2024-03-05T20:59:30Z", speed=600, market="calendar") as sb:
+    # 2 virtual minutes per wall second, 3 minutes before the close: the close passes between
+    # two processing passes, and the order must still expire at the close itself
+    with Sandbox(seed=7, start="2024-03-05T20:57:00Z", speed=120, market="calendar") as sb:
         api = new_api(sb)
         placed = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1)
+        assert placed["status"] == "pending_new"          # placed before the close
         for _ in range(1000):              # wait (bounded) for the loop to pass the close
             order = api.get_order(placed["id"])
             if order["status"] != "new":

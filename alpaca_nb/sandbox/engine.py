@@ -20,6 +20,14 @@ Trade-update sequences (the reference leaves the exact order unconfirmed; this i
 * cancel: ``canceled`` (no ``pending_cancel``); expiry: ``expired``;
 * replace: ``replaced`` for the old order (status ``replaced``, ``replaced_by`` set), then
   ``pending_new`` and ``new`` for the replacement (``replaces`` set).
+
+Every refusal happens synchronously, as the HTTP error of the request (Alpaca's status, code and
+message), so the sandbox never sends a ``rejected`` event for an order it accepted.
+
+Restarts (``--db``): the last processed instant is stored with every change; on start the engine
+catches up from it, so an open order executes at the instant it would have if the process had
+kept running (a limit order that became marketable while the sandbox was down fills at that
+moment's quote), and orders resume matching.
 """
 
 from __future__ import annotations
@@ -410,9 +418,12 @@ class Engine(Matching, Portfolio):
         return asset
 
     def _asset(self, symbol_or_id: str) -> dict | None:
-        if symbol_or_id not in self._asset_cache:
-            self._asset_cache[symbol_or_id] = self.market.asset(symbol_or_id)
-        return self._asset_cache[symbol_or_id]
+        asset = self._asset_cache.get(symbol_or_id)
+        if asset is None:
+            asset = self.market.asset(symbol_or_id)
+            if asset is not None:            # unknown names are not cached (they are unbounded)
+                self._asset_cache[symbol_or_id] = asset
+        return asset
 
     def submit_order(self, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``POST /v2/orders``: validate, admit against the account, queue and match at once.
