@@ -1,0 +1,136 @@
+"""The synthetic market's contract with the trading engine (CONTRACTS.md): assets, quote_at,
+trade_at, daily_bar, opening_price and closing_price, in both market modes. Market is a pure
+function of (seed, mode, symbol, time), so it is exercised directly here; everything it serves
+over HTTP and WebSocket is tested in test_sandbox_data_*.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+
+from alpaca_nb.sandbox.clock import MINUTE_NS, Clock, Sessions, ny_midnight_ns, to_ns
+from alpaca_nb.sandbox.market import Market, Timeframe
+
+NY = ZoneInfo("America/New_York")
+
+
+@pytest.fixture(scope="module", params=["always-open", "calendar"])
+def market(request):
+    return Market(seed=7, sessions=Sessions(request.param), clock=Clock())
+
+
+def ny(day: str, hour: int, minute: int = 0, second: float = 0) -> int:
+    d = dt.date.fromisoformat(day)
+    return to_ns(dt.datetime(d.year, d.month, d.day, hour, minute, tzinfo=NY)) + int(second * 1e9)
+
+
+def test_the_asset_list_has_what_tests_and_clients_need(market):
+    assets = market.assets()
+    assert len(assets) >= 300 and [a["symbol"] for a in assets] == sorted(a["symbol"] for a in assets)
+    required = {"id", "class", "exchange", "symbol", "name", "status", "tradable", "marginable", "shortable",
+                "easy_to_borrow", "fractionable", "attributes", "maintenance_margin_requirement",
+                "margin_requirement_long", "margin_requirement_short"}
+    for a in assets:
+        assert required <= set(a) and a["class"] == "us_equity"
+        assert a["exchange"] in {"NASDAQ", "NYSE", "ARCA", "AMEX", "BATS"}
+        assert uuid.UUID(a["id"]).version == 5
+        assert market.asset(a["id"])["symbol"] == a["symbol"]
+    assert len({a["id"] for a in assets}) == len(assets)
+    by = {a["symbol"]: a for a in assets}
+    assert {"AAPL", "SPY", "QQQ", "FAKEPACA", "BRK.B"} <= set(by)
+    assert any(a["status"] == "inactive" and not a["tradable"] for a in assets)
+    assert any(a["status"] == "active" and not a["tradable"] for a in assets)
+    assert any(a["tradable"] and not a["shortable"] for a in assets)
+    assert any(a["tradable"] and not a["fractionable"] for a in assets)
+    assert any(a["shortable"] and not a["easy_to_borrow"] for a in assets)
+    assert {a["exchange"] for a in assets} == {"NASDAQ", "NYSE", "ARCA", "AMEX", "BATS"}
+    penny = [s for s in ("ZOM", "CEI", "MULN") if market.daily_bar(s, dt.date(2025, 6, 2)).close < 1]
+    assert len(penny) >= 2
+    assert market.asset("aapl") is None and market.asset("NOSUCH") is None   # case-sensitive, as Alpaca
+    other = Market(seed=99, sessions=Sessions("always-open"), clock=Clock())
+    assert other.asset("AAPL")["id"] == by["AAPL"]["id"]                      # ids do not depend on the seed
+    assert market.asset("AAPL") is not market.asset("AAPL")                   # callers get copies
+
+
+def test_quote_and_trade_at_are_the_latest_at_or_before_the_instant(market):
+    for ns in (ny("2024-03-06", 10, 15, 17.25), ny("2024-03-06", 15, 59, 59.9), ny("2024-03-06", 10, 15)):
+        quote, trade = market.quote_at("AAPL", ns), market.trade_at("AAPL", ns)
+        assert quote.t <= ns and trade.t <= ns
+        assert 0 < quote.bid < quote.ask and quote.bid_size >= 100 and quote.ask_size >= 100
+        assert quote.bid_exchange and quote.ask_exchange and trade.exchange and trade.size >= 1
+        minute = ns // MINUTE_NS * MINUTE_NS
+        ticks = market.ticks("AAPL", minute)
+        later = ticks.trade_t[(ticks.trade_t > trade.t) & (ticks.trade_t <= ns)]
+        assert len(later) == 0                                   # nothing newer up to ns
+        bar = market.minute_bars("AAPL", dt.date(2024, 3, 6))
+        i = int(np.searchsorted(bar.t, trade.t, side="right")) - 1
+        assert bar.l[i] <= trade.price <= bar.h[i]
+    # on the open's first nanosecond the latest trade is from the minute before
+    boundary = ny("2024-03-06", 10, 0)
+    assert market.trade_at("AAPL", boundary).t < boundary
+    with pytest.raises(KeyError):
+        market.quote_at("NOSUCH", boundary)
+
+
+def test_outside_the_data_window_the_last_session_answers():
+    market = Market(seed=7, sessions=Sessions("calendar"), clock=Clock())
+    saturday = ny("2024-03-09", 12)
+    trade, quote = market.trade_at("MSFT", saturday), market.quote_at("MSFT", saturday)
+    friday_end = ny("2024-03-08", 20)
+    assert friday_end - MINUTE_NS <= trade.t < friday_end and quote.t < friday_end
+    early = ny("2024-03-11", 3)                                  # Monday before the pre-market
+    assert market.trade_at("MSFT", early).t < friday_end
+
+
+def test_daily_bars_aggregate_minutes_and_auction_prices(market):
+    day = dt.date(2024, 3, 6)
+    bar, minutes = market.daily_bar("SPY", day), market.minute_bars("SPY", day)
+    assert bar.t == ny_midnight_ns(day)
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count) == (
+        minutes.o[0], minutes.h.max(), minutes.l.min(), minutes.c[-1], minutes.v.sum(), minutes.n.sum())
+    assert bar.low <= bar.vwap <= bar.high
+    sess = market.sessions.session(day)
+    first_regular = (sess.open - sess.premarket_open) // MINUTE_NS
+    last_regular = (sess.close - sess.premarket_open) // MINUTE_NS - 1
+    assert market.opening_price("SPY", day) == minutes.o[first_regular]
+    assert market.closing_price("SPY", day) == minutes.c[last_regular]
+    if market.sessions.mode == "calendar":
+        assert minutes.t[first_regular] == ny("2024-03-06", 9, 30)
+        assert minutes.t[last_regular] == ny("2024-03-06", 15, 59)
+        assert market.daily_bar("SPY", dt.date(2024, 3, 9)) is None        # a Saturday
+        assert market.opening_price("SPY", dt.date(2024, 12, 25)) is None
+        early = market.sessions.session(dt.date(2024, 11, 29))
+        bars = market.minute_bars("SPY", early.date)
+        assert market.closing_price("SPY", early.date) == bars.c[(early.close - early.premarket_open) // MINUTE_NS - 1]
+        assert early.close == ny("2024-11-29", 13)
+    else:
+        assert market.opening_price("SPY", day) == bar.open and market.closing_price("SPY", day) == bar.close
+
+
+def test_prices_move_like_a_market_and_continue_across_days():
+    market = Market(seed=7, sessions=Sessions("always-open"), clock=Clock())
+    sessions, days = market.day_bars("AAPL", dt.date(2020, 1, 1), dt.date(2024, 12, 31))
+    gaps = np.abs(np.log(days.o[1:] / days.c[:-1]))
+    moves = np.abs(np.diff(np.log(days.c)))
+    assert np.median(gaps) < np.median(moves) / 3            # the open is near the previous close
+    returns = np.diff(np.log(days.c))
+    assert 0.005 < returns.std() < 0.04                      # daily volatility of a large stock
+    assert 20 < days.c.min() and days.c.max() < 2000
+    for day in (dt.date(2021, 7, 1), dt.date(2024, 2, 29)):
+        alone = market.daily_bar("AAPL", day)
+        i = [s.date for s in sessions].index(day)
+        assert alone == days.row(i)                          # one day alone = the same day in a range
+
+
+def test_timeframe_grammar():
+    for text, minutes in (("1Min", 1), ("59T", 59), ("1Hour", 60), ("23H", 1380)):
+        assert Timeframe.parse(text).minutes == minutes
+    for text in ("1Day", "1D", "1Week", "1W", "1Month", "2M", "3Month", "4M", "6Month", "12Month"):
+        assert not Timeframe.parse(text).intraday
+    for text in ("", "0Min", "60Min", "24Hour", "2Day", "2Week", "5Month", "13Month", "1min", "1Sec", "Min"):
+        with pytest.raises(ValueError):
+            Timeframe.parse(text)
