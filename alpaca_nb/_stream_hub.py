@@ -141,6 +141,7 @@ class Hub:
         self._live = False            # authenticated (and, for data, the union subscribed)
         self._status = StreamStatus("connecting", self.kind)
         self._conflicts = 0
+        self._ghost_until = 0.0       # until then a 406 is probably our own dropped connection
         self._fatal: Fatal | None = None
         self._rng = random.Random()
         self.connections = 0          # successful connections so far
@@ -247,12 +248,18 @@ class Hub:
                 self._set_status("connected")
                 self._on_connected()
                 reason = self._read_loop(ws, reader)
+                self._ghost_until = time.monotonic() + max(30.0, 2 * self.options.stale_timeout)
             except Fatal as exc:
                 self._fatal = exc
                 break
             except Conflict as exc:
-                self._conflicts += 1
                 reason = str(exc)
+                if time.monotonic() < self._ghost_until:
+                    # the server has not noticed yet that our previous connection is gone
+                    log.info("%s stream: 406 right after a drop; the server probably still holds "
+                             "our previous connection, retrying", self.kind)
+                else:
+                    self._conflicts += 1
             except (Refused, Closed) as exc:
                 reason = str(exc)
             except websocket.WebSocketBadStatusException as exc:

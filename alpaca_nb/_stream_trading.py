@@ -31,6 +31,7 @@ log = logging.getLogger("alpaca_nb.stream")
 
 TradingRest = Callable[..., Any]     # transport.trading(method, path, params=...) -> decoded JSON
 PAGE = 500
+OPEN_MARGIN_NS = 60 * 1_000_000_000   # orders submitted this long before the stream opened count too
 FINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day", "stopped",
                    "suspended"})
 STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill"}
@@ -121,7 +122,7 @@ class TradingHub(Hub):
         super().__init__(**kw)
         self.rest = rest
         self.book = OrderBook()
-        self.opened_ns = time.time_ns()
+        self.opened_ns: int | None = None     # server time when the stream first reconciled
         self._events: list[Any] = []
         self._events_lock = threading.Lock()
         self.reconciled = 0
@@ -189,8 +190,14 @@ class TradingHub(Hub):
         """Bring the book in line with GET /v2/orders (runs on the fan-out thread)."""
         if self.rest is None or self._stop.is_set():
             return
+        if self.opened_ns is None:
+            # the server's clock, not ours: a skewed local clock (or the sandbox's virtual one)
+            # must not hide orders from the "submitted since the stream opened" query
+            clock = self.rest("GET", "/v2/clock") or {}
+            now = _ns(clock.get("timestamp"))
+            self.opened_ns = (now if now > 0 else time.time_ns()) - OPEN_MARGIN_NS
         orders: dict[str, dict[str, Any]] = {}
-        for status, after in (("open", None), ("all", self.opened_ns - 1_000_000_000)):
+        for status, after in (("open", None), ("all", self.opened_ns)):
             for order in self._list(status, after):
                 orders[order["id"]] = order
         for oid in self.book.open_ids():

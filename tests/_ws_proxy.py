@@ -67,7 +67,7 @@ class _Proxy:
         self.conns.add(conn)
         try:
             await asyncio.gather(self._client_to_server(reader, conn), self._server_to_client(up_reader, conn))
-        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        except (ConnectionError, asyncio.IncompleteReadError, OSError, asyncio.CancelledError):
             pass
         finally:
             self.conns.discard(conn)
