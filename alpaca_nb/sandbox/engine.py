@@ -45,7 +45,7 @@ from typing import Any
 from .clock import Clock, Sessions
 from .history import Fill, as_fill, deposit_activity
 from .ledger import (DEFAULT_CONFIG, Account, Position)
-from .matching import EPS, Matching, round_price
+from .matching import EPS, Matching, round_price, trail_stop
 from .portfolio import Portfolio
 from .orders import (QTY_PLACES, NewOrder, Order, new_id, parse_new_order, parse_replace,
                      valid_uuid)
@@ -449,8 +449,6 @@ class Engine(Matching, Portfolio):
         quote = self.market.quote_at(symbol, now)
         trade = self.market.trade_at(symbol, now)
         opening = self._check_quantity(account, req, asset, quote)
-        if req.order_class == "oco" and opening:
-            raise self._insufficient_qty(account, symbol, req.side, req.qty or 0.0)
         if req.order_class != "simple":
             self._check_exit_prices(req, float(trade.price))
         if opening:
@@ -537,6 +535,8 @@ class Engine(Matching, Portfolio):
         price = float(quote.bid if sell else quote.ask)
         requested = req.qty if req.qty is not None else req.notional / price
         closing = pos_qty > EPS if sell else pos_qty < -EPS
+        if req.order_class == "oco" and not closing:     # an oco only exits a position
+            raise self._insufficient_qty(account, symbol, req.side, requested, price=price)
         if closing:
             held = self._held(account.id, symbol, req.side, price=price)
             if requested > abs(pos_qty) - held + EPS:
@@ -702,8 +702,7 @@ class Engine(Matching, Portfolio):
             new.notional = round(order.notional - order.filled_qty * (order.filled_avg_price or 0), 2)
         if new.type == "trailing_stop" and new.hwm is not None and \
                 ("trail_price" in changed or "trail_percent" in changed):
-            mark, new.hwm = new.hwm, None       # the stop follows the new trail from the same mark
-            self._trail(new, mark, now)
+            new.stop_price = trail_stop(new, new.hwm)   # the new trail from the same mark
         quote = self.market.quote_at(order.symbol, now)
         if order.opening and order.status != "held":
             cost = self._order_value(new, quote) * self._bp_factor(account, order.symbol)

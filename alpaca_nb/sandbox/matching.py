@@ -55,6 +55,16 @@ def round_price(price: float) -> float:
     return round(price, 2 if price >= 1 else 4)
 
 
+def trail_stop(order: Order, mark: float) -> float:
+    """A trailing stop's stop price for high-water mark ``mark`` (the low for buys)."""
+    if order.trail_price is not None:
+        stop = mark + order.trail_price if order.side == "buy" else mark - order.trail_price
+    else:
+        pct = order.trail_percent / 100
+        stop = mark * (1 + pct if order.side == "buy" else 1 - pct)
+    return round_price(stop)
+
+
 class Step:
     """One instant of evaluation: the session state and each symbol's last quote and trade,
     looked up once per step however many orders share the symbol."""
@@ -272,12 +282,7 @@ class Matching:
         hwm = order.hwm
         if hwm is None or (last < hwm if buy else last > hwm):
             order.hwm = last
-            if order.trail_price is not None:
-                stop = last + order.trail_price if buy else last - order.trail_price
-            else:
-                factor = 1 + order.trail_percent / 100 if buy else 1 - order.trail_percent / 100
-                stop = last * factor
-            order.stop_price = round_price(stop)
+            order.stop_price = trail_stop(order, last)
             order.updated_at = t
             self._dirty_order(order)
 
@@ -459,5 +464,5 @@ def _clock_text(ns: int) -> str:
     return f"{hour}:{when.minute:02d}{'am' if when.hour < 12 else 'pm'}"
 
 
-__all__ = ["Matching", "round_price"]
+__all__ = ["Matching", "Step", "round_price", "trail_stop"]
 
