@@ -243,6 +243,14 @@ def test_nothing_exists_after_now():
         assert latest == minutes[-1]
 
 
+def test_a_date_only_range_covers_whole_new_york_days(sandbox):
+    bars = ok(sandbox, "/v2/stocks/AAPL/bars", timeframe="1Min", start="2024-03-06", end="2024-03-06",
+              limit=10000)["bars"]
+    assert len(bars) == 1440
+    assert ts(bars[0]["t"]) == ny_midnight(DAY)
+    assert ts(bars[-1]["t"]) == ny_midnight(DAY + dt.timedelta(days=1)) - dt.timedelta(minutes=1)
+
+
 def test_default_window_is_today_and_end_is_capped_at_now():
     with Sandbox(start="2024-03-06T15:01:30Z") as sb:
         bars = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Hour")["bars"]

@@ -20,8 +20,10 @@ What the sandbox decides where Alpaca's behaviour is not pinned down:
   currency are the sandbox's own ([unconfirmed]). Unknown but well-formed symbols are simply
   absent from the answer (as Alpaca does); the single-symbol latest and snapshot endpoints
   answer 404 for them ([unconfirmed]).
-* A missing ``start`` means the beginning of the current New York day (or of ``end``'s day when
-  ``end`` is earlier); ``end`` defaults to now and is capped at now.
+* ``start``/``end`` are inclusive; a date-only value means the whole New York day (``end=
+  2024-03-06`` includes that day's last minute, extended hours included, as measured on
+  Alpaca). A missing ``start`` means the beginning of the current New York day (or of ``end``'s
+  day when ``end`` is earlier); ``end`` defaults to now and is capped at now.
 * Pages are assembled from cached, pre-serialised per-(symbol, period) chunks, so a 10,000-bar
   page is a join of byte slices; ``next_page_token`` is base64 of
   ``SYMBOL|KIND|<last timestamp>`` and is null once nothing is left. Historical pages carry a
@@ -60,7 +62,7 @@ from .market import (
     Timeframe,
     TradeTick,
 )
-from .wire import ApiError, iso_ns, json_response
+from .wire import ApiError, iso_ns, json_response, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -456,13 +458,18 @@ def check_symbol(symbol: str) -> str:
 
 
 def parse_time_param(q, name: str) -> int | None:
-    """RFC-3339 (any offset, fractional seconds) or YYYY-MM-DD (New York midnight)."""
+    """RFC-3339 (any offset, fractional seconds) or YYYY-MM-DD. A date means the whole New York
+    day: ``start`` is its midnight, ``end`` its last nanosecond (Alpaca's date-only ranges cover
+    the day's extended hours too)."""
     value = q.get(name)
     if value is None or value == "":
         return None
-    from .wire import parse_time
-    return parse_time(value, name, error=lambda _msg: bad(
+    ns = parse_time(value, name, error=lambda _msg: bad(
         f"Invalid format for parameter {name}: error parsing '{value}' as RFC3339 or 2006-01-02 time"))
+    if name == "end" and _ASOF_RE.match(value.strip()):
+        day = dt.date.fromisoformat(value.strip())
+        ns = ny_midnight_ns(day + dt.timedelta(days=1)) - 1
+    return ns
 
 
 def parse_feed(q, allowed: tuple[str, ...]) -> str:
