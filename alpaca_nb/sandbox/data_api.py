@@ -577,6 +577,19 @@ class ReadAhead:
 
     async def run(self, series: Series, symbols: list[str], query: Query, after: tuple[str, int],
                   now: int) -> None:
+        try:
+            await self._prepare(series, symbols, query, after, now)
+        except asyncio.CancelledError:
+            raise
+        except Exception:       # only a cache warm-up failed; the next request will say why
+            log.exception("market data: read-ahead failed")
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def _prepare(self, series: Series, symbols: list[str], query: Query, after: tuple[str, int],
+                       now: int) -> None:
         remaining, spent = query.limit, 0.0
         for symbol in symbols[symbols.index(after[0]):]:
             lo, hi = query.start, query.end
@@ -744,6 +757,10 @@ def setup(app: web.Application) -> None:
     """Add the market-data REST routes, the data WebSocket and ``POST /sandbox/halt``."""
     app[CHUNKS] = ChunkCache()
     app[READ_AHEAD] = ReadAhead()
+
+    async def stop_read_ahead(app: web.Application) -> None:
+        app[READ_AHEAD].cancel()
+    app.on_shutdown.append(stop_read_ahead)
     r = app.router
     for kind in ("bars", "trades", "quotes"):
         r.add_get(f"/v2/stocks/{kind}/latest", _latest_multi(kind))
