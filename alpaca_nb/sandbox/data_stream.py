@@ -31,7 +31,6 @@ import asyncio
 import logging
 import struct
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -140,14 +139,13 @@ def decode_client_message(msg) -> dict:
 
 # ---------------------------------------------------------------- one connection
 
-@dataclass
 class _Sub:
     """Symbols of one channel, in subscription order, with ``*`` meaning every symbol."""
 
-    items: dict
+    __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.items = {}
+        self.items: dict[str, None] = {}
 
     def list(self) -> list[str]:
         return list(self.items)

@@ -434,7 +434,11 @@ class Market:
     Args:
         seed: market seed; the same seed and market mode give the same data in every process.
         sessions: which days and minutes trade (always-open or the NYSE calendar).
-        clock: the sandbox clock; only the ``*_now`` conveniences read it.
+        clock: the sandbox clock, kept for callers; every method takes its instant explicitly,
+            so nothing here depends on when it is called.
+
+    ``halted`` is the set of symbols halted through ``POST /sandbox/halt`` (the prices are not
+    affected; the engine does not match them, the data stream announces it).
     """
 
     MINUTE_CACHE = 768
