@@ -24,7 +24,6 @@ import gc
 import json
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -121,18 +120,31 @@ def timed(fn, *args, **kw) -> tuple[float, object]:
 
 def memory_probe(variant: str, url: str, symbols: list[str], start: str, end: str) -> dict:
     """Run one variant in this (fresh) process and report peak RSS growth vs the frame size."""
-    import psutil
-
     s, e = pd.Timestamp(start), pd.Timestamp(end)
     fn = {"ours": ours, "alpaca_py": alpaca_py}[variant]
     fn(url, symbols[:1], s, s + pd.Timedelta(minutes=10))        # imports and connections warm
     gc.collect()
-    before = psutil.Process().memory_info().rss
+    before = _status_kib("VmRSS") * 1024
+    _reset_peak()
     df = fn(url, symbols, s, e)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # KiB on Linux
+    peak = _status_kib("VmHWM") * 1024
     size = int(df.memory_usage(deep=True, index=True).sum())
     return {"rows": len(df), "frame_bytes": size, "peak_growth_bytes": peak - before,
             "ratio": (peak - before) / size}
+
+
+def _status_kib(field: str) -> int:
+    """A field of /proc/self/status in KiB. (ru_maxrss is not used: on Linux a child started
+    with fork+exec inherits the parent's peak in it.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    """Start VmHWM afresh from the current RSS (Linux clear_refs); required for the probe."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def run_probe(variant: str, url: str, symbols: list[str], start, end) -> dict:

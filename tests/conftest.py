@@ -45,6 +45,16 @@ def new_account(sb: Sandbox, cash: float | None = None) -> SandboxAccount:
     return SandboxAccount(data["key_id"], data["secret_key"], data["account_id"], sb.url, sb.stream_url)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _bar_cache_in_a_temporary_dir(tmp_path_factory):
+    """Bars that any test caches (api.bars caches finished days by default) go to a temporary
+    directory, never the user's cache directory."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ALPACA_NB_CACHE_DIR", str(tmp_path_factory.mktemp("bar-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def sandbox():
     """The session's shared sandbox (always-open market, seed 7, real time)."""
