@@ -91,6 +91,8 @@ def test_open_orders_resume_matching_after_a_restart(tmp_path):
             time.sleep(0.05)
         assert float(order["filled_qty"]) > filled_before
         assert order["status"] in ("partially_filled", "filled")
+        api2.delete(f"/v2/orders/{placed['id']}")        # stop it, then check the books agree
+        order = api2.get_order(placed["id"])
         fills = api2.fills(placed["id"])
         assert sum(float(f["qty"]) for f in fills) == float(order["filled_qty"])
         assert float(api2.positions()[SYMBOL]["qty"]) == float(order["filled_qty"])

@@ -191,13 +191,14 @@ def test_early_close_day_orders_expire_at_one(cal):
 
 
 def test_a_fast_clock_expires_day_orders_exactly_at_the_close():
-    # 2 virtual minutes per wall second, 3 minutes before the close: the close passes between
-    # two processing passes, and the order must still expire at the close itself
-    with Sandbox(seed=7, start="2024-03-05T20:57:00Z", speed=120, market="calendar") as sb:
+    # a virtual minute per wall second: the close passes between two processing passes, and
+    # the order must still expire at the close itself
+    with Sandbox(seed=7, start="2024-03-05T20:00:00Z", speed=60, market="calendar") as sb:
         api = new_api(sb)
+        set_clock(sb, "2024-03-05T20:59:00Z")            # a minute (one wall second) to the close
         placed = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1)
         assert placed["status"] == "pending_new"          # placed before the close
-        for _ in range(1000):              # wait (bounded) for the loop to pass the close
+        for _ in range(2000):              # wait (bounded) for the loop to pass the close
             order = api.get_order(placed["id"])
             if order["status"] != "new":
                 break

@@ -225,7 +225,7 @@ def test_sockets_are_registered_and_dropped_by_the_admin_route():
         ws = authed(api)
         assert trading_connections(sb) == 1
         ws.close()
-        for _ in range(200):                 # the server notices the close frame
+        for _ in range(1000):                # the server notices the close frame
             if trading_connections(sb) == 0:
                 break
             time.sleep(0.01)
