@@ -22,7 +22,14 @@ Trade-update sequences (the reference leaves the exact order unconfirmed; this i
   ``pending_new`` and ``new`` for the replacement (``replaces`` set).
 
 Every refusal happens synchronously, as the HTTP error of the request (Alpaca's status, code and
-message), so the sandbox never sends a ``rejected`` event for an order it accepted.
+message), so the sandbox never sends a ``rejected`` event for an order it accepted. Account-state
+messages seen in real Alpaca answers (GitHub issues and client code): ``insufficient buying
+power`` (403, with ``buying_power`` and ``cost_basis``), ``insufficient qty available for order
+(requested: N, available: M)`` (403, with ``available``, ``existing_qty``, ``held_for_orders``,
+``symbol``), ``account is not allowed to short`` (403), ``asset X cannot be sold short``,
+``fractional orders cannot be sold short``, ``only day orders are allowed for hard-to-borrow
+asset X`` and ``order is already in "filled" state`` (cancel of a finished order), all 422
+42210000 except where noted; the opg/cls refusal texts are the sandbox's own wording.
 
 Restarts (``--db``): the last processed instant is stored with every change; on start the engine
 catches up from it, so an open order executes at the instant it would have if the process had
