@@ -245,17 +245,25 @@ class DataHub(Hub):
         return Changes(self.store.collect(types) if types else {})
 
     def refill(self, subs: dict[str, list[str]]) -> None:
-        """Latest quotes/trades/bars from REST for the given subscriptions (fan-out thread)."""
+        """Latest quotes/trades/bars from REST for the given subscriptions (fan-out thread).
+        Symbols unsubscribed meanwhile are left out, before and after the request."""
         if self.rest is None or self.feed not in REST_FEEDS or self._stop.is_set():
             return
         for wire, wire_type, kind in REFILL_KINDS:
-            symbols = [s for s in subs.get(wire, ()) if s != "*"]
+            with self.lock:
+                wanted = self.union()[wire]
+            symbols = [s for s in subs.get(wire, ()) if s != "*" and s in wanted]
             for i in range(0, len(symbols), REFILL_CHUNK):
+                if self._stop.is_set():
+                    return
                 chunk = symbols[i:i + REFILL_CHUNK]
                 body = self.rest(f"/v2/stocks/{kind}/latest", {"symbols": ",".join(chunk), "feed": self.feed})
                 records = (body or {}).get(kind) if isinstance(body, dict) else None
                 if isinstance(records, dict):
-                    self.store.merge(wire_type, records, time.time_ns())
+                    with self.lock:     # so an unsubscribe cannot slip between check and merge
+                        wanted = self.union()[wire]
+                        self.store.merge(wire_type, {s: r for s, r in records.items() if s in wanted},
+                                         time.time_ns())
         self.fanout.wake()
 
 

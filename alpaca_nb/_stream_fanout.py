@@ -20,6 +20,7 @@ from typing import Any
 
 log = logging.getLogger("alpaca_nb.stream")
 
+CHORE_DELAY = 0.25            # seconds between a (re)connect and its REST refill/reconcile
 MIN_PERIOD = 0.002            # at most 500 fan-out cycles per second, whatever the message rate
 ERROR_LOG_INTERVAL = 10.0     # a callback that keeps raising is logged at most this often
 
@@ -179,7 +180,7 @@ class Fanout:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._tasks: deque[tuple[str, Callable[[], Any]]] = deque()
+        self._tasks: list[tuple[float, str, Callable[[], Any]]] = []
         self._statuses: deque[Any] = deque(maxlen=1000)
         self.has_listeners = False
         self.cycles = 0
@@ -239,9 +240,12 @@ class Fanout:
         self._statuses.append(status)
         self._wake.set()
 
-    def submit(self, name: str, task: Callable[[], Any]) -> None:
-        """Run ``task`` on this thread soon (REST chores); exceptions are logged."""
-        self._tasks.append((name, task))
+    def submit(self, name: str, task: Callable[[], Any], *, delay: float = CHORE_DELAY) -> None:
+        """Run ``task`` on this thread after ``delay`` seconds (REST chores); exceptions are
+        logged. The delay keeps streams that are closed right away from spending REST requests
+        (and close() from waiting on one)."""
+        with self._lock:
+            self._tasks.append((time.monotonic() + delay, name, task))
         self._wake.set()
 
     # ------------------------------------------------------------------ the thread
@@ -258,6 +262,8 @@ class Fanout:
                 listeners = list(self._listeners)
             now = time.monotonic()
             dues = [li.due - now for li in listeners if li.pending()]
+            with self._lock:
+                dues += [due - now for due, _, _ in self._tasks]
             wait = max(0.0, min(dues)) if dues else None
             rest = MIN_PERIOD - (time.monotonic() - started)
             if rest > 0 and self._stop.wait(rest):
@@ -270,8 +276,14 @@ class Fanout:
 
     def _cycle(self, final: bool = False) -> None:
         self.cycles += 1
-        while self._tasks and not final:
-            name, task = self._tasks.popleft()
+        while not final and not self._stop.is_set():
+            now = time.monotonic()
+            with self._lock:
+                ready = [t for t in self._tasks if t[0] <= now]
+                if not ready:
+                    break
+                self._tasks.remove(ready[0])
+            _, name, task = ready[0]
             try:
                 task()
             except Exception as exc:

@@ -201,6 +201,8 @@ class TradingHub(Hub):
             for order in self._list(status, after):
                 orders[order["id"]] = order
         for oid in self.book.open_ids():
+            if self._stop.is_set():
+                return
             if oid not in orders:
                 order = self.rest("GET", f"/v2/orders/{oid}")
                 if isinstance(order, dict) and order.get("id") == oid:
@@ -220,7 +222,7 @@ class TradingHub(Hub):
     def _list(self, status: str, after_ns: int | None) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         cursor = None if after_ns is None else _iso(after_ns)
-        while True:
+        while not self._stop.is_set():
             page = self.rest("GET", "/v2/orders", params={
                 "status": status, "limit": PAGE, "direction": "asc", "nested": False, "after": cursor}) or []
             fresh = [o for o in page if isinstance(o, dict) and isinstance(o.get("id"), str) and o["id"] not in out]
@@ -230,6 +232,7 @@ class TradingHub(Hub):
                 return list(out.values())
             last = _ns(page[-1].get("submitted_at") or page[-1].get("created_at"))
             cursor = _iso(last - 1000)
+        return list(out.values())
 
 
 def _split(message: Any) -> tuple[Any, dict[str, Any]]:
