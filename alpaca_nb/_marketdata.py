@@ -208,8 +208,7 @@ class MarketData:
         for symbol, entry in cached.items():
             a, b = np.searchsorted(entry.times, [req.start_ns, _hi(req.end_ns)], side="left")
             if b > a:
-                acc.add_columns(np.zeros(b - a, np.int32), [symbol], entry.times[a:b],
-                                {c: v[a:b] for c, v in entry.columns.items()})
+                acc.add_symbol(symbol, entry.times[a:b], {c: v[a:b] for c, v in entry.columns.items()})
 
     @staticmethod
     def _store(cache: BarCache, group: Sequence[str], days: range, bounds: dict[int, tuple[int, int]],

@@ -17,6 +17,10 @@ cannot be read, whose values do not match the digest stored with them, or that d
 ours is deleted and its days are fetched again. The metadata also holds a digest of the values, checked on every
 read, so a flipped bit in a data page is caught too.
 
+Files already read in this process are also kept decoded in memory (bounded by
+``$ALPACA_NB_CACHE_MEMORY_MB``, default 512; 0 turns that off), keyed by each file's identity,
+so a repeated request skips Parquet decoding while a file changed on disk is read again.
+
 Usage::
 
     import alpaca_nb as anb
@@ -30,9 +34,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -44,9 +49,11 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cache_dir", "clear", "CacheKey", "BarCache", "CachedBars", "CACHE_ENV"]
+__all__ = ["cache_dir", "clear", "CacheKey", "BarCache", "CachedBars", "CACHE_ENV", "MEMORY_ENV"]
 
 CACHE_ENV = "ALPACA_NB_CACHE_DIR"
+MEMORY_ENV = "ALPACA_NB_CACHE_MEMORY_MB"
+DEFAULT_MEMORY_MB = 512
 LAYOUT = "v1"
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
 _META_KEY = b"alpaca_nb"
@@ -65,6 +72,7 @@ def clear(path: str | os.PathLike | None = None) -> int:
     Returns:
         The number of files removed.
     """
+    _MEMORY.clear()
     root = (Path(path) if path is not None else cache_dir()) / LAYOUT
     if not root.exists():
         return 0
@@ -120,27 +128,32 @@ class BarCache:
 
     # ------------------------------------------------------------------ reading
     def load(self, symbol: str) -> CachedBars | None:
-        """The cached bars of ``symbol`` or None (absent, or corrupt and now deleted)."""
+        """The cached bars of ``symbol`` or None (absent, or corrupt and now deleted). The arrays
+        are read-only (they may be shared with the in-process layer)."""
         path = self.path(symbol)
+        try:
+            identity = _identity(path)
+        except FileNotFoundError:
+            return None
+        entry = _MEMORY.get(path, identity)
+        if entry is not None:
+            return entry
         try:
             table = pq.ParquetFile(path, pre_buffer=False).read(use_threads=False)
             entry = _decode(table, symbol)
         except FileNotFoundError:
             return None
-        except Exception as exc:     # unreadable, bad checksum, not our layout: never returned
+        except Exception as exc:     # unreadable, bad digest, not our layout: never returned
             log.warning("alpaca_nb cache: discarding unreadable file %s (%s: %s); its days will be "
                         "downloaded again", path, type(exc).__name__, exc)
             _unlink(path)
             return None
+        _MEMORY.put(path, identity, entry)
         return entry
 
     def load_many(self, symbols: Iterable[str]) -> dict[str, CachedBars | None]:
-        """:meth:`load` for several symbols, read in parallel (Parquet decoding releases the GIL)."""
-        symbols = list(symbols)
-        if len(symbols) < 4:
-            return {s: self.load(s) for s in symbols}
-        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="alpaca-nb-cache") as pool:
-            return dict(zip(symbols, pool.map(self.load, symbols)))
+        """:meth:`load` for several symbols."""
+        return {s: self.load(s) for s in symbols}
 
     # ------------------------------------------------------------------ writing
     def store(self, symbol: str, days: Iterable[int], day_bounds: Mapping[int, tuple[int, int]],
@@ -180,6 +193,8 @@ class BarCache:
             pq.write_table(table, tmp, compression="none", use_dictionary=False,
                            write_statistics=False, write_page_checksum=True)
             os.replace(tmp, path)
+            _MEMORY.put(path, _identity(path), CachedBars(all_days, _frozen(times),
+                                                          {c: _frozen(v) for c, v in columns.items()}))
         except OSError as exc:
             _unlink(tmp)
             log.warning("alpaca_nb cache: could not write %s (%s); continuing without caching it", path, exc)
@@ -199,8 +214,8 @@ def _decode(table: pa.Table, symbol: str) -> CachedBars:
         if not (isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi < 4_000_000):
             raise ValueError("bad day range")
         days.update(range(lo, hi + 1))
-    times = table.column("t").to_numpy()
-    columns = {c: table.column(c).to_numpy() for c in BAR_COLUMNS}
+    times = _frozen(table.column("t").to_numpy())
+    columns = {c: _frozen(table.column(c).to_numpy()) for c in BAR_COLUMNS}
     if meta.get("rows") != len(times) or meta.get("digest") != _digest(times, columns):
         raise ValueError("the data does not match its digest")
     return CachedBars(days, times, columns)
@@ -211,6 +226,69 @@ def _digest(times: np.ndarray, columns: Mapping[str, np.ndarray]) -> list[int]:
     column's sum. Cheaper than Parquet's page CRCs on read, and it checks the decoded values."""
     return [int(np.asarray(a).view(np.uint64).sum(dtype=np.uint64))
             for a in [times] + [columns[c] for c in BAR_COLUMNS]]
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _MemoryLayer:
+    """Decoded files kept in this process (least recently used first out, bounded by
+    ``$ALPACA_NB_CACHE_MEMORY_MB``, default 512; 0 turns it off), so a repeated request skips
+    Parquet decoding. Entries are keyed by path and the file's identity (inode, size, mtime): a
+    file replaced or changed on disk is read again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], CachedBars, int]] = OrderedDict()
+        self._bytes = 0
+
+    @staticmethod
+    def budget() -> int:
+        raw = os.environ.get(MEMORY_ENV, "").strip()
+        try:
+            return int(float(raw) * 2**20) if raw else DEFAULT_MEMORY_MB * 2**20
+        except ValueError:
+            return DEFAULT_MEMORY_MB * 2**20
+
+    def get(self, path: Path, identity: tuple[int, int, int]) -> CachedBars | None:
+        if not self.budget():
+            return None
+        with self._lock:
+            hit = self._entries.get(path)
+            if hit is None or hit[0] != identity:
+                return None
+            self._entries.move_to_end(path)
+            return hit[1]
+
+    def put(self, path: Path, identity: tuple[int, int, int], entry: CachedBars) -> None:
+        size = entry.times.nbytes + sum(v.nbytes for v in entry.columns.values())
+        budget = self.budget()
+        with self._lock:
+            old = self._entries.pop(path, None)
+            if old is not None:
+                self._bytes -= old[2]
+            if size > budget:
+                return
+            self._entries[path] = (identity, entry, size)
+            self._bytes += size
+            while self._bytes > budget:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self._bytes -= dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+_MEMORY = _MemoryLayer()
 
 
 def _within(times: np.ndarray, days: list[int], bounds: Mapping[int, tuple[int, int]]) -> np.ndarray:

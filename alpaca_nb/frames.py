@@ -242,8 +242,8 @@ def _coerce(kind: str, value: Any) -> Any:
 
 def _finish(kind: str, chunks: list[Any], tz: str | None) -> Any:
     """Concatenated chunks as a pandas array of the kind's dtype."""
-    if kind == "float":
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks) if chunks else np.empty(0)
+    if kind == "float":     # always a fresh array: chunks may be read-only views of the cache
+        return np.concatenate(chunks) if chunks else np.empty(0)
     if kind == "time":
         ns = chunks[0] if len(chunks) == 1 else np.concatenate(chunks) if chunks else np.empty(0, np.int64)
         return _times(ns, tz)
@@ -417,13 +417,14 @@ class SeriesAccumulator:
         """Convert one page's ``symbol -> records`` mapping; returns the number of rows added."""
         if not groups:
             return 0
-        lists = [recs for recs in groups.values() if recs]
-        counts = np.fromiter((len(recs) for recs in groups.values()), np.int64, len(groups))
-        n = int(counts.sum())
-        if n == 0:
+        present = [s for s, recs in groups.items() if recs]    # symbols without rows are left out
+        if not present:
             return 0
-        codes = np.fromiter((self._symbols.setdefault(s, len(self._symbols)) for s in groups),
-                            np.int32, len(groups))
+        lists = [groups[s] for s in present]
+        counts = np.fromiter(map(len, lists), np.int64, len(lists))
+        n = int(counts.sum())
+        codes = np.fromiter((self._symbols.setdefault(s, len(self._symbols)) for s in present),
+                            np.int32, len(present))
         self._codes.append(np.repeat(codes, counts))
         flat = lists[0] if len(lists) == 1 else [r for recs in lists for r in recs]
         self._times.append(_chunk("time", _values(flat, self._time.key)))
@@ -449,6 +450,22 @@ class SeriesAccumulator:
         for f in self._fields:
             self._chunks[f.name].append(columns[f.name])
         self.rows += len(times_ns)
+
+    def add_symbol(self, symbol: str, times_ns: np.ndarray, columns: Mapping[str, Any]) -> None:
+        """Add one symbol's rows, already columnar and in strictly increasing time (the cache)."""
+        n = len(times_ns)
+        if n == 0:
+            return
+        code = self._symbols.setdefault(symbol, len(self._symbols))
+        self._codes.append(np.full(n, code, np.int32))
+        self._times.append(times_ns)
+        first, last = (code, int(times_ns[0])), (code, int(times_ns[-1]))
+        if self._last is not None and first <= self._last:
+            self._ordered = False
+        self._last = last
+        for f in self._fields:
+            self._chunks[f.name].append(columns[f.name])
+        self.rows += n
 
     def columns(self) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, Any]]:
         """(symbols, symbol codes, times ns, raw column chunks concatenated) without pandas."""

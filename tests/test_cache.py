@@ -13,6 +13,7 @@ import pytest
 import requests
 
 import alpaca_nb as anb
+from alpaca_nb._marketdata import _DayBounds
 from alpaca_nb.cache import BarCache, cache_dir
 from alpaca_nb.sandbox import Sandbox
 
@@ -54,7 +55,9 @@ def cached_files(root) -> list[str]:
     return sorted(p.name for p in root.rglob("*.parquet"))
 
 
-def test_hit_downloads_nothing(cache_root, pinned, proxy):
+@pytest.mark.parametrize("memory", ["512", "0"])     # with and without the in-process layer
+def test_hit_downloads_nothing(cache_root, pinned, proxy, monkeypatch, memory):
+    monkeypatch.setenv("ALPACA_NB_CACHE_MEMORY_MB", memory)
     api = connect_via(proxy, pinned)
     first = api.bars(SYMBOLS, "1Min", "2024-03-01", "2024-03-04")
     assert len(first) == 2 * 4 * 1440 and downloads(proxy)
@@ -167,6 +170,22 @@ def test_servers_never_share_entries(cache_root):
     with Sandbox(seed=7, market="calendar", start=NOW) as d, RecordingProxy(d.url) as proxy:
         connect_via(proxy, d).bars("AAPL", "1Day", "2024-01-01", "2024-02-01")
         assert downloads(proxy)                                  # another market mode
+
+
+def test_a_file_changed_on_disk_is_read_again(cache_root, pinned, proxy):
+    api = connect_via(proxy, pinned)
+    first = api.bars("AAPL", "1Day", "2024-01-01", "2024-02-01")
+    cache = BarCache(_key(cache_root, pinned, api, timeframe="1Day"))
+    entry = cache.load("AAPL")
+    assert not entry.columns["close"].flags.writeable                   # shared: read-only
+    changed = {c: v * 2 for c, v in entry.columns.items()}     # as if another process rewrote it
+    BarCache(cache.key, cache.root).store("AAPL", entry.days, _DayBounds(), entry.times, changed)
+    proxy.clear()
+    again = api.bars("AAPL", "1Day", "2024-01-01", "2024-02-01")
+    assert downloads(proxy) == []
+    assert (again["close"].to_numpy() == first["close"].to_numpy() * 2).all()
+    again.iloc[0, 0] = -1.0                                              # the user's frame is theirs
+    assert cache.load("AAPL").columns["open"][0] == entry.columns["open"][0] * 2
 
 
 def test_cache_dir_location(monkeypatch, tmp_path):
