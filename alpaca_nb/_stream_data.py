@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from ._stream_fanout import Changes
-from .errors import AlpacaError
 from ._stream_hub import Conflict, Fatal, Hub, Refused
 from ._stream_socket import send_json
 from ._stream_table import CHANNELS, WIRE_CHANNELS, Store
+from .errors import AlpacaError
 
 log = logging.getLogger("alpaca_nb.stream")
 

@@ -40,7 +40,7 @@ class KernelChannel:
         self.parent = parent
 
     @classmethod
-    def for_current_cell(cls) -> "KernelChannel | None":
+    def for_current_cell(cls) -> KernelChannel | None:
         """The channel of the cell being executed, or None outside a Jupyter kernel."""
         try:
             from IPython import get_ipython

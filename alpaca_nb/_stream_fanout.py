@@ -28,7 +28,7 @@ ERROR_LOG_INTERVAL = 10.0     # a callback that keeps raising is logged at most 
 class Changes:
     """What changed since the previous fan-out cycle."""
 
-    __slots__ = ("market", "events", "statuses")
+    __slots__ = ("events", "market", "statuses")
 
     def __init__(self, market: dict[str, dict[str, Any]] | None = None, events: list[Any] | None = None,
                  statuses: list[Any] | None = None):

@@ -29,7 +29,15 @@ import websocket
 
 from ._config import Secret, mask_key_id
 from ._stream_fanout import Fanout
-from ._stream_socket import CLOSE, PING, PONG, Closed, FrameReader, open_socket, send_json
+from ._stream_socket import (
+    CLOSE,
+    PING,
+    PONG,
+    Closed,
+    FrameReader,
+    open_socket,
+    send_json,
+)
 
 log = logging.getLogger("alpaca_nb.stream")
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import websocket
 
-__all__ = ["Closed", "FrameReader", "open_socket", "send_json", "TEXT", "BINARY", "CLOSE", "PING", "PONG"]
+__all__ = ["BINARY", "CLOSE", "PING", "PONG", "TEXT", "Closed", "FrameReader", "open_socket", "send_json"]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RECV_SIZE = 256 * 1024
@@ -50,7 +50,7 @@ class FrameReader:
     payloads are bytes. Fragmented messages are reassembled.
     """
 
-    __slots__ = ("sock", "_rest", "_parts", "_need", "_frag_op", "_frag")
+    __slots__ = ("_frag", "_frag_op", "_need", "_parts", "_rest", "sock")
 
     def __init__(self, sock: socket.socket):
         self.sock = sock

@@ -20,7 +20,7 @@ import pandas as pd
 from . import frames
 from .frames import Field, Schema
 
-__all__ = ["Store", "LiveTable", "CHANNELS", "WIRE_CHANNELS", "LIVE", "STATUS", "to_update"]
+__all__ = ["CHANNELS", "LIVE", "STATUS", "WIRE_CHANNELS", "LiveTable", "Store", "to_update"]
 
 # public channel name -> (wire subscription key, message type "T")
 CHANNELS: dict[str, tuple[str, str]] = {

@@ -39,15 +39,28 @@ import pandas as pd
 from . import frames
 from ._config import Settings, mask_key_id
 from ._stream_data import DataHub, SubscriptionError
-from ._stream_display import LiveDisplay, show as _show
+from ._stream_display import LiveDisplay
+from ._stream_display import show as _show
 from ._stream_fanout import EventListener, Listener, MarketListener, StatusListener
 from ._stream_hub import Hub, Reconnect, StreamStatus
 from ._stream_table import CHANNELS, LiveTable, to_update
 from ._stream_trading import OrderBook, TradingHub, book_frame, order_update
 from .errors import AlpacaConnectionError, AuthenticationError
 
-__all__ = ["Stream", "LiveTable", "Orders", "StreamStatus", "Reconnect", "SubscriptionError",
-           "StreamConflictWarning", "open_stream", "live_table", "close_all", "EVENTS", "CHANNELS"]
+__all__ = [
+    "CHANNELS",
+    "EVENTS",
+    "LiveTable",
+    "Orders",
+    "Reconnect",
+    "Stream",
+    "StreamConflictWarning",
+    "StreamStatus",
+    "SubscriptionError",
+    "close_all",
+    "live_table",
+    "open_stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +156,7 @@ class Orders:
     ``df`` has the columns of ``api.orders()``, indexed by id, newest first.
     """
 
-    def __init__(self, stream: "Stream"):
+    def __init__(self, stream: Stream):
         self._stream = stream
 
     def _book(self) -> OrderBook | None:
@@ -451,7 +464,7 @@ class Stream:
         if self._closed:
             raise RuntimeError("this stream is closed; open a new one with api.stream(...)")
 
-    def __enter__(self) -> "Stream":
+    def __enter__(self) -> Stream:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -466,9 +479,8 @@ class Stream:
 def _detach(view: Stream, hub: Hub) -> None:
     fanout = hub.fanout
     fanout.remove_owner(view)
-    with _HUBS_LOCK:
-        with hub.lock:
-            shared = len(hub.views) > 1
+    with _HUBS_LOCK, hub.lock:
+        shared = len(hub.views) > 1
     if shared and isinstance(hub, DataHub) and view._subs:
         try:
             hub.change(view, remove={w: list(v) for w, v in view._subs.items() if v}, wait=None)

@@ -25,7 +25,6 @@ Every figure is the median over ``--runs`` runs. Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import statistics

@@ -247,7 +247,7 @@ class WsProxy:
                 self._proc.kill()
                 self._proc.wait(5)
 
-    def __enter__(self) -> "WsProxy":
+    def __enter__(self) -> WsProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

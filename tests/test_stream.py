@@ -7,6 +7,7 @@ second; each test uses a fresh account, so its streams have a connection of thei
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -14,13 +15,13 @@ import time
 
 import pandas as pd
 import pytest
+from _stream_helpers import FAST, admin, connect, counts, server_connections, wait_for
+from _ws_proxy import WsProxy
+from conftest import new_account
 
 import alpaca_nb as anb
 from alpaca_nb.sandbox import Sandbox
 from alpaca_nb.stream import LiveTable, Reconnect, Stream, StreamStatus, open_hubs
-from _stream_helpers import FAST, admin, connect, counts, server_connections, wait_for
-from _ws_proxy import WsProxy
-from conftest import new_account
 
 UNIVERSE = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX", "QQQ", "IWM"]
 
@@ -182,7 +183,7 @@ def test_callbacks_are_coalesced_and_rate_limited(api):
         s.on("quote", everything.append)
         wait_for(lambda: all(len(v) >= 5 for v in stamps.values()), 20, "five deliveries per symbol")
         for symbol, times in stamps.items():
-            gaps = [b - a for a, b in zip(times, times[1:])]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             assert min(gaps) >= 0.2 - 0.01, (symbol, gaps)       # never more than 5 per second
         # coalesced: far fewer deliveries than messages, and never on the socket thread
         n_messages = counts(s, ["AAPL"])["AAPL"]
@@ -318,11 +319,11 @@ def test_live_table_reads_rows_and_repr(api):
 def test_secret_never_appears_in_status_logs_or_errors(fast, caplog):
     account = new_account(fast)
     api = connect(account)
-    with caplog.at_level(logging.DEBUG, logger="alpaca_nb"):
-        with api.stream(quotes=["AAPL"], trade_updates=True) as s:
-            admin(fast, "/sandbox/streams/drop", {})
-            wait_for(lambda: s.stats["data_connections"] >= 2 and s.status.connected, 10, "reconnect")
-            text = repr(s) + str(s.status) + repr(s._data) + repr(s._trading)
+    with caplog.at_level(logging.DEBUG, logger="alpaca_nb"), \
+            api.stream(quotes=["AAPL"], trade_updates=True) as s:
+        admin(fast, "/sandbox/streams/drop", {})
+        wait_for(lambda: s.stats["data_connections"] >= 2 and s.status.connected, 10, "reconnect")
+        text = repr(s) + str(s.status) + repr(s._data) + repr(s._trading)
     assert account.secret_key not in caplog.text and account.secret_key not in text
     bad = anb.connect(base_url=fast.url, data_url=fast.url, stream_url=fast.stream_url,
                       key_id=account.key_id, secret_key="wrong-secret-123")

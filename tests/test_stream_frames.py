@@ -10,7 +10,15 @@ import threading
 
 import pytest
 
-from alpaca_nb._stream_socket import BINARY, CLOSE, PING, PONG, TEXT, Closed, FrameReader
+from alpaca_nb._stream_socket import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    Closed,
+    FrameReader,
+)
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bytes | None = None, rsv: int = 0) -> bytes:

@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-
-from alpaca_nb.sandbox import Sandbox
 from _stream_helpers import FAST, server_connections, wait_for
 from conftest import new_account
 
+from alpaca_nb.sandbox import Sandbox
+
 jupyter_client = pytest.importorskip("jupyter_client")
-from jupyter_client import KernelManager  # noqa: E402
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
 
 ROOT = Path(__file__).resolve().parents[1]
 NETWORK_HINTS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
@@ -50,7 +50,7 @@ def ipykernel6_python(request) -> str:
         if not python.exists():
             return None
         done = subprocess.run([str(python), "-c", "import ipykernel, alpaca_nb; print(ipykernel.__version__)"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, check=False)
         return done.stdout.strip() if done.returncode == 0 else None
 
     found = version()
@@ -58,7 +58,8 @@ def ipykernel6_python(request) -> str:
         subprocess.run([sys.executable, "-m", "venv", "--clear", "--system-site-packages", str(root)],
                        check=True, capture_output=True)
         done = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                               "ipykernel>=6.29,<7"], capture_output=True, text=True, timeout=900)
+                               "ipykernel>=6.29,<7"], capture_output=True, text=True, timeout=900,
+                              check=False)
         if done.returncode != 0:
             output = done.stdout + done.stderr
             if any(hint in output for hint in NETWORK_HINTS):

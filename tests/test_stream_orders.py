@@ -7,12 +7,12 @@ import math
 
 import pandas as pd
 import pytest
-
-from alpaca_nb.sandbox import Sandbox
-from alpaca_nb.stream import Reconnect
 from _stream_helpers import FAST, connect, wait_for
 from _ws_proxy import WsProxy
 from conftest import new_account
+
+from alpaca_nb.sandbox import Sandbox
+from alpaca_nb.stream import Reconnect
 
 COLUMNS = ["symbol", "side", "status", "qty", "filled_qty", "filled_avg_price", "limit_price"]
 

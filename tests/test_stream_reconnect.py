@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 
 import orjson
 import pandas as pd
 import pytest
 import websocket
+from _stream_helpers import FAST, admin, connect, counts, wait_for
+from _ws_proxy import WsProxy
+from conftest import new_account
 
 import alpaca_nb as anb
 from alpaca_nb.sandbox import Sandbox
 from alpaca_nb.stream import Reconnect, StreamConflictWarning, open_hubs
-from _stream_helpers import FAST, admin, connect, counts, wait_for
-from _ws_proxy import WsProxy
-from conftest import new_account
 
 QUICK = Reconnect(base=0.2, cap=1.0)
 
@@ -88,7 +89,6 @@ def test_an_idle_but_healthy_socket_is_kept_by_pings(fast):
     with api.stream(reconnect=Reconnect(ping_interval=0.2, stale_timeout=0.6)) as s:
         hub = s._data
         frames = hub.frames
-        import time
         time.sleep(2.0)
         assert s.status.connected and s.stats["data_connections"] == 1
         assert hub.frames == frames                         # really nothing but control frames
@@ -138,9 +138,9 @@ def test_406_warns_and_backs_off_until_the_other_client_leaves(fast, caplog):
         other.send(orjson.dumps({"action": "auth", "key": account.key_id, "secret": account.secret_key}).decode())
         assert orjson.loads(other.recv())[0]["msg"] == "authenticated"
         api = connect(account)
-        with caplog.at_level(logging.WARNING, logger="alpaca_nb.stream"):
-            with pytest.warns(StreamConflictWarning, match="another client holds"):
-                s = api.stream(quotes=["AAPL"], reconnect=Reconnect(base=0.1, conflict=0.6))
+        with caplog.at_level(logging.WARNING, logger="alpaca_nb.stream"), \
+                pytest.warns(StreamConflictWarning, match="another client holds"):
+            s = api.stream(quotes=["AAPL"], reconnect=Reconnect(base=0.1, conflict=0.6))
         try:
             assert s.status.state == "reconnecting" and "406" in s.status.reason
             assert "another client holds" in caplog.text
