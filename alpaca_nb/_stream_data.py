@@ -128,12 +128,26 @@ class DataHub(Hub):
         return (all(set(v) <= server.get(w, set()) for w, v in gained.items())
                 and not any(set(v) & server.get(w, set()) for w, v in lost.items()))
 
-    def wait_confirmed(self, subs: dict[str, Any], timeout: float) -> bool:
-        """Wait until the server confirms every symbol of ``subs`` (True) or time runs out."""
+    @property
+    def generation(self) -> int:
+        """Counts the error messages the server sent; pass it to :meth:`wait_confirmed`."""
+        return self._generation
+
+    def wait_confirmed(self, subs: dict[str, Any], timeout: float, *, since: int | None = None) -> bool:
+        """Wait until the server confirms every symbol of ``subs`` (True) or time runs out.
+
+        Raises:
+            SubscriptionError: the server sent an error after generation ``since``.
+        """
         wanted = {w: list(v) for w, v in subs.items() if v}
         deadline = time.monotonic() + timeout
         with self.lock:
             while not self._confirmed(wanted, {}):
+                errors = [e for e in self._errors if since is not None and e[0] > since]
+                if errors:
+                    _, code, message = errors[0]
+                    raise SubscriptionError(f"the stream refused the subscription: {message}",
+                                            code=code if isinstance(code, int) else None)
                 left = deadline - time.monotonic()
                 if left <= 0 or self._status.stopped:
                     return False

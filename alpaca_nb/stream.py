@@ -208,6 +208,7 @@ class Stream:
         self._trading: TradingHub | None = None
         self._lock = threading.RLock()
         self._closed = False
+        self._since = 0
         self._listeners: list[tuple[Listener, tuple[str, ...]]] = []
         self.table = LiveTable(self)
         self.quotes = LiveTable(self, "quotes")
@@ -256,6 +257,7 @@ class Stream:
                 hub.views.add(self)
             if kind == "data":
                 self._data = hub
+                self._since = hub.generation
                 if subs:
                     hub.change(self, add=subs, wait=None)
             else:
@@ -534,7 +536,7 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
         if subs or not trade_updates:
             hub = stream._attach("data", max(0.1, deadline - time.monotonic()), subs)
             if subs and hub.status.connected:
-                hub.wait_confirmed(subs, max(0.1, deadline - time.monotonic()))
+                hub.wait_confirmed(subs, max(0.1, deadline - time.monotonic()), since=stream._since)
     except BaseException:
         stream.close()
         raise

@@ -21,7 +21,7 @@ from conftest import new_account
 
 import alpaca_nb as anb
 from alpaca_nb.sandbox import Sandbox
-from alpaca_nb.stream import LiveTable, Reconnect, Stream, StreamStatus, open_hubs
+from alpaca_nb.stream import LiveTable, Reconnect, Stream, StreamStatus, SubscriptionError, open_hubs
 
 UNIVERSE = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX", "QQQ", "IWM"]
 
@@ -330,3 +330,17 @@ def test_secret_never_appears_in_status_logs_or_errors(fast, caplog):
     with pytest.raises(anb.AuthenticationError) as info:
         bad.stream(quotes=["AAPL"])
     assert "wrong-secret-123" not in str(info.value)
+
+
+def test_a_subscription_the_server_refuses_raises_and_changes_nothing(api):
+    too_many = [f"Z{i:05d}" for i in range(10_001)]            # over the sandbox's symbol limit
+    with pytest.raises(SubscriptionError, match="symbol limit exceeded") as info:
+        api.stream(quotes=too_many)
+    assert info.value.code == 405
+    assert not [h for h in open_hubs() if h.key_id == api.settings.key_id]
+    with api.stream(quotes=["AAPL"]) as s:
+        with pytest.raises(SubscriptionError, match="symbol limit exceeded"):
+            s.subscribe(trades=too_many)
+        assert s.subscriptions == {"quotes": ["AAPL"]}
+        before = counts(s, ["AAPL"])["AAPL"]
+        wait_for(lambda: counts(s, ["AAPL"])["AAPL"] > before + 5, 10, "AAPL going on")
