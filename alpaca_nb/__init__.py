@@ -26,9 +26,20 @@ from typing import Any
 from . import cache
 from ._config import _UNSET, resolve
 from .client import Alpaca
-from .errors import (AlpacaConnectionError, AlpacaError, AuthenticationError, BadRequestError,
-                     ForbiddenError, InsufficientBuyingPower, NotFoundError, OrderValidationError,
-                     PreTradeCheckError, RateLimitError, ServerError, UnprocessableError)
+from .errors import (
+    AlpacaConnectionError,
+    AlpacaError,
+    AuthenticationError,
+    BadRequestError,
+    ForbiddenError,
+    InsufficientBuyingPower,
+    NotFoundError,
+    OrderValidationError,
+    PreTradeCheckError,
+    RateLimitError,
+    ServerError,
+    UnprocessableError,
+)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -99,12 +110,10 @@ def connect(*, key_id: str | None = None, secret_key: str | None = None, paper: 
 def default_client() -> Alpaca:
     """The client the shortcuts use: the last one :func:`connect` returned, or a new
     ``connect()`` (environment keys, else the embedded sandbox) on first use."""
-    global _default
     with _default_lock:
         if _default is not None:
             return _default
-    api = connect()
-    return api
+    return connect()
 
 
 def _shortcut(name: str):

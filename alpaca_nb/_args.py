@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from functools import lru_cache
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
-
 from zoneinfo import ZoneInfo
 
 import numpy as np

@@ -26,8 +26,19 @@ import orjson
 import pandas as pd
 
 from . import frames
-from ._args import (NS, Timeframe, ny_date, ny_midnight_ns, parse_choice, parse_positive_int,
-                    parse_symbols, parse_time, parse_timeframe, parse_tz, rfc3339)
+from ._args import (
+    NS,
+    Timeframe,
+    ny_date,
+    ny_midnight_ns,
+    parse_choice,
+    parse_positive_int,
+    parse_symbols,
+    parse_time,
+    parse_timeframe,
+    parse_tz,
+    rfc3339,
+)
 from .cache import BarCache, CacheKey
 from .errors import AlpacaError
 
@@ -151,7 +162,7 @@ class MarketData:
             bar.close()
 
     def _download(self, req: SeriesRequest, symbols: Sequence[str], start_ns: int | None,
-                  end_ns: int | None, acc: frames.SeriesAccumulator, bar: "_Progress") -> None:
+                  end_ns: int | None, acc: frames.SeriesAccumulator, bar: _Progress) -> None:
         for page in _pages(self.transport, f"/v2/stocks/{req.kind}", req.params(symbols, start_ns, end_ns),
                            req.limit, bar):
             bar.update(acc.add(page.get(req.kind)))
@@ -171,7 +182,7 @@ class MarketData:
         key = CacheKey(server, feed, req.adjustment or "raw", str(req.timeframe))
         return BarCache(key), now_ns
 
-    def _cached_series(self, req: SeriesRequest, acc: frames.SeriesAccumulator, bar: "_Progress",
+    def _cached_series(self, req: SeriesRequest, acc: frames.SeriesAccumulator, bar: _Progress,
                        cache: BarCache, now_ns: int) -> None:
         margin = 0 if server_is_sandbox(cache.key.server) else _CACHE_MARGIN_NS
         first = ny_date(req.start_ns).toordinal()
@@ -383,7 +394,7 @@ class _Fetcher:
 
 
 def _pages(transport, path: str, params: dict[str, Any], limit: int | None,
-           bar: "_Progress") -> Iterator[dict[str, Any]]:
+           bar: _Progress) -> Iterator[dict[str, Any]]:
     """Decoded pages of one paginated request, the next one always in flight while the current
     one is processed. ``limit`` caps the total number of rows over all pages."""
     fetcher = _Fetcher(transport, path)

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cache_dir", "clear", "CacheKey", "BarCache", "CachedBars", "CACHE_ENV", "MEMORY_ENV"]
+__all__ = ["CACHE_ENV", "MEMORY_ENV", "BarCache", "CacheKey", "CachedBars", "cache_dir", "clear"]
 
 CACHE_ENV = "ALPACA_NB_CACHE_DIR"
 MEMORY_ENV = "ALPACA_NB_CACHE_MEMORY_MB"

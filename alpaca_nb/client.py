@@ -17,10 +17,22 @@ import pandas as pd
 
 from . import frames
 from . import orders as _orders
-from ._args import parse_choice, parse_positive_int, parse_symbol, parse_symbols, parse_time, parse_tz
+from ._args import (
+    parse_choice,
+    parse_positive_int,
+    parse_symbol,
+    parse_symbols,
+    parse_time,
+    parse_tz,
+)
 from ._config import Settings, mask_key_id
 from ._http import Transport
-from ._marketdata import MarketData, series_request, server_label, server_now_from_status
+from ._marketdata import (
+    MarketData,
+    series_request,
+    server_label,
+    server_now_from_status,
+)
 from .errors import AlpacaError, OrderValidationError
 
 log = logging.getLogger(__name__)
@@ -78,7 +90,7 @@ class Alpaca:
         """Close the connection pool (the client can still be used; it reconnects)."""
         self._transport.close()
 
-    def __enter__(self) -> "Alpaca":
+    def __enter__(self) -> Alpaca:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -451,7 +463,9 @@ class Alpaca:
         Raises ValueError/TypeError for bad arguments, AuthenticationError for refused keys,
         AlpacaConnectionError when the endpoint cannot be reached within ``timeout`` seconds.
         """
-        from .stream import open_stream   # lazily: the client does not depend on the stream module
+        from .stream import (
+            open_stream,  # lazily: the client does not depend on the stream module
+        )
 
         return open_stream(self._settings, quotes=quotes, trades=trades, bars=bars,
                            updated_bars=updated_bars, daily_bars=daily_bars, statuses=statuses,

@@ -34,10 +34,31 @@ import pandas as pd
 import pyarrow as pa
 
 __all__ = [
-    "Field", "Schema", "ACCOUNT", "POSITION", "ORDER", "ASSET", "CLOCK", "CALENDAR", "ACTIVITY",
-    "BAR", "TRADE", "QUOTE", "SNAPSHOT", "dtypes", "records_frame", "record_series",
-    "order_series", "orders_frame", "calendar_frame", "portfolio_history_frame", "latest_frame",
-    "snapshots_frame", "SeriesAccumulator", "empty_series_frame", "STR",
+    "ACCOUNT",
+    "ACTIVITY",
+    "ASSET",
+    "BAR",
+    "CALENDAR",
+    "CLOCK",
+    "ORDER",
+    "POSITION",
+    "QUOTE",
+    "SNAPSHOT",
+    "STR",
+    "TRADE",
+    "Field",
+    "Schema",
+    "SeriesAccumulator",
+    "calendar_frame",
+    "dtypes",
+    "empty_series_frame",
+    "latest_frame",
+    "order_series",
+    "orders_frame",
+    "portfolio_history_frame",
+    "record_series",
+    "records_frame",
+    "snapshots_frame",
 ]
 
 STR = pd.Series([], dtype="str").dtype            # pandas 3: StringDtype(na_value=nan)
@@ -407,9 +428,8 @@ class SeriesAccumulator:
         """Keep ``_ordered`` up to date a page at a time (cheaper than one pass over everything)."""
         if not self._ordered or not len(codes):
             return
-        if self._last is not None and (int(codes[0]), int(times[0])) <= self._last:
-            self._ordered = False
-        elif not _is_sorted(codes, times):
+        starts_after = self._last is None or (int(codes[0]), int(times[0])) > self._last
+        if not starts_after or not _is_sorted(codes, times):
             self._ordered = False
         self._last = (int(codes[-1]), int(times[-1]))
 

@@ -26,13 +26,30 @@ from typing import Any
 import numpy as np
 
 from ._args import parse_symbol
-from .errors import (AlpacaConnectionError, AlpacaError, NotFoundError, OrderValidationError,
-                     PreTradeCheckError, RateLimitError, ServerError, UnprocessableError)
+from .errors import (
+    AlpacaConnectionError,
+    AlpacaError,
+    NotFoundError,
+    OrderValidationError,
+    PreTradeCheckError,
+    RateLimitError,
+    ServerError,
+    UnprocessableError,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SIDES", "TYPES", "TIME_IN_FORCE", "ORDER_CLASSES", "order_body", "replace_body",
-           "new_client_order_id", "Guard", "place"]
+__all__ = [
+    "ORDER_CLASSES",
+    "SIDES",
+    "TIME_IN_FORCE",
+    "TYPES",
+    "Guard",
+    "new_client_order_id",
+    "order_body",
+    "place",
+    "replace_body",
+]
 
 SIDES = ("buy", "sell")
 TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")

@@ -153,7 +153,8 @@ def run_probe(variant: str, url: str, symbols: list[str], start, end) -> dict:
     code = ("import json, sys; sys.path.insert(0, %r); import bench_bars as b; "
             "print(json.dumps(b.memory_probe(%r, %r, %r, %r, %r)))"
             % (str(HERE), variant, url, symbols, str(start), str(end)))
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                         check=False)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -184,7 +185,7 @@ def main(argv=None) -> int:
                                          "cache_hit_disk": []}
         check = None
         for r in range(args.rounds):
-            t, n = timed(floor, url, symbols, start, end)
+            t, _ = timed(floor, url, symbols, start, end)
             times["floor"].append(t)
             t, df = timed(ours, url, symbols, start, end)
             times["ours"].append(t)

@@ -58,7 +58,7 @@ class RecordingProxy:
         with self._lock:
             self._requests.clear()
 
-    def __enter__(self) -> "RecordingProxy":
+    def __enter__(self) -> RecordingProxy:
         self._accept.start()
         return self
 

@@ -11,14 +11,13 @@ import os
 import pandas as pd
 import pytest
 import requests
+from _http_proxy import RecordingProxy
+from conftest import admin_headers
 
 import alpaca_nb as anb
 from alpaca_nb._marketdata import _DayBounds
 from alpaca_nb.cache import BarCache, cache_dir
 from alpaca_nb.sandbox import Sandbox
-
-from _http_proxy import RecordingProxy
-from conftest import admin_headers
 
 NOW = "2024-03-06T15:00:00Z"                     # Wednesday 10:00 in New York
 SYMBOLS = ["AAPL", "MSFT"]

@@ -126,7 +126,6 @@ def test_the_secret_never_shows(sandbox, caplog):
     secret = "s3cret-VALUE-never-shown-42"
     acct_keys = {"key_id": "PKSECRETTEST01", "secret_key": secret}
     import requests
-
     from conftest import admin_headers
     requests.post(f"{sandbox.url}/sandbox/accounts", json=acct_keys, headers=admin_headers(sandbox),
                   timeout=10).raise_for_status()

@@ -128,7 +128,7 @@ def test_calendar_and_clock_converters():
                                   "next_open": "2022-05-17T09:30:00-04:00",
                                   "next_close": "2022-05-17T16:00:00-04:00"}, frames.CLOCK)
     assert clock["next_open"] == pd.Timestamp("2022-05-17 13:30", tz="UTC")
-    assert clock["is_open"] is False or clock["is_open"] == False  # noqa: E712 (numpy bool)
+    assert clock["is_open"] is False or clock["is_open"] == False
 
 
 def test_portfolio_history_converter():

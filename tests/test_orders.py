@@ -11,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from _http_proxy import RecordingProxy
+from conftest import admin_headers, new_account
 
 import alpaca_nb as anb
 from alpaca_nb.orders import Guard, order_body, replace_body
 from alpaca_nb.sandbox import Sandbox
-
-from _http_proxy import RecordingProxy
-from conftest import admin_headers, new_account
 
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -161,7 +160,7 @@ def test_resting_order_types(account):
         api.buy("AAPL", 1, type="limit", limit_price=low, time_in_force="gtc"),
         api.buy("AAPL", 1, type="stop", stop_price=high),
         api.buy("AAPL", 1, type="stop_limit", stop_price=high, limit_price=round(high * 1.01, 2)),
-        api.buy("AAPL", 1, type="trailing_stop", trail_percent=Decimal("5")),
+        api.buy("AAPL", 1, type="trailing_stop", trail_percent=Decimal(5)),
         api.buy("AAPL", 1, type="limit", limit_price=low, extended_hours=True),
     ]
     open_orders = api.orders(status="open")

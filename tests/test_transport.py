@@ -6,13 +6,12 @@ from __future__ import annotations
 import socket
 
 import pytest
+from _http_proxy import RecordingProxy
+from conftest import new_account
 
 import alpaca_nb as anb
 from alpaca_nb._http import RateLimiter
 from alpaca_nb.sandbox import Sandbox
-
-from _http_proxy import RecordingProxy
-from conftest import new_account
 
 
 @pytest.fixture(autouse=True)
