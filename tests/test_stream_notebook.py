@@ -40,10 +40,12 @@ def sb():
 
 
 @pytest.fixture(scope="session")
-def ipykernel6_python(request) -> str:
+def ipykernel6_python(request, tmp_path_factory) -> str:
     """A venv (with the system site-packages, so alpaca_nb and its dependencies are there) whose
-    ipykernel is 6.x; made once and kept in pytest's cache directory."""
-    root = Path(request.config.cache.mkdir("ipykernel6-venv"))
+    ipykernel is 6.x; made once and kept in pytest's cache directory (a temporary one when the
+    cache is switched off)."""
+    cache = getattr(request.config, "cache", None)
+    root = Path(cache.mkdir("ipykernel6-venv")) if cache is not None else tmp_path_factory.mktemp("ipykernel6-venv")
     python = root / "bin" / "python"
 
     def version() -> str | None:
