@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -79,6 +80,8 @@ class LiveDisplay(Listener):
         self.types = frozenset(table._types)
         self._dirty = True
         self.updates = 0
+        self._send_lock = threading.Lock()    # the last ("stopped") rendering is really the last
+        self._finished = False
         self.fn = self._render_and_send
 
     # the Listener protocol
@@ -103,10 +106,14 @@ class LiveDisplay(Listener):
         self._render_and_send()
 
     def _render_and_send(self, final: bool = False) -> None:
-        bundle = self.render(final=final)
-        if self.channel is not None:
-            self.channel.send("update_display_data", bundle, self.display_id)
-            self.updates += 1
+        with self._send_lock:
+            if self._finished:
+                return
+            self._finished = final
+            bundle = self.render(final=final)
+            if self.channel is not None:
+                self.channel.send("update_display_data", bundle, self.display_id)
+                self.updates += 1
 
     # rendering
     def render(self, *, final: bool = False) -> dict[str, str]:
@@ -129,6 +136,8 @@ class LiveDisplay(Listener):
     def stop(self) -> None:
         """Stop updating (the last rendering stays in the cell)."""
         self.cancel()
+        with self._send_lock:
+            self._finished = True
 
     def finish(self) -> None:
         """Final rendering (status "stopped"), then stop."""

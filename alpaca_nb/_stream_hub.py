@@ -191,11 +191,11 @@ class Hub:
             old = self._status
             if old.state == "stopped" or (old.state == state and old.attempt == attempt and old.reason == reason):
                 return
-            self._status = StreamStatus(state, self.kind, attempt, reason)
+            status = self._status = StreamStatus(state, self.kind, attempt, reason)
+            # logged before waiters wake, so whoever waits on the status also sees the log line
+            level = logging.INFO if state in ("connected", "connecting") or reason == "closed" else logging.WARNING
+            log.log(level, "%s stream %s: %s", self.kind, self.url, status)
             self._changed.notify_all()
-            status = self._status
-        level = logging.INFO if state in ("connected", "connecting") or reason == "closed" else logging.WARNING
-        log.log(level, "%s stream %s: %s", self.kind, self.url, status)
         self.fanout.post_status(status)
 
     def wait_ready(self, timeout: float) -> StreamStatus:
@@ -204,7 +204,7 @@ class Hub:
         with self.lock:
             while True:
                 st = self._status
-                if st.state in ("connected", "stopped") or self._conflicts:
+                if st.state in ("connected", "stopped") or (st.state == "reconnecting" and self._conflicts):
                     return st
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -291,7 +291,6 @@ class Hub:
                 break
             stable = time.monotonic() - started >= 1.0
             attempt = 1 if stable and not self._conflicts else attempt + 1
-            self._set_status("reconnecting", attempt=attempt, reason=reason)
             if self._conflicts:
                 delay = self.options.conflict_delay(self._rng)
                 log.warning("%s stream %s: another client holds this account's connection "
@@ -300,6 +299,7 @@ class Hub:
                             self.kind, self.url, delay)
             else:
                 delay = self.options.delay(attempt, self._rng)
+            self._set_status("reconnecting", attempt=attempt, reason=reason)
             if self._stop.wait(delay):
                 break
         self._set_status("stopped", reason=(str(self._fatal) if self._fatal else "closed"))
