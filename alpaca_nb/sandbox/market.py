@@ -20,7 +20,9 @@ Tick layer
     nanosecond times inside the minute, first at the open, last at the close, touching high and
     low, sizes summing to the volume; one quote just before every trade with bid <= price <= ask.
 
-Everything is a pure function of (seed, market mode, symbol, time): no state, no wall clock.
+Everything is a pure function of (seed, market mode, symbol, time): no state, no wall clock
+(the stable keys, counter-based hashing, random draws and the noise path are in
+:mod:`._noise`).
 What is "visible" is decided by the caller's ``now`` (the sandbox clock): a minute bar exists once
 its minute has closed, today's daily bar is the aggregate of today's complete minutes, trades
 and quotes exist up to ``now``. The synthetic market has no corporate actions, so every
@@ -34,7 +36,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import io
 import logging
 import math
@@ -47,6 +48,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
 from .clock import (
     DAY_NS,
     MINUTE_NS,
@@ -243,82 +245,6 @@ class Timeframe:
         return f"{self.amount}{self.unit}"
 
 
-# ---------------------------------------------------------------- hashing (pure, vectorised)
-
-_M64 = (1 << 64) - 1
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_C1 = np.uint64(0xBF58476D1CE4E5B9)
-_C2 = np.uint64(0x94D049BB133111EB)
-_S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
-_TWO53 = 2.0 ** -53
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        x = x ^ (x >> _S30)
-        x = x * _C1
-        x = x ^ (x >> _S27)
-        x = x * _C2
-        return x ^ (x >> _S31)
-
-
-def _key(*parts: Any) -> int:
-    """A stable 64-bit key for a tuple of strings/ints (same in every process)."""
-    text = "\x1f".join(str(p) for p in parts).encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
-
-
-def _hash_at(key: int, idx: np.ndarray) -> np.ndarray:
-    """One uint64 per integer index (any sign) for a key."""
-    with np.errstate(over="ignore"):
-        return _mix(np.asarray(idx).astype(np.int64).view(np.uint64) * _GOLDEN + np.uint64(key))
-
-
-def _unit(h: np.ndarray) -> np.ndarray:
-    """uint64 -> float in [0, 1)."""
-    return (h >> _S11).astype(np.float64) * _TWO53
-
-
-def _normal_at(key: int, idx: np.ndarray) -> np.ndarray:
-    """A standard normal per index (Box-Muller on two hashed uniforms)."""
-    u1 = _unit(_hash_at(key, idx))
-    u2 = _unit(_hash_at(key ^ 0x5DEECE66D, idx))
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
-
-
-class _Draws:
-    """A deterministic stream of random numbers for one key (splitmix64 sequence)."""
-
-    __slots__ = ("_key", "_n")
-
-    def __init__(self, key: int):
-        self._key = key
-        self._n = 0
-
-    def bits(self, n: int) -> np.ndarray:
-        idx = np.arange(self._n, self._n + n, dtype=np.int64)
-        self._n += n
-        return _hash_at(self._key, idx)
-
-    def uniform(self, n: int) -> np.ndarray:
-        return _unit(self.bits(n))
-
-    def normal(self, n: int) -> np.ndarray:
-        u1, u2 = self.uniform(n), self.uniform(n)
-        return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
-
-    def exponential(self, n: int) -> np.ndarray:
-        return -np.log1p(-self.uniform(n))
-
-    def integers(self, lo: int, hi: int, n: int) -> np.ndarray:
-        """Integers in [lo, hi)."""
-        return lo + (self.uniform(n) * (hi - lo)).astype(np.int64)
-
-    def choice(self, items: np.ndarray, cumweights: np.ndarray, n: int) -> np.ndarray:
-        return items[np.searchsorted(cumweights, self.uniform(n) * cumweights[-1], side="right")]
-
-
 # ---------------------------------------------------------------- price helpers
 
 def _round_price(p: np.ndarray) -> np.ndarray:
@@ -368,8 +294,6 @@ _QUOTE_VENUES = np.array(list("QNPKZVUXYJBHA"))
 _QUOTE_VENUE_W = np.cumsum([14, 10, 10, 9, 9, 6, 6, 4, 4, 3, 3, 3, 2]).astype(np.float64)
 _ASSET_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "sandbox.alpaca-nb")
 _ANCHOR_ORDINAL = dt.date(2025, 6, 2).toordinal()   # prices are near the list's base price here
-_SCALES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-_NOISE_NORM = 0.4836   # makes the daily log-return std ~= sigma_daily (calibrated numerically)
 TRADE_ID_STRIDE = 1_000_000   # trade id = minute number * stride + index in minute
 
 
@@ -467,8 +391,8 @@ class Market:
 
     def _instrument(self, row: dict) -> _Instrument:
         symbol = row["symbol"]
-        key = _key("sandbox-market", self.seed, self.sessions.mode, symbol)
-        jitter = _unit(_hash_at(key, np.arange(3)))
+        key = key_of("sandbox-market", self.seed, self.sessions.mode, symbol)
+        jitter = unit(hash_at(key, np.arange(3)))
         price, volume = float(row["price"]), int(row["volume"])
         sigma = float(row["volatility"]) * (0.9 + 0.2 * jitter[0]) / math.sqrt(252)
         trade_size = float(np.clip(30_000.0 / price, 40, 1500) * (0.8 + 0.4 * jitter[1]))
@@ -504,52 +428,12 @@ class Market:
 
     # ------------------------------------------------------------ daily layer
 
-    def _noise(self, inst: _Instrument, t: np.ndarray) -> np.ndarray:
-        """The log-price noise path at times ``t`` (days since 1970-01-01, float): value noise
-        on lattices of 1, 2, 4 ... 512 days, each scale's amplitude ~ sqrt(scale)."""
-        nscales = len(_SCALES)
-        lattices, floors = [], []
-        for si, scale in enumerate(_SCALES):
-            k = np.floor(t / scale)
-            k0 = int(k.min())
-            lattices.append(np.arange(k0, int(k.max()) + 2, dtype=np.int64))
-            floors.append((k, k0))
-        sizes = [len(x) for x in lattices]
-        values = _normal_at(inst.key ^ 0x6E01, np.concatenate(
-            [lat * nscales + si for si, lat in enumerate(lattices)]))
-        fast = sizes[0] + sizes[1]   # volatility clustering on the 1- and 2-day scales
-        values[:fast] *= self._regime(inst, np.concatenate(
-            [lattices[0] * _SCALES[0], lattices[1] * _SCALES[1]]).astype(np.float64))
-        total = np.zeros_like(t)
-        pos = 0
-        for si, scale in enumerate(_SCALES):
-            k, k0 = floors[si]
-            f = t / scale - k
-            f = f * f * (3.0 - 2.0 * f)
-            i = (k - k0).astype(np.int64) + pos
-            v0, v1 = values[i], values[i + 1]
-            total += math.sqrt(scale) * (v0 + (v1 - v0) * f)
-            pos += sizes[si]
-        return total * (_NOISE_NORM * inst.sigma)
-
-    @staticmethod
-    def _regime(inst: _Instrument, day: np.ndarray) -> np.ndarray:
-        """A slowly varying volatility multiplier (mean ~1) for a day index."""
-        x = day / 48.0
-        k = np.floor(x)
-        f = x - k
-        k0 = int(k.min())
-        lattice = _normal_at(inst.key ^ 0xA5A5A5A5, np.arange(k0, int(k.max()) + 2, dtype=np.int64))
-        i = (k - k0).astype(np.int64)
-        v = lattice[i] * (1 - f) + lattice[i + 1] * f
-        return np.exp(0.35 * v - 0.06)
-
     def _anchor(self, inst: _Instrument) -> float:
         """Noise value at the anchor date, so that prices there equal the list's base price."""
         value = self._anchors.get(inst.symbol)
         if value is None:
             epoch = dt.date(1970, 1, 1).toordinal()
-            value = float(self._noise(inst, np.array([_ANCHOR_ORDINAL - epoch], dtype=np.float64))[0])
+            value = float(noise_path(inst.key, inst.sigma, np.array([_ANCHOR_ORDINAL - epoch], dtype=np.float64))[0])
             self._anchors[inst.symbol] = value
         return value
 
@@ -561,13 +445,13 @@ class Market:
         epoch = dt.date(1970, 1, 1).toordinal()
         days = (ords - epoch).astype(np.float64)
         base = math.log(inst.price) - self._anchor(inst)
-        both = base + self._noise(inst, np.concatenate([days, days + 1.0]))
+        both = base + noise_path(inst.key, inst.sigma, np.concatenate([days, days + 1.0]))
         x_open, x_close = both[:len(days)], both[len(days):]
-        regime = self._regime(inst, days)
-        sig = inst.sigma * regime
+        vol = regime(inst.key, days)
+        sig = inst.sigma * vol
         draws = np.arange(6, dtype=np.int64)
-        z = _normal_at(inst.key ^ 0xD417, ords[:, None] * 8 + draws).T
-        e = -np.log1p(-_unit(_hash_at(inst.key ^ 0xE8A1, ords[:, None] * 8 + draws[:2]))).T
+        z = normal_at(inst.key ^ 0xD417, ords[:, None] * 8 + draws).T
+        e = -np.log1p(-unit(hash_at(inst.key ^ 0xE8A1, ords[:, None] * 8 + draws[:2]))).T
         o = _round_price(np.exp(x_open + 0.12 * sig * z[0]))
         c = _round_price(np.exp(x_close))
         h = _round_price(np.maximum(o, c) * np.exp(0.3 * sig * e[0]))
@@ -580,7 +464,7 @@ class Market:
         else:
             length = minutes / 1440.0
         move = np.abs(x_close - x_open) / np.maximum(sig, 1e-9)
-        v = inst.volume * length * np.exp(0.3 * z[1] - 0.045) * (0.85 + 0.15 * move) * np.sqrt(regime)
+        v = inst.volume * length * np.exp(0.3 * z[1] - 0.045) * (0.85 + 0.15 * move) * np.sqrt(vol)
         n = np.clip(np.round(v / (inst.trade_size * np.exp(0.1 * z[2]))), 4 * minutes, 600 * minutes)
         n = n.astype(np.int64)
         v = np.maximum(np.round(v).astype(np.int64), n + minutes)
@@ -647,7 +531,7 @@ class Market:
 
     def _make_minutes(self, inst: _Instrument, sess: Session, day: BarTick) -> Bars:
         m = sess.n_minutes
-        rnd = _Draws(_key(inst.key, "minutes", sess.date.toordinal()))
+        rnd = Draws(key_of(inst.key, "minutes", sess.date.toordinal()))
         t = sess.premarket_open + np.arange(m, dtype=np.int64) * MINUTE_NS
         reg_lo = int((sess.open - sess.premarket_open) // MINUTE_NS)
         reg_hi = int((sess.close - sess.premarket_open) // MINUTE_NS)
@@ -722,7 +606,7 @@ class Market:
         o, h, low, c = float(bars.o[i]), float(bars.h[i]), float(bars.l[i]), float(bars.c[i])
         v, n = int(bars.v[i]), int(bars.n[i])
         minute_no = t0 // MINUTE_NS
-        rnd = _Draws(_key(inst.key, "ticks", minute_no))
+        rnd = Draws(key_of(inst.key, "ticks", minute_no))
         offsets = np.sort(rnd.integers(0, MINUTE_NS - 2 * n - 1, n)) + 2 * np.arange(n, dtype=np.int64) + 1
         trade_t = t0 + offsets
         # prices: bridge o -> c through h and l at two interior trades
@@ -761,7 +645,7 @@ class Market:
 
     @staticmethod
     def _late_minute(inst: _Instrument, minute_no: int) -> bool:
-        return bool(_hash_at(inst.key ^ 0x1A7E, np.array([minute_no]))[0] % np.uint64(12) == 0)
+        return bool(hash_at(inst.key ^ 0x1A7E, np.array([minute_no]))[0] % np.uint64(12) == 0)
 
     def may_have_late(self, symbol: str, minute_ns: int) -> bool:
         """Cheap pre-check: False means the minute certainly has no late-reported trade
