@@ -382,10 +382,13 @@ class Alpaca:
         placed = _orders.place(self._transport, body, rounds=self._retries)
         return frames.order_series(placed)
 
-    def check_order(self, body: dict[str, Any]) -> None:
+    def check_order(self, body: dict[str, Any], *, replacing: dict[str, Any] | None = None) -> None:
         """Run the pre-trade guard on an order body (from alpaca_nb.orders.order_body); raises
-        PreTradeCheckError. Widgets and Excel call this through submit_order."""
-        self._guard.check(body, last_price=self._market.last_trade_price, buying_power=self._buying_power)
+        PreTradeCheckError. ``replacing``: the open order being replaced. Widgets and Excel call
+        this through submit_order."""
+        self._guard.check(body, last_price=self._market.last_trade_price, buying_power=self._buying_power,
+                          position_qty=lambda symbol: _orders.position_qty(self._transport, symbol),
+                          replacing=replacing)
 
     def buy(self, symbol: str, qty: Any = None, **kw: Any) -> pd.Series:
         """submit_order(symbol, qty, side="buy", **kw)."""
@@ -414,7 +417,7 @@ class Alpaca:
             if merged["qty"] is None:
                 merged.pop("qty")
                 merged["notional"] = current.get("notional")
-            self.check_order(merged)
+            self.check_order(merged, replacing=current)
         new = self._transport.trading("PATCH", f"/v2/orders/{order_id}", json=body)
         return frames.order_series(new)
 

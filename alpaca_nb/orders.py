@@ -48,6 +48,7 @@ __all__ = [
     "new_client_order_id",
     "order_body",
     "place",
+    "position_qty",
     "replace_body",
 ]
 
@@ -325,6 +326,11 @@ class Guard:
         max_order_qty: shares per order (None = off).
         price_collar: the largest allowed distance of a limit/stop price from the last trade, as
             a fraction (0.25 = 25%; None = off).
+
+    Buying power is always checked, for the part of an order that opens or adds to a position:
+    a buy unless it covers a short, a sell that opens or adds to a short. A sell that reduces a
+    long position, a buy that covers a short, an oco (always an exit) and a crypto sell (crypto
+    cannot be sold short) use no buying power on Alpaca and are not checked against it.
     """
 
     max_order_notional: float | None
@@ -332,79 +338,174 @@ class Guard:
     price_collar: float | None
 
     def check(self, body: Mapping[str, Any], *, last_price: Callable[[str], float | None],
-              buying_power: Callable[[], float | None]) -> None:
+              buying_power: Callable[[], float | None],
+              position_qty: Callable[[str], float] | None = None,
+              replacing: Mapping[str, Any] | None = None) -> None:
         """Refuse ``body`` (an :func:`order_body`) if it breaks a limit.
 
-        ``last_price(symbol)`` and ``buying_power()`` are called only when a check needs them.
+        Args:
+            last_price: ``symbol -> last trade price`` (None when there is none).
+            buying_power: the account's buying power in dollars (None when unknown).
+            position_qty: ``symbol -> signed position quantity`` (negative = short, 0 = none),
+                asked only when the side of the position decides whether buying power is
+                checked (every sell; a buy over buying power). Without it a sell is assumed to
+                reduce a long and a buy to open one.
+            replacing: the open order that ``body`` replaces (its JSON); what that order already
+                holds of the buying power is counted as available again.
+
+        The callables are called only when a check needs them.
 
         Raises:
-            PreTradeCheckError: naming the limit, the order's figure, the allowed figure and how
-                to change the limit.
+            PreTradeCheckError: naming the limit, the order's figure, the allowed figure, by how
+                much it is over and how to raise the limit or turn the check off.
+            AlpacaError: ``position_qty`` or ``buying_power`` could not ask the server (nothing
+                was sent).
         """
-        symbol, side = body["symbol"], body["side"]
+        symbol = body["symbol"]
         qty = float(body["qty"]) if "qty" in body else None
         if qty is not None and self.max_order_qty is not None and qty > self.max_order_qty:
             _refuse("max_order_qty", qty, self.max_order_qty, f"{qty:,g} shares of {symbol}",
-                    f"{self.max_order_qty:,g} shares", "ALPACA_NB_MAX_ORDER_QTY")
+                    f"{self.max_order_qty:,g} shares", f"{qty - self.max_order_qty:,g} shares")
 
         entry = [(k, float(body[k])) for k in ("limit_price", "stop_price") if k in body]
-        needs_notional = self.max_order_notional is not None or side == "buy"
-        needs_last = (self.price_collar is not None and entry) or \
-            (needs_notional and qty is not None and not entry)
+        market_qty = qty is not None and not entry       # its value needs the last trade price
+        required = "price_collar" if self.price_collar is not None and entry else \
+            "max_order_notional" if self.max_order_notional is not None and market_qty else None
         last = None
-        if needs_last:
+        if required is not None or market_qty:
             why = "the server has no trade for it"
             try:
                 last = last_price(symbol)
             except Exception as exc:   # noqa: BLE001 - any failure means the check cannot run
                 why = str(exc)
-            if not last:
-                limit = "price_collar" if self.price_collar is not None and entry else "max_order_notional"
+            if not last and required is not None:
                 raise PreTradeCheckError(
                     f"order for {symbol} refused before sending: no last trade price to check "
-                    f"{limit} against ({why}). Pass {limit}=None to anb.connect(...) to skip "
-                    "this check.", limit=limit, value=float("nan"), allowed=float("nan"))
+                    f"{required} against ({why}). Turn that check off with "
+                    f"anb.connect({required}=None) or {_ENV[required]}=off.",
+                    limit=required, value=float("nan"), allowed=float("nan"))
 
         if self.price_collar is not None and last:
             for name, price in entry:
                 distance = abs(price / last - 1)
                 if distance > self.price_collar:
                     raise PreTradeCheckError(
-                        f"order for {symbol} refused before sending: {name} {price:,.4g} is "
-                        f"{distance:.1%} from the last trade {last:,.4g}, beyond price_collar "
-                        f"{self.price_collar:.0%} by {distance - self.price_collar:.1%}. If the "
-                        f"price is right, widen the collar with anb.connect(price_collar="
-                        f"{_suggest(distance)}) or ALPACA_NB_PRICE_COLLAR (None/'off' disables it).",
+                        f"order for {symbol} refused before sending: {name} {_price_text(price)} is "
+                        f"{_pct(distance)} from the last trade {_price_text(last)}, beyond "
+                        f"price_collar {_pct(self.price_collar)} by {_pct(distance - self.price_collar)}. "
+                        f"If the price is right, widen the collar with anb.connect(price_collar="
+                        f"{_suggest(distance)}) or {_ENV['price_collar']}={_suggest(distance)}; "
+                        f"price_collar=None or {_ENV['price_collar']}=off turns the check off.",
                         limit="price_collar", value=distance, allowed=self.price_collar)
 
-        if "notional" in body:
-            notional = float(body["notional"])
-        else:
-            price = dict(entry).get("limit_price", dict(entry).get("stop_price", last))
-            notional = qty * price if (qty is not None and price) else None
+        notional = _value(body, qty, entry, last)
         if notional is None:
-            return
+            return                   # a market order for shares with no price to value it by
         if self.max_order_notional is not None and notional > self.max_order_notional:
             _refuse("max_order_notional", notional, self.max_order_notional,
                     f"${notional:,.2f} of {symbol}", f"${self.max_order_notional:,.2f}",
-                    "ALPACA_NB_MAX_ORDER_NOTIONAL", money=True)
+                    f"${notional - self.max_order_notional:,.2f}", money=True)
+        self._check_buying_power(body, notional, buying_power=buying_power,
+                                 position_qty=position_qty, replacing=replacing, last=last)
+
+    @staticmethod
+    def _check_buying_power(body: Mapping[str, Any], notional: float, *,
+                            buying_power: Callable[[], float | None],
+                            position_qty: Callable[[str], float] | None,
+                            replacing: Mapping[str, Any] | None, last: float | None) -> None:
+        symbol, side = body["symbol"], body["side"]
+        if body.get("order_class") == "oco" or (side == "sell" and "/" in symbol):
+            return                   # an exit, or crypto (never short): no buying power used
+        if side == "sell" and (position_qty is None or position_qty(symbol) > 0):
+            return                   # reduces a long position
+        power = buying_power()
+        if power is None:
+            return
+        available = power + (_held(replacing, last) if replacing else 0.0)
+        if notional <= available:
+            return
+        if side == "buy" and position_qty is not None and position_qty(symbol) < 0:
+            return                   # covers a short
+        over = notional - available
+        held = f" (with the ${available - power:,.2f} the order being replaced holds)" if available > power else ""
         if side == "buy":
-            power = buying_power()
-            if power is not None and notional > power:
-                raise PreTradeCheckError(
-                    f"order for {symbol} refused before sending: it costs about ${notional:,.2f}, "
-                    f"${notional - power:,.2f} more than the account's buying power "
-                    f"${power:,.2f}. Reduce the order or add funds.",
-                    limit="buying_power", value=notional, allowed=power)
+            what = f"it costs about ${notional:,.2f}"
+        else:
+            amount = f"{float(body['qty']):,g} shares" if "qty" in body else f"${notional:,.2f}"
+            what = (f"selling {amount} of {symbol} short (it opens or adds to a short position) "
+                    f"takes about ${notional:,.2f} of buying power")
+        raise PreTradeCheckError(
+            f"order for {symbol} refused before sending: {what}, ${over:,.2f} more than the "
+            f"account's buying power ${power:,.2f}{held}. Reduce the order by at least "
+            f"${over:,.2f}, close or reduce other positions, or add funds.",
+            limit="buying_power", value=notional, allowed=available)
 
 
-def _refuse(limit: str, value: float, allowed: float, what: str, allowed_text: str, env: str, *,
+_ENV = {"max_order_qty": "ALPACA_NB_MAX_ORDER_QTY", "max_order_notional": "ALPACA_NB_MAX_ORDER_NOTIONAL",
+        "price_collar": "ALPACA_NB_PRICE_COLLAR"}
+
+
+def _value(body: Mapping[str, Any], qty: float | None, entry: list[tuple[str, float]],
+           last: float | None) -> float | None:
+    """The order's dollar value: its notional, else qty at its limit (or stop) price, else at the
+    last trade; None when there is no price."""
+    if "notional" in body:
+        return float(body["notional"])
+    prices = dict(entry)
+    price = prices.get("limit_price", prices.get("stop_price", last))
+    return qty * price if (qty is not None and price) else None
+
+
+def _held(order: Mapping[str, Any], last: float | None) -> float:
+    """About what an open order holds of the buying power: its unfilled part at its price."""
+    try:
+        filled = float(order.get("filled_qty") or 0)
+        if order.get("qty") is not None:
+            price = order.get("limit_price") or order.get("stop_price") or last
+            return max(float(order["qty"]) - filled, 0.0) * float(price) if price else 0.0
+        if order.get("notional") is not None:
+            spent = filled * float(order.get("filled_avg_price") or 0)
+            return max(float(order["notional"]) - spent, 0.0)
+    except (TypeError, ValueError):
+        pass
+    return 0.0
+
+
+def position_qty(transport, symbol: str) -> float:
+    """The signed quantity of the position in ``symbol`` (negative = short, 0.0 = none), from
+    ``GET /v2/positions/{symbol}`` (crypto pairs without their slash, as Alpaca names them).
+
+    Raises:
+        AlpacaError: any failure other than "no such position".
+    """
+    try:
+        body = transport.trading("GET", f"/v2/positions/{symbol.replace('/', '')}")
+    except NotFoundError:
+        return 0.0
+    try:
+        qty = float((body or {}).get("qty") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    side = str((body or {}).get("side") or "").lower()
+    return -abs(qty) if side == "short" else qty
+
+
+def _refuse(limit: str, value: float, allowed: float, what: str, allowed_text: str, over: str, *,
             money: bool = False) -> None:
-    over = f"${value - allowed:,.2f}" if money else f"{value - allowed:,g}"
+    suggest = _suggest(value)
     raise PreTradeCheckError(
         f"order refused before sending: {what} is over {limit} {allowed_text} by {over}. Raise "
-        f"the limit with anb.connect({limit}={_suggest(value)}) or the {env} environment "
-        "variable (None/'off' disables it).", limit=limit, value=value, allowed=allowed)
+        f"the limit with anb.connect({limit}={suggest}) or {_ENV[limit]}={suggest.replace('_', '')}; "
+        f"{limit}=None or {_ENV[limit]}=off turns the check off.", limit=limit, value=value, allowed=allowed)
+
+
+def _pct(fraction: float) -> str:
+    """A fraction as a percentage with at most one decimal (0.105 -> '10.5%', 0.25 -> '25%')."""
+    return f"{fraction * 100:,.1f}".rstrip("0").rstrip(".") + "%"
+
+
+def _price_text(price: float) -> str:
+    return f"{price:,.2f}" if price >= 1 else f"{price:.4f}"
 
 
 def _suggest(value: float) -> str:

@@ -278,6 +278,116 @@ def test_guard_checks_buying_power(sandbox):
         assert "more than the account's buying power" in str(err)
 
 
+def test_guard_checks_short_sales_against_buying_power(sandbox):
+    """A sell with no long position behind it opens a short: it uses buying power like a buy."""
+    acct = new_account(sandbox, cash=10_000)                      # buying power 20,000 (2x margin)
+    with RecordingProxy(sandbox.url) as proxy:
+        api = client(acct, url=proxy.url)
+        power = api.account()["buying_power"]
+        last = api.latest_trades("AAPL").loc["AAPL", "price"]
+        qty = int(power / last) + 20                              # a little over buying power
+        posts = proxy.count("POST")
+        with pytest.raises(anb.PreTradeCheckError) as info:
+            api.sell("AAPL", qty)
+        assert proxy.count("POST") == posts                       # refused before the wire
+        err = info.value
+        assert err.limit == "buying_power" and err.allowed == pytest.approx(power)
+        assert err.value == pytest.approx(qty * last, rel=0.05)
+        assert f"selling {qty:,} shares of AAPL short" in str(err)
+        assert "more than the account's buying power" in str(err)
+        assert proxy.count("GET", "/v2/positions/AAPL") == 1      # it asked whether AAPL is held
+
+        short = api.sell("AAPL", 10)                              # within buying power: placed
+        assert proxy.count("POST") == posts + 1
+        wait_for(lambda: api.positions(), lambda df: "AAPL" in df.index)
+        with pytest.raises(anb.PreTradeCheckError, match="adds to a short position"):
+            api.sell("AAPL", qty)                                 # adding to the short: checked too
+    assert short["side"] == "sell"
+
+
+def test_guard_lets_exits_through_whatever_the_buying_power(sandbox):
+    """Selling a long and covering a short use no buying power: the guard never refuses them
+    for it, even when the position is worth far more than the buying power left."""
+    acct = new_account(sandbox, cash=10_000)
+    with RecordingProxy(sandbox.url) as proxy:
+        api = client(acct, url=proxy.url)
+        last = api.latest_trades("AAPL").loc["AAPL", "price"]
+        qty = int(17_000 / last)                                  # most of the 20,000 buying power
+        api.buy("AAPL", qty)
+        held = wait_for(lambda: api.positions(), lambda df: "AAPL" in df.index)
+        assert held.loc["AAPL", "qty"] == qty
+        power = api.account()["buying_power"]
+        assert qty * last > 2 * power                             # worth far more than what is left
+        posts = proxy.count("POST")
+        sold = api.sell("AAPL", qty)                              # a plain long reduction: sent
+        assert proxy.count("POST") == posts + 1 and sold["qty"] == qty
+        wait_for(lambda: api.positions(), lambda df: "AAPL" not in df.index)
+
+        api.sell("MSFT", int(17_000 / api.latest_trades("MSFT").loc["MSFT", "price"]))   # a short
+        short = wait_for(lambda: api.positions(), lambda df: "MSFT" in df.index).loc["MSFT", "qty"]
+        assert short < 0
+        power = api.account()["buying_power"]
+        cover = api.buy("MSFT", -short)                           # covering it: sent
+        assert cover["side"] == "buy" and proxy.count("POST") == posts + 3
+        assert -short * api.latest_trades("MSFT").loc["MSFT", "price"] > power
+        assert wait_for(lambda: api.positions(), lambda df: df.empty).empty
+
+
+def test_guard_counts_the_replaced_orders_hold_as_available(sandbox):
+    """A replace is compared with the buying power plus what the order being replaced holds."""
+    acct = new_account(sandbox, cash=10_000)
+    api = client(acct)
+    last = api.latest_trades("AAPL").loc["AAPL", "price"]
+    price = round(last * 0.8, 2)                                  # rests: far under the market
+    order = api.buy("AAPL", int(16_000 / price), type="limit", limit_price=price)
+    power = api.account()["buying_power"]
+    assert power < 16_000 * 0.5                                   # the order holds most of it
+    replaced = api.replace_order(order.name, limit_price=round(last * 0.81, 2))
+    assert replaced["limit_price"] == round(last * 0.81, 2)
+    with pytest.raises(anb.PreTradeCheckError) as info:           # but not more than both together
+        api.replace_order(replaced.name, qty=int(40_000 / price))
+    assert info.value.limit == "buying_power" and "the order being replaced holds" in str(info.value)
+
+
+def test_guard_messages_say_how_to_change_each_limit(sandbox, account):
+    api = client(account, max_order_qty=10, max_order_notional=1_000, price_collar=0.1)
+    last = api.latest_trades("AAPL").loc["AAPL", "price"]
+    checks = [
+        (dict(qty=25), "max_order_qty", ["25 shares of AAPL is over max_order_qty 10 shares by 15 shares",
+                                         "anb.connect(max_order_qty=", "ALPACA_NB_MAX_ORDER_QTY=",
+                                         "max_order_qty=None or ALPACA_NB_MAX_ORDER_QTY=off turns the check off"]),
+        (dict(qty=9), "max_order_notional", ["is over max_order_notional $1,000.00 by $",
+                                             "anb.connect(max_order_notional=", "ALPACA_NB_MAX_ORDER_NOTIONAL=",
+                                             "ALPACA_NB_MAX_ORDER_NOTIONAL=off turns the check off"]),
+        (dict(qty=1, type="limit", limit_price=round(last * 1.15, 2)), "price_collar",
+         ["from the last trade", "beyond price_collar 10% by 5", "anb.connect(price_collar=0.16)",
+          "ALPACA_NB_PRICE_COLLAR=0.16", "ALPACA_NB_PRICE_COLLAR=off turns the check off"]),
+    ]
+    for kwargs, limit, phrases in checks:
+        with pytest.raises(anb.PreTradeCheckError) as info:
+            api.buy("AAPL", **kwargs)
+        assert info.value.limit == limit
+        for phrase in phrases:
+            assert phrase in str(info.value), (phrase, str(info.value))
+
+
+def test_guard_without_a_last_trade():
+    """No last trade: a limit it needs the price for refuses (saying how to turn it off); the
+    buying power estimate alone never blocks an order (the server checks buying power anyway)."""
+    def no_price(symbol):
+        return None
+
+    body = order_body("AAPL", 10, "buy")
+    with pytest.raises(anb.PreTradeCheckError) as info:
+        Guard(1_000_000.0, None, None).check(body, last_price=no_price, buying_power=lambda: 1.0)
+    assert info.value.limit == "max_order_notional"
+    assert "anb.connect(max_order_notional=None) or ALPACA_NB_MAX_ORDER_NOTIONAL=off" in str(info.value)
+    Guard(None, None, None).check(body, last_price=no_price, buying_power=lambda: 1.0)   # passes
+    with pytest.raises(anb.PreTradeCheckError, match="price_collar"):
+        Guard(None, None, 0.1).check(order_body("AAPL", 1, "buy", "limit", limit_price=10),
+                                     last_price=no_price, buying_power=lambda: 1e9)
+
+
 def test_guard_is_configurable(sandbox, account, monkeypatch):
     monkeypatch.setenv("ALPACA_NB_MAX_ORDER_QTY", "5")
     with RecordingProxy(sandbox.url) as proxy:
