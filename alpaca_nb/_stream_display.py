@@ -154,9 +154,19 @@ class LiveDisplay(Listener):
 
 
 def show(stream: Any, table: Any, *, max_hz: float, columns: Sequence[str] | None) -> LiveDisplay:
-    """Display ``table`` in the current cell and register its live updates on the fan-out."""
-    from IPython.display import display
+    """Display ``table`` in the current cell and register its live updates on the fan-out.
 
+    Raises:
+        RuntimeError: not running under IPython (a plain script has no cell to update).
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        raise RuntimeError("show() displays a live table in a notebook cell and needs IPython/Jupyter; "
+                           "in a script read stream.table.df or use stream.on(...) callbacks")
     channel = KernelChannel.for_current_cell()
     live = LiveDisplay(stream, table, channel, max_hz=max_hz, columns=columns)
     display(live.render(), raw=True, display_id=live.display_id)

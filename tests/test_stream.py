@@ -344,3 +344,9 @@ def test_a_subscription_the_server_refuses_raises_and_changes_nothing(api):
         assert s.subscriptions == {"quotes": ["AAPL"]}
         before = counts(s, ["AAPL"])["AAPL"]
         wait_for(lambda: counts(s, ["AAPL"])["AAPL"] > before + 5, 10, "AAPL going on")
+
+
+def test_show_outside_a_notebook_says_what_to_do_instead(api):
+    with api.stream(quotes=["AAPL"]) as s:
+        with pytest.raises(RuntimeError, match="needs IPython/Jupyter"):
+            s.show()

@@ -144,20 +144,28 @@ api = anb.connect(base_url={account.url!r}, data_url={account.url!r}, stream_url
                   key_id={account.key_id!r}, secret_key={account.secret_key!r})
 s = api.stream(quotes=["AAPL", "MSFT"], bars=["SPY"])
 live = s.show(max_hz=5)
+from alpaca_nb.stream import live_table
+bars = live_table(s.bars, max_hz=2)
 """)
         major = io.text(shown).split("ipykernel ")[1].split(".")[0]
         assert major == ("7" if kernel == "ipykernel7" else "6")
         first = [m for m in io.of("display_data") if m["parent_header"].get("msg_id") == shown]
-        assert len(first) == 1
+        assert len(first) == 2                        # the wide table and the bars table
         display_id = first[0]["content"]["transient"]["display_id"]
+        bars_id = first[1]["content"]["transient"]["display_id"]
+        assert bars_id != display_id
 
         # another cell runs and finishes; the table must keep updating in the first cell
         later = io.execute("import time; time.sleep(0.2); x = 2 + 2")
         mark = len(io.messages)
         deadline = time.monotonic() + 20
-        while len(io.of("update_display_data", mark)) < 4 and time.monotonic() < deadline:
+        while len(io.of("update_display_data", mark)) < 6 and time.monotonic() < deadline:
             io.pump(0.5)
-        updates = io.of("update_display_data", mark)
+        bar_updates = [m for m in io.of("update_display_data", mark)
+                       if m["content"]["transient"]["display_id"] == bars_id]
+        assert bar_updates and all("SPY" in m["content"]["data"]["text/html"] for m in bar_updates)
+        updates = [m for m in io.of("update_display_data", mark)
+                   if m["content"]["transient"]["display_id"] == display_id]
         assert len(updates) >= 4, f"only {len(updates)} display updates arrived after the cells finished"
         for msg in updates:
             assert msg["content"]["transient"]["display_id"] == display_id
