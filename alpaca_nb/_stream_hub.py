@@ -20,7 +20,6 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,7 +285,6 @@ class Hub:
                     self._ws = None
                 if ws is not None:
                     _close_quietly(ws)
-                self._on_disconnected()
             if self._stop.is_set():
                 break
             stable = time.monotonic() - started >= 1.0
@@ -385,9 +383,6 @@ class Hub:
     def _on_connected(self) -> None:
         """Called on the socket thread once authenticated (schedule REST work on the fan-out)."""
 
-    def _on_disconnected(self) -> None:
-        """Called on the socket thread after every connection attempt ends."""
-
     # for the fan-out thread
     def collect(self) -> Any:
         """Changes since the last call, for the listeners (runs on the fan-out thread)."""
@@ -427,5 +422,3 @@ def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text[:200]
 
-
-Callback = Callable[..., Any]

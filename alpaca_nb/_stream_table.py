@@ -10,7 +10,6 @@ snapshot (:attr:`LiveTable.df`) or a callback is due, from the records copied ou
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -315,6 +314,3 @@ def _latest(bar: Any, updated: Any) -> Any:
         return updated
     return updated if later(updated.get("t"), bar.get("t")) else bar
 
-
-def now_ns() -> int:
-    return time.time_ns()
