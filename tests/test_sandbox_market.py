@@ -10,6 +10,7 @@ import uuid
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import orjson
 import pytest
 
 from alpaca_nb.sandbox.clock import MINUTE_NS, Clock, Sessions, ny_midnight_ns, to_ns
@@ -134,3 +135,57 @@ def test_timeframe_grammar():
     for text in ("", "0Min", "60Min", "24Hour", "2Day", "2Week", "5Month", "13Month", "1min", "1Sec", "Min"):
         with pytest.raises(ValueError):
             Timeframe.parse(text)
+
+
+# Sessions of every shape: DST switches (23 and 25 hours in always-open mode), early closes, a
+# holiday, year ends, a weekend.
+EDGE_DAYS = [dt.date.fromisoformat(d) for d in (
+    "2023-12-29", "2023-12-31", "2024-01-02", "2024-03-08", "2024-03-09", "2024-03-10", "2024-03-11",
+    "2024-07-03", "2024-11-03", "2024-11-04", "2024-11-28", "2024-11-29", "2024-12-24", "2024-12-31")]
+
+
+@pytest.mark.parametrize("mode", ["always-open", "calendar"])
+def test_minutes_generated_together_are_the_minutes_generated_one_day_at_a_time(mode):
+    together = Market(seed=11, sessions=Sessions(mode), clock=Clock())
+    for symbol in ("AAPL", "ZOM", "BRK.B", "FAKEPACA"):          # ZOM trades under $1
+        together.prefetch_minutes(symbol, EDGE_DAYS)
+        for day in EDGE_DAYS:
+            alone = Market(seed=11, sessions=Sessions(mode), clock=Clock()).minute_bars(symbol, day)
+            batch = together.minute_bars(symbol, day)
+            assert len(batch) == len(alone)
+            for field in ("t", "o", "h", "l", "c", "v", "n", "vw"):
+                assert np.array_equal(getattr(batch, field), getattr(alone, field)), (symbol, day, field)
+            bar = together.daily_bar(symbol, day)          # the daily layer computed for a year
+            if bar is None:
+                assert not len(batch)
+            else:
+                assert (batch.o[0], batch.c[-1], batch.v.sum()) == (bar.open, bar.close, bar.volume)
+
+
+def _reference_records(bars) -> bytes:
+    """What the wire's bar records are: orjson's writing of plain dicts."""
+    rows = [{"t": dt.datetime.fromtimestamp(int(t) // 10**9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "o": float(o), "h": float(h), "l": float(low), "c": float(c), "v": int(v), "n": int(n),
+             "vw": float(vw)}
+            for t, o, h, low, c, v, n, vw in zip(bars.t, bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw)]
+    return orjson.dumps(rows)[1:-1]
+
+
+def test_bar_records_are_written_exactly_as_orjson_writes_them(market):
+    from alpaca_nb.sandbox._barjson import bar_json
+    from alpaca_nb.sandbox.market import Bars
+
+    cases = []
+    for symbol in ("AAPL", "ZOM", "BRK.B"):
+        minutes = market.intraday_bars(symbol, Timeframe.parse("1Min"), dt.date(2024, 3, 6), ny("2024-03-07", 0))
+        cases += [minutes, minutes.take(slice(3, 4)), minutes.take(np.arange(0, len(minutes), 7)),
+                  market.intraday_bars(symbol, Timeframe.parse("15Min"), dt.date(2024, 3, 6), ny("2024-03-07", 0)),
+                  market.daily_bars(symbol, dt.date(2023, 1, 1), dt.date(2023, 12, 31), ny("2024-01-01", 0)),
+                  market.period_bars(symbol, Timeframe.parse("1Month"), 2023, ny("2024-01-01", 0))]
+    m = cases[0]
+    big = Bars(m.t, m.o * 37.0, m.h * 37.0, m.l * 37.0, m.c * 37.0, m.v * 1000, m.n + 5000, m.vw)
+    cases.append(big)                                    # a wide price range, counts past the table
+    for bars in cases:
+        assert bar_json(bars) == _reference_records(bars)
+    empty = Bars(*(np.empty(0, dtype=getattr(m, f).dtype) for f in ("t", "o", "h", "l", "c", "v", "n", "vw")))
+    assert bar_json(empty) == b""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NOISE_NORM", "SCALES", "Draws", "hash_at", "key_of", "noise_path", "normal_at",
+__all__ = ["NOISE_NORM", "SCALES", "Draws", "hash_at", "hash_grid", "key_of", "noise_path", "normal_at",
            "regime", "unit"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -27,6 +27,8 @@ _TWO53 = 2.0 ** -53
 
 SCALES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)   # value-noise lattices, in days
 NOISE_NORM = 0.4836   # makes the daily log-return std ~= sigma_daily (calibrated numerically)
+_SCALE_COL = np.array(SCALES, dtype=np.float64)[:, None]
+_SQRT_COL = np.array([math.sqrt(s) for s in SCALES], dtype=np.float64)[:, None]
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -49,6 +51,13 @@ def hash_at(key: int, idx: np.ndarray) -> np.ndarray:
     """One uint64 per integer index (any sign) for a key."""
     with np.errstate(over="ignore"):
         return _mix(np.asarray(idx).astype(np.int64).view(np.uint64) * _GOLDEN + np.uint64(key))
+
+
+def hash_grid(keys: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``hash_at(key, idx)`` for each key, as rows: shape (len(keys), len(idx))."""
+    with np.errstate(over="ignore"):
+        return _mix(np.asarray(idx).astype(np.int64).view(np.uint64)[None, :] * _GOLDEN
+                    + np.asarray(keys, dtype=np.uint64)[:, None])
 
 
 def unit(h: np.ndarray) -> np.ndarray:
@@ -116,26 +125,21 @@ def noise_path(key: int, sigma: float, t: np.ndarray) -> np.ndarray:
     sqrt(scale), the 1- and 2-day scales modulated by :func:`regime` (volatility clustering);
     scaled so that the daily log-return standard deviation is about ``sigma``."""
     nscales = len(SCALES)
-    lattices, floors = [], []
-    for scale in SCALES:
-        k = np.floor(t / scale)
-        k0 = int(k.min())
-        lattices.append(np.arange(k0, int(k.max()) + 2, dtype=np.int64))
-        floors.append((k, k0))
-    sizes = [len(x) for x in lattices]
-    values = normal_at(key ^ 0x6E01, np.concatenate(
-        [lat * nscales + si for si, lat in enumerate(lattices)]))
-    fast = sizes[0] + sizes[1]   # volatility clustering on the 1- and 2-day scales
-    values[:fast] *= regime(key, np.concatenate(
-        [lattices[0] * SCALES[0], lattices[1] * SCALES[1]]).astype(np.float64))
+    t = np.asarray(t, dtype=np.float64)
+    k = np.floor(t[None, :] / _SCALE_COL)                 # lattice cell of each t, per scale
+    k0, k1 = k.min(axis=1), k.max(axis=1)
+    sizes = (k1 - k0).astype(np.int64) + 2                 # lattice points k0 .. k1 + 1
+    pos = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    lattice = np.arange(int(sizes.sum()), dtype=np.int64) - np.repeat(pos - k0.astype(np.int64), sizes)
+    values = normal_at(key ^ 0x6E01, lattice * nscales + np.repeat(np.arange(nscales), sizes))
+    fast = int(sizes[0] + sizes[1])   # volatility clustering on the 1- and 2-day scales
+    values[:fast] *= regime(key, (lattice[:fast] * np.repeat(SCALES[:2], sizes[:2])).astype(np.float64))
+    f = t[None, :] / _SCALE_COL - k
+    f = f * f * (3.0 - 2.0 * f)
+    i = (k - k0[:, None]).astype(np.int64) + pos[:, None]
+    v0, v1 = values[i], values[i + 1]
+    parts = _SQRT_COL * (v0 + (v1 - v0) * f)
     total = np.zeros_like(t)
-    pos = 0
-    for si, scale in enumerate(SCALES):
-        k, k0 = floors[si]
-        f = t / scale - k
-        f = f * f * (3.0 - 2.0 * f)
-        i = (k - k0).astype(np.int64) + pos
-        v0, v1 = values[i], values[i + 1]
-        total += math.sqrt(scale) * (v0 + (v1 - v0) * f)
-        pos += sizes[si]
+    for row in parts:               # scale by scale, in this order (the sums are not reordered)
+        total += row
     return total * (NOISE_NORM * sigma)

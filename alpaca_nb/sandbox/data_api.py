@@ -41,7 +41,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,11 +50,11 @@ import orjson
 from aiohttp import web
 
 from . import app as _app
+from ._barjson import bar_json
 from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns
 from .market import (
     ADJUSTMENTS,
     UNIT_DAY,
-    Bars,
     BarTick,
     Market,
     QuoteTick,
@@ -69,6 +69,7 @@ log = logging.getLogger(__name__)
 MAX_LIMIT = 10_000
 DEFAULT_LIMIT = 1_000
 TICK_BLOCK_MINUTES = 5                      # trades/quotes are cached in 5-minute chunks
+PREFETCH_DAYS = 8                           # UTC days of minutes generated in one batch
 CACHE_BYTES = 512 * 1024 ** 2               # serialised chunks kept in memory
 DELAY_NS = 15 * 60 * NS                     # delayed_sip lag
 HISTORICAL_FEEDS = ("sip", "iex", "otc", "boats")
@@ -91,45 +92,8 @@ TRADE_CONDITIONS = (["@"], ["@", "I"], ["@", "T"], ["@", "T", "I"])   # by Ticks
 QUOTE_CONDITIONS = ["R"]
 
 
-def _iso_s(t: np.ndarray) -> list[str]:
-    return np.datetime_as_string(t.astype("datetime64[ns]"), unit="s", timezone="UTC").tolist()
-
-
 def _iso_ns(t: np.ndarray) -> list[str]:
     return np.datetime_as_string(t.astype("datetime64[ns]"), unit="ns", timezone="UTC").tolist()
-
-
-_MINUTE_OF_DAY = [b"%02d:%02d:00Z" % (h, m) for h in range(24) for m in range(60)]
-_BAR_JSON = b'{"t":"%s","o":%s,"h":%s,"l":%s,"c":%s,"v":%s,"n":%s,"vw":%s}'
-
-
-def _numbers(values: np.ndarray) -> list[bytes]:
-    """Each number's JSON text (orjson's shortest round-trip form)."""
-    return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
-
-
-def _minute_stamps(t: np.ndarray) -> list[bytes]:
-    """RFC-3339 UTC stamps of whole-minute instants, e.g. ``2024-01-02T14:30:00Z``."""
-    days = (t // DAY_NS).tolist()
-    prefixes = {d: (dt.date(1970, 1, 1) + dt.timedelta(days=d)).isoformat().encode() + b"T"
-                for d in set(days)}
-    return [prefixes[d] + _MINUTE_OF_DAY[m] for d, m in zip(days, ((t % DAY_NS) // MINUTE_NS).tolist())]
-
-
-def bar_json(bars: Bars) -> bytes:
-    """Bars as comma-separated wire objects ``{t,o,h,l,c,v,n,vw}`` (always ``n`` and ``vw``)."""
-    if not len(bars):
-        return b""
-    numbers = [_numbers(col) for col in (bars.o, bars.h, bars.l, bars.c, bars.v, bars.n, bars.vw)]
-    t = bars.t
-    if not (t % MINUTE_NS).any() and t[0] // DAY_NS == t[-1] // DAY_NS:
-        # one UTC day of whole minutes (every intraday chunk): the date goes into the template
-        day = (dt.date(1970, 1, 1) + dt.timedelta(days=int(t[0] // DAY_NS))).isoformat().encode()
-        template = _BAR_JSON.replace(b'"t":"%s"', b'"t":"' + day + b'T%s"')
-        clock = [_MINUTE_OF_DAY[m] for m in ((t % DAY_NS) // MINUTE_NS).tolist()]
-        return b",".join([template % row for row in zip(clock, *numbers)])
-    stamps = _minute_stamps(t) if not (t % MINUTE_NS).any() else [x.encode() for x in _iso_s(t)]
-    return b",".join([_BAR_JSON % row for row in zip(stamps, *numbers)])
 
 
 def trade_records(ticks: Ticks, lo: int, hi: int, tape: str) -> list[dict]:
@@ -234,6 +198,9 @@ class ChunkCache:
         self.bytes = 0
         self._items: OrderedDict[tuple, Chunk] = OrderedDict()
 
+    def __contains__(self, key: tuple) -> bool:
+        return key in self._items
+
     def get(self, key: tuple) -> Chunk | None:
         chunk = self._items.get(key)
         if chunk is not None:
@@ -306,11 +273,15 @@ class Series:
         last = dt.date(key, 12, 31) + dt.timedelta(days=0 if tf.unit == UNIT_DAY else 7)
         return ny_midnight_ns(last + dt.timedelta(days=1)) + DAY_NS   # past any post-market
 
-    def chunk(self, symbol: str, key: Any, now: int) -> Chunk:
+    def chunk(self, symbol: str, key: Any, now: int, ahead: Sequence[Any] = ()) -> Chunk:
+        """The records of one period; ``ahead`` names the periods likely to be read next,
+        whose minutes are generated together with this one's when it has to be built."""
         cache_key = (self.kind, self.code, symbol, key)
         found = self.cache.get(cache_key)
         if found is not None:
             return found
+        if self.kind == "bars" and self.timeframe.intraday:
+            self._prefetch(symbol, [key, *ahead])
         chunk = self._build(symbol, key, now)
         if self.period_end(key) <= now:
             self.cache.put(cache_key, chunk)
@@ -344,14 +315,35 @@ class Series:
                 times.append(t[:hi])
         return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
 
-    def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool) -> Iterator[tuple[Chunk, int, int]]:
-        """Non-empty (chunk, a, b) ranges with ``lo <= t <= hi``, in the page's order."""
-        for key in self.periods(lo, hi, desc):
-            chunk = self.chunk(symbol, key, now)
+    def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool,
+                wanted: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
+        """Non-empty (chunk, a, b) ranges with ``lo <= t <= hi``, in the page's order;
+        ``wanted`` (how many records the caller still takes) bounds the read-ahead of minutes."""
+        keys = self.periods(lo, hi, desc)
+        for i, key in enumerate(keys):
+            chunk = self.chunk(symbol, key, now, keys[i + 1:i + self.ahead(wanted)])
             if len(chunk):
                 a, b = chunk.index_range(lo, hi)
                 if a < b:
+                    wanted -= b - a
                     yield chunk, a, b
+
+    def ahead(self, wanted: int) -> int:
+        """How many periods past the current one ``wanted`` more records may need (intraday
+        bars: at most 1440 minutes a day, so this is a lower bound), up to PREFETCH_DAYS."""
+        if self.kind != "bars" or not self.timeframe.intraday:
+            return 1
+        return max(1, min(PREFETCH_DAYS, -(-max(wanted, 0) * self.timeframe.minutes // 1440)))
+
+    def _prefetch(self, symbol: str, keys: list[Any]) -> None:
+        """Generate at once the minutes of the NY days that the not yet cached UTC-day periods
+        ``keys`` aggregate (each UTC day takes the evening of the previous NY day)."""
+        days: set[dt.date] = set()
+        for i, key in enumerate(keys):
+            if i and (self.kind, self.code, symbol, key) in self.cache:
+                continue
+            days.update((key - dt.timedelta(days=1), key))
+        self.market.prefetch_minutes(symbol, sorted(days))
 
 
 @dataclass
@@ -397,7 +389,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             else:
                 lo = max(lo, token[1] + 1)
         slices: list[bytes] = []
-        for chunk, a, b in series.records(symbol, lo, hi, now, desc):
+        for chunk, a, b in series.records(symbol, lo, hi, now, desc, remaining):
             if remaining == 0:   # a record exists beyond this page
                 if slices:
                     parts.append((symbol, slices))
@@ -595,11 +587,12 @@ class ReadAhead:
             lo, hi = query.start, query.end
             if symbol == after[0]:
                 lo, hi = (lo, min(hi, after[1] - 1)) if query.desc else (max(lo, after[1] + 1), hi)
-            for key in series.periods(lo, hi, query.desc):
+            keys = series.periods(lo, hi, query.desc)
+            for i, key in enumerate(keys):
                 if series.period_end(key) > now:
                     continue
                 t0 = time.perf_counter()
-                chunk = series.chunk(symbol, key, now)
+                chunk = series.chunk(symbol, key, now, keys[i + 1:i + series.ahead(remaining)])
                 a, b = chunk.index_range(lo, hi)
                 spent += time.perf_counter() - t0
                 remaining -= max(0, b - a)

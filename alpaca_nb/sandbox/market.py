@@ -48,6 +48,16 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._minutes import (
+    DaySpec,
+    allocate,
+    ceil_price,
+    floor_price,
+    minute_columns,
+    reflect,
+    round_price,
+    tick_size,
+)
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
 from .clock import (
     DAY_NS,
@@ -245,46 +255,6 @@ class Timeframe:
         return f"{self.amount}{self.unit}"
 
 
-# ---------------------------------------------------------------- price helpers
-
-def _round_price(p: np.ndarray) -> np.ndarray:
-    """Cents at or above $1, 4 decimals below (and never below $0.0001)."""
-    p = np.asarray(p, dtype=np.float64)
-    return np.maximum(np.where(p >= 1.0, np.round(p, 2), np.round(p, 4)), 0.0001)
-
-
-def _tick(p: np.ndarray) -> np.ndarray:
-    return np.where(p >= 1.0, 0.01, 0.0001)
-
-
-def _floor_price(p: np.ndarray) -> np.ndarray:
-    tick = _tick(p)
-    return np.maximum(np.round(np.floor(p / tick + 1e-9) * tick, 4), 0.0001)
-
-
-def _ceil_price(p: np.ndarray) -> np.ndarray:
-    tick = _tick(p)
-    return np.round(np.ceil(p / tick - 1e-9) * tick, 4)
-
-
-def _reflect(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Fold a path into [lo, hi] by reflecting at the bounds (no plateaus, unlike clipping)."""
-    width = hi - lo
-    if width <= 0:
-        return np.full_like(x, lo)
-    y = np.mod(x - lo, 2.0 * width)
-    return lo + np.where(y > width, 2.0 * width - y, y)
-
-
-def _allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
-    """Integers >= ``minimum`` summing exactly to ``total``, proportional to ``weights``
-    (cumulative rounding: no sort). Requires ``total >= minimum * len(weights)``."""
-    spare = total - minimum * len(weights)
-    cum = np.rint(np.cumsum(weights) * (spare / weights.sum())).astype(np.int64)
-    cum[-1] = spare
-    return np.diff(cum, prepend=0) + minimum
-
-
 # ---------------------------------------------------------------- instruments
 
 EXCHANGE_TAPE = {"NYSE": "A", "NASDAQ": "C", "ARCA": "B", "AMEX": "B", "BATS": "B"}
@@ -311,7 +281,7 @@ class _Instrument:
 
 
 class _SessionArrays:
-    """The sessions of one year as arrays (shared by every symbol)."""
+    """Sessions as arrays (those of a year are shared by every symbol)."""
 
     def __init__(self, sessions: list[Session]):
         self.sessions = sessions
@@ -452,10 +422,10 @@ class Market:
         draws = np.arange(6, dtype=np.int64)
         z = normal_at(inst.key ^ 0xD417, ords[:, None] * 8 + draws).T
         e = -np.log1p(-unit(hash_at(inst.key ^ 0xE8A1, ords[:, None] * 8 + draws[:2]))).T
-        o = _round_price(np.exp(x_open + 0.12 * sig * z[0]))
-        c = _round_price(np.exp(x_close))
-        h = _round_price(np.maximum(o, c) * np.exp(0.3 * sig * e[0]))
-        low = _round_price(np.minimum(o, c) * np.exp(-0.3 * sig * e[1]))
+        o = round_price(np.exp(x_open + 0.12 * sig * z[0]))
+        c = round_price(np.exp(x_close))
+        h = round_price(np.maximum(o, c) * np.exp(0.3 * sig * e[0]))
+        low = round_price(np.minimum(o, c) * np.exp(-0.3 * sig * e[1]))
         h = np.maximum(h, np.maximum(o, c))
         low = np.minimum(low, np.minimum(o, c))
         minutes, regular = year.minutes, year.regular
@@ -497,6 +467,28 @@ class Market:
             return sessions[i], bars.row(i)
         return None
 
+    def _days(self, inst: _Instrument, days: list[dt.date]) -> list[tuple[Session, BarTick] | None]:
+        """The session and full-day bar of each date (None without a session): from the
+        year cache when the year is there, otherwise computed for just these dates (the daily
+        layer is elementwise, so the bars are the same as in their year)."""
+        out: list[tuple[Session, BarTick] | None] = [None] * len(days)
+        todo: list[tuple[int, Session]] = []
+        for i, day in enumerate(days):
+            if (inst.symbol, day.year) in self._years:
+                out[i] = self._day(inst, day)
+            else:
+                sess = self.sessions.session(day)
+                if sess is not None:
+                    todo.append((i, sess))
+        if len(todo) == 1:
+            i, sess = todo[0]
+            out[i] = self._day(inst, sess.date)
+        elif todo:
+            bars = self._daily(inst, _SessionArrays([sess for _, sess in todo]))
+            for j, (i, sess) in enumerate(todo):
+                out[i] = (sess, bars.row(j))
+        return out
+
     def day_bars(self, symbol: str, first: dt.date, last: dt.date) -> tuple[list[Session], Bars]:
         """Sessions with ``first <= date <= last`` and their full-day bars (ignores now)."""
         inst = self._inst(symbol)
@@ -522,61 +514,38 @@ class Market:
         if hit is not None:
             self._minutes.move_to_end(key)
             return hit
-        found = self._day(inst, day)
-        bars = EMPTY_BARS if found is None else self._make_minutes(inst, *found)
-        self._minutes[key] = bars
-        if len(self._minutes) > self.MINUTE_CACHE:
+        return self._generate_minutes(inst, [day])[0]
+
+    def prefetch_minutes(self, symbol: str, days: list[dt.date]) -> None:
+        """Generate and cache the minute bars of these NY dates at once (much cheaper per day
+        than one at a time; the bars are the same). Raises KeyError for an unknown symbol."""
+        inst = self._inst(symbol)
+        missing = [d for d in dict.fromkeys(days) if (symbol, d) not in self._minutes]
+        if missing:
+            self._generate_minutes(inst, missing)
+
+    def _generate_minutes(self, inst: _Instrument, days: list[dt.date]) -> list[Bars]:
+        """Minute bars of ``days`` (empty for days without a session), cached."""
+        found = list(zip(days, self._days(inst, days)))
+        specs = [self._day_spec(inst, *hit) for _, hit in found if hit is not None]
+        columns = iter(minute_columns(specs, calendar=self.sessions.mode == "calendar"))
+        out = []
+        for day, hit in found:
+            bars = EMPTY_BARS if hit is None else Bars(*next(columns))
+            self._minutes[(inst.symbol, day)] = bars
+            out.append(bars)
+        while len(self._minutes) > self.MINUTE_CACHE:
             self._minutes.popitem(last=False)
-        return bars
+        return out
 
-    def _make_minutes(self, inst: _Instrument, sess: Session, day: BarTick) -> Bars:
-        m = sess.n_minutes
-        rnd = Draws(key_of(inst.key, "minutes", sess.date.toordinal()))
-        t = sess.premarket_open + np.arange(m, dtype=np.int64) * MINUTE_NS
-        reg_lo = int((sess.open - sess.premarket_open) // MINUTE_NS)
-        reg_hi = int((sess.close - sess.premarket_open) // MINUTE_NS)
-        regular = np.zeros(m, dtype=bool)
-        regular[reg_lo:reg_hi] = True
-        o_d, h_d, l_d, c_d = day.open, day.high, day.low, day.close
-
-        # Path x[0..m]: x[j] opens minute j, x[j+1] closes it; pinned at O, H, L, C.
-        lo_i, hi_i = max(1, reg_lo), min(m - 1, reg_hi)
-        if hi_i - lo_i < 2:
-            lo_i, hi_i = 1, m - 1
-        a, b = rnd.integers(lo_i, hi_i, 2)
-        if a == b:
-            b = lo_i + (a - lo_i + 1) % (hi_i - lo_i)
-        anchors = sorted([(0, o_d), (int(a), h_d), (int(b), l_d), (m, c_d)])
-        ax = np.array([p for p, _ in anchors], dtype=np.float64)
-        ay = np.array([v for _, v in anchors], dtype=np.float64)
-        step_scale = np.where(regular, 1.0, 0.35)
-        steps = rnd.normal(m) * step_scale * ((h_d - l_d) / math.sqrt(m) * 0.45 + 1e-9)
-        walk = np.concatenate(([0.0], np.cumsum(steps)))
-        grid = np.arange(m + 1, dtype=np.float64)
-        x = np.interp(grid, ax, ay) + walk - np.interp(grid, ax, walk[ax.astype(np.int64)])
-        x = np.clip(_round_price(_reflect(x, l_d, h_d)), l_d, h_d)
-        x[ax.astype(np.int64)] = ay
-        o, c = x[:-1], x[1:]
-        wiggle = rnd.exponential(2 * m).reshape(2, m) * ((h_d - l_d) / math.sqrt(m) * 0.25)
-        h = np.clip(_ceil_price(np.maximum(o, c) + wiggle[0] * step_scale), l_d, h_d)
-        low = np.clip(_floor_price(np.minimum(o, c) - wiggle[1] * step_scale), l_d, h_d)
-        h = np.maximum(h, np.maximum(o, c))
-        low = np.minimum(low, np.minimum(o, c))
-
-        # Volume and trade counts: U-shaped profile x noise x movement, exact integer sums.
-        j = np.arange(m, dtype=np.float64)
-        if self.sessions.mode == "calendar":
-            r = j - reg_lo
-            u = 1.0 + 2.5 * np.exp(-r / 25.0) + 1.6 * np.exp(-(reg_hi - 1 - j) / 20.0)
-            profile = np.where(regular, u, 0.06)
-        else:
-            profile = 1.0 + 1.8 * np.exp(-j / 90.0) + 1.4 * np.exp(-(m - 1 - j) / 90.0)
-        moved = np.abs(c - o) / ((h_d - l_d) / math.sqrt(m) + 1e-9)
-        weight = profile * np.exp(0.45 * rnd.normal(m)) * (0.7 + 0.3 * np.minimum(moved, 4))
-        n = _allocate(day.trade_count, weight, 4)
-        v = n + _allocate(day.volume - day.trade_count, weight * np.exp(0.2 * rnd.normal(m)), 0)
-        vw = np.clip(np.round((h + low + c) / 3.0, 4), low, h)
-        return Bars(t, o, h, low, c, v, n, vw)
+    @staticmethod
+    def _day_spec(inst: _Instrument, sess: Session, day: BarTick) -> DaySpec:
+        return DaySpec(key=key_of(inst.key, "minutes", sess.date.toordinal()),
+                       start_ns=sess.premarket_open, minutes=sess.n_minutes,
+                       reg_lo=int((sess.open - sess.premarket_open) // MINUTE_NS),
+                       reg_hi=int((sess.close - sess.premarket_open) // MINUTE_NS),
+                       open=day.open, high=day.high, low=day.low, close=day.close,
+                       volume=day.volume, trade_count=day.trade_count)
 
     # ------------------------------------------------------------ tick layer
 
@@ -619,18 +588,18 @@ class Market:
         walk = np.concatenate(([0.0], np.cumsum(rnd.normal(n - 1)))) * ((h - low) / math.sqrt(n) * 0.5)
         grid = np.arange(n, dtype=np.float64)
         price = np.interp(grid, ax, ay) + walk - np.interp(grid, ax, walk[ax.astype(np.int64)])
-        price = np.clip(_round_price(_reflect(price, low, h)), low, h)
+        price = np.clip(round_price(reflect(price, low, h)), low, h)
         price[ax.astype(np.int64)] = ay
-        size = 1 + _allocate(v - n, np.exp(1.1 * rnd.normal(n)), 0)
+        size = 1 + allocate(v - n, np.exp(1.1 * rnd.normal(n)), 0)
         trade_x = rnd.choice(_TRADE_VENUES, _TRADE_VENUE_W, n)
         flags = (size < 100).astype(np.int8) | np.int8(2 if extended else 0)
         trade_id = minute_no * TRADE_ID_STRIDE + np.arange(n, dtype=np.int64)
         # one quote 1 ns before every trade, bid <= price <= ask
-        spread = np.maximum(price * inst.spread * (0.5 + rnd.uniform(n)), _tick(price))
+        spread = np.maximum(price * inst.spread * (0.5 + rnd.uniform(n)), tick_size(price))
         split = rnd.uniform(n)
-        bid = np.maximum(_floor_price(price - split * spread), 0.0001)
-        ask = _ceil_price(price + (1.0 - split) * spread)
-        ask = np.maximum(ask, np.round(bid + _tick(bid), 4))
+        bid = np.maximum(floor_price(price - split * spread), 0.0001)
+        ask = ceil_price(price + (1.0 - split) * spread)
+        ask = np.maximum(ask, np.round(bid + tick_size(bid), 4))
         lots = rnd.exponential(2 * n).reshape(2, n)
         bid_size = 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64)
         ask_size = 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64)
