@@ -39,7 +39,7 @@ from ._args import (
     parse_tz,
     rfc3339,
 )
-from .cache import BarCache, CacheKey
+from .cache import BarCache, CacheKey, CorruptCacheFile, read_window
 from .errors import AlpacaError
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,9 @@ class MarketData:
         bar = _Progress(req.kind, progress)
         try:
             if bar_cache is not None:
-                self._cached_series(req, acc, bar, *bar_cache)
+                hit = self._cached_series(req, acc, bar, *bar_cache, tz=tz)
+                if hit is not None:                   # everything came from the cache
+                    return hit
             else:
                 for chunk in _symbol_chunks(req.symbols):
                     self._download(req, chunk, req.start_ns, req.end_ns, acc, bar)
@@ -183,7 +185,9 @@ class MarketData:
         return BarCache(key), now_ns
 
     def _cached_series(self, req: SeriesRequest, acc: frames.SeriesAccumulator, bar: _Progress,
-                       cache: BarCache, now_ns: int) -> None:
+                       cache: BarCache, now_ns: int, *, tz: str | None) -> pd.DataFrame | None:
+        """Fill ``acc`` from the cache and downloads of what it lacks; or, when the cache holds
+        every requested day, return the whole frame straight from the files."""
         margin = 0 if server_is_sandbox(cache.key.server) else _CACHE_MARGIN_NS
         first = ny_date(req.start_ns).toordinal()
         last = ny_date(min(req.end_ns if req.end_ns is not None else now_ns, max(now_ns, req.start_ns))).toordinal()
@@ -191,12 +195,37 @@ class MarketData:
         bounds = _DayBounds()
         days = range(first, min(last, complete) + 1)
         tail = last > complete or req.end_ns is None or not days
+
+        files = cache.open_many(req.symbols)
+        try:
+            if files is not None and not tail and all(f is not None and f.days.issuperset(days)
+                                                      for f in files.values()):
+                try:
+                    symbols, counts, times, block = read_window(files.values(), req.start_ns, _hi(req.end_ns))
+                    return frames.series_frame(req.schema, symbols, counts, times, block, tz=tz)
+                except CorruptCacheFile:              # deleted: plan again without it
+                    for f in files.values():
+                        f.close()
+                    files = cache.open_many(req.symbols)
+            cached: dict[str, Any] = {}
+            for symbol in req.symbols:
+                file = files.get(symbol) if files is not None else None
+                entry = cache.load(symbol) if files is None else None
+                if file is not None:
+                    try:
+                        entry = file.read()
+                    except CorruptCacheFile:
+                        entry = None
+                if entry is not None:
+                    cached[symbol] = entry
+        finally:
+            for f in (files or {}).values():
+                if f is not None:
+                    f.close()
+
         plans: dict[tuple, list[str]] = defaultdict(list)
-        cached: dict[str, Any] = {}
-        for symbol, entry in cache.load_many(req.symbols).items():
-            have = entry.days if entry is not None else set()
-            if entry is not None:
-                cached[symbol] = entry
+        for symbol in req.symbols:
+            have = cached[symbol].days if symbol in cached else set()
             missing = tuple(tuple(r) for r in _runs(d for d in days if d not in have))
             plans[(missing, tail)].append(symbol)
 
@@ -220,6 +249,7 @@ class MarketData:
             a, b = np.searchsorted(entry.times, [req.start_ns, _hi(req.end_ns)], side="left")
             if b > a:
                 acc.add_symbol(symbol, entry.times[a:b], {c: v[a:b] for c, v in entry.columns.items()})
+        return None
 
     @staticmethod
     def _store(cache: BarCache, group: Sequence[str], days: range, bounds: dict[int, tuple[int, int]],
@@ -389,7 +419,7 @@ class _Fetcher:
                 return
             try:
                 self._results.put((True, self._transport.data(self._path, params, raw=True)))
-            except BaseException as exc:   # handed to the consumer, raised there
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
                 self._results.put((False, exc))
 
 

@@ -14,12 +14,17 @@ not on its port). Each file holds the bars of whole New York days and records wh
 the days that are missing. Only days that are over are ever written; today's partial session is
 always fetched fresh. Files are written atomically (temporary file, then rename); a file that
 cannot be read, whose values do not match the digest stored with them, or that does not look like
-ours is deleted and its days are fetched again. The metadata also holds a digest of the values, checked on every
-read, so a flipped bit in a data page is caught too.
+ours is deleted and its days are fetched again. The digest (wrapping sums of each column's 64-bit
+patterns) is checked on every read, so a flipped bit in a data page is caught too.
 
-Files already read in this process are also kept decoded in memory (bounded by
-``$ALPACA_NB_CACHE_MEMORY_MB``, default 512; 0 turns that off), keyed by each file's identity,
-so a repeated request skips Parquet decoding while a file changed on disk is read again.
+A hit costs reading the files, so they are laid out to decode fast: required (non-nullable)
+columns, plain encoding, no compression, no dictionary, no statistics, one row group (compressed
+or dictionary-encoded files are smaller but slower to decode from the page cache; measurements in
+benchmarks/README.md). When every requested day is cached, :func:`read_window` builds the result
+from the files directly: the times of each file first, to size it, then each file's values,
+decoded and copied once into place, so only one file's decoded data is alive at a time. Nothing
+is kept in memory between requests: a hit always reads the files, so it costs the same in a new
+session and sees what another process wrote.
 
 Usage::
 
@@ -34,9 +39,7 @@ import json
 import logging
 import os
 import shutil
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,15 +52,17 @@ import pyarrow.parquet as pq
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CACHE_ENV", "MEMORY_ENV", "BarCache", "CacheKey", "CachedBars", "cache_dir", "clear"]
+__all__ = ["CACHE_ENV", "BarCache", "CacheFile", "CacheKey", "CachedBars", "CorruptCacheFile",
+           "cache_dir", "clear", "read_window"]
 
 CACHE_ENV = "ALPACA_NB_CACHE_DIR"
-MEMORY_ENV = "ALPACA_NB_CACHE_MEMORY_MB"
-DEFAULT_MEMORY_MB = 512
 LAYOUT = "v1"
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "trade_count", "vwap")
 _META_KEY = b"alpaca_nb"
-_SCHEMA = pa.schema([("t", pa.int64())] + [(c, pa.float64()) for c in BAR_COLUMNS])
+# required (non-nullable) columns: no definition levels to write or decode, ~20% faster reads
+_SCHEMA = pa.schema([pa.field("t", pa.int64(), nullable=False)]
+                    + [pa.field(c, pa.float64(), nullable=False) for c in BAR_COLUMNS])
+_FIELDS = [(f.name, f.type) for f in _SCHEMA]
 
 
 def cache_dir() -> Path:
@@ -72,7 +77,6 @@ def clear(path: str | os.PathLike | None = None) -> int:
     Returns:
         The number of files removed.
     """
-    _MEMORY.clear()
     root = (Path(path) if path is not None else cache_dir()) / LAYOUT
     if not root.exists():
         return 0
@@ -111,6 +115,96 @@ class CachedBars:
     columns: dict[str, np.ndarray]    # BAR_COLUMNS -> float64
 
 
+class CorruptCacheFile(Exception):
+    """A cache file failed a check while its data was read; it has been deleted."""
+
+
+class CacheFile:
+    """One symbol's cache file, open, its footer checked: the days it covers and its columns,
+    each checked against the digest in the footer when read (a file failing a check is deleted
+    and :class:`CorruptCacheFile` raised). Holds an open file until :meth:`close`."""
+
+    def __init__(self, symbol: str, path: Path, days: set[int], meta: dict, reader: pq.ParquetFile,
+                 source: pa.NativeFile):
+        self.symbol = symbol
+        self.path = path
+        self.days = days
+        self.rows: int = meta["rows"]
+        self._digest: list[int] = meta["digest"]
+        self._reader = reader
+        self._source = source
+
+    def __repr__(self) -> str:
+        return f"<CacheFile {self.path} rows={self.rows}>"
+
+    def times(self) -> np.ndarray:
+        """Column ``t`` (int64 ns, increasing), read-only."""
+        return self._columns(["t"])[0]
+
+    def values(self) -> dict[str, np.ndarray]:
+        """The bar columns (float64), read-only."""
+        return dict(zip(BAR_COLUMNS, self._columns(list(BAR_COLUMNS))))
+
+    def read(self) -> CachedBars:
+        """Everything: days, times and bar columns."""
+        times, *values = self._columns(list(_SCHEMA.names))
+        return CachedBars(self.days, times, dict(zip(BAR_COLUMNS, values)))
+
+    def _columns(self, names: list[str]) -> list[np.ndarray]:
+        try:
+            table = self._reader.read(columns=names, use_threads=False)
+            arrays = [_frozen(table.column(i).to_numpy()) for i in range(len(names))]
+            for name, array in zip(names, arrays):
+                if len(array) != self.rows or _sum(array) != self._digest[_SCHEMA.names.index(name)]:
+                    raise ValueError(f"column {name} does not match its digest")
+        except Exception as exc:     # unreadable or damaged: never returned
+            self.close()
+            _discard(self.path, exc)
+            raise CorruptCacheFile(str(self.path)) from exc
+        return arrays
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def read_window(files: Iterable[CacheFile], lo: int, hi: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The rows with ``lo <= t < hi`` (ns) of several symbols' files, ordered by symbol then
+    time, assembled without keeping the files' decoded data: the times of every file are read
+    first (to size the result), then each file's values are decoded and copied once into place
+    while still in the processor's cache, so the decoded data of only one file is alive at a
+    time (no large fresh allocation besides the result).
+
+    Returns:
+        (symbols with rows, sorted; rows per symbol; int64 times; float64 block of shape
+        (len(BAR_COLUMNS), rows) whose rows are the bar columns).
+
+    Raises:
+        CorruptCacheFile: a file failed a check (it has been deleted).
+    """
+    plan = []
+    total = 0
+    for file in sorted(files, key=lambda f: f.symbol):
+        times = file.times()
+        a, b = (int(i) for i in np.searchsorted(times, [lo, hi], side="left"))
+        if b > a:
+            plan.append((file, times, a, b))
+            total += b - a
+    out_times = np.empty(total, np.int64)
+    block = np.empty((len(BAR_COLUMNS), total))
+    offset = 0
+    for i, (file, times, a, b) in enumerate(plan):
+        end = offset + b - a
+        out_times[offset:end] = times[a:b]
+        values = file.values()
+        for row, name in zip(block, BAR_COLUMNS):
+            row[offset:end] = values[name][a:b]
+        plan[i] = (file, None, a, b)              # release this file's decoded data
+        offset = end
+    symbols = [file.symbol for file, _, _, _ in plan]
+    counts = np.array([b - a for _, _, a, b in plan], np.int64)
+    return symbols, counts, out_times, block
+
+
 class BarCache:
     """Read and write one :class:`CacheKey`'s files. Safe against concurrent writers in the
     sense that a reader never sees a half-written file (the last writer wins)."""
@@ -127,33 +221,47 @@ class BarCache:
         return self.directory / f"s_{_segment(symbol)}.parquet"
 
     # ------------------------------------------------------------------ reading
-    def load(self, symbol: str) -> CachedBars | None:
-        """The cached bars of ``symbol`` or None (absent, or corrupt and now deleted). The arrays
-        are read-only (they may be shared with the in-process layer)."""
+    def open(self, symbol: str) -> CacheFile | None:
+        """``symbol``'s file with its footer read and checked (no data yet), or None: absent, or
+        not a readable file of ours (then it is deleted)."""
         path = self.path(symbol)
         try:
-            identity = _identity(path)
+            source = pa.OSFile(str(path))          # a file, not a filesystem lookup per file
         except FileNotFoundError:
             return None
-        entry = _MEMORY.get(path, identity)
-        if entry is not None:
-            return entry
+        except OSError as exc:
+            log.warning("alpaca_nb cache: cannot open %s (%s); its days will be downloaded", path, exc)
+            return None
         try:
-            table = pq.ParquetFile(path, pre_buffer=False).read(use_threads=False)
-            entry = _decode(table, symbol)
-        except FileNotFoundError:
+            reader = pq.ParquetFile(source, pre_buffer=False)
+            meta, days = _check_footer(reader, symbol)
+        except Exception as exc:  # noqa: BLE001 - unreadable or not ours: never used
+            source.close()
+            _discard(path, exc)
             return None
-        except Exception as exc:     # unreadable, bad digest, not our layout: never returned
-            log.warning("alpaca_nb cache: discarding unreadable file %s (%s: %s); its days will be "
-                        "downloaded again", path, type(exc).__name__, exc)
-            _unlink(path)
-            return None
-        _MEMORY.put(path, identity, entry)
-        return entry
+        return CacheFile(symbol, path, days, meta, reader, source)
 
-    def load_many(self, symbols: Iterable[str]) -> dict[str, CachedBars | None]:
-        """:meth:`load` for several symbols."""
-        return {s: self.load(s) for s in symbols}
+    def open_many(self, symbols: Iterable[str]) -> dict[str, CacheFile | None] | None:
+        """:meth:`open` for each symbol (in the order given); close them after use. None when
+        that would hold more files open than this process comfortably can (a quarter of its
+        open-file limit, at most 512): then read them one at a time with :meth:`load`."""
+        symbols = list(dict.fromkeys(symbols))
+        if len(symbols) > _max_open_files():
+            return None
+        return {s: self.open(s) for s in symbols}
+
+    def load(self, symbol: str) -> CachedBars | None:
+        """The cached bars of ``symbol`` or None (absent, or corrupt and now deleted). The arrays
+        are read-only views of the decoded file."""
+        file = self.open(symbol)
+        if file is None:
+            return None
+        try:
+            return file.read()
+        except CorruptCacheFile:
+            return None
+        finally:
+            file.close()
 
     # ------------------------------------------------------------------ writing
     def store(self, symbol: str, days: Iterable[int], day_bounds: Mapping[int, tuple[int, int]],
@@ -190,105 +298,67 @@ class BarCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
-            pq.write_table(table, tmp, compression="none", use_dictionary=False,
-                           write_statistics=False, write_page_checksum=True)
+            pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False,
+                           row_group_size=max(len(times), 1), write_page_checksum=True)
             os.replace(tmp, path)
-            _MEMORY.put(path, _identity(path), CachedBars(all_days, _frozen(times),
-                                                          {c: _frozen(v) for c, v in columns.items()}))
         except OSError as exc:
             _unlink(tmp)
             log.warning("alpaca_nb cache: could not write %s (%s); continuing without caching it", path, exc)
 
 
-def _decode(table: pa.Table, symbol: str) -> CachedBars:
-    meta_raw = (table.schema.metadata or {}).get(_META_KEY)
+def _check_footer(reader: pq.ParquetFile, symbol: str) -> tuple[dict, set[int]]:
+    """Our metadata and covered days from a file's footer, after checking that it is one of
+    ours for ``symbol`` with the expected columns (nullable or not: older files had nullable
+    ones). Raises ValueError otherwise."""
+    schema = reader.schema_arrow
+    meta_raw = (schema.metadata or {}).get(_META_KEY)
     if meta_raw is None:
         raise ValueError("no alpaca_nb metadata")
     meta = json.loads(meta_raw)
     if meta.get("version") != 1 or meta.get("symbol") != symbol:
         raise ValueError("metadata is for another layout or symbol")
-    if table.schema.remove_metadata() != _SCHEMA:
-        raise ValueError(f"unexpected columns {table.schema.names}")
+    if [(f.name, f.type) for f in schema] != _FIELDS:
+        raise ValueError(f"unexpected columns {schema.names}")
+    digest = meta.get("digest")
+    if meta.get("rows") != reader.metadata.num_rows or not isinstance(digest, list) \
+            or len(digest) != len(_FIELDS):
+        raise ValueError("the row count or digest in the metadata does not fit the file")
     days: set[int] = set()
     for lo, hi in meta["days"]:
         if not (isinstance(lo, int) and isinstance(hi, int) and 0 < lo <= hi < 4_000_000):
             raise ValueError("bad day range")
         days.update(range(lo, hi + 1))
-    times = _frozen(table.column("t").to_numpy())
-    columns = {c: _frozen(table.column(c).to_numpy()) for c in BAR_COLUMNS}
-    if meta.get("rows") != len(times) or meta.get("digest") != _digest(times, columns):
-        raise ValueError("the data does not match its digest")
-    return CachedBars(days, times, columns)
+    return meta, days
 
 
 def _digest(times: np.ndarray, columns: Mapping[str, np.ndarray]) -> list[int]:
     """Wrapping sums of the columns' 64-bit patterns: any flipped bit in a value changes its
     column's sum. Cheaper than Parquet's page CRCs on read, and it checks the decoded values."""
-    return [int(np.asarray(a).view(np.uint64).sum(dtype=np.uint64))
-            for a in [times] + [columns[c] for c in BAR_COLUMNS]]
+    return [_sum(a) for a in [times] + [columns[c] for c in BAR_COLUMNS]]
+
+
+def _sum(array: np.ndarray) -> int:
+    return int(np.asarray(array).view(np.uint64).sum(dtype=np.uint64))
+
+
+def _discard(path: Path, exc: BaseException) -> None:
+    log.warning("alpaca_nb cache: discarding unreadable file %s (%s: %s); its days will be "
+                "downloaded again", path, type(exc).__name__, exc)
+    _unlink(path)
+
+
+def _max_open_files() -> int:
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):      # no such limit (Windows)
+        return 512
+    return 512 if soft == resource.RLIM_INFINITY else max(16, min(512, soft // 4))
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:
     array.flags.writeable = False
     return array
-
-
-def _identity(path: Path) -> tuple[int, int, int]:
-    st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-class _MemoryLayer:
-    """Decoded files kept in this process (least recently used first out, bounded by
-    ``$ALPACA_NB_CACHE_MEMORY_MB``, default 512; 0 turns it off), so a repeated request skips
-    Parquet decoding. Entries are keyed by path and the file's identity (inode, size, mtime): a
-    file replaced or changed on disk is read again."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], CachedBars, int]] = OrderedDict()
-        self._bytes = 0
-
-    @staticmethod
-    def budget() -> int:
-        raw = os.environ.get(MEMORY_ENV, "").strip()
-        try:
-            return int(float(raw) * 2**20) if raw else DEFAULT_MEMORY_MB * 2**20
-        except ValueError:
-            return DEFAULT_MEMORY_MB * 2**20
-
-    def get(self, path: Path, identity: tuple[int, int, int]) -> CachedBars | None:
-        if not self.budget():
-            return None
-        with self._lock:
-            hit = self._entries.get(path)
-            if hit is None or hit[0] != identity:
-                return None
-            self._entries.move_to_end(path)
-            return hit[1]
-
-    def put(self, path: Path, identity: tuple[int, int, int], entry: CachedBars) -> None:
-        size = entry.times.nbytes + sum(v.nbytes for v in entry.columns.values())
-        budget = self.budget()
-        with self._lock:
-            old = self._entries.pop(path, None)
-            if old is not None:
-                self._bytes -= old[2]
-            if size > budget:
-                return
-            self._entries[path] = (identity, entry, size)
-            self._bytes += size
-            while self._bytes > budget:
-                _, (_, _, dropped) = self._entries.popitem(last=False)
-                self._bytes -= dropped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._bytes = 0
-
-
-_MEMORY = _MemoryLayer()
 
 
 def _within(times: np.ndarray, days: list[int], bounds: Mapping[int, tuple[int, int]]) -> np.ndarray:

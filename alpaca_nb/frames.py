@@ -417,7 +417,7 @@ class SeriesAccumulator:
         self._time = next(f for f in schema.fields if f.name == "timestamp")
         self._fields = [f for f in schema.fields if f.name != "timestamp"]
         self._symbols: dict[str, int] = {}
-        self._codes: list[np.ndarray] = []
+        self._codes: list[np.ndarray | tuple[int, int]] = []    # arrays, or (code, n) runs
         self._times: list[np.ndarray] = []
         self._chunks: dict[str, list[Any]] = {f.name: [] for f in self._fields}
         self._ordered = True           # rows so far in (arrival code, time) order, no repeats
@@ -477,7 +477,7 @@ class SeriesAccumulator:
         if n == 0:
             return
         code = self._symbols.setdefault(symbol, len(self._symbols))
-        self._codes.append(np.full(n, code, np.int32))
+        self._codes.append((code, n))            # a run of one code, expanded in _all_codes
         self._times.append(times_ns)
         first, last = (code, int(times_ns[0])), (code, int(times_ns[-1]))
         if self._last is not None and first <= self._last:
@@ -487,10 +487,20 @@ class SeriesAccumulator:
             self._chunks[f.name].append(columns[f.name])
         self.rows += n
 
+    def _all_codes(self) -> np.ndarray:
+        """The symbol code of every row (``_codes`` holds arrays and ``(code, n)`` runs)."""
+        parts = self._codes
+        if not parts:
+            return np.empty(0, np.int32)
+        if all(isinstance(p, tuple) for p in parts):
+            values, counts = zip(*parts)
+            return np.repeat(np.array(values, np.int32), counts)
+        return np.concatenate([np.full(p[1], p[0], np.int32) if isinstance(p, tuple) else p for p in parts])
+
     def columns(self) -> tuple[list[str], np.ndarray, np.ndarray, dict[str, Any]]:
         """(symbols, symbol codes, times ns, raw column chunks concatenated) without pandas."""
         symbols = list(self._symbols)
-        codes = np.concatenate(self._codes) if self._codes else np.empty(0, np.int32)
+        codes = self._all_codes()
         times = np.concatenate(self._times) if self._times else np.empty(0, np.int64)
         cols = {}
         for f in self._fields:
@@ -510,7 +520,7 @@ class SeriesAccumulator:
         kept); ``sort=True`` forces that check. ``lo``/``hi`` (ns, inclusive) drop rows outside.
         """
         symbols = list(self._symbols)
-        codes = np.concatenate(self._codes) if self._codes else np.empty(0, np.int32)
+        codes = self._all_codes()
         times = np.concatenate(self._times) if self._times else np.empty(0, np.int64)
         take = None
         if len(times) and ((lo is not None and times.min() < lo) or (hi is not None and times.max() > hi)):
@@ -521,7 +531,8 @@ class SeriesAccumulator:
         rank = np.empty(len(symbols), np.int32)
         rank[sym_order] = np.arange(len(symbols), dtype=np.int32)
         in_order = self._ordered and bool(np.all(np.diff(rank) > 0)) if len(rank) > 1 else self._ordered
-        codes = rank[codes] if len(codes) else codes
+        if len(codes) and np.any(rank != np.arange(len(rank))):
+            codes = rank[codes]            # arrival codes -> codes of the sorted symbols (if not already)
         if sort or not in_order:
             order = np.lexsort((times, codes))
             take = order if take is None else take[order]
@@ -531,23 +542,55 @@ class SeriesAccumulator:
                 keep[1:] = (codes[1:] != codes[:-1]) | (times[1:] != times[:-1])
             if not keep.all():
                 take, codes, times = take[keep], codes[keep], times[keep]
-        tcodes, tlevel = _factorize_times(codes, times)
-        index = pd.MultiIndex(
-            levels=[pd.Index([symbols[i] for i in sym_order], dtype=STR), _times(tlevel, tz)],
-            codes=[codes, tcodes], names=["symbol", "timestamp"], verify_integrity=False)
+        index = _series_index([symbols[i] for i in sym_order], codes, times, tz)
         if take is not None:
             index = index.remove_unused_levels()
+        names = [f.name for f in self._fields]
+        floats = [f.name for f in self._fields if f.kind == "float"]
+        # every float column is one row of a single 2D block, filled by one copy from the chunks
+        # (which may be read-only views of cache files): no per-column allocation, and a frame
+        # of floats only is one pandas block
+        block = np.empty((len(floats), len(codes)))
+        rows = dict(zip(floats, block))
         cols = {}
         for f in self._fields:
             chunks = self._chunks[f.name]
-            if take is not None and chunks:
-                merged = np.concatenate(chunks) if f.kind == "float" else pa.concat_arrays(chunks)
-                chunks = [merged[take] if f.kind == "float" else merged.take(pa.array(take))]
-            cols[f.name] = _finish(f.kind, chunks, tz)
+            if f.kind == "float":
+                out = cols[f.name] = rows[f.name]
+                if chunks and take is not None:
+                    np.take(chunks[0] if len(chunks) == 1 else np.concatenate(chunks), take, out=out,
+                            mode="clip")
+                elif chunks:
+                    np.concatenate(chunks, out=out)
+            else:
+                if take is not None and chunks:
+                    chunks = [pa.concat_arrays(chunks).take(pa.array(take))]
+                cols[f.name] = _finish(f.kind, chunks, tz)
             self._chunks[f.name] = []     # release page chunks as soon as they are merged
         self._codes, self._times, self._symbols, self.rows = [], [], {}, 0
         self._ordered, self._last = True, None
-        return pd.DataFrame(cols, index=index, columns=[f.name for f in self._fields], copy=False)
+        if len(floats) == len(names):
+            return pd.DataFrame(block.T, index=index, columns=names, copy=False)
+        return pd.DataFrame(cols, index=index, columns=names, copy=False)
+
+
+def series_frame(schema: Schema, symbols: Sequence[str], counts: np.ndarray, times_ns: np.ndarray,
+                 block: np.ndarray, *, tz: str | None = None) -> pd.DataFrame:
+    """The frame of a schema whose columns are all floats (bars) from rows already in their
+    final order: ``symbols`` sorted, ``counts[i]`` rows for ``symbols[i]``, ``times_ns``
+    increasing within each symbol, ``block[j]`` the values of the schema's j-th column. The
+    block becomes the frame's data as it is (no copy)."""
+    names = [f.name for f in schema.fields if f.name != "timestamp"]
+    codes = np.repeat(np.arange(len(symbols), dtype=np.int32), counts)
+    index = _series_index(list(symbols), codes, times_ns, tz)
+    return pd.DataFrame(block.T, index=index, columns=names, copy=False)
+
+
+def _series_index(symbols: list[str], codes: np.ndarray, times: np.ndarray, tz: str | None) -> pd.MultiIndex:
+    """The (symbol, timestamp) index of rows ordered by symbol code then time."""
+    tcodes, tlevel = _factorize_times(codes, times)
+    return pd.MultiIndex(levels=[pd.Index(symbols, dtype=STR), _times(tlevel, tz)],
+                         codes=[codes, tcodes], names=["symbol", "timestamp"], verify_integrity=False)
 
 
 def _dtype_arrow(kind: str) -> pa.DataType:

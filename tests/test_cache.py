@@ -54,9 +54,7 @@ def cached_files(root) -> list[str]:
     return sorted(p.name for p in root.rglob("*.parquet"))
 
 
-@pytest.mark.parametrize("memory", ["512", "0"])     # with and without the in-process layer
-def test_hit_downloads_nothing(cache_root, pinned, proxy, monkeypatch, memory):
-    monkeypatch.setenv("ALPACA_NB_CACHE_MEMORY_MB", memory)
+def test_hit_downloads_nothing(cache_root, pinned, proxy):
     api = connect_via(proxy, pinned)
     first = api.bars(SYMBOLS, "1Min", "2024-03-01", "2024-03-04")
     assert len(first) == 2 * 4 * 1440 and downloads(proxy)
@@ -133,6 +131,42 @@ def test_corrupt_files_are_discarded_and_refetched(cache_root, pinned, proxy, ca
     assert BarCache(_key(cache_root, pinned, api)).load("AAPL") is not None   # rewritten whole
 
 
+def test_files_of_older_versions_are_still_read(cache_root, pinned, proxy):
+    """Files written before the columns became required (non-nullable) are hits too."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    api = connect_via(proxy, pinned)
+    first = api.bars(SYMBOLS, "1Min", "2024-02-20", "2024-02-21")
+    for symbol in SYMBOLS:
+        path = BarCache(_key(cache_root, pinned, api)).path(symbol)
+        table = pq.read_table(path)
+        nullable = pa.schema([pa.field(f.name, f.type, nullable=True) for f in table.schema],
+                             metadata=table.schema.metadata)
+        pq.write_table(table.cast(nullable), path)
+        assert pq.ParquetFile(path).schema_arrow.field("close").nullable
+    proxy.clear()
+    again = api.bars(SYMBOLS, "1Min", "2024-02-20", "2024-02-21")
+    assert downloads(proxy) == []
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_more_symbols_than_open_files_allowed(cache_root, pinned, proxy, monkeypatch):
+    """Past the number of files it holds open at once, a hit reads the files one at a time
+    (the same frame, still nothing downloaded)."""
+    api = connect_via(proxy, pinned)
+    symbols = SYMBOLS + ["IBM"]
+    api.bars(symbols, "1Min", "2024-02-13", "2024-02-14")                 # fills the cache
+    proxy.clear()
+    together = api.bars(symbols, "1Min", "2024-02-13", "2024-02-14 12:00")
+    monkeypatch.setattr("alpaca_nb.cache._max_open_files", lambda: 2)
+    one_by_one = api.bars(symbols, "1Min", "2024-02-13", "2024-02-14 12:00")
+    assert downloads(proxy) == []
+    pd.testing.assert_frame_equal(one_by_one, together)
+    pd.testing.assert_frame_equal(together, api.bars(symbols, "1Min", "2024-02-13", "2024-02-14 12:00",
+                                                     cache=False))
+
+
 def test_cache_false_and_uncacheable_requests_write_nothing(cache_root, pinned, proxy):
     api = connect_via(proxy, pinned)
     api.bars(SYMBOLS, "1Min", "2024-03-01", "2024-03-02", cache=False)
@@ -176,7 +210,7 @@ def test_a_file_changed_on_disk_is_read_again(cache_root, pinned, proxy):
     first = api.bars("AAPL", "1Day", "2024-01-01", "2024-02-01")
     cache = BarCache(_key(cache_root, pinned, api, timeframe="1Day"))
     entry = cache.load("AAPL")
-    assert not entry.columns["close"].flags.writeable                   # shared: read-only
+    assert not entry.columns["close"].flags.writeable                   # views of the file: read-only
     changed = {c: v * 2 for c, v in entry.columns.items()}     # as if another process rewrote it
     BarCache(cache.key, cache.root).store("AAPL", entry.days, _DayBounds(), entry.times, changed)
     proxy.clear()

@@ -359,7 +359,7 @@ def test_guard_messages_say_how_to_change_each_limit(sandbox, account):
         (dict(qty=9), "max_order_notional", ["is over max_order_notional $1,000.00 by $",
                                              "anb.connect(max_order_notional=", "ALPACA_NB_MAX_ORDER_NOTIONAL=",
                                              "ALPACA_NB_MAX_ORDER_NOTIONAL=off turns the check off"]),
-        (dict(qty=1, type="limit", limit_price=round(last * 1.15, 2)), "price_collar",
+        (dict(qty=1, type="limit", limit_price=round(last * 1.155, 2)), "price_collar",
          ["from the last trade", "beyond price_collar 10% by 5", "anb.connect(price_collar=0.16)",
           "ALPACA_NB_PRICE_COLLAR=0.16", "ALPACA_NB_PRICE_COLLAR=off turns the check off"]),
     ]
