@@ -157,6 +157,8 @@ class CacheFile:
             for name, array in zip(names, arrays):
                 if len(array) != self.rows or _sum(array) != self._digest[_SCHEMA.names.index(name)]:
                     raise ValueError(f"column {name} does not match its digest")
+        except MemoryError:
+            raise
         except Exception as exc:     # unreadable or damaged: never returned
             self.close()
             _discard(self.path, exc)
@@ -198,7 +200,8 @@ def read_window(files: Iterable[CacheFile], lo: int, hi: int) -> tuple[list[str]
         values = file.values()
         for row, name in zip(block, BAR_COLUMNS):
             row[offset:end] = values[name][a:b]
-        plan[i] = (file, None, a, b)              # release this file's decoded data
+        del values                                # release this file's decoded data
+        plan[i] = (file, None, a, b)
         offset = end
     symbols = [file.symbol for file, _, _, _ in plan]
     counts = np.array([b - a for _, _, a, b in plan], np.int64)
@@ -235,6 +238,9 @@ class BarCache:
         try:
             reader = pq.ParquetFile(source, pre_buffer=False)
             meta, days = _check_footer(reader, symbol)
+        except MemoryError:
+            source.close()
+            raise
         except Exception as exc:  # noqa: BLE001 - unreadable or not ours: never used
             source.close()
             _discard(path, exc)

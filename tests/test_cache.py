@@ -109,7 +109,7 @@ def test_a_day_is_cached_once_it_is_over(cache_root):
         assert entry.days == {dt.date(2024, 3, 6).toordinal()} and len(entry.times) == 24
 
 
-@pytest.mark.parametrize("damage", ["garbage", "flipped", "foreign"])
+@pytest.mark.parametrize("damage", ["garbage", "flipped", "flipped_times", "foreign"])
 def test_corrupt_files_are_discarded_and_refetched(cache_root, pinned, proxy, caplog, damage):
     api = connect_via(proxy, pinned)
     good = api.bars(SYMBOLS, "1Min", "2024-02-26", "2024-02-27")
@@ -117,8 +117,8 @@ def test_corrupt_files_are_discarded_and_refetched(cache_root, pinned, proxy, ca
     data = bytearray(path.read_bytes())
     if damage == "garbage":
         path.write_bytes(b"not a parquet file at all")
-    elif damage == "flipped":
-        data[len(data) // 3] ^= 0xFF                               # a bit flip inside a data page
+    elif damage.startswith("flipped"):                             # a bit flip inside a data page:
+        data[len(data) // (20 if damage == "flipped_times" else 3)] ^= 0xFF   # times or values
         path.write_bytes(bytes(data))
     else:
         pd.DataFrame({"t": [1], "open": [2.0]}).to_parquet(path)  # valid Parquet, not ours
