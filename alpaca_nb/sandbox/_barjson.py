@@ -4,7 +4,8 @@ comma-separated, built as fast as CPython allows.
 Numbers are written exactly as orjson writes them (its shortest round-trip form): every number
 either comes from ``orjson.dumps`` of its column, or is a token of a small table that
 ``orjson.dumps`` wrote for the very same double values (prices that are whole cents share one
-table per call; trade counts below 4096 come from a table made once). The record is assembled
+table per block of 1,024 cents, kept for every symbol; trade counts below 4096 come from a table
+made once). The record is assembled
 by one ``bytes.join`` over per-row tokens laid out with slice assignments, so there is no
 per-row Python code. Times are whole-second UTC stamps (``2024-01-02T14:30:00Z``).
 """
@@ -41,10 +42,12 @@ _COUNTS = _objects([b'%d,"vw":' % i for i in range(4096)])   # n, then the key o
 
 
 @lru_cache(maxsize=_DAY_CACHE)
-def _starts(day: int) -> np.ndarray:
-    """``},{"t":"<day>THH:MM:00Z","o":`` for each minute of a UTC day (days since 1970)."""
+def _starts(day: int) -> tuple[list[bytes], np.ndarray]:
+    """``},{"t":"<day>THH:MM:00Z","o":`` for each minute of a UTC day (days since 1970), as a
+    list (for runs of consecutive minutes) and as an object array (for any minutes)."""
     head = b'},{"t":"' + (_EPOCH + dt.timedelta(days=day)).isoformat().encode() + b"T"
-    return _objects([head + clock for clock in _CLOCK])
+    tokens = [head + clock for clock in _CLOCK]
+    return tokens, _objects(tokens)
 
 
 class _Bars(Protocol):
@@ -58,27 +61,48 @@ class _Bars(Protocol):
     vw: np.ndarray
 
 
-def _tokens(values: np.ndarray) -> list[bytes]:
-    """Each number's JSON text, as orjson writes it."""
-    return orjson.dumps(values, option=_OPT)[1:-1].split(b",")
+def _text(values: np.ndarray) -> bytes:
+    """The numbers' JSON texts as orjson writes them, comma-separated."""
+    return orjson.dumps(values, option=_OPT)[1:-1]
+
+
+def _suffixed(text: bytes, suffix: bytes) -> list[bytes]:
+    """The numbers of a comma-separated ``text``, each followed by ``suffix``."""
+    return (text.replace(b",", suffix + b"\0") + suffix).split(b"\0")
 
 
 def _pick(table: np.ndarray, index: np.ndarray) -> list[bytes]:
     return table[index].tolist()
 
 
-def _price_tokens(cols: tuple[np.ndarray, ...]) -> list:
-    """Tokens of several price columns. Whole-cent prices (the usual case) are looked up in
-    one table of every cent value between their low and high, written by orjson from the same
-    doubles; other columns are written one number at a time."""
+_PRICE_KEYS = (_SEP_H, _SEP_L, _SEP_C, _SEP_V)    # what follows o, h, l and c
+_BLOCK = 1024                                     # cents per table of price tokens
+
+
+@lru_cache(maxsize=512)
+def _cents(block: int, key: bytes) -> np.ndarray:
+    """Tokens ``<price><key>`` of the prices block * 1024 .. block * 1024 + 1023 cents, written
+    by orjson from the doubles ``cents / 100.0`` (shared by every symbol and day)."""
+    first = float(block * _BLOCK)
+    return _objects(_suffixed(_text(np.arange(first, first + _BLOCK) / 100.0), key))
+
+
+def _price_tokens(cols: tuple[np.ndarray, ...]) -> list[list[bytes]]:
+    """Tokens of o, h, l and c, each followed by the next key. Whole-cent prices (the usual
+    case: a column is whole cents when ``cents / 100.0`` gives back every one of its doubles)
+    come from the cent tables; other columns are written number by number."""
     cents = [np.rint(col * 100.0) for col in cols]
     if all(np.array_equal(k / 100.0, col) for k, col in zip(cents, cols)):
-        lo = min(float(k.min()) for k in cents)
-        hi = max(float(k.max()) for k in cents)
-        if hi - lo < 2 * len(cols[0]) + 64 and hi < 2.0 ** 52:
-            table = _objects(_tokens(np.arange(lo, hi + 1.0) / 100.0))
-            return [_pick(table, (k - lo).astype(np.intp)) for k in cents]
-    return [_tokens(col) for col in cols]
+        lo = int(min(k.min() for k in cents)) // _BLOCK
+        hi = int(max(k.max() for k in cents)) // _BLOCK
+        if lo >= 0 and hi - lo < 4:
+            out = []
+            for k, key in zip(cents, _PRICE_KEYS):
+                tables = [_cents(block, key) for block in range(lo, hi + 1)]
+                table = tables[0] if len(tables) == 1 else np.concatenate(tables)
+                out.append(_pick(table, (k - lo * _BLOCK).astype(np.intp)))
+            return out
+    return [_suffixed(_text(col), key) for col, key in zip(cols, _PRICE_KEYS)]
 
 
 def _stamps(t: np.ndarray) -> list[bytes]:
@@ -98,31 +122,26 @@ def bar_json(bars: _Bars) -> bytes:
     t = bars.t
     counts = bars.n
     small = int(counts.min()) >= 0 and int(counts.max()) < len(_COUNTS)
-    width = 13 if small else 14
+    width = 8
     rows: list[bytes] = [b""] * (width * n)
     if t[0] >= 0 and not (t % MINUTE_NS).any() and t[0] // DAY_NS == t[-1] // DAY_NS:
         # whole minutes of one UTC day (every intraday chunk): starts from the day's table
-        starts = _starts(int(t[0] // DAY_NS))
-        rows[0::width] = _pick(starts, (t % DAY_NS // MINUTE_NS).astype(np.intp))
+        tokens, table = _starts(int(t[0] // DAY_NS))
+        first = int(t[0] % DAY_NS // MINUTE_NS)
+        if int(t[-1] - t[0]) == (n - 1) * MINUTE_NS:
+            rows[0::width] = tokens[first:first + n]
+        else:
+            rows[0::width] = _pick(table, (t % DAY_NS // MINUTE_NS).astype(np.intp))
     else:
         rows[0::width] = [b'},{"t":"%s","o":' % s for s in _stamps(t)]
     rows[0] = rows[0][2:]
-    o, h, low, c = _price_tokens((bars.o, bars.h, bars.l, bars.c))
-    rows[1::width] = o
-    rows[2::width] = [_SEP_H] * n
-    rows[3::width] = h
-    rows[4::width] = [_SEP_L] * n
-    rows[5::width] = low
-    rows[6::width] = [_SEP_C] * n
-    rows[7::width] = c
-    rows[8::width] = [_SEP_V] * n
-    rows[9::width] = _tokens(bars.v)
-    rows[10::width] = [_SEP_N] * n
+    rows[1::width], rows[2::width], rows[3::width], rows[4::width] = _price_tokens(
+        (bars.o, bars.h, bars.l, bars.c))
+    rows[5::width] = _suffixed(_text(bars.v), _SEP_N)
     if small:
-        rows[11::width] = _pick(_COUNTS, counts.astype(np.intp))
+        rows[6::width] = _pick(_COUNTS, counts.astype(np.intp))
     else:
-        rows[11::width] = _tokens(counts)
-        rows[12::width] = [_SEP_VW] * n
-    rows[width - 1::width] = _tokens(bars.vw)
+        rows[6::width] = _suffixed(_text(counts), _SEP_VW)
+    rows[7::width] = _text(bars.vw).split(b",")
     rows.append(b"}")
     return b"".join(rows)

@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._noise import hash_grid, unit
+from ._noise import uniform_grid
 from .clock import MINUTE_NS
 
 __all__ = ["DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns", "reflect",
@@ -29,14 +29,22 @@ __all__ = ["DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns",
 
 # ---------------------------------------------------------------- price helpers
 
+def _all_at_least_a_dollar(p: np.ndarray) -> bool:
+    return bool(p.size) and bool(p.min() >= 1.0)      # False with a NaN
+
+
 def round_price(p: np.ndarray) -> np.ndarray:
     """Cents at or above $1, 4 decimals below (and never below $0.0001)."""
     p = np.asarray(p, dtype=np.float64)
+    if _all_at_least_a_dollar(p):                     # the same values, one rounding instead of two
+        return np.maximum(np.round(p, 2), 0.0001)
     return np.maximum(np.where(p >= 1.0, np.round(p, 2), np.round(p, 4)), 0.0001)
 
 
-def tick_size(p: np.ndarray) -> np.ndarray:
+def tick_size(p: np.ndarray) -> np.ndarray | float:
     """The price increment at each price: $0.01 at or above $1, $0.0001 below."""
+    if _all_at_least_a_dollar(p):
+        return 0.01
     return np.where(p >= 1.0, 0.01, 0.0001)
 
 
@@ -52,6 +60,16 @@ def ceil_price(p: np.ndarray) -> np.ndarray:
     return np.round(np.ceil(p / tick - 1e-9) * tick, 4)
 
 
+def _fold(y: np.ndarray, period) -> np.ndarray:
+    """``np.mod(y, period)`` for a positive period, computed only where ``y`` is outside
+    [0, period) (inside, the remainder is ``y`` itself, bit for bit)."""
+    outside = (y < 0) | (y >= period)
+    if outside.any():
+        y = y.copy()
+        y[outside] = np.mod(y[outside], np.broadcast_to(period, y.shape)[outside])
+    return y
+
+
 def reflect(x: np.ndarray, lo, hi) -> np.ndarray:
     """Fold a path into [lo, hi] by reflecting at the bounds (no plateaus, unlike clipping).
     ``lo``/``hi`` are numbers, or columns of per-row bounds for a 2-D ``x``; a row whose width
@@ -60,11 +78,11 @@ def reflect(x: np.ndarray, lo, hi) -> np.ndarray:
     if np.ndim(width) == 0:
         if width <= 0:
             return np.full_like(x, lo)
-        y = np.mod(x - lo, 2.0 * width)
+        y = _fold(x - lo, 2.0 * width)
         return lo + np.where(y > width, 2.0 * width - y, y)
     flat = (width <= 0).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.mod(x - lo, 2.0 * width)
+        y = _fold(x - lo, np.where(width > 0, 2.0 * width, np.inf))
         out = lo + np.where(y > width, 2.0 * width - y, y)
     if flat.any():
         out[flat] = np.broadcast_to(lo, out.shape)[flat]
@@ -136,7 +154,23 @@ def _shape(calendar: bool, m: int, reg_lo: int, reg_hi: int) -> _Shape:
 
 
 def _normal(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
-    return np.sqrt(-2.0 * np.log1p(-u1)) * np.cos(2.0 * np.pi * u2)
+    """Box-Muller, ``sqrt(-2 log1p(-u1)) * cos(2 pi u2)``, in place (overwrites both)."""
+    np.negative(u1, out=u1)
+    np.log1p(u1, out=u1)
+    np.multiply(u1, -2.0, out=u1)
+    np.sqrt(u1, out=u1)
+    np.multiply(u2, 2.0 * np.pi, out=u2)
+    np.cos(u2, out=u2)
+    np.multiply(u1, u2, out=u1)
+    return u1
+
+
+def _allocate_rows(totals: np.ndarray, weights: np.ndarray, minimum: int) -> np.ndarray:
+    """:func:`allocate` for each row of ``weights`` (``totals`` per row)."""
+    spare = totals - minimum * weights.shape[1]
+    cum = np.rint(np.cumsum(weights, axis=1) * (spare / weights.sum(axis=1))[:, None]).astype(np.int64)
+    cum[:, -1] = spare
+    return np.diff(cum, axis=1, prepend=0) + minimum
 
 
 def _column(values: list[float]) -> np.ndarray:
@@ -167,7 +201,7 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
     keys = np.array([s.key for s in group], dtype=np.uint64)
 
     def uniform(first: int, size: int) -> np.ndarray:   # draws first .. first + size - 1
-        return unit(hash_grid(keys, np.arange(first, first + size, dtype=np.int64)))
+        return uniform_grid(keys, first, size)
 
     rng = shape.hi_i - shape.lo_i
     picks = shape.lo_i + (uniform(0, 2) * rng).astype(np.int64)
@@ -178,26 +212,35 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
     wig = _column([(s.high - s.low) / root * 0.25 for s in group])
     mov = _column([(s.high - s.low) / root + 1e-9 for s in group])
 
-    # Path x[0..m]: x[j] opens minute j, x[j+1] closes it; pinned at O, H, L, C.
+    # Path x[0..m]: x[j] opens minute j, x[j+1] closes it; pinned at O, H, L, C. The bridge
+    # through the anchors is interpolated for all rows at once, each row shifted by
+    # r * (m + 1) on the axis (whole numbers: the same differences and slopes as alone).
     steps = _normal(uniform(2, m), uniform(2 + m, m)) * shape.step_scale * step
-    x = np.empty((count, m + 1), dtype=np.float64)
-    anchors_x, anchors_y = [], []
+    walk = np.empty((count, m + 1), dtype=np.float64)
+    walk[:, 0] = 0.0
+    walk[:, 1:] = np.cumsum(steps, axis=1)
+    anchor_x = np.empty((count, 4), dtype=np.int64)
+    anchor_y = np.empty((count, 4), dtype=np.float64)
     for r, spec in enumerate(group):
         a, b = int(picks[r, 0]), int(picks[r, 1])
         if a == b:
             b = shape.lo_i + (a - shape.lo_i + 1) % rng
         anchors = sorted([(0, spec.open), (a, spec.high), (b, spec.low), (m, spec.close)])
-        ax = np.array([p for p, _ in anchors], dtype=np.float64)
-        ay = np.array([v for _, v in anchors], dtype=np.float64)
-        walk = np.concatenate(([0.0], np.cumsum(steps[r])))
-        x[r] = np.interp(shape.grid, ax, ay) + walk - np.interp(shape.grid, ax, walk[ax.astype(np.int64)])
-        anchors_x.append(ax.astype(np.int64))
-        anchors_y.append(ay)
+        anchor_x[r] = [p for p, _ in anchors]
+        anchor_y[r] = [v for _, v in anchors]
+    shift = (np.arange(count, dtype=np.float64) * (m + 1))[:, None]
+    grid = (shift + shape.grid).ravel()
+    xp = (shift + anchor_x).ravel()
+    x = np.interp(grid, xp, anchor_y.ravel()).reshape(count, m + 1) + walk \
+        - np.interp(grid, xp, np.take_along_axis(walk, anchor_x, axis=1).ravel()).reshape(count, m + 1)
     x = np.clip(round_price(reflect(x, l_d, h_d)), l_d, h_d)
-    for r in range(count):
-        x[r, anchors_x[r]] = anchors_y[r]
+    np.put_along_axis(x, anchor_x, anchor_y, axis=1)
     o, c = x[:, :-1], x[:, 1:]
-    wiggle = -np.log1p(-uniform(2 + 2 * m, 2 * m)) * wig
+    wiggle = uniform(2 + 2 * m, 2 * m)
+    np.negative(wiggle, out=wiggle)
+    np.log1p(wiggle, out=wiggle)
+    np.negative(wiggle, out=wiggle)
+    wiggle *= wig
     h = np.clip(ceil_price(np.maximum(o, c) + wiggle[:, :m] * shape.step_scale), l_d, h_d)
     low = np.clip(floor_price(np.minimum(o, c) - wiggle[:, m:] * shape.step_scale), l_d, h_d)
     h = np.maximum(h, np.maximum(o, c))
@@ -205,13 +248,18 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
 
     # Volume and trade counts: profile x noise x movement, exact integer sums.
     moved = np.abs(c - o) / mov
-    weight = shape.profile * np.exp(0.45 * _normal(uniform(2 + 4 * m, m), uniform(2 + 5 * m, m))) \
-        * (0.7 + 0.3 * np.minimum(moved, 4))
-    vol_weight = weight * np.exp(0.2 * _normal(uniform(2 + 6 * m, m), uniform(2 + 7 * m, m)))
+    noise = _normal(uniform(2 + 4 * m, m), uniform(2 + 5 * m, m))
+    noise *= 0.45
+    np.exp(noise, out=noise)
+    weight = shape.profile * noise * (0.7 + 0.3 * np.minimum(moved, 4))
+    noise = _normal(uniform(2 + 6 * m, m), uniform(2 + 7 * m, m))
+    noise *= 0.2
+    np.exp(noise, out=noise)
+    vol_weight = weight * noise
     vw = np.clip(np.round((h + low + c) / 3.0, 4), low, h)
-    rows = []
-    for r, spec in enumerate(group):
-        n = allocate(spec.trade_count, weight[r], 4)
-        v = n + allocate(spec.volume - spec.trade_count, vol_weight[r], 0)
-        rows.append((spec.start_ns + shape.offsets, o[r], h[r], low[r], c[r], v, n, vw[r]))
+    trades = np.array([s.trade_count for s in group], dtype=np.int64)
+    n = _allocate_rows(trades, weight, 4)
+    v = n + _allocate_rows(np.array([s.volume for s in group], dtype=np.int64) - trades, vol_weight, 0)
+    rows = [(spec.start_ns + shape.offsets, o[r], h[r], low[r], c[r], v[r], n[r], vw[r])
+            for r, spec in enumerate(group)]
     return rows

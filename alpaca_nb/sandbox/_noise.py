@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["NOISE_NORM", "SCALES", "Draws", "hash_at", "hash_grid", "key_of", "noise_path", "normal_at",
-           "regime", "unit"]
+           "regime", "uniform_grid", "unit"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _C1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -58,6 +58,24 @@ def hash_grid(keys: np.ndarray, idx: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         return _mix(np.asarray(idx).astype(np.int64).view(np.uint64)[None, :] * _GOLDEN
                     + np.asarray(keys, dtype=np.uint64)[:, None])
+
+
+def uniform_grid(keys: np.ndarray, first: int, size: int) -> np.ndarray:
+    """``unit(hash_grid(keys, first .. first + size - 1))``, computed in place (the same bits
+    with fewer temporary arrays): uniforms in [0, 1), one row per key."""
+    x = np.arange(first, first + size, dtype=np.uint64)[None, :] * _GOLDEN \
+        + np.asarray(keys, dtype=np.uint64)[:, None]
+    tmp = np.empty_like(x)
+    for shift, factor in ((_S30, _C1), (_S27, _C2)):
+        np.right_shift(x, shift, out=tmp)
+        np.bitwise_xor(x, tmp, out=x)
+        np.multiply(x, factor, out=x)
+    np.right_shift(x, _S31, out=tmp)
+    np.bitwise_xor(x, tmp, out=x)
+    np.right_shift(x, _S11, out=x)
+    out = x.astype(np.float64)
+    out *= _TWO53
+    return out
 
 
 def unit(h: np.ndarray) -> np.ndarray:

@@ -145,15 +145,28 @@ class Chunk:
     """Records of one (kind, symbol, period) serialised once: ``body`` is ``rec,rec,...`` and
     record ``i`` is ``body[starts[i]:ends[i]]``; ``t`` holds the records' timestamps."""
 
-    __slots__ = ("_rev", "body", "ends", "starts", "t")
+    __slots__ = ("_ends", "_rev", "_starts", "body", "t")
 
     def __init__(self, body: bytes, t: np.ndarray):
         self.t = t
         self._rev: Chunk | None = None
         self.body = body
-        # records are flat objects (no nested '{'), so every '}' ends one
-        self.ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 0x7D).astype(np.int64) + 1
-        self.starts = np.concatenate(([0], self.ends[:-1] + 1)) if len(self.ends) else self.ends
+        self._ends: np.ndarray | None = None       # found when a record boundary is needed
+        self._starts: np.ndarray | None = None
+
+    @property
+    def ends(self) -> np.ndarray:
+        if self._ends is None:
+            # records are flat objects (no nested '{'), so every '}' ends one
+            self._ends = np.flatnonzero(np.frombuffer(self.body, dtype=np.uint8) == 0x7D).astype(np.int64) + 1
+        return self._ends
+
+    @property
+    def starts(self) -> np.ndarray:
+        if self._starts is None:
+            ends = self.ends
+            self._starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+        return self._starts
 
     @classmethod
     def of_records(cls, records: list[dict], t: np.ndarray) -> Chunk:
@@ -173,6 +186,8 @@ class Chunk:
 
     def slice(self, a: int, b: int) -> bytes:
         """Records ``a:b`` (a < b) in ascending order, comma-separated."""
+        if a == 0 and b == len(self.t):
+            return self.body
         return self.body[self.starts[a]:self.ends[b - 1]]
 
     def slice_desc(self, a: int, b: int) -> bytes:
@@ -184,8 +199,8 @@ class Chunk:
             rev.t, rev._rev = self.t[::-1].copy(), None
             rev.body = b",".join([self.body[self.starts[i]:self.ends[i]] for i in range(n - 1, -1, -1)])
             lengths = (self.ends - self.starts)[::-1]
-            rev.ends = np.cumsum(lengths + 1) - 1
-            rev.starts = rev.ends - lengths
+            rev._ends = np.cumsum(lengths + 1) - 1
+            rev._starts = rev._ends - lengths
         n = len(self.t)
         return rev.slice(n - b, n - a)
 

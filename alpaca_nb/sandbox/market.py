@@ -398,15 +398,6 @@ class Market:
 
     # ------------------------------------------------------------ daily layer
 
-    def _anchor(self, inst: _Instrument) -> float:
-        """Noise value at the anchor date, so that prices there equal the list's base price."""
-        value = self._anchors.get(inst.symbol)
-        if value is None:
-            epoch = dt.date(1970, 1, 1).toordinal()
-            value = float(noise_path(inst.key, inst.sigma, np.array([_ANCHOR_ORDINAL - epoch], dtype=np.float64))[0])
-            self._anchors[inst.symbol] = value
-        return value
-
     def _daily(self, inst: _Instrument, year: _SessionArrays) -> Bars:
         """Full-day bars for the sessions of ``year`` (no notion of now)."""
         if not len(year.ords):
@@ -414,8 +405,15 @@ class Market:
         ords = year.ords
         epoch = dt.date(1970, 1, 1).toordinal()
         days = (ords - epoch).astype(np.float64)
-        base = math.log(inst.price) - self._anchor(inst)
-        both = base + noise_path(inst.key, inst.sigma, np.concatenate([days, days + 1.0]))
+        anchor = self._anchors.get(inst.symbol)
+        if anchor is None:        # computed with the days (noise_path is elementwise in t)
+            noise = noise_path(inst.key, inst.sigma, np.concatenate(
+                [days, days + 1.0, [float(_ANCHOR_ORDINAL - epoch)]]))
+            anchor = self._anchors[inst.symbol] = float(noise[-1])
+            noise = noise[:-1]
+        else:
+            noise = noise_path(inst.key, inst.sigma, np.concatenate([days, days + 1.0]))
+        both = (math.log(inst.price) - anchor) + noise
         x_open, x_close = both[:len(days)], both[len(days):]
         vol = regime(inst.key, days)
         sig = inst.sigma * vol
