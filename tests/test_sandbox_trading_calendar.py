@@ -131,15 +131,23 @@ def test_opg_and_cls_auctions_and_their_refusal_windows(cal):
     assert num(filled["filled_avg_price"]) == market.opening_price(SYMBOL, dt.date(2024, 3, 5))
     late = api.post("/v2/orders", {"symbol": SYMBOL, "qty": 1, "side": "buy", "type": "market",
                                    "time_in_force": "opg"})
-    assert late.status_code == 422 and late.json()["code"] == 42210000
+    assert late.status_code == 403      # as Alpaca answers (a synchronous refusal, no order)
+    assert late.json() == {"code": 40310000,
+                           "message": "opg orders must be submitted after 7:00pm and before 9:28am"}
     cls = api.order(symbol=SYMBOL, qty=3, time_in_force="cls")
+    set_clock(cal, ny("2024-03-05", 15, 54))
+    just_in_time = api.order(symbol=SYMBOL, qty=1, time_in_force="cls")
     set_clock(cal, ny("2024-03-05", 15, 55))
     too_late = api.post("/v2/orders", {"symbol": SYMBOL, "qty": 1, "side": "buy", "type": "market",
                                        "time_in_force": "cls"})
-    assert too_late.status_code == 422 and too_late.json()["code"] == 42210000
+    assert too_late.status_code == 403
+    assert too_late.json() == {"code": 40310000,
+                               "message": "cls orders must be submitted after 7:00pm and before 3:55pm"}
+    assert len(api.get("/v2/orders", status="all").json()) == 3     # nothing of the refused ones
     set_clock(cal, ny("2024-03-05", 16, 1))
     closed = api.get_order(cls["id"])
     assert closed["status"] == "filled"
+    assert api.get_order(just_in_time["id"])["status"] == "filled"
     assert ts(closed["filled_at"]) == iso_utc("2024-03-05T21:00:00Z")
     assert num(closed["filled_avg_price"]) == market.closing_price(SYMBOL, dt.date(2024, 3, 5))
     set_clock(cal, ny("2024-03-05", 19, 30))          # after 7pm: queued for the next day

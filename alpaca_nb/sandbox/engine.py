@@ -10,26 +10,40 @@ history in :mod:`.history`.
 Everything runs on the sandbox's event loop thread; no method blocks on I/O other than the
 (local, short) SQLite commit. Times are epoch nanoseconds from the sandbox clock.
 
-Trade-update sequences (the reference leaves the exact order unconfirmed; this is the sandbox's):
+Trade-update sequences (the reference confirms the event names, not their order; this is the
+sandbox's):
 
 * submission while the order may trade: ``pending_new`` then ``new``, then ``partial_fill``... and
   ``fill`` as it executes (a marketable order is evaluated before the POST returns);
-* submission while it must wait for a session (calendar mode): ``accepted``; ``new`` when the
-  session opens;
+* submission while it must wait (calendar mode outside its hours, or an opg/cls order before
+  its auction): ``accepted``; when it is routed (the session opens, the auction comes) it is
+  checked again against the account at that instant's quote, as Alpaca re-checks an order it
+  routes: buying power for an opening order, shorting for a short sale, available quantity for
+  a closing one (another waiting order may have taken the shares, or a notional sell needs more
+  of them at a lower bid). If it still fits: ``new`` and matching as above; if not:
+  ``rejected`` (status ``rejected``, ``failed_at`` = the routing instant, nothing filled), and
+  the held legs of a rejected bracket/oto entry are ``canceled``. Alpaca's accepted-then-
+  rejected path is asynchronous like this (alpacahq/Alpaca-API#107: "the status change to
+  rejected is asynchronous");
 * bracket/oto exit legs stay ``held`` (no event) until the entry fills, then ``new`` each;
 * cancel: ``canceled`` (no ``pending_cancel``); expiry: ``expired``;
 * replace: ``replaced`` for the old order (status ``replaced``, ``replaced_by`` set), then
   ``pending_new`` and ``new`` for the replacement (``replaces`` set).
 
-Every refusal happens synchronously, as the HTTP error of the request (Alpaca's status, code and
-message), so the sandbox never sends a ``rejected`` event for an order it accepted. Account-state
-messages seen in real Alpaca answers (GitHub issues and client code): ``insufficient buying
-power`` (403, with ``buying_power`` and ``cost_basis``), ``insufficient qty available for order
-(requested: N, available: M)`` (403, with ``available``, ``existing_qty``, ``held_for_orders``,
-``symbol``), ``account is not allowed to short`` (403), ``asset X cannot be sold short``,
-``fractional orders cannot be sold short``, ``only day orders are allowed for hard-to-borrow
-asset X`` and ``order is already in "filled" state`` (cancel of a finished order), all 422
-42210000 except where noted; the opg/cls refusal texts are the sandbox's own wording.
+Every other refusal is synchronous, the HTTP error of the request (Alpaca's status, code and
+message), and changes nothing. That includes opg/cls orders submitted in Alpaca's refusal
+windows: 403 40310000 "opg orders must be submitted after 7:00pm and before 9:28am" and "cls
+orders must be submitted after 7:00pm and before 3:55pm" (12:55pm on early-close days), the
+texts real accounts get back from ``POST /v2/orders`` (reported by users in 2024-2026); after
+7:00pm they are queued for the next session's auction. Account-state messages seen in real
+Alpaca answers (GitHub issues and client code): ``insufficient buying power`` (403, with
+``buying_power`` and ``cost_basis``), ``insufficient qty available for order (requested: N,
+available: M)`` (403, with ``available``, ``existing_qty``, ``held_for_orders``, ``symbol``),
+``account is not allowed to short`` (403), ``asset X cannot be sold short``, ``fractional orders
+cannot be sold short``, ``only day orders are allowed for hard-to-borrow asset X`` and ``order
+is already in "filled" state`` (cancel of a finished order), all 422 42210000 except where
+noted; the always-open mode's opg/cls refusals (2/5 minutes before the auction) are the
+sandbox's own wording.
 
 Restarts (``--db``): the last processed instant is stored with every change; on start the engine
 catches up from it, so an open order executes at the instant it would have if the process had

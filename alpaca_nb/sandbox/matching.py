@@ -19,7 +19,11 @@
   completely from that quote or is canceled. ``day`` orders expire at the close (20:00 ET with
   ``extended_hours``; NY midnight in always-open mode); ``gtc`` orders never expire.
 * In calendar mode an order waits (status ``accepted``) until it may trade: regular hours, or
-  pre-market and after-hours too for ``extended_hours`` orders.
+  pre-market and after-hours too for ``extended_hours`` orders. A waiting order (and an
+  opg/cls order at its auction) is checked again against the account when it is routed, and
+  rejected then if the account can no longer carry it (see :mod:`.engine`).
+* opg/cls orders are refused (403) from 9:28am (opg) or 5 minutes before the close (cls) until
+  7:00pm ET on a trading day; later ones wait for the next session.
 * Order groups: a bracket's or oto's exit legs are ``held`` until the entry is completely filled;
   when one exit fills the other is reduced to the remaining quantity, and canceled once the
   position is closed; canceling any order of a group cancels the group's other open orders.
@@ -38,7 +42,7 @@ from .clock import MINUTE_NS, Session, ny_date, ny_midnight_ns, ny_time_ns
 from .history import Fill, fill_activity
 from .ledger import Position, apply_fill, market_buffer
 from .orders import QTY_PLACES, Order
-from .wire import iso_ns, rejected
+from .wire import forbidden, iso_ns, rejected
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -48,7 +52,7 @@ log = logging.getLogger(__name__)
 EPS = 1e-9
 MAX_STEPS = 20_000          # minute steps evaluated in one catch-up before coarsening
 OPG_CUTOFF_NS = 2 * MINUTE_NS
-CLS_CUTOFF_NS = 10 * MINUTE_NS
+CLS_CUTOFF_NS = 5 * MINUTE_NS
 
 
 def round_price(price: float) -> float:
@@ -109,20 +113,22 @@ class Matching:
         """The auction instant an opg/cls order submitted at ``now`` executes in.
 
         Raises:
-            ApiError: 422 42210000 inside Alpaca's refusal windows (opg 9:28am-7:00pm ET,
-                cls 3:50pm-7:00pm ET on a trading day; the last 2/10 minutes before the
-                auction in always-open mode).
+            ApiError: 403 40310000 inside Alpaca's refusal windows, as Alpaca answers them:
+                "opg orders must be submitted after 7:00pm and before 9:28am" (9:28am-7:00pm
+                ET on a trading day), "cls orders must be submitted after 7:00pm and before
+                3:55pm" (5 minutes before the close, 12:55pm on early-close days); in
+                always-open mode, the last 2/5 minutes before the open/close.
         """
         sessions = self.sessions
         if sessions.mode == "always-open":
             if tif == "opg":
                 target = sessions.next_open(now)
                 if target - now < OPG_CUTOFF_NS:
-                    raise rejected("opg orders cannot be submitted in the 2 minutes before the open")
+                    raise forbidden("opg orders cannot be submitted in the 2 minutes before the open")
                 return target
             target = sessions.next_close(now)
             if target - now < CLS_CUTOFF_NS:
-                raise rejected("cls orders cannot be submitted in the 10 minutes before the close")
+                raise forbidden("cls orders cannot be submitted in the 5 minutes before the close")
             return target
         today = ny_date(now)
         sess = sessions.session(today)
@@ -133,7 +139,7 @@ class Matching:
                 return sess.open if tif == "opg" else sess.close
             if now < evening:
                 when = "9:28am" if tif == "opg" else _clock_text(cutoff)
-                raise rejected(f"{tif} orders cannot be submitted between {when} and 7:00pm ET")
+                raise forbidden(f"{tif} orders must be submitted after 7:00pm and before {when}")
         nxt = sessions.next_session(ny_midnight_ns(today + dt.timedelta(days=1)))
         if nxt is None:
             raise rejected("no trading session after the end of the calendar")
@@ -219,8 +225,60 @@ class Matching:
         if not (step.regular or (order.extended_hours and step.extended)):
             return
         if order.status == "accepted":
+            if self._rejected_at_routing(order, t):
+                return
             self._set_status(order, "new", t, event="new")
         self._match(order, step)
+
+    # ------------------------------------------------------------------ routing
+    def _rejected_at_routing(self: "Engine", order: Order, t: int) -> bool:
+        """Re-check an order that waited (status ``accepted``) when it is routed at ``t``, as
+        Alpaca does: if the account can no longer carry it, the order is rejected (status
+        ``rejected``, ``failed_at`` = ``t``, a ``rejected`` trade update) and True is returned.
+        Exit legs are not re-checked: their group was, through its entry."""
+        if order.parent_id is not None:
+            return False
+        reason = self._routing_refusal(order, t)
+        if reason is None:
+            return False
+        log.info("sandbox: rejected %r at routing: %s", order, reason)
+        order.status = "rejected"
+        order.failed_at = order.updated_at = t
+        self._retire(order)
+        self._dirty_order(order)
+        self._emit(order, "rejected", t)
+        self._cancel_group(order, t)
+        return True
+
+    def _routing_refusal(self: "Engine", order: Order, t: int) -> str | None:
+        """Why the account cannot carry ``order`` at ``t`` (the submission checks again, at
+        that instant's quote), or None."""
+        account = self.accounts[order.account_id]
+        if account.config.get("suspend_trade") or account.status != "ACTIVE":
+            return "account is not authorized to trade"
+        quote = self.market.quote_at(order.symbol, t)
+        sell = order.side == "sell"
+        if order.opening:
+            if sell:
+                if not account.can_short():
+                    return "account is not allowed to short"
+                if not (self._asset(order.symbol) or {}).get("shortable"):
+                    return f"asset {order.symbol} cannot be sold short"
+            cost = self._order_value(order, quote) * self._bp_factor(account, order.symbol)
+            if cost > self._available_buying_power(account, t, exclude=order) + 1e-6:
+                return "insufficient buying power"
+            return None
+        price = float(quote.bid if sell else quote.ask)
+        pos = account.positions.get(order.symbol)
+        existing = abs(pos.qty) if pos is not None and (pos.qty > 0) == sell else 0.0
+        held = self._held(account.id, order.symbol, order.side, exclude=order, price=price)
+        requested = order.remaining_qty
+        if requested is None:
+            spent = order.filled_qty * (order.filled_avg_price or 0.0)
+            requested = max(order.notional - spent, 0.0) / price if price else 0.0
+        if requested > existing - held + EPS:
+            return "insufficient qty available for order"
+        return None
 
     # ------------------------------------------------------------------ matching
     def _halted(self: "Engine", symbol: str) -> bool:
@@ -297,6 +355,8 @@ class Matching:
             return
         price = float(price)
         if order.status == "accepted":
+            if self._rejected_at_routing(order, t):
+                return
             self._set_status(order, "new", t, event="new")
         limit = order.limit_price
         if limit is not None and (price > limit + EPS if order.side == "buy" else price < limit - EPS):
