@@ -222,7 +222,7 @@ def test_large_orders_fill_partially_against_each_displayed_quote(sb, rich, mark
     seen = set()
     for fill in fills:
         quote = market.quote_at(SYMBOL, ts(fill["transaction_time"]))
-        assert quote.t not in seen                       # each quote's size is consumed once
+        assert quote.t not in seen                       # each quote's size is taken once
         seen.add(quote.t)
         assert num(fill["price"]) == quote.ask
         assert num(fill["qty"]) <= quote.ask_size
@@ -230,6 +230,36 @@ def test_large_orders_fill_partially_against_each_displayed_quote(sb, rich, mark
     vwap = sum(num(f["qty"]) * num(f["price"]) for f in fills) / 3000
     assert close(num(order["filled_avg_price"]), vwap, 1e-6)
     assert int(fills[-1]["cum_qty"]) == 3000 and fills[-1]["leaves_qty"] == "0"
+
+
+def test_orders_on_one_side_share_each_quotes_displayed_size(sb, rich, market):
+    api = rich
+    first = api.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")
+    second = api.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")
+    a, b = api.get_order(first["id"]), api.get_order(second["id"])
+    quote = quote_at(market, a["updated_at"])
+    assert num(a["filled_qty"]) == quote.ask_size            # the older order takes the size ...
+    assert b["status"] == "new" and b["filled_qty"] == "0"   # ... and none is left at that quote
+    other = new_api(sb, cash=10_000_000)                      # another account sees the whole size
+    theirs = other.get_order(other.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")["id"])
+    assert num(theirs["filled_qty"]) == quote_at(market, theirs["updated_at"]).ask_size
+    for _ in range(3):
+        advance(sb, 60)
+    fills = api.fills()
+    taken: dict[int, float] = {}
+    for fill in fills:
+        q = market.quote_at(SYMBOL, ts(fill["transaction_time"]))
+        assert num(fill["price"]) == q.ask
+        taken[q.t] = taken.get(q.t, 0.0) + num(fill["qty"])
+    assert len(taken) >= 2
+    for t, qty in taken.items():      # both orders together: exactly each quote's size, once
+        assert qty == market.quote_at(SYMBOL, t).ask_size, (t, qty)
+    assert {f["order_id"] for f in fills} == {first["id"]}    # time priority: all to the older
+    total = sum(num(api.get_order(o["id"])["filled_qty"]) for o in (first, second))
+    assert total == sum(market.quote_at(SYMBOL, t).ask_size for t in taken)
+    for order in (first, second):
+        assert api.delete(f"/v2/orders/{order['id']}").status_code == 204
+    assert other.delete(f"/v2/orders/{theirs['id']}").status_code == 204
 
 
 def test_notional_buy_converts_to_fractional_qty_at_the_fill_price(api, market):

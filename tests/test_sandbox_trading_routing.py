@@ -1,7 +1,8 @@
 """Orders that wait for the market (calendar mode) are checked again when they are routed, as
 Alpaca does: one the account can no longer carry (buying power, shorting, available quantity) is
-rejected then, with a ``rejected`` trade update and ``failed_at``. Late opg/cls submissions are
-refused at once, with Alpaca's 403. Everything through real sockets: REST and the
+rejected then, with a ``rejected`` trade update and ``failed_at``; the others take the displayed
+size of the opening quote in price-time priority. Late opg/cls submissions are refused at once,
+with Alpaca's 403. Everything through real sockets: REST and the
 ``trade_updates`` WebSocket of a sandbox on the NYSE calendar with a frozen clock.
 """
 
@@ -169,3 +170,23 @@ def test_opg_and_cls_refusal_windows_follow_the_session(cal):
     set_clock(cal, ny("2024-12-02", 16, 1))
     assert ts(api.get_order(opg["id"])["filled_at"]) == ts(ny("2024-12-02", 9, 30))
     assert ts(api.get_order(cls["id"])["filled_at"]) == ts(ny("2024-12-02", 16))
+
+
+def test_at_the_open_waiting_orders_take_the_displayed_size_in_price_time_priority(cal):
+    market = reference_market(cal)
+    api = new_api(cal, cash=50_000_000)
+    ask = market.quote_at(SYMBOL, ts(ny("2024-03-05", 9))).ask
+    low = api.order(symbol=SYMBOL, qty=20_000, type="limit", limit_price=round(ask * 1.3, 2),
+                    time_in_force="gtc")                               # first, the lower limit
+    market_order = api.order(symbol=SYMBOL, qty=1, time_in_force="gtc")
+    high = api.order(symbol=SYMBOL, qty=20_000, type="limit", limit_price=round(ask * 1.5, 2),
+                     time_in_force="gtc")                              # last, the higher limit
+    set_clock(cal, ny("2024-03-05", 9, 30))
+    shown = market.quote_at(SYMBOL, ts(OPEN))
+    assert shown.ask < ask * 1.3                          # all three are marketable at the open
+    first, second, third = (api.get_order(o["id"]) for o in (market_order, high, low))
+    assert first["status"] == "filled" and first["filled_qty"] == "1"
+    assert num(second["filled_qty"]) == shown.ask_size - 1            # the better price next
+    assert third["filled_qty"] == "0" and third["status"] == "new"    # nothing left for it
+    for order in (second, third):
+        assert api.delete(f"/v2/orders/{order['id']}").status_code == 204

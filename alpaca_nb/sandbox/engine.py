@@ -126,6 +126,8 @@ class Engine(Matching, Portfolio):
         self._close_cache: dict[tuple[str, Any], float] = {}
         self._last_close_cache: dict[tuple[str, Any], tuple[float, float]] = {}
         self._asset_cache: dict[str, dict | None] = {}
+        # (account, symbol, side) -> (quote t, shares of that quote's displayed size not yet taken)
+        self._displayed: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._seq = 0
         self._activity_seq = 0
         self._processed_ns = clock.now_ns()

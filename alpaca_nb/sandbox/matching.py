@@ -1,15 +1,20 @@
 """Order matching for the sandbox engine: time stepping, triggers, fills, expiry and order groups.
 
-:class:`Matching` is mixed into :class:`~.engine.Engine`; it owns no state of its own. Rules:
+:class:`Matching` is mixed into :class:`~.engine.Engine`; its only state is the engine's
+``_displayed`` (what is left of each quote's displayed size, per account, symbol and side). Rules:
 
 * Time runs in steps. ``_advance(now)`` evaluates every open order at each step from the last
   processed instant up to ``now``, in time order: every session boundary crossed (pre-market open,
   open, close, after-hours close; NY midnight in always-open mode), every order's activation,
   auction and expiry instant, and, when the clock jumped or ran fast, every minute in between.
-* Buys execute at the ask, sells at the bid, each against the displayed size of the quote: an
-  order larger than the size fills partially and continues on later quotes (each distinct quote's
-  size is consumed once per order). A marketable limit order executes at the quote (price
-  improvement). A buy stop, once elected, is protected by a limit 4% above its stop price under
+* Buys execute at the ask, sells at the bid, against the displayed size of the quote: an order
+  larger than the size fills partially and continues on later quotes. The displayed size is
+  shared by the account's orders on that side of that symbol: once taken it is gone until the
+  next quote, and orders that could trade at the same step take it in price-time priority
+  (market orders, then the highest buy / lowest sell limit, then the oldest); ``ioc``/``fok``
+  orders see only what is left. (What is left is kept in memory; after a restart a quote's size
+  is whole again for the orders that had not taken from it.) A marketable limit order executes
+  at the quote (price improvement). A buy stop, once elected, is protected by a limit 4% above its stop price under
   $50 (2.5% at or above), as Alpaca converts it; sell stops are plain market orders once elected.
 * Stops and trailing stops are elected by the last trade, during regular hours only; a trailing
   stop's high-water mark follows the last trade (the highest for sells, the lowest for buys).
@@ -19,9 +24,10 @@
   completely from that quote or is canceled. ``day`` orders expire at the close (20:00 ET with
   ``extended_hours``; NY midnight in always-open mode); ``gtc`` orders never expire.
 * In calendar mode an order waits (status ``accepted``) until it may trade: regular hours, or
-  pre-market and after-hours too for ``extended_hours`` orders. A waiting order (and an
-  opg/cls order at its auction) is checked again against the account when it is routed, and
-  rejected then if the account can no longer carry it (see :mod:`.engine`).
+  pre-market and after-hours too for ``extended_hours`` orders. Waiting orders are routed in
+  the order they arrived, each checked again against the account (an opg/cls order at its
+  auction too), and rejected then if the account can no longer carry it (see :mod:`.engine`);
+  matching at that step then follows price-time priority.
 * opg/cls orders are refused (403) from 9:28am (opg) or 5 minutes before the close (cls) until
   7:00pm ET on a trading day; later ones wait for the next session.
 * Order groups: a bracket's or oto's exit legs are ``held`` until the entry is completely filled;
@@ -201,13 +207,38 @@ class Matching:
         return Step(self.market, self.sessions, t)
 
     def _evaluate_at(self: "Engine", t: int) -> None:
+        """Evaluate every open order at step ``t``: first route the waiting orders whose time
+        has come, in the order they arrived (each re-checked against the account), then
+        match, in price-time priority where orders share a quote's displayed size."""
         step = self._step(t)
-        for order in list(self._open.values()):
+        orders = list(self._open.values())
+        for order in orders:
+            if order.status == "accepted" and not order.auction and order.submitted_at <= t:
+                self._guarded(self._route_if_due, order, step)
+        for order in self._by_priority(orders):
             if order.is_open and order.status != "held" and order.submitted_at <= t:
-                try:
-                    self._evaluate(order, step)
-                except Exception:  # one broken order must not stop the market for everyone
-                    log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(t))
+                self._guarded(self._evaluate, order, step)
+
+    @staticmethod
+    def _guarded(action, order: Order, step: Step) -> None:
+        try:
+            action(order, step)
+        except Exception:  # one broken order must not stop the market for everyone
+            log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(step.t))
+
+    @staticmethod
+    def _by_priority(orders: list[Order]) -> list[Order]:
+        """Orders in creation order, except that the orders of one account on one side of one
+        symbol (which share the displayed size of a quote) are in price-time priority: market
+        orders first, then the best limit (highest buy, lowest sell), then the oldest."""
+        first: dict[tuple[str, str, str], int] = {}
+        keys = []
+        for i, order in enumerate(orders):
+            group = first.setdefault((order.account_id, order.symbol, order.side), i)
+            limit = order.limit_price if order.type in ("limit", "stop_limit") else order.protect_limit
+            price = 0.0 if limit is None else (-limit if order.side == "buy" else limit)
+            keys.append((group, limit is not None, price, order.seq))
+        return [orders[i] for i in sorted(range(len(orders)), key=keys.__getitem__)]
 
     def _evaluate(self: "Engine", order: Order, step: Step) -> None:
         t = step.t
@@ -217,18 +248,33 @@ class Matching:
                 if order.is_open:
                     self._expire(order, order.auction_ns)
             return
-        if t < order.active_from:
+        if not self._due(order, step):
             return
+        if order.status == "accepted" and not self._route(order, t):
+            return
+        self._match(order, step)
+
+    def _due(self: "Engine", order: Order, step: Step) -> bool:
+        """Whether a (non-auction) order may trade at ``step``; expires it when its time is up."""
+        t = step.t
+        if not order.is_open or t < order.active_from:
+            return False
         if order.expires_ns is not None and t >= order.expires_ns:
             self._expire(order, order.expires_ns)
-            return
-        if not (step.regular or (order.extended_hours and step.extended)):
-            return
-        if order.status == "accepted":
-            if self._rejected_at_routing(order, t):
-                return
-            self._set_status(order, "new", t, event="new")
-        self._match(order, step)
+            return False
+        return step.regular or (order.extended_hours and step.extended)
+
+    def _route_if_due(self: "Engine", order: Order, step: Step) -> None:
+        if self._due(order, step):
+            self._route(order, step.t)
+
+    def _route(self: "Engine", order: Order, t: int) -> bool:
+        """A waiting order goes to the market at ``t``: ``new``, or ``rejected`` (False) when the
+        account can no longer carry it."""
+        if self._rejected_at_routing(order, t):
+            return False
+        self._set_status(order, "new", t, event="new")
+        return True
 
     # ------------------------------------------------------------------ routing
     def _rejected_at_routing(self: "Engine", order: Order, t: int) -> bool:
@@ -318,7 +364,13 @@ class Matching:
                 self._cancel(order, t, reason="not marketable")
             order.seen_ticks = seen
             return
-        if quote.t <= order.last_quote_t:
+        book = (order.account_id, order.symbol, order.side)
+        shown_t, left = self._displayed.get(book, (None, 0.0))
+        if shown_t != quote.t:
+            left = size                    # a new quote: its whole displayed size
+        if quote.t <= order.last_quote_t or left <= EPS:
+            if immediate:                  # nothing left at the first eligible quote
+                self._cancel(order, t, reason="displayed size taken")
             order.seen_ticks = seen
             return                         # this quote's size was already consumed
         if order.total_qty is None:        # a notional order: its quantity at the first fill price
@@ -327,11 +379,13 @@ class Matching:
                 self._cancel(order, t, reason="notional below one share increment")
                 return
         remaining = order.remaining_qty
-        if order.time_in_force == "fok" and size + EPS < remaining:
+        if order.time_in_force == "fok" and left + EPS < remaining:
             self._cancel(order, t, reason="fok not fillable")
             return
+        qty = min(remaining, left)
+        self._displayed[book] = (quote.t, left - qty)
         order.last_quote_t = quote.t
-        self._fill(order, min(remaining, size), price, t)
+        self._fill(order, qty, price, t)
         if immediate and order.is_open:
             self._cancel(order, t, reason="ioc remainder")
 
@@ -354,10 +408,8 @@ class Matching:
         if price is None:
             return
         price = float(price)
-        if order.status == "accepted":
-            if self._rejected_at_routing(order, t):
-                return
-            self._set_status(order, "new", t, event="new")
+        if order.status == "accepted" and not self._route(order, t):
+            return
         limit = order.limit_price
         if limit is not None and (price > limit + EPS if order.side == "buy" else price < limit - EPS):
             return
