@@ -534,21 +534,65 @@ def test_replace_creates_a_new_order_and_marks_the_old_one_replaced(api, market)
     assert api.get_order(filled["id"])["status"] == "filled"
 
 
-def test_replace_of_a_partially_filled_order_keeps_what_filled(sb, rich):
+def test_replace_of_a_partially_filled_order_continues_its_chain(sb, rich, market):
+    """Alpaca's replace continues the order chain: the new qty is the total including what
+    already filled (hence "qty must be > filled_qty"), and the replacement carries filled_qty."""
     api = rich
     placed = api.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")
     order = api.get_order(placed["id"])
     assert order["status"] == "partially_filled"
     filled = num(order["filled_qty"])
     resp = api.patch(f"/v2/orders/{placed['id']}", {"qty": int(filled)})
-    assert resp.status_code == 422 and resp.json()["message"] == "qty must be > filled_qty"
+    assert resp.status_code == 422
+    assert resp.json() == {"code": 42210000, "message": "qty must be > filled_qty"}
     new = api.patch(f"/v2/orders/{placed['id']}", {"qty": int(filled) + 1}).json()
-    assert new["qty"] == "1"
+    assert new["qty"] == str(int(filled) + 1)                 # the chain's total ...
+    assert num(new["filled_qty"]) == filled                   # ... of which this much is done
+    assert new["filled_avg_price"] == order["filled_avg_price"] and new["replaces"] == placed["id"]
+    old = api.get_order(placed["id"])
+    assert old["status"] == "replaced" and num(old["filled_qty"]) == filled
     # the replacement does not take the size of the quote its predecessor already took
     assert api.get_order(new["id"])["status"] == "new"
     advance(sb, 60)
-    assert api.get_order(new["id"])["status"] == "filled"
-    assert num(api.positions()[SYMBOL]["qty"]) == filled + 1
+    done = api.get_order(new["id"])
+    assert done["status"] == "filled" and num(done["filled_qty"]) == filled + 1
+    assert num(api.positions()[SYMBOL]["qty"]) == filled + 1  # one more share, not filled + 1 more
+    last = api.fills(new["id"])
+    assert [num(f["qty"]) for f in last] == [1] and int(last[0]["cum_qty"]) == filled + 1
+    # a replace that changes only the price keeps the total: a partly filled sell of the whole
+    # position can be re-priced, it does not ask for the shares already sold (Alpaca-API#165)
+    held = filled + 1
+    bid = market.quote_at(SYMBOL, ts(api.get("/v2/clock").json()["timestamp"])).bid
+    sell = api.order(symbol=SYMBOL, qty=held, side="sell", type="limit",
+                     limit_price=round(bid * 0.99, 2), time_in_force="gtc")
+    part = api.get_order(sell["id"])
+    assert part["status"] == "partially_filled"
+    resp = api.patch(f"/v2/orders/{sell['id']}", {"limit_price": round(bid * 0.98, 2)})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["qty"] == part["qty"] and resp.json()["filled_qty"] == part["filled_qty"]
+    for _ in range(60):
+        if api.get_order(resp.json()["id"])["status"] == "filled":
+            break
+        advance(sb, 60)
+    assert api.get_order(resp.json()["id"])["filled_qty"] == part["qty"]
+    assert SYMBOL not in api.positions()
+
+
+def test_notional_orders_cannot_be_replaced(sb, api):
+    halt = lambda on: __import__("requests").post(  # noqa: E731
+        f"{sb.url}/sandbox/halt", json={"symbol": SYMBOL, "halted": on},
+        headers={"APCA-API-KEY-ID": sb.key_id, "APCA-API-SECRET-KEY": sb.secret_key}, timeout=10)
+    assert halt(True).status_code == 200                 # so that the order stays open
+    try:
+        placed = api.order(symbol=SYMBOL, notional=500)
+        assert api.get_order(placed["id"])["status"] == "new"
+        resp = api.patch(f"/v2/orders/{placed['id']}", {"time_in_force": "gtc"})
+        assert resp.status_code == 422
+        assert resp.json() == {"code": 42210000, "message": "notional orders cannot be replaced"}
+        assert api.get_order(placed["id"])["status"] == "new"
+        assert api.delete(f"/v2/orders/{placed['id']}").status_code == 204
+    finally:
+        assert halt(False).status_code == 200
 
 
 def test_cancel_rules(rich):

@@ -28,7 +28,11 @@ sandbox's):
 * bracket/oto exit legs stay ``held`` (no event) until the entry fills, then ``new`` each;
 * cancel: ``canceled`` (no ``pending_cancel``); expiry: ``expired``;
 * replace: ``replaced`` for the old order (status ``replaced``, ``replaced_by`` set), then
-  ``pending_new`` and ``new`` for the replacement (``replaces`` set).
+  ``pending_new`` and ``new`` for the replacement (``replaces`` set). As Alpaca's replace is a
+  cancel/replace of one order chain, the replacement's ``qty`` is the chain's total (the
+  requested ``qty``, or the old order's), and it carries the chain's ``filled_qty`` and
+  ``filled_avg_price``; what is left to trade is ``qty - filled_qty`` (hence Alpaca's "qty
+  must be > filled_qty"). Notional orders cannot be replaced, as Alpaca documents.
 
 Every other refusal is synchronous, the HTTP error of the request (Alpaca's status, code and
 message), and changes nothing. That includes opg/cls orders submitted in Alpaca's refusal
@@ -654,12 +658,15 @@ class Engine(Matching, Portfolio):
 
     # ================================================================== replace and cancel
     def replace_order(self, account_id: str, order_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``PATCH /v2/orders/{id}``: a new order replaces the old one (returned).
+        """``PATCH /v2/orders/{id}``: a new order replaces the old one (returned). As Alpaca's
+        replace continues one order chain, the new order's ``qty`` is the chain's total (the
+        requested ``qty``, else the old one) and it carries the chain's ``filled_qty`` and
+        ``filled_avg_price``: it trades ``qty - filled_qty`` more.
 
         Raises:
             ApiError: 404/422 for unknown or malformed ids; 422 42210000 when the order is
-                finished, nothing changes, or qty is not above the filled quantity; 403 for
-                buying power or available quantity.
+                finished or notional, nothing changes, or qty is not above the filled
+                quantity; 403 for buying power or available quantity.
         """
         order = self._lookup(account_id, order_id)
         rep = parse_replace(body)
@@ -667,11 +674,11 @@ class Engine(Matching, Portfolio):
         self._advance(now)
         if not order.is_open:
             raise rejected(f"cannot replace order in {order.status} status")
+        if order.notional is not None:        # Alpaca: "Notional orders cannot be replaced."
+            raise rejected("notional orders cannot be replaced")
         account = self._account(account_id)
         changed: dict[str, Any] = {}
         if rep.qty is not None:
-            if order.notional is not None:
-                raise rejected("cannot replace the qty of a notional order")
             if abs(rep.qty - (order.total_qty or 0.0)) > EPS:
                 changed["qty"] = rep.qty
         if rep.time_in_force is not None and rep.time_in_force != order.time_in_force:
@@ -716,13 +723,8 @@ class Engine(Matching, Portfolio):
         record.update(id=new_id(), client_order_id=client_order_id, created_at=now,
                       updated_at=now, submitted_at=now, filled_at=None, expired_at=None,
                       canceled_at=None, failed_at=None, replaced_at=None, replaced_by=None,
-                      replaces=order.id, filled_qty=0.0, filled_avg_price=None, seq=self._seq,
-                      target_qty=None, status="accepted", seen_ticks=None)
-        new = Order.from_record(record)
-        if order.qty is not None:
-            new.qty = round(total - order.filled_qty, QTY_PLACES)
-        else:
-            new.notional = round(order.notional - order.filled_qty * (order.filled_avg_price or 0), 2)
+                      replaces=order.id, seq=self._seq, status="accepted", seen_ticks=None)
+        new = Order.from_record(record)       # qty: the chain's total; filled_qty carried
         if new.type == "trailing_stop" and new.hwm is not None and \
                 ("trail_price" in changed or "trail_percent" in changed):
             new.stop_price = trail_stop(new, new.hwm)   # the new trail from the same mark
