@@ -32,7 +32,10 @@ sandbox's):
   cancel/replace of one order chain, the replacement's ``qty`` is the chain's total (the
   requested ``qty``, or the old order's), and it carries the chain's ``filled_qty`` and
   ``filled_avg_price``; what is left to trade is ``qty - filled_qty`` (hence Alpaca's "qty
-  must be > filled_qty"). Notional orders cannot be replaced, as Alpaca documents.
+  must be > filled_qty"). Notional orders cannot be replaced, as Alpaca documents (422
+  42210000, sandbox wording). Alpaca may also reject a replacement asynchronously when the old
+  order fills before the replacement reaches the venue; the sandbox replaces atomically, so
+  that race does not happen here.
 
 Every other refusal is synchronous, the HTTP error of the request (Alpaca's status, code and
 message), and changes nothing. That includes opg/cls orders submitted in Alpaca's refusal
