@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NOISE_NORM", "SCALES", "Draws", "hash_at", "hash_grid", "key_of", "noise_path", "normal_at",
+__all__ = ["NOISE_NORM", "SCALES", "Draws", "hash_at", "key_of", "noise_path", "normal_at",
            "regime", "uniform_grid", "unit"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -53,16 +53,9 @@ def hash_at(key: int, idx: np.ndarray) -> np.ndarray:
         return _mix(np.asarray(idx).astype(np.int64).view(np.uint64) * _GOLDEN + np.uint64(key))
 
 
-def hash_grid(keys: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``hash_at(key, idx)`` for each key, as rows: shape (len(keys), len(idx))."""
-    with np.errstate(over="ignore"):
-        return _mix(np.asarray(idx).astype(np.int64).view(np.uint64)[None, :] * _GOLDEN
-                    + np.asarray(keys, dtype=np.uint64)[:, None])
-
-
 def uniform_grid(keys: np.ndarray, first: int, size: int) -> np.ndarray:
-    """``unit(hash_grid(keys, first .. first + size - 1))``, computed in place (the same bits
-    with fewer temporary arrays): uniforms in [0, 1), one row per key."""
+    """``unit(hash_at(key, first .. first + size - 1))`` for each key, as rows, computed in
+    place (the same bits with fewer temporary arrays): uniforms in [0, 1)."""
     x = np.arange(first, first + size, dtype=np.uint64)[None, :] * _GOLDEN \
         + np.asarray(keys, dtype=np.uint64)[:, None]
     tmp = np.empty_like(x)

@@ -25,7 +25,8 @@ What the sandbox decides where Alpaca's behaviour is not pinned down:
   Alpaca). A missing ``start`` means the beginning of the current New York day (or of ``end``'s
   day when ``end`` is earlier); ``end`` defaults to now and is capped at now.
 * Pages are assembled from cached, pre-serialised per-(symbol, period) chunks, so a 10,000-bar
-  page is a join of byte slices; ``next_page_token`` is base64 of
+  page is a join of byte slices (building a chunk of intraday bars generates the minutes of the
+  next UTC days the request will read in one batch, :meth:`Market.prefetch_minutes`); ``next_page_token`` is base64 of
   ``SYMBOL|KIND|<last timestamp>`` and is null once nothing is left. Historical pages carry a
   ``Server-Timing: page;dur=<ms>`` header (time spent building the page). Answers are not
   gzip-compressed, even when the client accepts it: on loopback that would only cost time.
