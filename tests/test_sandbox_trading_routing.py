@@ -13,7 +13,8 @@ import json
 import pytest
 import websocket
 
-from sandbox_trading_support import Api, frozen, new_api, num, ny, reference_market, set_clock, ts
+from sandbox_trading_support import (Api, frozen, new_api, num, ny, reference_market, set_clock,
+                                     ts)
 
 SYMBOL = "AAPL"
 OPEN = "2024-03-05T14:30:00Z"          # Tuesday's open (9:30 ET)
