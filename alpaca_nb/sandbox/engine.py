@@ -135,6 +135,8 @@ class Engine(Matching, Portfolio):
         self._asset_cache: dict[str, dict | None] = {}
         # (account, symbol, side) -> (quote t, shares of that quote's displayed size not yet taken)
         self._displayed: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._book_version = 0          # changes whenever open orders or their priority change
+        self._priority: tuple[int, list[Order]] | None = None   # (version, open orders in priority)
         self._seq = 0
         self._activity_seq = 0
         self._processed_ns = clock.now_ns()
@@ -294,11 +296,13 @@ class Engine(Matching, Portfolio):
         if order.is_open:
             self._open[order.id] = order
             self._open_by_account.setdefault(order.account_id, {})[order.id] = order
+            self._book_version += 1
 
     def _retire(self, order: Order) -> None:
         """Forget a final order in the open-order indexes."""
         self._open.pop(order.id, None)
         self._open_by_account.get(order.account_id, {}).pop(order.id, None)
+        self._book_version += 1
 
     def _open_orders(self, account_id: str) -> list[Order]:
         """The account's open orders in creation order."""

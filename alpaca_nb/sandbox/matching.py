@@ -211,20 +211,26 @@ class Matching:
         has come, in the order they arrived (each re-checked against the account), then
         match, in price-time priority where orders share a quote's displayed size."""
         step = self._step(t)
-        orders = list(self._open.values())
-        for order in orders:
-            if order.status == "accepted" and not order.auction and order.submitted_at <= t:
-                self._guarded(self._route_if_due, order, step)
-        for order in self._by_priority(orders):
+        for order in [o for o in self._open.values() if o.status == "accepted" and not o.auction]:
+            if order.submitted_at <= t:
+                try:
+                    self._route_if_due(order, step)
+                except Exception:  # one broken order must not stop the market for everyone
+                    log.exception("sandbox: routing %r at %s failed", order, iso_ns(t))
+        for order in self._in_priority():
             if order.is_open and order.status != "held" and order.submitted_at <= t:
-                self._guarded(self._evaluate, order, step)
+                try:
+                    self._evaluate(order, step)
+                except Exception:  # one broken order must not stop the market for everyone
+                    log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(t))
 
-    @staticmethod
-    def _guarded(action, order: Order, step: Step) -> None:
-        try:
-            action(order, step)
-        except Exception:  # one broken order must not stop the market for everyone
-            log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(step.t))
+    def _in_priority(self: "Engine") -> list[Order]:
+        """The open orders in :meth:`_by_priority` order (kept until open orders change or a
+        stop is elected)."""
+        cached = self._priority
+        if cached is None or cached[0] != self._book_version:
+            cached = self._priority = (self._book_version, self._by_priority(list(self._open.values())))
+        return cached[1]
 
     @staticmethod
     def _by_priority(orders: list[Order]) -> list[Order]:
@@ -248,7 +254,12 @@ class Matching:
                 if order.is_open:
                     self._expire(order, order.auction_ns)
             return
-        if not self._due(order, step):
+        if t < order.active_from:          # (what _due checks, inline: this runs for every order)
+            return
+        if order.expires_ns is not None and t >= order.expires_ns:
+            self._expire(order, order.expires_ns)
+            return
+        if not (step.regular or (order.extended_hours and step.extended)):
             return
         if order.status == "accepted" and not self._route(order, t):
             return
@@ -352,6 +363,7 @@ class Matching:
                 order.seen_ticks = seen
                 return
             order.triggered = True
+            self._book_version += 1            # its priority changes (a market order now)
             if buy and order.type in ("stop", "trailing_stop"):
                 order.protect_limit = round_price(order.stop_price * market_buffer(order.stop_price))
             self._dirty_order(order)
