@@ -2,7 +2,9 @@
 and the local order book it keeps.
 
 Handshake: send ``{"action":"auth",...}``, expect ``{"stream":"authorization","data":{"status":
-"authorized"}}`` (``unauthorized`` stops the stream), send ``listen`` for ``trade_updates`` and
+"authorized"}}`` (``unauthorized`` stops the stream, except "connection limit exceeded": another
+client holds the account's one trade_updates connection, so it backs off like a data stream's 406),
+send ``listen`` for ``trade_updates`` and
 expect the ``listening`` ack. Events carry the order's state *after* the event; the
 :class:`OrderBook` keeps the newest state of every order of the session (by ``updated_at``).
 After every (re)connect the fan-out thread reconciles the book with ``GET /v2/orders`` (open
@@ -24,7 +26,7 @@ import pandas as pd
 
 from . import frames
 from ._stream_fanout import Changes
-from ._stream_hub import Fatal, Hub, Refused
+from ._stream_hub import Conflict, Fatal, Hub, Refused
 from ._stream_socket import send_json
 
 log = logging.getLogger("alpaca_nb.stream")
@@ -139,6 +141,8 @@ class TradingHub(Hub):
                 if data.get("status") == "authorized":
                     break
                 why = data.get("message") or "unauthorized"
+                if "connection limit" in why:   # another client holds the account's one slot
+                    raise Conflict(f"{why}: another client holds this account's trade_updates connection")
                 raise Fatal(f"auth failed: {why}", 402)
             if stream == "error" or (isinstance(reply, dict) and reply.get("action") == "error"):
                 raise Refused(f"server error: {data.get('error_message') or reply!r:.120}")

@@ -153,6 +153,31 @@ def test_406_warns_and_backs_off_until_the_other_client_leaves(fast, caplog):
         other.close()
 
 
+def test_a_held_trade_updates_slot_backs_off_like_a_406_instead_of_failing_auth(fast, caplog):
+    """Alpaca allows one trade_updates connection per account: the refusal is a conflict to wait
+    out (warned about), not bad keys."""
+    account = new_account(fast)
+    other = websocket.create_connection(account.stream_url + "/stream", timeout=5)
+    try:
+        other.send(orjson.dumps({"action": "auth", "key": account.key_id, "secret": account.secret_key}).decode())
+        assert orjson.loads(other.recv())["data"]["status"] == "authorized"
+        api = connect(account)
+        with caplog.at_level(logging.WARNING, logger="alpaca_nb.stream"), \
+                pytest.warns(StreamConflictWarning, match="another client holds"):
+            s = api.stream(trade_updates=True, reconnect=Reconnect(base=0.1, conflict=0.6))
+        try:
+            assert s.status.state == "reconnecting" and "connection limit" in s.status.reason
+        finally:
+            other.close()
+        wait_for(lambda: s.status.connected, 15, "the trade_updates connection once the other client left")
+        order = api.buy("AAPL", 1)
+        wait_for(lambda: order.name in s.orders.df.index and s.orders.df.loc[order.name, "status"] == "filled",
+                 10, "the fill in the local order book")
+        s.close()
+    finally:
+        other.close()
+
+
 def test_the_406_backoff_is_long_and_ordinary_backoff_is_capped_full_jitter():
     rng = random.Random(1)
     options = Reconnect(base=0.5, cap=30.0, conflict=60.0)

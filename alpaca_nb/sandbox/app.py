@@ -150,6 +150,7 @@ class SandboxConfig:
     cash: float = 100_000.0               # starting cash of new accounts
     quote_rate: float | None = None       # data stream flood: quotes/s per connection (benchmarks)
     stream_auth_timeout: float = 10.0     # data stream: seconds to authenticate before 404
+    stream_heartbeat: float | None = 60.0  # ping every N s; a client silent for N/2 more is dropped
 
     def __post_init__(self) -> None:
         if self.market not in MARKET_MODES:
@@ -160,6 +161,8 @@ class SandboxConfig:
             raise ValueError("rate_limit must be a positive number of requests per minute")
         if self.cash < 0:
             raise ValueError("cash must not be negative")
+        if self.stream_heartbeat is not None and self.stream_heartbeat <= 0:
+            raise ValueError("stream_heartbeat must be positive seconds, or None for no pings")
 
     def __repr__(self) -> str:  # the secret never appears in a repr
         return (f"SandboxConfig(seed={self.seed}, market={self.market!r}, db={self.db!r}, "

@@ -552,7 +552,7 @@ def _handler(endpoint: str):
         except ValueError:
             raise unprocessable("quote_rate and quote_batch must be numbers") from None
         slow = config.chaos.slow_bytes
-        ws = web.WebSocketResponse(autoping=True, compress=not rate,
+        ws = web.WebSocketResponse(autoping=True, compress=not rate, heartbeat=config.stream_heartbeat,
                                    writer_limit=max(2 ** 18, 2 * slow) if slow else 2 ** 18)
         use_msgpack = request.headers.get("Content-Type", "").lower().startswith("application/msgpack")
         await ws.prepare(request)

@@ -6,7 +6,10 @@ Routes follow the protocol reference section 2: money and quantities as JSON str
 (``request["account_id"]``); the WebSocket authenticates in-band (section 6): no greeting, the
 authorization reply is the first frame, ``listen`` before auth is refused, events are JSON in
 binary frames as paper sends them (msgpack when the upgrade carries
-``Content-Type: application/msgpack``).
+``Content-Type: application/msgpack``). One trade_updates connection per account, as Alpaca allows
+(alpaca-py #740): a second one is refused at auth ("connection limit exceeded", the sandbox's
+wording) and closed. The server pings every ``SandboxConfig.stream_heartbeat`` seconds and drops a
+client that does not answer, so a half-dead connection frees the slot within 1.5 heartbeats.
 """
 
 from __future__ import annotations
@@ -215,6 +218,9 @@ async def get_calendar(request: web.Request) -> web.Response:
 
 # ---------------------------------------------------------------- trade_updates stream
 
+_CLOSE = b""   # writer sentinel: close the socket after what was queued before it
+
+
 class _TradeStream:
     """One ``/stream`` connection: in-band auth, ``listen``, fan-out of the account's events."""
 
@@ -242,6 +248,9 @@ class _TradeStream:
         while True:
             frame = await self.queue.get()
             if frame is None or self.ws.closed:
+                return
+            if frame is _CLOSE:
+                await self.ws.close(code=1008, message=b"connection limit exceeded")
                 return
             try:
                 await self.ws.send_bytes(frame)
@@ -272,6 +281,12 @@ class _TradeStream:
         self.conn.key_id = key
         return True
 
+    def holds_the_slot_elsewhere(self) -> bool:
+        """True when another open connection of this account is already authenticated: Alpaca
+        allows one trade_updates connection per account (alpaca-py #740)."""
+        others = self.request.app[_app_keys().CONNECTIONS].find(kind="trading", key_id=self.conn.key_id)
+        return any(c is not self.conn for c in others)
+
     def handle(self, message: Any) -> None:
         if not isinstance(message, dict):
             self.send({"stream": "error", "data": {"error_message": "invalid message"}})
@@ -283,7 +298,16 @@ class _TradeStream:
                 key, secret = message.get("key"), message.get("secret")
             else:
                 key, secret = data.get("key_id"), data.get("secret_key")
-            if self.authenticate(key, secret):
+            authorized = self.authenticate(key, secret)
+            if authorized and self.holds_the_slot_elsewhere():
+                # Alpaca allows one trade_updates connection per account; the message text is
+                # the sandbox's own (the real one is unconfirmed)
+                self.account_id, self.conn.key_id = None, None
+                self.send({"stream": "authorization",
+                           "data": {"status": "unauthorized", "action": "authenticate",
+                                    "message": "connection limit exceeded"}})
+                self.queue.put_nowait(_CLOSE)
+            elif authorized:
                 self.send({"stream": "authorization",
                            "data": {"status": "authorized", "action": "authenticate"}})
             else:
@@ -330,13 +354,15 @@ class _TradeStream:
 
 async def trade_stream(request: web.Request) -> web.WebSocketResponse:
     codec = "msgpack" in request.headers.get("Content-Type", "").lower()
-    ws = web.WebSocketResponse(heartbeat=None, max_msg_size=1024 * 1024)
+    ws = web.WebSocketResponse(heartbeat=request.app[_app_keys().CONFIG].stream_heartbeat,
+                               max_msg_size=1024 * 1024)
     await ws.prepare(request)
     stream = _TradeStream(request, ws, codec)
     key = request.headers.get("APCA-API-KEY-ID")
     secret = request.headers.get("APCA-API-SECRET-KEY")
-    if key and secret:
-        stream.authenticate(key, secret)      # header auth: no reply frame (client speaks first)
+    if key and secret and stream.authenticate(key, secret) and stream.holds_the_slot_elsewhere():
+        stream.account_id = stream.conn.key_id = None   # header auth: no reply frame; the
+        # client's in-band auth will be refused while the other connection lives
     await stream.run()
     return ws
 
