@@ -28,8 +28,6 @@ import datetime as dt
 import gc
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -41,33 +39,10 @@ from pathlib import Path
 import orjson
 import pandas as pd
 import requests
+from _common import HEADERS, KEY_ID, SECRET, sandbox_process, tradable_symbols
 
 HERE = Path(__file__).resolve().parent
-KEY_ID, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
 START = pd.Timestamp("2024-03-01 00:00", tz="America/New_York")
-
-
-# ------------------------------------------------------------------ the sandbox process
-
-def start_sandbox() -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--port", "0",
-                             "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (http://\S+)", line)
-    if not match:
-        proc.kill()
-        raise RuntimeError(f"the sandbox did not start: {line!r}")
-    return proc, match.group(1)
-
-
-def pick_symbols(url: str, n: int) -> list[str]:
-    assets = requests.get(f"{url}/v2/assets", headers=_headers(), timeout=30).json()
-    symbols = sorted(a["symbol"] for a in assets if a.get("tradable") and a["symbol"].isalpha())
-    return symbols[:n]
-
-
-def _headers() -> dict[str, str]:
-    return {"APCA-API-KEY-ID": KEY_ID, "APCA-API-SECRET-KEY": SECRET}
 
 
 def request_window(bars: int, symbols: int) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -82,7 +57,7 @@ def request_window(bars: int, symbols: int) -> tuple[pd.Timestamp, pd.Timestamp]
 def floor(url: str, symbols: list[str], start, end) -> int:
     """Download every page and orjson.loads it: the least any client must do."""
     session = requests.Session()
-    session.headers.update(_headers())
+    session.headers.update(HEADERS)
     params = {"symbols": ",".join(symbols), "timeframe": "1Min", "limit": 10_000,
               "start": start.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ"),
               "end": end.tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")}
@@ -188,11 +163,9 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-alpaca-py", action="store_true")
     args = parser.parse_args(argv)
 
-    cache_dir = tempfile.mkdtemp(prefix="anb-bench-cache-")
-    os.environ["ALPACA_NB_CACHE_DIR"] = cache_dir
-    proc, url = start_sandbox()
-    try:
-        symbols = pick_symbols(url, args.symbols)
+    with tempfile.TemporaryDirectory(prefix="anb-bench-cache-") as cache_dir, sandbox_process() as url:
+        os.environ["ALPACA_NB_CACHE_DIR"] = cache_dir
+        symbols = tradable_symbols(url, args.symbols)
         start, end = request_window(args.bars, len(symbols))
         print(f"sandbox {url}; {len(symbols)} symbols, 1Min bars {start} .. {end} "
               f"({args.bars:,} bars expected)")
@@ -238,10 +211,6 @@ def main(argv=None) -> int:
                "ours_cache_hit": run_probe("ours_cache_hit", url, symbols, start, end)}
         if not args.skip_alpaca_py:
             mem["alpaca_py"] = run_probe("alpaca_py", url, symbols, start, end)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(cache_dir, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in times.items() if v}
     report = {

@@ -20,38 +20,14 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
 import orjson
 import requests
 import websocket
+from _common import HEADERS, KEY_ID, SECRET, sandbox_process, tradable_symbols
 
-KEY, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
-HEADERS = {"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET}
-
-
-@contextmanager
-def sandbox_process():
-    """``alpaca-nb sandbox --port 0`` in a child process; yields its base URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--port", "0",
-                             "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        if "listening on " not in line:
-            raise RuntimeError(f"sandbox did not start: {line!r}")
-        yield line.split("listening on ")[1].split()[0]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-def symbols_for(url: str, count: int) -> list[str]:
-    assets = requests.get(url + "/v2/assets", headers=HEADERS, timeout=30).json()
-    active = sorted(a["symbol"] for a in assets if a["status"] == "active" and a["tradable"])
-    return active[:count]
 
 
 def pull_bars(url: str, symbols: list[str], per_symbol: int) -> dict:
@@ -101,7 +77,7 @@ def flood(url: str, symbols: list[str], *, use_msgpack: bool, seconds: float, ra
     send = (lambda obj: ws.send_binary(__import__("msgpack").packb(obj))) if use_msgpack else \
         (lambda obj: ws.send(json.dumps(obj)))
     ws.recv()
-    send({"action": "auth", "key": KEY, "secret": SECRET})
+    send({"action": "auth", "key": KEY_ID, "secret": SECRET})
     ws.recv()
     send({"action": "subscribe", "quotes": symbols})
     marker = b"\xa1T\xa1q" if use_msgpack else b'"T":"q"'
@@ -133,7 +109,7 @@ def main(argv=None) -> int:
     cold, warm = [], []
     for run in range(args.runs):
         with sandbox_process() as url:
-            symbols = symbols_for(url, args.symbols)
+            symbols = tradable_symbols(url, args.symbols)
             cold.append(pull_bars(url, symbols, per_symbol))
             warm.append(pull_bars(url, symbols, per_symbol))
         print(f"run {run + 1}: cold {cold[-1]['bars_per_s']:,.0f} bars/s, warm {warm[-1]['bars_per_s']:,.0f} bars/s",
@@ -154,7 +130,7 @@ def main(argv=None) -> int:
           " read-ahead ms: building the next page's chunks while the client parses (Server-Timing readahead)")
 
     with sandbox_process() as url:
-        symbols = symbols_for(url, 10)
+        symbols = tradable_symbols(url, 10)
         results = {}
         for codec in ("json", "msgpack"):
             runs = [flood(url, symbols, use_msgpack=codec == "msgpack", seconds=args.seconds, rate=args.rate)

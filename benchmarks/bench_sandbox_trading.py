@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,19 +27,9 @@ from pathlib import Path
 
 import requests
 import websocket
+from _common import HEADERS, sandbox_process
 
 HERE = Path(__file__).resolve().parent
-KEY_ID, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
-HEADERS = {"APCA-API-KEY-ID": KEY_ID, "APCA-API-SECRET-KEY": SECRET}
-
-
-def start(extra: list[str]) -> tuple[subprocess.Popen, str]:
-    exe = shutil.which("alpaca-nb")
-    cmd = [exe] if exe else [sys.executable, "-m", "alpaca_nb.cli"]
-    proc = subprocess.Popen(cmd + ["sandbox", "--port", "0", "--log-level", "WARNING", *extra],
-                            stdout=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()
-    return proc, line.split("listening on ")[1].split()[0]
 
 
 def new_account(url: str) -> requests.Session:
@@ -120,22 +108,16 @@ def main() -> int:
 
     results: dict[str, list[float]] = {"post_mem": [], "post_db": [], "get_mem": [], "get_db": [],
                                        "fill_event": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        mem, mem_url = start([])
-        disk, disk_url = start(["--db", str(Path(tmp) / "bench.db")])
-        try:
-            for _ in range(args.runs):          # interleaved so machine noise hits both alike
-                p, g = round_trips(mem_url, args.orders)
-                results["post_mem"].append(p)
-                results["get_mem"].append(g)
-                p, g = round_trips(disk_url, args.orders)
-                results["post_db"].append(p)
-                results["get_db"].append(g)
-                results["fill_event"].append(submit_to_fill(mem_url, args.orders // 4))
-        finally:
-            for proc in (mem, disk):
-                proc.terminate()
-                proc.wait(10)
+    with tempfile.TemporaryDirectory() as tmp, sandbox_process() as mem_url, \
+            sandbox_process(["--db", str(Path(tmp) / "bench.db")]) as disk_url:
+        for _ in range(args.runs):          # interleaved so machine noise hits both alike
+            p, g = round_trips(mem_url, args.orders)
+            results["post_mem"].append(p)
+            results["get_mem"].append(g)
+            p, g = round_trips(disk_url, args.orders)
+            results["post_db"].append(p)
+            results["get_db"].append(g)
+            results["fill_event"].append(submit_to_fill(mem_url, args.orders // 4))
     med = {k: statistics.median(v) for k, v in results.items()}
     passes = {n: matching_pass(n) for n in (0, 100, 1000)}
 

@@ -28,44 +28,28 @@ import argparse
 import datetime as dt
 import json
 import statistics
-import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack
 import orjson
 import psutil
 import requests
+from _common import HEADERS, sandbox_process
 
 import alpaca_nb as anb
 from alpaca_nb._stream_table import Store
 
-KEY, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX", "QQQ", "IWM",
            "INTC", "ORCL", "CSCO", "PEP", "KO", "DIS", "BA", "JPM"]
 FLOOD = 5_000_000          # quotes/s asked for in the throughput runs (more than anyone takes)
 
 
-@contextmanager
-def sandbox_process():
-    proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--port", "0",
-                             "--log-level", "WARNING"], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        if "listening on " not in line:
-            raise RuntimeError(f"sandbox did not start: {line!r}")
-        yield line.split("listening on ")[1].split()[0]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def new_keys(url: str) -> tuple[str, str]:
     resp = requests.post(url + "/sandbox/accounts", json={}, timeout=10,
-                         headers={"APCA-API-KEY-ID": KEY, "APCA-API-SECRET-KEY": SECRET})
+                         headers=HEADERS)
     resp.raise_for_status()
     body = resp.json()
     return body["key_id"], body["secret_key"]
