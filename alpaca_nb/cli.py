@@ -78,9 +78,12 @@ def run_sandbox(args: argparse.Namespace) -> int:
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="headless tour against the embedded sandbox (no keys needed)",
                        description="Start the embedded sandbox, print the account, positions and "
-                                   "a bars frame, place an order and show it filled.")
+                                   "a bars frame, place an order and watch it fill on the "
+                                   "trade-updates stream, then stream live quotes for a few seconds.")
     p.add_argument("--symbol", default="AAPL", help="the stock to trade (default AAPL)")
     p.add_argument("--qty", type=int, default=10, help="shares to buy (default 10)")
+    p.add_argument("--seconds", type=float, default=3.0,
+                   help="how long to stream quotes (default 3)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -108,16 +111,24 @@ def run_demo(args: argparse.Namespace) -> int:
         bars = api.bars([args.symbol, "MSFT"], "1Day", end - pd.Timedelta(days=6), end.date(),
                         tz="America/New_York", progress=False)
         show(f"daily bars, last week ({len(bars)} rows, index {list(bars.index.names)})", bars)
-        order = api.buy(args.symbol, args.qty)
-        show(f"order placed (client_order_id {order['client_order_id']})",
-             order[["symbol", "side", "qty", "type", "status"]])
-        deadline = time.monotonic() + 30
-        while order["status"] != "filled" and time.monotonic() < deadline:
-            time.sleep(0.2)
+        symbols = [args.symbol, "MSFT"]
+        with api.stream(quotes=symbols, trades=symbols, trade_updates=True) as stream:
+            order = api.buy(args.symbol, args.qty)
+            show(f"order placed (client_order_id {order['client_order_id']})",
+                 order[["symbol", "side", "qty", "type", "status"]])
+            deadline = time.monotonic() + 30      # the fill arrives on the trade-updates stream
+            while time.monotonic() < deadline:
+                book = stream.orders.df
+                if order.name in book.index and book.loc[order.name, "status"] == "filled":
+                    break
+                time.sleep(0.05)
             order = api.order(order.name)
-        show("order now", order[["symbol", "status", "filled_qty", "filled_avg_price", "filled_at"]])
-        show("positions (after)", api.positions()[["qty", "avg_entry_price", "market_value",
-                                                   "unrealized_pl"]])
+            show("order now", order[["symbol", "status", "filled_qty", "filled_avg_price", "filled_at"]])
+            show("positions (after)", api.positions()[["qty", "avg_entry_price", "market_value",
+                                                       "unrealized_pl"]])
+            time.sleep(args.seconds)
+            live = stream.table.df[["bid_price", "ask_price", "last_price", "updates", "updated_at"]]
+            show(f"live quotes and trades ({args.seconds:g} s of streaming, status {stream.status})", live)
     except Exception as exc:     # the CLI reports any failure plainly and exits non-zero
         print(f"alpaca-nb demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

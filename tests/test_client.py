@@ -26,9 +26,14 @@ def test_demo_command_runs_the_tour(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     for section in ("== account ==", "== positions (before) ==", "== daily bars", "== order placed",
-                    "== order now ==", "== positions (after) =="):
+                    "== order now ==", "== positions (after) ==", "== live quotes and trades"):
         assert section in out
     assert "filled" in out and "The order filled: 10 AAPL" in out
+    live = out.split("== live quotes and trades")[1]
+    assert "status connected" in live
+    for symbol in ("AAPL", "MSFT"):          # each streamed symbol got updates: "AAPL  bid ask last N ..."
+        row = next(line.split() for line in live.splitlines() if line.startswith(symbol))
+        assert int(row[4]) > 0, row
     assert "sandbox-secret-key" not in out + done.stderr
 
 
