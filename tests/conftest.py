@@ -6,6 +6,7 @@ Every test talks to the sandbox over loopback sockets. Tests that need their own
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -53,6 +54,17 @@ def _bar_cache_in_a_temporary_dir(tmp_path_factory):
     patch.setenv("ALPACA_NB_CACHE_DIR", str(tmp_path_factory.mktemp("bar-cache")))
     yield
     patch.undo()
+
+
+def poll(fetch, done, timeout: float = 10.0):
+    """Call ``fetch()`` until ``done(value)`` or ``timeout`` seconds; returns the last value (so
+    the caller's assertion shows what it was)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import poll
 
 import alpaca_nb as anb
 from alpaca_nb import frames
@@ -167,7 +168,7 @@ def test_positions_same_dtypes_empty_and_not(account):
     empty = api.positions()
     assert len(empty) == 0 and empty.index.name == "symbol"
     api.buy("AAPL", 3)
-    full = _wait(lambda: api.positions(), lambda df: len(df) == 1)
+    full = poll(lambda: api.positions(), lambda df: len(df) == 1)
     assert dict(full.dtypes) == dict(empty.dtypes) == frames.POSITION.dtypes()
     assert full.loc["AAPL", "qty"] == 3.0 and full.loc["AAPL", "side"] == "long"
     assert api.position("AAPL")["qty"] == 3.0
@@ -178,7 +179,7 @@ def test_orders_frame_empty_and_filled(account):
     empty = api.orders(status="all")
     assert len(empty) == 0 and dict(empty.dtypes) == frames.ORDER.dtypes()
     placed = api.buy("MSFT", 2)
-    filled = _wait(lambda: api.order(placed.name), lambda o: o["status"] == "filled")
+    filled = poll(lambda: api.order(placed.name), lambda o: o["status"] == "filled")
     assert filled["filled_qty"] == 2.0 and filled["filled_avg_price"] > 0
     assert isinstance(filled["filled_at"], pd.Timestamp)
     all_orders = api.orders(status="all")
@@ -225,7 +226,7 @@ def test_activities_and_portfolio_history(account):
     empty_fills = api.activities("FILL")
     assert len(empty_fills) == 0 and dict(empty_fills.dtypes) == frames.ACTIVITY.dtypes()
     api.buy("AAPL", 1)
-    fills = _wait(lambda: api.activities("FILL"), lambda df: len(df) == 1)
+    fills = poll(lambda: api.activities("FILL"), lambda df: len(df) == 1)
     assert dict(fills.dtypes) == dict(empty_fills.dtypes)
     assert fills["symbol"].iloc[0] == "AAPL" and fills["qty"].iloc[0] == 1.0
     history = api.portfolio_history()
@@ -370,14 +371,3 @@ def _rolls(seed: int, n: int) -> list[float]:
     import random
     rng = random.Random(seed)
     return [rng.random() for _ in range(n)]
-
-
-def _wait(fetch, done, timeout: float = 10.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)

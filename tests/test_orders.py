@@ -4,7 +4,6 @@ and duplicate-free submission under the sandbox's chaos."""
 from __future__ import annotations
 
 import re
-import time
 from decimal import Decimal
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 import requests
 from _http_proxy import RecordingProxy
-from conftest import admin_headers, new_account
+from conftest import admin_headers, new_account, poll
 
 import alpaca_nb as anb
 from alpaca_nb.orders import Guard, order_body, replace_body
@@ -31,15 +30,6 @@ def _cache_dir(tmp_path, monkeypatch):
 def client(acct, url: str | None = None, **kw):
     return anb.connect(base_url=url or acct.url, data_url=url or acct.url, key_id=acct.key_id,
                        secret_key=acct.secret_key, **kw)
-
-
-def wait_for(fetch, done, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def server_orders(sb: Sandbox, acct) -> list[dict]:
@@ -142,7 +132,7 @@ def test_market_order_fills_and_gets_a_client_order_id(account):
     placed = api.buy("AAPL", np.int64(2))
     assert UUID4.match(placed["client_order_id"])
     assert placed["symbol"] == "AAPL" and placed["qty"] == 2.0 and placed["side"] == "buy"
-    filled = wait_for(lambda: api.order(placed.name), lambda o: o["status"] == "filled")
+    filled = poll(lambda: api.order(placed.name), lambda o: o["status"] == "filled")
     assert filled["status"] == "filled" and filled["filled_qty"] == 2.0
 
 
@@ -195,10 +185,10 @@ def test_replace_and_cancel(account):
     second = api.replace_order(first.name, qty=3, limit_price=round(last * 0.92, 2))
     assert second.name != first.name and second["replaces"] == first.name
     assert second["qty"] == 3.0
-    old = wait_for(lambda: api.order(first.name), lambda o: o["status"] == "replaced")
+    old = poll(lambda: api.order(first.name), lambda o: o["status"] == "replaced")
     assert old["status"] == "replaced"
     api.cancel_order(second.name)
-    cancelled = wait_for(lambda: api.order(second.name), lambda o: o["status"] == "canceled")
+    cancelled = poll(lambda: api.order(second.name), lambda o: o["status"] == "canceled")
     assert cancelled["status"] == "canceled"
     with pytest.raises(anb.UnprocessableError):
         api.cancel_order(second.name)                       # no longer cancelable
@@ -214,7 +204,7 @@ def test_cancel_all_orders(account):
     result = api.cancel_all_orders()
     assert set(result["id"]) == ids
     assert (result["status"] == 200).all()
-    assert wait_for(lambda: api.orders(status="open"), lambda df: df.empty).empty
+    assert poll(lambda: api.orders(status="open"), lambda df: df.empty).empty
     assert api.cancel_all_orders().empty
 
 
@@ -222,17 +212,17 @@ def test_close_positions(account):
     api = client(account)
     api.buy("AAPL", 10)
     api.buy("MSFT", 4)
-    wait_for(lambda: api.positions(), lambda df: len(df) == 2)
+    poll(lambda: api.positions(), lambda df: len(df) == 2)
     closing = api.close_position("AAPL", qty=4)
     assert closing["side"] == "sell" and closing["qty"] == 4.0
-    assert wait_for(lambda: api.positions(), lambda df: df.loc["AAPL", "qty"] == 6).loc["AAPL", "qty"] == 6.0
+    assert poll(lambda: api.positions(), lambda df: df.loc["AAPL", "qty"] == 6).loc["AAPL", "qty"] == 6.0
     half = api.close_position("AAPL", percentage=50)
     assert half["qty"] == 3.0
     with pytest.raises(anb.OrderValidationError, match="qty or percentage, not both"):
         api.close_position("AAPL", qty=1, percentage=1)
     result = api.close_all_positions()
     assert set(result["symbol"]) == {"AAPL", "MSFT"} and (result["status"] == 200).all()
-    assert wait_for(lambda: api.positions(), lambda df: df.empty).empty
+    assert poll(lambda: api.positions(), lambda df: df.empty).empty
     with pytest.raises(anb.NotFoundError):
         api.close_position("AAPL")
 
@@ -299,7 +289,7 @@ def test_guard_checks_short_sales_against_buying_power(sandbox):
 
         short = api.sell("AAPL", 10)                              # within buying power: placed
         assert proxy.count("POST") == posts + 1
-        wait_for(lambda: api.positions(), lambda df: "AAPL" in df.index)
+        poll(lambda: api.positions(), lambda df: "AAPL" in df.index)
         with pytest.raises(anb.PreTradeCheckError, match="adds to a short position"):
             api.sell("AAPL", qty)                                 # adding to the short: checked too
     assert short["side"] == "sell"
@@ -314,23 +304,23 @@ def test_guard_lets_exits_through_whatever_the_buying_power(sandbox):
         last = api.latest_trades("AAPL").loc["AAPL", "price"]
         qty = int(17_000 / last)                                  # most of the 20,000 buying power
         api.buy("AAPL", qty)
-        held = wait_for(lambda: api.positions(), lambda df: "AAPL" in df.index)
+        held = poll(lambda: api.positions(), lambda df: "AAPL" in df.index)
         assert held.loc["AAPL", "qty"] == qty
         power = api.account()["buying_power"]
         assert qty * last > 2 * power                             # worth far more than what is left
         posts = proxy.count("POST")
         sold = api.sell("AAPL", qty)                              # a plain long reduction: sent
         assert proxy.count("POST") == posts + 1 and sold["qty"] == qty
-        wait_for(lambda: api.positions(), lambda df: "AAPL" not in df.index)
+        poll(lambda: api.positions(), lambda df: "AAPL" not in df.index)
 
         api.sell("MSFT", int(17_000 / api.latest_trades("MSFT").loc["MSFT", "price"]))   # a short
-        short = wait_for(lambda: api.positions(), lambda df: "MSFT" in df.index).loc["MSFT", "qty"]
+        short = poll(lambda: api.positions(), lambda df: "MSFT" in df.index).loc["MSFT", "qty"]
         assert short < 0
         power = api.account()["buying_power"]
         cover = api.buy("MSFT", -short)                           # covering it: sent
         assert cover["side"] == "buy" and proxy.count("POST") == posts + 3
         assert -short * api.latest_trades("MSFT").loc["MSFT", "price"] > power
-        assert wait_for(lambda: api.positions(), lambda df: df.empty).empty
+        assert poll(lambda: api.positions(), lambda df: df.empty).empty
 
 
 def test_guard_counts_the_replaced_orders_hold_as_available(sandbox):
