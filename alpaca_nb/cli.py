@@ -30,6 +30,9 @@ def _sandbox_parser(sub) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="virtual seconds per real second")
     p.add_argument("--quote-rate", type=float, metavar="N",
                    help="flood each data-stream connection with N quotes/s (load tests)")
+    p.add_argument("--data-plan", choices=("unlimited", "basic"), default="unlimited",
+                   help="market-data plan of the default account: unlimited (default) or basic "
+                        "(Alpaca's free plan: no real-time SIP, 30 stream symbols)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -42,7 +45,8 @@ def run_sandbox(args: argparse.Namespace) -> int:
     try:
         config = SandboxConfig(seed=args.seed, market=args.market, db=args.db,
                                rate_limit=args.rate_limit, chaos=args.chaos, start=args.start,
-                               speed=args.speed, quote_rate=args.quote_rate)
+                               speed=args.speed, quote_rate=args.quote_rate,
+                               data_plan=args.data_plan)
     except ValueError as exc:
         print(f"alpaca-nb sandbox: {exc}", file=sys.stderr)
         return 2
@@ -57,7 +61,8 @@ def run_sandbox(args: argparse.Namespace) -> int:
         host = f"[{args.host}]" if ":" in args.host else args.host
         print(f"alpaca-nb sandbox listening on http://{host}:{port} "
               f"(streams ws://{host}:{port}/v2/iex and /stream; market {config.market}, "
-              f"seed {config.seed}, key id {config.key_id})", flush=True)
+              f"seed {config.seed}, key id {config.key_id}, data plan {config.data_plan})",
+              flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -26,6 +26,7 @@ from . import data_api, trading_api
 from .clock import MARKET_MODES, Clock, MarketMode, Sessions
 from .engine import Engine
 from .market import Market
+from .plans import DATA_PLANS, DEFAULT_DATA_PLAN, check_data_plan
 from .wire import UNAUTHORIZED, ApiError, Connections, iso_ns, json_response, read_json
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,7 @@ class SandboxConfig:
     quote_rate: float | None = None       # data stream flood: quotes/s per connection (benchmarks)
     stream_auth_timeout: float = 10.0     # data stream: seconds to authenticate before 404
     stream_heartbeat: float | None = 60.0  # ping every N s; a client silent for N/2 more is dropped
+    data_plan: str = DEFAULT_DATA_PLAN    # the default account's market-data plan (see .plans)
 
     def __post_init__(self) -> None:
         if self.market not in MARKET_MODES:
@@ -163,11 +165,13 @@ class SandboxConfig:
             raise ValueError("cash must not be negative")
         if self.stream_heartbeat is not None and self.stream_heartbeat <= 0:
             raise ValueError("stream_heartbeat must be positive seconds, or None for no pings")
+        check_data_plan(self.data_plan)
 
     def __repr__(self) -> str:  # the secret never appears in a repr
         return (f"SandboxConfig(seed={self.seed}, market={self.market!r}, db={self.db!r}, "
                 f"rate_limit={self.rate_limit}, chaos={self.chaos.spec!r}, key_id={self.key_id!r}, "
-                f"secret_key='***', start={self.start!r}, speed={self.speed})")
+                f"secret_key='***', start={self.start!r}, speed={self.speed}, "
+                f"data_plan={self.data_plan!r})")
 
 
 CONFIG = web.AppKey("config", SandboxConfig)
@@ -323,15 +327,21 @@ async def status(request: web.Request) -> web.Response:
     return json_response({
         "market": config.market, "seed": config.seed, "now": iso_ns(clock.now_ns()),
         "speed": clock.speed, "rate_limit": config.rate_limit, "chaos": config.chaos.spec,
+        "data_plan": app[ENGINE].data_plan(request[ACCOUNT]),
         "connections": {"data": len(conns.find(kind="data")),
                         "trading": len(conns.find(kind="trading"))},
     })
 
 
 async def create_account(request: web.Request) -> web.Response:
-    """POST /sandbox/accounts {"cash"?: number, "key_id"?: str, "secret_key"?: str}: a fresh
-    account with its own keys, so tests sharing one sandbox do not see each other's orders."""
+    """POST /sandbox/accounts {"cash"?: number, "key_id"?: str, "secret_key"?: str,
+    "data_plan"?: "unlimited"|"basic"}: a fresh account with its own keys, so tests sharing one
+    sandbox do not see each other's orders. ``data_plan`` is its market-data plan (default
+    ``unlimited``; ``basic`` is Alpaca's free plan, see :mod:`.plans`)."""
     body = await read_json(request)
+    data_plan = body.get("data_plan", DEFAULT_DATA_PLAN)
+    if not isinstance(data_plan, str) or data_plan not in DATA_PLANS:
+        raise ApiError(422, 40010001, f"data_plan must be one of {', '.join(DATA_PLANS)}")
     cash = body.get("cash", request.app[CONFIG].cash)
     if isinstance(cash, bool) or not isinstance(cash, (int, float, str)):
         raise ApiError(422, 40010001, "cash must be a number")
@@ -346,8 +356,9 @@ async def create_account(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     if engine.authenticate(key_id, secret) is not None or engine.has_key(key_id):
         raise ApiError(422, 40010001, f"key_id {key_id!r} is already in use")
-    account_id = engine.create_account(key_id, secret, cash=cash)
-    return json_response({"key_id": key_id, "secret_key": secret, "account_id": account_id})
+    account_id = engine.create_account(key_id, secret, cash=cash, data_plan=data_plan)
+    return json_response({"key_id": key_id, "secret_key": secret, "account_id": account_id,
+                          "data_plan": data_plan})
 
 
 async def move_clock(request: web.Request) -> web.Response:
@@ -440,7 +451,7 @@ def create_app(config: SandboxConfig | None = None, **overrides: Any) -> web.App
     market = Market(seed=config.seed, sessions=sessions, clock=clock)
     engine = Engine(market=market, clock=clock, sessions=sessions, db=config.db,
                     default_cash=config.cash)
-    engine.ensure_account(config.key_id, config.secret_key)
+    engine.ensure_account(config.key_id, config.secret_key, data_plan=config.data_plan)
 
     app = web.Application(
         middlewares=[error_middleware, chaos_middleware, auth_middleware, rate_limit_middleware],

@@ -8,8 +8,16 @@ quotes (multi and single); snapshots (multi, with ``null`` for unknown symbols, 
 What the sandbox decides where Alpaca's behaviour is not pinned down:
 
 * Every feed (``sip``, ``iex``, ``otc``, ``boats``; ``delayed_sip`` and ``overnight`` on the
-  latest/snapshot endpoints) serves the same data, and every key is entitled to all of it,
-  up to the sandbox's now. ``feed=delayed_sip`` on latest/snapshot answers as of 15 minutes ago.
+  latest/snapshot endpoints) serves the same data, up to the sandbox's now.
+  ``feed=delayed_sip`` on latest/snapshot answers as of 15 minutes ago.
+* What a key may read depends on its account's market-data plan (:mod:`.plans`). ``unlimited``
+  (the default) reads every feed in real time. ``basic`` (Alpaca's free plan) gets
+  ``403 {"message":"subscription does not permit querying recent SIP data"}`` for SIP data of
+  the last 15 minutes: a historical request with ``feed=sip`` (or no feed: historical endpoints
+  default to SIP on every plan) whose explicit ``end`` or ``start`` is within the last 15
+  minutes, and any latest/snapshot request with ``feed=sip``. A historical SIP request of a
+  basic account without ``end`` ends 15 minutes ago; latest/snapshot requests without ``feed``
+  serve ``iex`` on basic and ``sip`` on unlimited.
 * Every ``adjustment`` gives the same prices: the synthetic market has no corporate actions.
 * ``currency`` must be USD; ``asof`` is validated and otherwise has no effect (no renames).
 * Errors are ``400 {"message": ...}`` without a numeric code, as the current data API answers
@@ -51,6 +59,7 @@ import orjson
 from aiohttp import web
 
 from . import app as _app
+from . import plans
 from ._barjson import bar_json
 from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns
 from .market import (
@@ -480,16 +489,18 @@ def parse_time_param(q, name: str) -> int | None:
     return ns
 
 
-def parse_feed(q, allowed: tuple[str, ...]) -> str:
-    feed = q.get("feed") or "sip"
+def parse_feed(q, allowed: tuple[str, ...], default: str = "sip") -> str:
+    feed = q.get("feed") or default
     if feed not in allowed:
         raise bad(f"invalid feed: {feed!r} (expected one of {', '.join(allowed)})")
     return feed
 
 
-def parse_common(q, *, allowed_feeds: tuple[str, ...] = LATEST_FEEDS) -> tuple[str, str | None]:
-    """``feed``, ``currency`` and ``asof`` shared by every endpoint."""
-    feed = parse_feed(q, allowed_feeds)
+def parse_common(q, *, allowed_feeds: tuple[str, ...] = LATEST_FEEDS,
+                 default_feed: str = "sip") -> tuple[str, str | None]:
+    """``feed`` (``default_feed`` when absent), ``currency`` and ``asof`` shared by every
+    endpoint."""
+    feed = parse_feed(q, allowed_feeds, default_feed)
     currency = q.get("currency")
     if currency is not None and currency != "USD":
         raise bad(f"invalid currency: {currency!r} (the sandbox quotes prices in USD only)")
@@ -504,7 +515,14 @@ def parse_common(q, *, allowed_feeds: tuple[str, ...] = LATEST_FEEDS) -> tuple[s
     return feed, currency
 
 
+def _plan(request: web.Request) -> str:
+    """The market-data plan of the request's account."""
+    return request.app[_app.ENGINE].data_plan(request[_app.ACCOUNT])
+
+
 def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
+    """The historical request's parameters; 400 for a bad one, 403 when the account's plan
+    may not read the range (recent SIP data on ``basic``, see :mod:`.plans`)."""
     q = request.query
     timeframe = None
     if kind == "bars":
@@ -523,10 +541,12 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     start, end = parse_time_param(q, "start"), parse_time_param(q, "end")
     if start is not None and end is not None and end < start:
         raise bad("end should not be before start")
-    if end is None or end > now:
-        end_eff = now if end is None or end > now else end
-    else:
-        end_eff = end
+    horizon = now                       # the latest instant the account's plan may read
+    if feed == "sip" and not plans.realtime_sip(_plan(request)):
+        horizon = now - plans.RECENT_NS
+    too_recent = horizon < now and ((end is not None and end > horizon)
+                                    or (start is not None and start > horizon))
+    end_eff = horizon if end is None or end > horizon else end
     if start is None:
         start = ny_midnight_ns(ny_date(min(now, end_eff)))
     raw_limit = q.get("limit")
@@ -545,6 +565,8 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     series_code = str(timeframe) if kind == "bars" else kind[0].upper()
     raw_token = q.get("page_token")
     token = decode_token(raw_token, series_code, symbols) if raw_token else None
+    if too_recent:                      # after the 400s, as a request is checked before it is served
+        raise plans.recent_sip_refused()
     return Query(symbols, start, end_eff, limit, sort == "desc", token, feed, currency, timeframe)
 
 
@@ -671,6 +693,17 @@ def _historical_single(kind: str):
 
 # ---------------------------------------------------------------- latest and snapshots
 
+def parse_latest(request: web.Request) -> tuple[str, str | None]:
+    """``feed`` and ``currency`` of a latest/snapshot request. Without ``feed`` the account's
+    plan picks it (``iex`` on basic, ``sip`` on unlimited); ``feed=sip`` on a basic account is
+    Alpaca's 403 (after the 400s)."""
+    plan = _plan(request)
+    feed, currency = parse_common(request.query, default_feed=plans.default_latest_feed(plan))
+    if feed == "sip" and not plans.realtime_sip(plan):
+        raise plans.recent_sip_refused()
+    return feed, currency
+
+
 def _latest_now(request: web.Request, feed: str) -> int:
     now = _now(request)
     return now - DELAY_NS if feed == "delayed_sip" else now
@@ -692,7 +725,7 @@ def _latest_record(market: Market, kind: str, symbol: str, now: int) -> dict | N
 def _latest_multi(kind: str):
     async def handler(request: web.Request) -> web.Response:
         symbols = parse_symbols(request.query.get("symbols"))
-        feed, currency = parse_common(request.query)
+        feed, currency = parse_latest(request)
         market, now = _market(request), _latest_now(request, feed)
         found = {}
         for symbol in symbols:
@@ -713,7 +746,7 @@ def _latest_single(kind: str):
 
     async def handler(request: web.Request) -> web.Response:
         symbol = check_symbol(request.match_info["symbol"])
-        feed, currency = parse_common(request.query)
+        feed, currency = parse_latest(request)
         market = _market(request)
         record = None
         if market.has(symbol):
@@ -740,7 +773,7 @@ def snapshot_dict(market: Market, symbol: str, now: int) -> dict:
 
 async def snapshots(request: web.Request) -> web.Response:
     symbols = parse_symbols(request.query.get("symbols"))
-    feed, currency = parse_common(request.query)
+    feed, currency = parse_latest(request)
     market, now = _market(request), _latest_now(request, feed)
     body: dict[str, Any] = {s: snapshot_dict(market, s, now) if market.has(s) else None for s in symbols}
     if currency:
@@ -750,7 +783,7 @@ async def snapshots(request: web.Request) -> web.Response:
 
 async def snapshot(request: web.Request) -> web.Response:
     symbol = check_symbol(request.match_info["symbol"])
-    feed, currency = parse_common(request.query)
+    feed, currency = parse_latest(request)
     market = _market(request)
     if not market.has(symbol):
         raise ApiError(404, None, f"no snapshot found for {symbol}")

@@ -5,10 +5,17 @@ Protocol: ``[{"T":"success","msg":"connected"}]`` on connect; ``auth`` in-band w
 timeout (10 s; ``SandboxConfig.stream_auth_timeout``), or APCA headers (or ``Authorization:
 Basic``) on the upgrade, in which case ``authenticated`` follows ``connected`` at once;
 ``subscribe``/``unsubscribe`` at any time, answered with the full subscription (corrections and
-cancelErrors mirror trades); errors 400-410 as protocol 5.6's table. JSON text frames by default,
+cancelErrors mirror trades); errors 400-410 as protocol 5.6's table (:data:`ERRORS`). JSON text frames by default,
 msgpack binary frames when the upgrade carries ``Content-Type: application/msgpack`` (timestamps
 as msgpack Timestamp ext -1, ``T`` first in every map). Client messages may be JSON text or
 msgpack binary, fragmented or not.
+
+Plans (:mod:`.plans`): an account on the ``basic`` market-data plan (Alpaca's free plan) gets
+409 "insufficient subscription" in answer to ``auth`` on ``/v2/sip`` (and stays
+unauthenticated), and 405 "symbol limit exceeded" for a subscribe that would take trades and
+quotes together past 30 distinct symbols, or to ``*`` (the subscription is left unchanged; bars
+and the other channels have no limit). ``unlimited`` accounts (the default) may use every feed
+with up to :data:`SYMBOL_LIMIT` trades + quotes symbols.
 
 Data: the stream replays the synthetic market's own trades and quotes at their timestamps as the
 sandbox clock passes them, so it continues the REST history exactly; ``b`` bars as each minute
@@ -39,6 +46,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from . import app as _app
+from . import plans
 from .clock import MINUTE_NS, NS
 from .data_api import DELAY_NS, SYMBOL_RE, TRADE_CONDITIONS
 from .market import Market, Ticks
@@ -60,13 +68,21 @@ CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", 
 MIRRORED = ("corrections", "cancelErrors")               # follow trades, never sent by clients
 FOREIGN_CHANNELS = ("orderbooks", "news", "trades_v2")   # offered by other streams -> 410
 TEST_SYMBOLS = ("FAKEPACA",)
-SYMBOL_LIMIT = 10_000          # trades + quotes symbols per connection (405 beyond)
+SYMBOL_LIMIT = 10_000          # trades + quotes symbols per connection on any plan (405 beyond)
 CATCHUP_NS = 5 * 60 * NS       # ticks older than this behind now are not replayed after a jump
 CATCHUP_BARS = 60              # at most this many closed minutes of bars per catch-up
 UPDATE_DELAY_NS = 30 * NS      # updatedBars come at :30 of the following minute
 FRAME_MESSAGES = 1000          # data messages per frame
 POLL_SECONDS = 0.05            # longest wait between two looks at the clock (wall seconds)
 
+# The data stream's error messages (protocol 5.6). When the sandbox sends each: 400 a message it
+# cannot parse, or a malformed symbol list; 401 subscribe/unsubscribe before auth; 402 unknown
+# keys; 403 a second auth; 404 no auth within the auth timeout (then closes); 405 a subscribe
+# past the plan's trades + quotes limit (state unchanged); 406 a second connection of the same
+# key to the same endpoint (then closes); 407 chaos ``slow=BYTES`` exceeded (then closes); 409
+# ``auth`` on a feed the account's plan lacks (``/v2/sip`` on basic); 410 a channel of another
+# stream (orderbooks, news); 500 a sandbox bug. 408 "v2 not enabled" is obsolete (old Alpaca
+# docs only, from the v1-to-v2 migration) and never sent.
 ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed",
           403: "already authenticated", 404: "auth timeout", 405: "symbol limit exceeded",
           406: "connection limit exceeded", 407: "slow client", 408: "v2 not enabled",
@@ -165,6 +181,7 @@ class StreamSession:
         self.clock = request.app[_app.CLOCK]
         self.conn = Connection(ws, kind="data", endpoint=endpoint)
         self.authenticated = False
+        self.symbol_limit: int | None = None     # the plan's trades + quotes limit, set at auth
         self.subs = {ch: _Sub() for ch in CHANNELS}
         self.version = 0
         self.flood_rate = flood_rate
@@ -255,9 +272,13 @@ class StreamSession:
             await self.error(403)
             return
         engine = self.app[_app.ENGINE]
-        ok = isinstance(key, str) and isinstance(secret, str) and engine.authenticate(key, secret)
-        if not ok:
+        account_id = isinstance(key, str) and isinstance(secret, str) and engine.authenticate(key, secret)
+        if not account_id:
             await self.error(402)
+            return
+        plan = engine.data_plan(account_id)
+        if not plans.stream_allowed(plan, self.feed):
+            await self.error(409)
             return
         others = [c for c in self.app[_app.CONNECTIONS].find(kind="data", endpoint=self.endpoint,
                                                              key_id=key) if c is not self.conn]
@@ -265,6 +286,7 @@ class StreamSession:
             await self.fail(406)
             return
         self.conn.key_id = key
+        self.symbol_limit = plans.symbol_limit(plan)
         self.authenticated = True
         await self.send([{"T": "success", "msg": "authenticated"}])
         self._tasks.append(asyncio.ensure_future(self._guard(self._pump())))
@@ -309,9 +331,11 @@ class StreamSession:
                 raise _SyntaxError
             wanted[name] = value
         if add:
-            explicit = {s for ch in ("trades", "quotes") for s in
-                        list(self.subs[ch].items) + wanted.get(ch, []) if s != "*"}
-            if len(explicit) > SYMBOL_LIMIT:
+            symbols = {s for ch in ("trades", "quotes") for s in
+                       list(self.subs[ch].items) + wanted.get(ch, [])}
+            limit = SYMBOL_LIMIT if self.symbol_limit is None else min(self.symbol_limit, SYMBOL_LIMIT)
+            over = len(symbols - {"*"}) > limit or (self.symbol_limit is not None and "*" in symbols)
+            if over:
                 await self.error(405)
                 return
         for name, symbols in wanted.items():

@@ -77,6 +77,7 @@ from .matching import EPS, Matching, round_price, trail_stop
 from .portfolio import Portfolio
 from .orders import (QTY_PLACES, NewOrder, Order, new_id, parse_new_order, parse_replace,
                      valid_uuid)
+from .plans import DEFAULT_DATA_PLAN, check_data_plan
 from .store import Changes, open_store
 from .wire import (ApiError, fmt_money, forbidden, iso_ns, not_found, parse_bool,
                    parse_int, parse_list, parse_time, rejected, unprocessable)
@@ -159,14 +160,17 @@ class Engine(Matching, Portfolio):
             return None
         return entry[1]
 
-    def create_account(self, key_id: str, secret: str, *, cash: float | None = None) -> str:
-        """A new account with its own keys; its cash arrives as a ``CSD`` activity."""
+    def create_account(self, key_id: str, secret: str, *, cash: float | None = None,
+                       data_plan: str = DEFAULT_DATA_PLAN) -> str:
+        """A new account with its own keys; its cash arrives as a ``CSD`` activity.
+        ``data_plan`` is its market-data plan (:mod:`.plans`; ValueError for an unknown one)."""
+        check_data_plan(data_plan)
         now = self.clock.now_ns()
         cash = float(self.default_cash if cash is None else cash)
         alphabet = string.ascii_uppercase + string.digits
         account = Account(id=str(uuid.uuid4()),
                           account_number="PA" + "".join(secrets.choice(alphabet) for _ in range(10)),
-                          created_at=now, cash=cash, initial_cash=cash)
+                          created_at=now, cash=cash, initial_cash=cash, data_plan=data_plan)
         self.accounts[account.id] = account
         self._account_orders[account.id] = []
         self._set_key(key_id, secret, account.id)
@@ -176,18 +180,30 @@ class Engine(Matching, Portfolio):
         self._commit()
         return account.id
 
-    def ensure_account(self, key_id: str, secret: str) -> str:
+    def ensure_account(self, key_id: str, secret: str, *, data_plan: str | None = None) -> str:
         """The account for this key pair, created with the default cash on first use (a key id
-        already known with another secret keeps its account and takes the new secret)."""
+        already known with another secret keeps its account and takes the new secret). A
+        ``data_plan`` given replaces the account's market-data plan (the sandbox's default
+        account takes ``SandboxConfig.data_plan`` at every start)."""
+        if data_plan is not None:
+            check_data_plan(data_plan)
         account_id = self.authenticate(key_id, secret)
-        if account_id is not None:
-            return account_id
-        if key_id in self._keys:
+        if account_id is None and key_id in self._keys:
             account_id = self._keys[key_id][1]
             self._set_key(key_id, secret, account_id)
-            self._commit()
-            return account_id
-        return self.create_account(key_id, secret)
+        if account_id is None:
+            return self.create_account(key_id, secret, data_plan=data_plan or DEFAULT_DATA_PLAN)
+        account = self.accounts.get(account_id)
+        if account is not None and data_plan is not None and account.data_plan != data_plan:
+            account.data_plan = data_plan
+            self._dirty_account(account)
+        self._commit()
+        return account_id
+
+    def data_plan(self, account_id: str) -> str:
+        """The account's market-data plan (:mod:`.plans`)."""
+        account = self.accounts.get(account_id)
+        return account.data_plan if account is not None else DEFAULT_DATA_PLAN
 
     def _set_key(self, key_id: str, secret: str, account_id: str) -> None:
         digest = _digest(secret)

@@ -87,11 +87,12 @@ class Account:
     status: str = "ACTIVE"
     config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONFIG))
     positions: dict[str, Position] = field(default_factory=dict)
+    data_plan: str = "unlimited"    # market-data plan, see .plans ("unlimited" or "basic")
 
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "account_number": self.account_number, "created_at": self.created_at,
                 "cash": self.cash, "initial_cash": self.initial_cash, "status": self.status,
-                "config": self.config}
+                "config": self.config, "data_plan": self.data_plan}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Account":
@@ -100,7 +101,7 @@ class Account:
         return cls(id=record["id"], account_number=record["account_number"],
                    created_at=int(record["created_at"]), cash=float(record["cash"]),
                    initial_cash=float(record["initial_cash"]), status=record.get("status", "ACTIVE"),
-                   config=config)
+                   config=config, data_plan=record.get("data_plan") or "unlimited")
 
     @property
     def multiplier(self) -> float:
