@@ -1,8 +1,9 @@
 """The market-data stream hub: ``wss://stream.data.alpaca.markets/v2/{feed}`` (protocol section 5).
 
 Handshake: ``[{"T":"success","msg":"connected"}]``, send ``auth``, expect ``authenticated``
-(402 auth failed and 409 insufficient subscription stop the stream; 406 means another client
-holds the connection), then subscribe the union of what every open view wants. Each frame is one
+(402 auth failed and 409 insufficient subscription stop the stream: opening it raises
+AuthenticationError, for 409 with a message that names the feed and the way out, feed='iex' or
+a plan upgrade; 406 means another client holds the connection), then subscribe the union of what every open view wants. Each frame is one
 JSON array of messages; data messages go straight into the :class:`Store`, control messages
 (``subscription``, ``error``) update the confirmed subscription set that ``subscribe()`` waits on.
 After every (re)connect and for every newly subscribed symbol the fan-out thread refills the
@@ -187,11 +188,15 @@ class DataHub(Hub):
             return message
         raise Refused(f"unexpected handshake message {message!r:.120}")
 
-    @staticmethod
-    def _refuse(error: dict[str, Any]) -> None:
+    def _refuse(self, error: dict[str, Any]) -> None:
         code, msg = error.get("code"), error.get("msg") or "error"
         if code == 406:
             raise Conflict(f"{msg} (406): another client holds this account's connection")
+        if code == 409:
+            raise Fatal(f"{msg} (409): this account's market-data plan does not include the "
+                        f"{self.feed!r} feed; open the stream with feed='iex' (real time, every "
+                        "plan) or feed='delayed_sip' (SIP 15 minutes late), or upgrade the plan "
+                        "(real-time SIP needs Alpaca's Algo Trader Plus)", code)
         if code in FATAL_CODES:
             raise Fatal(f"{msg} ({code})", code)
         raise Refused(f"{msg} ({code})")
