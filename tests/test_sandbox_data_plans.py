@@ -310,7 +310,7 @@ def test_basic_gets_alpacas_403_for_recent_sip_history_and_unlimited_does_not(pi
         ok = get(unlimited, path, **historical(path, **params))
         assert ok.status_code == 200, (params, ok.text)
     # IEX is real time on the free plan, and older SIP history is free: same answers as unlimited
-    for params in (dict(feed="iex", start=iso(now - 30 * MINUTE), end=iso(now)),
+    for params in (dict(feed="iex", start=iso(now - 30 * MINUTE), end=iso(now - 2 * MINUTE)),
                    dict(feed="sip", start=iso(now - 60 * MINUTE), end=iso(now - 16 * MINUTE)),
                    dict(start="2024-03-05", end="2024-03-05", limit="50")):
         resp = get(basic, path, **historical(path, **params))
@@ -332,6 +332,26 @@ def test_basic_sip_history_without_end_stops_15_minutes_ago(pinned):
     assert parse_ts(free[-1]["t"]) <= last <= server_now(pinned) - 15 * MINUTE
     iex = get(basic, "/v2/stocks/bars", **{**params, "feed": "iex"}).json()["bars"]["AAPL"]
     assert parse_ts(iex[-1]["t"]) >= parse_ts(paid[-1]["t"])       # IEX is real time
+
+
+def test_basic_sip_is_the_market_as_it_was_15_minutes_ago():
+    """With the clocks all but stopped, a basic account's SIP history without ``end`` (and its
+    delayed_sip latest quote) equals what an unlimited account read 15 minutes earlier: nothing
+    of the last 15 minutes shows, not even the rest of the minute that was in progress then."""
+    frozen = dict(seed=7, speed=1e-6)
+    with Sandbox(start="2024-03-06T16:00:30Z", **frozen) as late, \
+            Sandbox(start="2024-03-06T15:45:30Z", **frozen) as early:
+        basic, then = plan_account(late, "basic"), plan_account(early)
+        for path, params in (("/v2/stocks/bars", dict(symbols="AAPL,MSFT", timeframe="1Min",
+                                                      start="2024-03-06T15:30:00Z")),
+                             ("/v2/stocks/bars", dict(symbols="AAPL", timeframe="1Day", start="2024-03-04")),
+                             ("/v2/stocks/AAPL/trades", dict(start="2024-03-06T15:44:00Z"))):
+            mine, theirs = get(basic, path, **params).json(), get(then, path, **params).json()
+            assert mine == theirs and mine[path.rsplit("/", 1)[1]], path
+        bars = get(basic, "/v2/stocks/bars", symbols="AAPL", timeframe="1Min", start="2024-03-06T15:30:00Z")
+        assert bars.json()["bars"]["AAPL"][-1]["t"] == "2024-03-06T15:44:00Z"     # 15:45 not closed then
+        delayed = get(basic, "/v2/stocks/quotes/latest", symbols="AAPL,MSFT", feed="delayed_sip").json()
+        assert delayed == get(then, "/v2/stocks/quotes/latest", symbols="AAPL,MSFT").json()
 
 
 def test_a_bad_parameter_is_a_400_before_the_plan_is_checked(pinned):
@@ -359,9 +379,8 @@ def test_latest_and_snapshots_refuse_sip_to_basic_and_default_to_iex(pinned, pat
         resp = get(basic, path, **params, **extra)
         assert resp.status_code == 200, (feed, resp.text)
         assert shape(resp.json()) == shape(get(unlimited, path, **params, feed=feed or "iex").json())
-    now = server_now(pinned)
     delayed = get(basic, "/v2/stocks/quotes/latest", symbols="AAPL", feed="delayed_sip").json()
-    assert parse_ts(delayed["quotes"]["AAPL"]["t"]) <= now - 15 * MINUTE
+    assert parse_ts(delayed["quotes"]["AAPL"]["t"]) <= server_now(pinned) - 15 * MINUTE
 
 
 def test_alpaca_py_sees_the_403_with_alpacas_message(pinned):
@@ -426,5 +445,5 @@ def test_the_command_takes_a_data_plan_and_refuses_an_unknown_one():
         proc.terminate()
         proc.wait(10)
     result = subprocess.run([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--data-plan", "gold"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "invalid choice: 'gold'" in result.stderr

@@ -448,6 +448,7 @@ class Query:
     feed: str
     currency: str | None
     timeframe: Timeframe | None = None
+    horizon: int | None = None          # the data is as of this instant (None: the sandbox's now)
 
 
 def _market(request: web.Request) -> Market:
@@ -541,7 +542,7 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     start, end = parse_time_param(q, "start"), parse_time_param(q, "end")
     if start is not None and end is not None and end < start:
         raise bad("end should not be before start")
-    horizon = now                       # the latest instant the account's plan may read
+    horizon = now       # the latest instant the account's plan may read (bars are built as of it)
     if feed == "sip" and not plans.realtime_sip(_plan(request)):
         horizon = now - plans.RECENT_NS
     too_recent = horizon < now and ((end is not None and end > horizon)
@@ -567,7 +568,8 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     token = decode_token(raw_token, series_code, symbols) if raw_token else None
     if too_recent:                      # after the 400s, as a request is checked before it is served
         raise plans.recent_sip_refused()
-    return Query(symbols, start, end_eff, limit, sort == "desc", token, feed, currency, timeframe)
+    return Query(symbols, start, end_eff, limit, sort == "desc", token, feed, currency, timeframe,
+                 horizon)
 
 
 def _series(request: web.Request, kind: str, timeframe: Timeframe | None) -> Series:
@@ -587,7 +589,8 @@ def _run_page(request: web.Request, kind: str, query: Query) -> Page:
     known = [s for s in query.symbols if market.has(s)]
     if query.token is not None and query.token[0] not in known:
         raise bad("invalid page token")
-    series, now = _series(request, kind, query.timeframe), _now(request)
+    series = _series(request, kind, query.timeframe)
+    now = query.horizon if query.horizon is not None else _now(request)
     page = build_page(series, known, start=query.start, end=query.end, limit=query.limit,
                       desc=query.desc, token=query.token, now=now)
     if page.last is not None:

@@ -23,7 +23,8 @@ for the default account with ``SandboxConfig.data_plan`` / ``alpaca-nb sandbox -
       ``403 {"message":"subscription does not permit querying recent SIP data"}`` (no numeric
       code) when ``feed=sip`` (or no feed: the historical endpoints default to SIP on every
       plan) and an explicit ``end`` or ``start`` lies within the last 15 minutes; without
-      ``end`` the range simply ends 15 minutes ago. ``feed=iex`` is real time.
+      ``end`` the answer is the market as it was 15 minutes ago (the minute then in progress
+      has no bar yet). ``feed=iex`` is real time.
     * REST, latest and snapshot endpoints: ``feed=sip`` is always refused with that 403;
       without ``feed`` they serve ``iex`` (``sip`` on ``unlimited``); ``feed=delayed_sip``
       answers as of 15 minutes ago on every plan.
