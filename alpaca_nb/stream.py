@@ -269,8 +269,9 @@ class Stream:
                 hub.start()
         status = hub.wait_ready(timeout)
         if hub.fatal is not None:
+            what = "the keys" if hub.fatal.code != 409 else "the subscription of"
             raise AuthenticationError(
-                f"the {kind} stream refused the keys {mask_key_id(settings.key_id)}: {hub.fatal} "
+                f"the {kind} stream refused {what} {mask_key_id(settings.key_id)}: {hub.fatal} "
                 f"({url}); nothing is streaming", code=hub.fatal.code)
         if hub.conflicted and not status.connected:
             message = (f"another client holds this account's {kind} stream connection ({url}: 406 "
@@ -512,7 +513,8 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
 
     Raises:
         ValueError/TypeError: bad arguments (nothing is opened).
-        AuthenticationError: the stream refused the keys (402 / unauthorized).
+        AuthenticationError: the stream refused the keys (402 / unauthorized) or the account's
+            market-data plan does not include the feed (409).
         AlpacaConnectionError: the stream endpoint could not be reached within ``timeout``.
     Warns:
         StreamConflictWarning: another client holds the connection (406); the stream returns
