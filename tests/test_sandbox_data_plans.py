@@ -12,12 +12,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 
 import msgpack
 import pytest
 import requests
-import websocket
+from _data_stream_client import RawDataStream, connect
 from alpaca.common.exceptions import APIError
 from alpaca.data.enums import DataFeed
 from alpaca.data.historical import StockHistoricalDataClient
@@ -72,52 +71,6 @@ def symbols(sb: Sandbox, n: int) -> list[str]:
     return names[:n]
 
 
-class Stream:
-    """A raw data-stream client (JSON text frames, or msgpack binary ones)."""
-
-    def __init__(self, sb: Sandbox, path: str = "/v2/iex", *, use_msgpack: bool = False, headers=()):
-        header = list(headers) + (["Content-Type: application/msgpack"] if use_msgpack else [])
-        self.use_msgpack = use_msgpack
-        self.ws = websocket.create_connection(sb.stream_url + path, header=header, timeout=10)
-
-    def send(self, obj) -> None:
-        if self.use_msgpack:
-            self.ws.send_binary(msgpack.packb(obj))
-        else:
-            self.ws.send(json.dumps(obj))
-
-    def recv(self) -> list[dict]:
-        frame = self.ws.recv()
-        return msgpack.unpackb(frame) if self.use_msgpack else json.loads(frame)
-
-    def until(self, kind: str, seconds: float = 5.0) -> tuple[dict, list[dict]]:
-        """The first message of type ``kind`` (T), and every message before it."""
-        seen: list[dict] = []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.ws.settimeout(max(0.05, deadline - time.monotonic()))
-            for message in self.recv():
-                if message["T"] == kind:
-                    self.ws.settimeout(10)
-                    return message, seen
-                seen.append(message)
-        raise AssertionError(f"no {kind!r} message within {seconds} s; got {seen[-5:]}")
-
-    def auth(self, account: SandboxAccount) -> list[dict]:
-        self.send({"action": "auth", "key": account.key_id, "secret": account.secret_key})
-        return self.recv()
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-def open_stream(sb: Sandbox, account: SandboxAccount, path: str = "/v2/iex", **kw) -> Stream:
-    s = Stream(sb, path, **kw)
-    assert s.recv() == [{"T": "success", "msg": "connected"}]
-    assert s.auth(account) == [{"T": "success", "msg": "authenticated"}]
-    return s
-
-
 @pytest.fixture(scope="module")
 def fast():
     """A virtual clock at 60x from a session's middle: quotes flow, a minute closes each second."""
@@ -166,7 +119,7 @@ def test_the_default_account_takes_the_configured_plan_and_a_bad_one_is_refused(
 @pytest.mark.parametrize("use_msgpack", [False, True])
 def test_basic_on_the_sip_stream_gets_409_at_auth_and_stays_unauthenticated(fast, use_msgpack):
     basic = plan_account(fast, "basic")
-    s = Stream(fast, "/v2/sip", use_msgpack=use_msgpack)
+    s = RawDataStream(fast, "/v2/sip", use_msgpack=use_msgpack)
     assert s.recv() == [{"T": "success", "msg": "connected"}]
     assert s.auth(basic) == [{"T": "error", "code": 409, "msg": "insufficient subscription"}]
     s.send({"action": "subscribe", "quotes": ["AAPL"]})
@@ -183,7 +136,7 @@ def test_basic_on_the_sip_stream_gets_409_at_auth_and_stays_unauthenticated(fast
 
 def test_header_auth_on_the_sip_stream_is_refused_the_same_way(fast):
     basic = plan_account(fast, "basic")
-    s = Stream(fast, "/v2/sip", headers=[f"{k}: {v}" for k, v in basic.headers.items()])
+    s = RawDataStream(fast, "/v2/sip", headers=[f"{k}: {v}" for k, v in basic.headers.items()])
     assert s.recv() == [{"T": "success", "msg": "connected"}]
     assert s.recv() == [{"T": "error", "code": 409, "msg": "insufficient subscription"}]
     s.close()
@@ -193,7 +146,7 @@ def test_basic_streams_iex_and_delayed_sip_and_unlimited_streams_sip(fast):
     basic, unlimited = plan_account(fast, "basic"), plan_account(fast)
     for account, path in ((basic, "/v2/iex"), (basic, "/v2/delayed_sip"), (basic, "/v2/test"),
                           (unlimited, "/v2/sip"), (unlimited, "/v2/iex")):
-        s = open_stream(fast, account, path)
+        s = connect(fast, account, path)
         symbol = "FAKEPACA" if path == "/v2/test" else "AAPL"
         s.send({"action": "subscribe", "quotes": [symbol]})
         sub, _ = s.until("subscription")
@@ -206,7 +159,7 @@ def test_basic_streams_iex_and_delayed_sip_and_unlimited_streams_sip(fast):
 def test_basic_trades_and_quotes_stop_at_30_symbols_and_a_refusal_changes_nothing(fast):
     basic = plan_account(fast, "basic")
     names = symbols(fast, 120)
-    s = open_stream(fast, basic)
+    s = connect(fast, basic)
     # 30 distinct symbols over trades and quotes (a symbol on both counts once); bars unlimited
     s.send({"action": "subscribe", "trades": names[:20], "quotes": names[10:30], "bars": names})
     sub, _ = s.until("subscription")
@@ -234,12 +187,12 @@ def test_basic_trades_and_quotes_stop_at_30_symbols_and_a_refusal_changes_nothin
 
 def test_the_symbol_limit_holds_on_delayed_sip_too_and_not_for_unlimited(fast):
     names = symbols(fast, 40)
-    s = open_stream(fast, plan_account(fast, "basic"), "/v2/delayed_sip")
+    s = connect(fast, plan_account(fast, "basic"), "/v2/delayed_sip")
     s.send({"action": "subscribe", "quotes": names[:31]})
     error, _ = s.until("error")
     assert error["code"] == 405
     s.close()
-    s = open_stream(fast, plan_account(fast), "/v2/sip")
+    s = connect(fast, plan_account(fast), "/v2/sip")
     s.send({"action": "subscribe", "quotes": names, "trades": ["*"]})
     sub, _ = s.until("subscription")
     assert sub["quotes"] == names and sub["trades"] == ["*"]
@@ -409,14 +362,14 @@ def test_the_plan_survives_a_restart_and_old_databases_load_as_unlimited(tmp_pat
                                  for a in (basic, unlimited, old))
         assert get(basic, "/sandbox/status").json()["data_plan"] == "basic"
         assert get(basic, "/v2/stocks/quotes/latest", symbols="AAPL", feed="sip").json() == RECENT_SIP
-        s = Stream(sb, "/v2/sip")
+        s = RawDataStream(sb, "/v2/sip")
         s.recv()
         assert s.auth(basic) == [{"T": "error", "code": 409, "msg": "insufficient subscription"}]
         s.close()
         for account in (unlimited, old):
             assert get(account, "/sandbox/status").json()["data_plan"] == "unlimited"
             assert get(account, "/v2/stocks/quotes/latest", symbols="AAPL", feed="sip").status_code == 200
-            open_stream(sb, account, "/v2/sip").close()
+            connect(sb, account, "/v2/sip").close()
 
 
 def test_the_default_accounts_plan_is_the_configured_one_at_every_start(tmp_path):

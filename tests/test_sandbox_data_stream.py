@@ -12,6 +12,7 @@ import msgpack
 import pytest
 import requests
 import websocket
+from _data_stream_client import AUTHENTICATED, RawDataStream, connect
 from conftest import admin_headers, new_account
 
 from alpaca_nb.sandbox import Sandbox
@@ -24,64 +25,6 @@ def fast():
     """A sandbox whose clock runs 60x from a fixed moment: a minute closes every wall second."""
     with Sandbox(start="2024-03-06T14:58:10Z", speed=60, stream_auth_timeout=1.0) as sb:
         yield sb
-
-
-class Client:
-    """A raw data-stream client: JSON text frames, or msgpack binary ones."""
-
-    def __init__(self, sb, path="/v2/iex", *, use_msgpack=False, headers=None):
-        header = list(headers or [])
-        if use_msgpack:
-            header.append("Content-Type: application/msgpack")
-        self.use_msgpack = use_msgpack
-        self.ws = websocket.create_connection(sb.stream_url + path, header=header, timeout=10)
-        self.frames: list[bytes | str] = []
-
-    def send(self, obj) -> None:
-        if self.use_msgpack:
-            self.ws.send_binary(msgpack.packb(obj))
-        else:
-            self.ws.send(json.dumps(obj))
-
-    def recv(self) -> list[dict]:
-        frame = self.ws.recv()
-        if not frame and not self.ws.connected:     # the server's close frame
-            raise websocket.WebSocketConnectionClosedException("closed by the server")
-        self.frames.append(frame)
-        if self.use_msgpack:
-            assert isinstance(frame, bytes)
-            return msgpack.unpackb(frame)
-        assert isinstance(frame, str)
-        return json.loads(frame)
-
-    def collect(self, seconds: float, stop=None) -> list[dict]:
-        """Messages received within ``seconds`` (or until ``stop(messages)`` is true)."""
-        out: list[dict] = []
-        deadline = time.time() + seconds
-        while time.time() < deadline:
-            self.ws.settimeout(max(0.05, deadline - time.time()))
-            try:
-                out += self.recv()
-            except websocket.WebSocketTimeoutException:
-                break
-            if stop is not None and stop(out):
-                break
-        self.ws.settimeout(10)
-        return out
-
-    def auth(self, account) -> None:
-        self.send({"action": "auth", "key": account.key_id, "secret": account.secret_key})
-        assert self.recv() == [{"T": "success", "msg": "authenticated"}]
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-def connect(sb, account, path="/v2/iex", **kw) -> Client:
-    client = Client(sb, path, **kw)
-    assert client.recv() == [{"T": "success", "msg": "connected"}]
-    client.auth(account)
-    return client
 
 
 def subscription(**channels):
@@ -109,13 +52,13 @@ def ts(value) -> dt.datetime:
 
 def test_json_session_follows_the_protocol_transcript(fast):
     account = new_account(fast)
-    c = Client(fast, "/v2/iex")
+    c = RawDataStream(fast, "/v2/iex")
     assert c.recv() == [{"T": "success", "msg": "connected"}]
     c.send({"action": "subscribe", "trades": ["AAPL"]})
     assert c.recv() == [{"T": "error", "code": 401, "msg": "not authenticated"}]
     c.send({"action": "auth", "key": account.key_id, "secret": "wrong"})
     assert c.recv() == [{"T": "error", "code": 402, "msg": "auth failed"}]
-    c.auth(account)
+    assert c.auth(account) == AUTHENTICATED
     c.send({"action": "auth", "key": account.key_id, "secret": account.secret_key})
     assert c.recv() == [{"T": "error", "code": 403, "msg": "already authenticated"}]
     c.ws.send("not json")
@@ -134,9 +77,9 @@ def test_json_session_follows_the_protocol_transcript(fast):
 
 def test_msgpack_session_binary_frames_timestamps_and_fragmented_client_frames(fast):
     account = new_account(fast)
-    c = Client(fast, use_msgpack=True)
+    c = RawDataStream(fast, use_msgpack=True)
     assert c.recv() == [{"T": "success", "msg": "connected"}]
-    c.auth(account)
+    assert c.auth(account) == AUTHENTICATED
     payload = msgpack.packb({"action": "subscribe", "quotes": ["AAPL"], "trades": ["AAPL"], "bars": ["AAPL"]})
     c.ws.send_frame(websocket.ABNF.create_frame(payload[:10], websocket.ABNF.OPCODE_BINARY, fin=0))
     c.ws.send_frame(websocket.ABNF.create_frame(payload[10:], websocket.ABNF.OPCODE_CONT, fin=1))
@@ -162,7 +105,7 @@ def test_msgpack_session_binary_frames_timestamps_and_fragmented_client_frames(f
 
 
 def test_no_auth_within_the_timeout_gets_404_and_the_socket_closes(fast):
-    c = Client(fast)
+    c = RawDataStream(fast)
     assert c.recv() == [{"T": "success", "msg": "connected"}]
     assert c.recv() == [{"T": "error", "code": 404, "msg": "auth timeout"}]
     with pytest.raises(websocket.WebSocketConnectionClosedException):
@@ -172,7 +115,7 @@ def test_no_auth_within_the_timeout_gets_404_and_the_socket_closes(fast):
 def test_one_connection_per_key_per_endpoint(fast):
     account = new_account(fast)
     first = connect(fast, account)
-    second = Client(fast)
+    second = RawDataStream(fast)
     assert second.recv() == [{"T": "success", "msg": "connected"}]
     second.send({"action": "auth", "key": account.key_id, "secret": account.secret_key})
     assert second.recv() == [{"T": "error", "code": 406, "msg": "connection limit exceeded"}]
@@ -183,7 +126,7 @@ def test_one_connection_per_key_per_endpoint(fast):
     assert status["connections"]["data"] >= 2
     first.close()
     for _ in range(50):                                     # the slot frees once the server sees the close
-        again = Client(fast)
+        again = RawDataStream(fast)
         again.recv()
         again.send({"action": "auth", "key": account.key_id, "secret": account.secret_key})
         if again.recv() == [{"T": "success", "msg": "authenticated"}]:
@@ -197,14 +140,14 @@ def test_one_connection_per_key_per_endpoint(fast):
 
 def test_apca_headers_on_the_upgrade_authenticate(fast):
     account = new_account(fast)
-    c = Client(fast, headers=[f"APCA-API-KEY-ID: {account.key_id}",
+    c = RawDataStream(fast, headers=[f"APCA-API-KEY-ID: {account.key_id}",
                               f"APCA-API-SECRET-KEY: {account.secret_key}"])
     assert c.recv() == [{"T": "success", "msg": "connected"}]
     assert c.recv() == [{"T": "success", "msg": "authenticated"}]
     c.send({"action": "subscribe", "bars": ["SPY"]})
     assert c.recv() == [subscription(bars=["SPY"])]
     c.close()
-    bad = Client(fast, headers=[f"APCA-API-KEY-ID: {account.key_id}", "APCA-API-SECRET-KEY: nope"])
+    bad = RawDataStream(fast, headers=[f"APCA-API-KEY-ID: {account.key_id}", "APCA-API-SECRET-KEY: nope"])
     assert bad.recv() == [{"T": "success", "msg": "connected"}]
     assert bad.recv() == [{"T": "error", "code": 402, "msg": "auth failed"}]
     bad.close()
