@@ -339,9 +339,10 @@ async def create_account(request: web.Request) -> web.Response:
     sandbox do not see each other's orders. ``data_plan`` is its market-data plan (default
     ``unlimited``; ``basic`` is Alpaca's free plan, see :mod:`.plans`)."""
     body = await read_json(request)
-    data_plan = body.get("data_plan", DEFAULT_DATA_PLAN)
-    if not isinstance(data_plan, str) or data_plan not in DATA_PLANS:
-        raise ApiError(422, 40010001, f"data_plan must be one of {', '.join(DATA_PLANS)}")
+    try:
+        data_plan = check_data_plan(body.get("data_plan", DEFAULT_DATA_PLAN))
+    except ValueError:
+        raise ApiError(422, 40010001, f"data_plan must be one of {', '.join(DATA_PLANS)}") from None
     cash = body.get("cash", request.app[CONFIG].cash)
     if isinstance(cash, bool) or not isinstance(cash, (int, float, str)):
         raise ApiError(422, 40010001, "cash must be a number")
@@ -354,7 +355,7 @@ async def create_account(request: web.Request) -> web.Response:
     key_id = body.get("key_id") or "SBX" + secrets.token_hex(8).upper()
     secret = body.get("secret_key") or secrets.token_urlsafe(30)
     engine = request.app[ENGINE]
-    if engine.authenticate(key_id, secret) is not None or engine.has_key(key_id):
+    if engine.has_key(key_id):
         raise ApiError(422, 40010001, f"key_id {key_id!r} is already in use")
     account_id = engine.create_account(key_id, secret, cash=cash, data_plan=data_plan)
     return json_response({"key_id": key_id, "secret_key": secret, "account_id": account_id,
