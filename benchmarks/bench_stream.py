@@ -40,7 +40,7 @@ import requests
 from _common import HEADERS, sandbox_process
 
 import alpaca_nb as anb
-from alpaca_nb._stream_table import Store
+from alpaca_nb.stream._table import Store
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX", "QQQ", "IWM",
            "INTC", "ORCL", "CSCO", "PEP", "KO", "DIS", "BA", "JPM"]

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from alpaca_nb._stream_socket import (
+from alpaca_nb.stream._socket import (
     BINARY,
     CLOSE,
     PING,

@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 import pandas as pd
 
-from . import frames
-from ._stream_fanout import Changes
-from ._stream_hub import Conflict, Fatal, Hub, Refused
-from ._stream_socket import send_json
+from .. import frames
+from ._fanout import Changes
+from ._hub import Conflict, Fatal, Hub, Refused
+from ._socket import send_json
 
 log = logging.getLogger("alpaca_nb.stream")
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import orjson
 
-from ._stream_fanout import Changes
-from ._stream_hub import Conflict, Fatal, Hub, Refused
-from ._stream_socket import send_json
-from ._stream_table import CHANNELS, WIRE_CHANNELS, Store
-from .errors import AlpacaError
+from ._fanout import Changes
+from ._hub import Conflict, Fatal, Hub, Refused
+from ._socket import send_json
+from ._table import CHANNELS, WIRE_CHANNELS, Store
+from ..errors import AlpacaError
 
 log = logging.getLogger("alpaca_nb.stream")
 

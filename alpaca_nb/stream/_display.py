@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from ._stream_fanout import Changes, Listener
+from ._fanout import Changes, Listener
 
 log = logging.getLogger("alpaca_nb.stream")
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import frames
-from .frames import Field, Schema
+from .. import frames
+from ..frames import Field, Schema
 
 __all__ = ["CHANNELS", "LIVE", "STATUS", "WIRE_CHANNELS", "LiveTable", "Store", "to_update"]
 

@@ -21,6 +21,17 @@ and files messages; callbacks and display updates run on a second thread at boun
 Drops (including a silent socket) are retried with capped exponential backoff and jitter, every
 subscription is restored and the table is refilled from REST; 402 (bad keys) stops at once and
 406 (another client holds the connection) waits long before trying again.
+
+Layout of this package (imports run one way, top to bottom; none of them imports the client):
+
+* ``__init__``  the public face: :class:`Stream` (a view), :func:`open_stream`, ``live_table``
+* ``_trading``  the trade-updates hub and the local order book it keeps
+* ``_data``     the market-data hub: auth, subscriptions, plan errors (402/406/409/405)
+* ``_display``  the live table in a notebook cell
+* ``_hub``      one socket, its thread, reconnect with backoff, status
+* ``_table``    LiveTable and the Store the socket thread writes into
+* ``_fanout``   the fan-out thread: coalesced callbacks, bounded queues
+* ``_socket``   websocket-client framing (JSON and msgpack), send helpers
 """
 
 from __future__ import annotations
@@ -36,16 +47,16 @@ from typing import Any
 
 import pandas as pd
 
-from . import frames
-from ._config import Settings, mask_key_id
-from ._stream_data import DataHub, SubscriptionError
-from ._stream_display import LiveDisplay
-from ._stream_display import show as _show
-from ._stream_fanout import EventListener, Listener, MarketListener, StatusListener
-from ._stream_hub import Hub, Reconnect, StreamStatus
-from ._stream_table import CHANNELS, LiveTable, to_update
-from ._stream_trading import OrderBook, TradingHub, book_frame, order_update
-from .errors import AlpacaConnectionError, AuthenticationError
+from .. import frames
+from .._config import Settings, mask_key_id
+from ._data import DataHub, SubscriptionError
+from ._display import LiveDisplay
+from ._display import show as _show
+from ._fanout import EventListener, Listener, MarketListener, StatusListener
+from ._hub import Hub, Reconnect, StreamStatus
+from ._table import CHANNELS, LiveTable, to_update
+from ._trading import OrderBook, TradingHub, book_frame, order_update
+from ..errors import AlpacaConnectionError, AuthenticationError
 
 __all__ = [
     "CHANNELS",

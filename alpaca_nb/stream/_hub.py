@@ -7,7 +7,7 @@ every :class:`~alpaca_nb.stream.Stream` made in this process for the same endpoi
 * the socket thread connects, authenticates, reads frames and hands each one to the subclass's
   ``_on_frame`` (which only parses and updates the live state), sends keepalive pings, treats a
   silent socket as a drop and reconnects with capped exponential backoff and full jitter;
-* the fan-out thread (:class:`~alpaca_nb._stream_fanout.Fanout`) runs everything else: user
+* the fan-out thread (:class:`~alpaca_nb.stream._fanout.Fanout`) runs everything else: user
   callbacks, notebook display updates and the REST calls that refill the state after a gap.
 
 The last view to close closes the hub, which stops both threads and the socket within a second.
@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 import websocket
 
-from ._config import Secret, mask_key_id
-from ._stream_fanout import Fanout
-from ._stream_socket import (
+from .._config import Secret, mask_key_id
+from ._fanout import Fanout
+from ._socket import (
     CLOSE,
     PING,
     PONG,
