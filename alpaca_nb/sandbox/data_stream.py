@@ -5,10 +5,11 @@ Protocol: ``[{"T":"success","msg":"connected"}]`` on connect; ``auth`` in-band w
 timeout (10 s; ``SandboxConfig.stream_auth_timeout``), or APCA headers (or ``Authorization:
 Basic``) on the upgrade, in which case ``authenticated`` follows ``connected`` at once;
 ``subscribe``/``unsubscribe`` at any time, answered with the full subscription (corrections and
-cancelErrors mirror trades); errors 400-410 as protocol 5.6's table (:data:`ERRORS`). JSON text frames by default,
-msgpack binary frames when the upgrade carries ``Content-Type: application/msgpack`` (timestamps
-as msgpack Timestamp ext -1, ``T`` first in every map). Client messages may be JSON text or
-msgpack binary, fragmented or not.
+cancelErrors mirror trades); errors 400-410 as protocol 5.6's table (the error texts, codecs and
+subscribe validation live in :mod:`alpaca_nb._stream_protocol`, shared with the relay). JSON
+text frames by default, msgpack binary frames when the upgrade carries ``Content-Type:
+application/msgpack`` (timestamps as msgpack Timestamp ext -1, ``T`` first in every map).
+Client messages may be JSON text or msgpack binary, fragmented or not.
 
 Plans (:mod:`.plans`): an account on the ``basic`` market-data plan (Alpaca's free plan) gets
 409 "insufficient subscription" in answer to ``auth`` on ``/v2/sip`` (and stays
@@ -36,24 +37,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from typing import Any
 
-import msgpack
 import numpy as np
-import orjson
 from aiohttp import WSMsgType, web
 
+from .._stream_protocol import (
+    CHANNELS,
+    Codec,
+    ForeignChannel,
+    ProtocolSyntaxError,
+    decode_client_message,
+    error_message,
+    parse_change,
+    subscription_message,
+)
 from . import app as _app
 from . import plans
 from .clock import MINUTE_NS, NS
-from .data_api import DELAY_NS, SYMBOL_RE, TRADE_CONDITIONS
+from .data_api import DELAY_NS, TRADE_CONDITIONS
 from .market import Market, Ticks
 from .wire import (
     ApiError,
     Connection,
-    iso_ns,
     json_response,
     not_found,
     read_json,
@@ -64,9 +71,6 @@ log = logging.getLogger(__name__)
 
 ENDPOINTS = {"v2/iex": "iex", "v2/sip": "sip", "v2/delayed_sip": "delayed_sip", "v2/test": "test",
              "v1beta1/boats": "boats", "v1beta1/overnight": "overnight"}
-CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
-MIRRORED = ("corrections", "cancelErrors")               # follow trades, never sent by clients
-FOREIGN_CHANNELS = ("orderbooks", "news", "trades_v2")   # offered by other streams -> 410
 TEST_SYMBOLS = ("FAKEPACA",)
 SYMBOL_LIMIT = 10_000          # trades + quotes symbols per connection on any plan (405 beyond)
 CATCHUP_NS = 5 * 60 * NS       # ticks older than this behind now are not replayed after a jump
@@ -75,20 +79,6 @@ UPDATE_DELAY_NS = 30 * NS      # updatedBars come at :30 of the following minute
 FRAME_MESSAGES = 1000          # data messages per frame
 POLL_SECONDS = 0.05            # longest wait between two looks at the clock (wall seconds)
 
-# The data stream's error messages (protocol 5.6). When the sandbox sends each: 400 a message it
-# cannot parse, or a malformed symbol list; 401 subscribe/unsubscribe before auth; 402 unknown
-# keys; 403 a second auth; 404 no auth within the auth timeout (then closes); 405 a subscribe
-# past the plan's trades + quotes limit (state unchanged); 406 a second connection of the same
-# key to the same endpoint (then closes); 407 chaos ``slow=BYTES`` exceeded (then closes); 409
-# ``auth`` on a feed the account's plan lacks (``/v2/sip`` on basic); 410 a channel of another
-# stream (orderbooks, news); 500 a sandbox bug. 408 "v2 not enabled" is obsolete (old Alpaca
-# docs only, from the v1-to-v2 migration) and never sent.
-ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed",
-          403: "already authenticated", 404: "auth timeout", 405: "symbol limit exceeded",
-          406: "connection limit exceeded", 407: "slow client", 408: "v2 not enabled",
-          409: "insufficient subscription", 410: "invalid subscribe action for this feed",
-          500: "internal error"}
-
 STREAMS = web.AppKey("data_streams", set)
 
 # halt/resume status codes and reasons by tape (UTP for tape C, CTA for A and B)
@@ -96,61 +86,6 @@ _STATUS = {True: {"C": ("H", "Trading Halt", "T1", "Halt News Pending"),
                   "AB": ("2", "Trading Halt", "T1", "Halt News Pending")},
            False: {"C": ("T", "Trading Resumption", "", ""),
                    "AB": ("3", "Resume", "", "")}}
-
-
-class _SyntaxError(Exception):
-    pass
-
-
-# ---------------------------------------------------------------- encoding
-
-class Codec:
-    """JSON text frames or msgpack binary frames; ``ts`` makes the codec's timestamp value."""
-
-    _PLACE_NS = 1_000_000_000 * NS + 123_456_789          # flood placeholder time (2001)
-
-    def __init__(self, use_msgpack: bool):
-        self.msgpack = use_msgpack
-        self.opcode = WSMsgType.BINARY if use_msgpack else WSMsgType.TEXT
-        self._packer = msgpack.Packer(use_bin_type=True)
-
-    def ts(self, ns: int) -> Any:
-        ns = int(ns)
-        return msgpack.Timestamp.from_unix_nano(ns) if self.msgpack else iso_ns(ns)
-
-    def encode(self, messages: list[dict]) -> bytes:
-        return self._packer.pack(messages) if self.msgpack else orjson.dumps(messages)
-
-    @property
-    def placeholder(self) -> bytes:
-        if self.msgpack:
-            return self._packer.pack(msgpack.Timestamp.from_unix_nano(self._PLACE_NS))
-        return orjson.dumps(iso_ns(self._PLACE_NS))
-
-    def stamp(self, ns: int) -> bytes:
-        """The encoded timestamp that replaces :attr:`placeholder` (same encoding rules)."""
-        if self.msgpack:
-            sec, nsec = divmod(ns, NS)
-            return b"\xd7\xff" + struct.pack(">Q", (nsec << 34) | sec)
-        return orjson.dumps(iso_ns(ns))
-
-
-def decode_client_message(msg) -> dict:
-    """A client's message (JSON text, msgpack binary or JSON binary) as a dict."""
-    undecodable = (ValueError, TypeError, msgpack.UnpackException)
-    try:
-        if msg.type == WSMsgType.TEXT:
-            data = orjson.loads(msg.data)
-        else:
-            try:
-                data = msgpack.unpackb(msg.data, raw=False)
-            except undecodable:
-                data = orjson.loads(msg.data)
-    except undecodable:
-        raise _SyntaxError from None
-    if not isinstance(data, dict):
-        raise _SyntaxError
-    return data
 
 
 # ---------------------------------------------------------------- one connection
@@ -213,7 +148,7 @@ class StreamSession:
             await self.send_raw(self.codec.encode(messages[i:i + FRAME_MESSAGES]))
 
     async def error(self, code: int) -> None:
-        await self.send([{"T": "error", "code": code, "msg": ERRORS[code]}])
+        await self.send([error_message(code)])
 
     async def fail(self, code: int) -> None:
         """Send error ``code`` (best effort) and close the connection."""
@@ -222,8 +157,7 @@ class StreamSession:
         self._closing = True
         try:
             if not self.ws.closed:
-                await self.ws.send_frame(self.codec.encode(
-                    [{"T": "error", "code": code, "msg": ERRORS[code]}]), self.codec.opcode)
+                await self.ws.send_frame(self.codec.encode([error_message(code)]), self.codec.opcode)
         except (ConnectionError, RuntimeError):
             pass
         await self.ws.close()
@@ -245,7 +179,7 @@ class StreamSession:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                     try:
                         await self.handle(decode_client_message(msg))
-                    except _SyntaxError:
+                    except ProtocolSyntaxError:
                         await self.error(400)
                     except (ConnectionError, asyncio.CancelledError):
                         raise
@@ -313,23 +247,15 @@ class StreamSession:
                 return
             await self.change(data, add=action == "subscribe")
         else:
-            raise _SyntaxError
+            raise ProtocolSyntaxError
 
     # ------------------------------------------------------------ subscriptions
     async def change(self, data: dict, *, add: bool) -> None:
-        wanted: dict[str, list[str]] = {}
-        for name, value in data.items():
-            if name == "action" or name in MIRRORED:
-                continue
-            if name in FOREIGN_CHANNELS:
-                await self.error(410)
-                return
-            if name not in CHANNELS:
-                continue
-            if not isinstance(value, list) or not all(
-                    isinstance(s, str) and (s == "*" or SYMBOL_RE.match(s)) for s in value):
-                raise _SyntaxError
-            wanted[name] = value
+        try:
+            wanted = parse_change(data)
+        except ForeignChannel:
+            await self.error(410)
+            return
         if add:
             symbols = {s for ch in ("trades", "quotes") for s in
                        list(self.subs[ch].items) + wanted.get(ch, [])}
@@ -349,13 +275,7 @@ class StreamSession:
         await self.send([self.subscription()])
 
     def subscription(self) -> dict:
-        msg: dict[str, Any] = {"T": "subscription"}
-        for name in ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds"):
-            msg[name] = self.subs[name].list()
-        msg["corrections"] = self.subs["trades"].list()
-        msg["cancelErrors"] = self.subs["trades"].list()
-        msg["imbalances"] = self.subs["imbalances"].list()
-        return msg
+        return subscription_message({name: sub.items for name, sub in self.subs.items()})
 
     def symbols(self, channel: str) -> set[str]:
         """The known symbols a channel covers (``*`` expanded; only FAKEPACA on /v2/test)."""
@@ -578,9 +498,8 @@ def _handler(endpoint: str):
         slow = config.chaos.slow_bytes
         ws = web.WebSocketResponse(autoping=True, compress=not rate, heartbeat=config.stream_heartbeat,
                                    writer_limit=max(2 ** 18, 2 * slow) if slow else 2 ** 18)
-        use_msgpack = request.headers.get("Content-Type", "").lower().startswith("application/msgpack")
         await ws.prepare(request)
-        session = StreamSession(request, ws, endpoint=endpoint, codec=Codec(use_msgpack),
+        session = StreamSession(request, ws, endpoint=endpoint, codec=Codec.for_headers(request.headers),
                                 flood_rate=rate if rate and rate > 0 else None,
                                 flood_batch=batch if batch and batch > 0 else None)
         await session.run(request)

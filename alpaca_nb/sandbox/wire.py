@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .._stream_protocol import iso_ns  # noqa: F401  (re-exported for the sandbox modules)
 from .clock import NS, NY, UTC, from_ns, ny_midnight_ns, to_ns
 
 log = logging.getLogger(__name__)
@@ -213,13 +214,6 @@ def fmt_money(value: float | None, places: int = 10) -> str | None:
         return None
     text = f"{value:.{places}f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
-
-
-def iso_ns(ns: int) -> str:
-    """Market-data timestamps: RFC-3339 UTC with nanoseconds, '2022-03-18T14:02:09.722539521Z'."""
-    secs, frac = divmod(int(ns), NS)
-    base = dt.datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z" if frac else f"{base}Z"
 
 
 def iso_us(ns: int | None) -> str | None:

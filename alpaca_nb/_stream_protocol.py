@@ -1,0 +1,159 @@
+"""The server side of Alpaca's market-data stream protocol (protocol section 5), shared by the
+sandbox's data stream and the stream relay.
+
+What is here is protocol, not behaviour: the error codes and their texts, the channel names, the
+two codecs (JSON text frames; msgpack binary frames with timestamps as msgpack Timestamp ext -1
+and ``T`` first in every map), decoding a client's message (JSON text, msgpack binary or JSON in
+a binary frame) and validating a subscribe/unsubscribe request. This module imports neither the
+sandbox nor the client side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import struct
+from typing import Any
+
+import msgpack
+import orjson
+from aiohttp import WSMsgType
+
+__all__ = ["CHANNELS", "ERRORS", "FOREIGN_CHANNELS", "MIRRORED", "SYMBOL_RE", "Codec",
+           "ForeignChannel", "ProtocolSyntaxError", "decode_client_message", "error_message",
+           "iso_ns", "parse_change", "subscription_message"]
+
+NS = 1_000_000_000
+
+CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
+MIRRORED = ("corrections", "cancelErrors")               # follow trades, never sent by clients
+FOREIGN_CHANNELS = ("orderbooks", "news", "trades_v2")   # offered by other streams -> 410
+SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./\-]{0,20}$")
+
+# The data stream's error messages (protocol 5.6). 400 a message that cannot be parsed, or a
+# malformed symbol list; 401 subscribe/unsubscribe before auth; 402 unknown keys; 403 a second
+# auth; 404 no auth within the auth timeout (then closes); 405 a subscribe past the plan's
+# trades + quotes limit (state unchanged); 406 a second connection of the same key to the same
+# endpoint (then closes); 407 a client too slow to take what is sent (then closes); 409 ``auth``
+# on a feed the account's plan lacks; 410 a channel of another stream (orderbooks, news); 500 a
+# server bug. 408 "v2 not enabled" is obsolete (old Alpaca docs only) and never sent.
+ERRORS = {400: "invalid syntax", 401: "not authenticated", 402: "auth failed",
+          403: "already authenticated", 404: "auth timeout", 405: "symbol limit exceeded",
+          406: "connection limit exceeded", 407: "slow client", 408: "v2 not enabled",
+          409: "insufficient subscription", 410: "invalid subscribe action for this feed",
+          500: "internal error"}
+
+
+class ProtocolSyntaxError(Exception):
+    """A client message that earns error 400 "invalid syntax"."""
+
+
+class ForeignChannel(Exception):
+    """A subscribe naming a channel of another stream: error 410."""
+
+
+def error_message(code: int) -> dict[str, Any]:
+    """``{"T":"error","code":code,"msg":...}`` with Alpaca's text for ``code``."""
+    return {"T": "error", "code": code, "msg": ERRORS[code]}
+
+
+def iso_ns(ns: int) -> str:
+    """Market-data timestamps: RFC-3339 UTC with nanoseconds, '2022-03-18T14:02:09.722539521Z'."""
+    secs, frac = divmod(int(ns), NS)
+    base = dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{base}.{frac:09d}Z" if frac else f"{base}Z"
+
+
+class Codec:
+    """JSON text frames or msgpack binary frames; ``ts`` makes the codec's timestamp value."""
+
+    _PLACE_NS = 1_000_000_000 * NS + 123_456_789          # flood placeholder time (2001)
+
+    def __init__(self, use_msgpack: bool):
+        self.msgpack = use_msgpack
+        self.opcode = WSMsgType.BINARY if use_msgpack else WSMsgType.TEXT
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    @classmethod
+    def for_headers(cls, headers) -> Codec:
+        """The codec a client asked for on the upgrade: msgpack when ``Content-Type`` says
+        ``application/msgpack``, JSON otherwise."""
+        return cls(headers.get("Content-Type", "").lower().startswith("application/msgpack"))
+
+    def ts(self, ns: int) -> Any:
+        ns = int(ns)
+        return msgpack.Timestamp.from_unix_nano(ns) if self.msgpack else iso_ns(ns)
+
+    def encode(self, messages: list[dict] | dict) -> bytes:
+        return self._packer.pack(messages) if self.msgpack else orjson.dumps(messages)
+
+    @property
+    def placeholder(self) -> bytes:
+        if self.msgpack:
+            return self._packer.pack(msgpack.Timestamp.from_unix_nano(self._PLACE_NS))
+        return orjson.dumps(iso_ns(self._PLACE_NS))
+
+    def stamp(self, ns: int) -> bytes:
+        """The encoded timestamp that replaces :attr:`placeholder` (same encoding rules)."""
+        if self.msgpack:
+            sec, nsec = divmod(ns, NS)
+            return b"\xd7\xff" + struct.pack(">Q", (nsec << 34) | sec)
+        return orjson.dumps(iso_ns(ns))
+
+
+def decode_client_message(msg) -> dict:
+    """A client's message (JSON text, msgpack binary or JSON binary) as a dict.
+
+    Raises:
+        ProtocolSyntaxError: not decodable, or not a map.
+    """
+    undecodable = (ValueError, TypeError, msgpack.UnpackException)
+    try:
+        if msg.type == WSMsgType.TEXT:
+            data = orjson.loads(msg.data)
+        else:
+            try:
+                data = msgpack.unpackb(msg.data, raw=False)
+            except undecodable:
+                data = orjson.loads(msg.data)
+    except undecodable:
+        raise ProtocolSyntaxError from None
+    if not isinstance(data, dict):
+        raise ProtocolSyntaxError
+    return data
+
+
+def parse_change(data: dict) -> dict[str, list[str]]:
+    """The channels and symbols of a subscribe/unsubscribe message, ``{channel: [symbols]}``
+    (unknown keys and the mirrored corrections/cancelErrors are ignored, as Alpaca does).
+
+    Raises:
+        ForeignChannel: a channel of another stream (410).
+        ProtocolSyntaxError: a channel value that is not a list of well-formed symbols (400).
+    """
+    wanted: dict[str, list[str]] = {}
+    for name, value in data.items():
+        if name == "action" or name in MIRRORED:
+            continue
+        if name in FOREIGN_CHANNELS:
+            raise ForeignChannel(name)
+        if name not in CHANNELS:
+            continue
+        if not isinstance(value, list) or not all(
+                isinstance(s, str) and (s == "*" or SYMBOL_RE.match(s)) for s in value):
+            raise ProtocolSyntaxError
+        wanted[name] = value
+    return wanted
+
+
+def subscription_message(subs: dict[str, Any]) -> dict[str, Any]:
+    """The ``subscription`` acknowledgement for a connection's whole subscription ``subs``
+    (``{channel: iterable of symbols}``): every channel listed, corrections and cancelErrors
+    mirroring trades."""
+    msg: dict[str, Any] = {"T": "subscription"}
+    for name in ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds"):
+        msg[name] = list(subs.get(name, ()))
+    msg["corrections"] = list(subs.get("trades", ()))
+    msg["cancelErrors"] = list(subs.get("trades", ()))
+    msg["imbalances"] = list(subs.get("imbalances", ()))
+    return msg
