@@ -1,5 +1,5 @@
 """``stream.show()`` in a real Jupyter kernel, on ipykernel 7 (installed) and ipykernel 6 (a
-virtual environment made for the test session with ``pip install "ipykernel<7"``).
+virtual environment built once per machine by tests/_kernels.py).
 
 The test drives the kernel with jupyter_client like a notebook front end would: a cell shows a
 live table, the cell finishes, another cell runs, and ``update_display_data`` messages for the
@@ -10,12 +10,9 @@ Finally a kernel restart must leave no stream connection behind on the server.
 
 from __future__ import annotations
 
-import json
 import queue
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from _stream_helpers import FAST, server_connections, wait_for
@@ -23,69 +20,14 @@ from conftest import new_account
 
 from alpaca_nb.sandbox import Sandbox
 
-jupyter_client = pytest.importorskip("jupyter_client")
-from jupyter_client import KernelManager
-from jupyter_client.kernelspec import KernelSpecManager
-
-ROOT = Path(__file__).resolve().parents[1]
-NETWORK_HINTS = ("NewConnectionError", "Temporary failure in name resolution", "Network is unreachable",
-                 "Could not fetch URL", "No matching distribution found", "ConnectionError",
-                 "Max retries exceeded", "Name or service not known")
+pytest.importorskip("jupyter_client")
+from _kernels import ipykernel6_python, start_kernel  # noqa: F401  (ipykernel6_python is a fixture)
 
 
 @pytest.fixture(scope="module")
 def sb():
     with Sandbox(**FAST) as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def ipykernel6_python(request, tmp_path_factory) -> str:
-    """A venv (with the system site-packages, so alpaca_nb and its dependencies are there) whose
-    ipykernel is 6.x; made once and kept in pytest's cache directory (a temporary one when the
-    cache is switched off)."""
-    cache = getattr(request.config, "cache", None)
-    root = Path(cache.mkdir("ipykernel6-venv")) if cache is not None else tmp_path_factory.mktemp("ipykernel6-venv")
-    python = root / "bin" / "python"
-
-    def version() -> str | None:
-        if not python.exists():
-            return None
-        done = subprocess.run([str(python), "-c", "import ipykernel, alpaca_nb; print(ipykernel.__version__)"],
-                              capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    found = version()
-    if not (found and found.startswith("6.")):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", "--system-site-packages", str(root)],
-                       check=True, capture_output=True)
-        done = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                               "ipykernel>=6.29,<7"], capture_output=True, text=True, timeout=900,
-                              check=False)
-        if done.returncode != 0:
-            output = done.stdout + done.stderr
-            if any(hint in output for hint in NETWORK_HINTS):
-                pytest.skip("the package registry is unreachable, so ipykernel 6 cannot be installed "
-                            f"for this test: {output.strip().splitlines()[-1][:300]}")
-            raise AssertionError(f"pip install ipykernel<7 failed:\n{output[-2000:]}")
-        found = version()
-        assert found and found.startswith("6."), found
-    return str(python)
-
-
-def _start_kernel(python: str, tmp_path: Path):
-    spec = tmp_path / "kernels" / "anb-test"
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "alpaca_nb test", "language": "python"}))
-    km = KernelManager(kernel_name="anb-test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]))
-    km.start_kernel(cwd=str(ROOT))
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=120)
-    return km, kc
 
 
 class _IOPub:
@@ -134,7 +76,7 @@ class _IOPub:
 def test_show_updates_the_cell_in_place_after_it_finished(kernel, sb, tmp_path, request):
     python = sys.executable if kernel == "ipykernel7" else request.getfixturevalue("ipykernel6_python")
     account = new_account(sb)
-    km, kc = _start_kernel(python, tmp_path)
+    km, kc = start_kernel(python, tmp_path)
     try:
         io = _IOPub(kc)
         shown = io.execute(f"""
