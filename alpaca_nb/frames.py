@@ -119,13 +119,13 @@ _MONEY = "float"
 
 ACCOUNT = _schema("account", """
     id str; account_number str; status str; crypto_status str; currency str;
-    cash float; buying_power float; regt_buying_power float; daytrading_buying_power float;
+    cash float; buying_power float; regt_buying_power float;
     effective_buying_power float; non_marginable_buying_power float; options_buying_power float;
-    bod_dtbp float; equity float; last_equity float; portfolio_value float;
+    equity float; last_equity float; portfolio_value float;
     long_market_value float; short_market_value float; position_market_value float;
     initial_margin float; maintenance_margin float; last_maintenance_margin float; sma float;
     multiplier float; accrued_fees float; pending_transfer_in float; pending_transfer_out float;
-    pattern_day_trader bool; daytrade_count int; trading_blocked bool; transfers_blocked bool;
+    trading_blocked bool; transfers_blocked bool;
     account_blocked bool; trade_suspended_by_user bool; shorting_enabled bool;
     options_approved_level int; options_trading_level int; crypto_tier int;
     created_at time; balance_asof date
@@ -145,13 +145,15 @@ ORDER = _schema("orders", """
     trail_price float; trail_percent float; hwm float; time_in_force str; status str;
     order_class str; extended_hours bool; created_at time; updated_at time; submitted_at time;
     filled_at time; expired_at time; canceled_at time; failed_at time; replaced_at time;
-    expires_at time; replaced_by str; replaces str; asset_id str; asset_class str;
+    expires_at time; cancel_requested_at time; replaced_by str; replaces str; asset_id str;
+    asset_class str;
     position_intent str; ratio_qty float; parent_id str
 """, index="id")
 
 ASSET = _schema("assets", """
     symbol str; name str; exchange str; asset_class=class str; status str; tradable bool;
-    marginable bool; shortable bool; easy_to_borrow bool; fractionable bool; id str; cusip str;
+    marginable bool; shortable bool; borrow_status str; easy_to_borrow bool; fractionable bool;
+    id str; cusip str;
     maintenance_margin_requirement float; margin_requirement_long float;
     margin_requirement_short float; attributes list
 """, index="symbol")
@@ -163,9 +165,10 @@ CALENDAR = _schema("calendar", """
 """, index="date")
 
 ACTIVITY = _schema("activities", """
-    id str; activity_type str; transaction_time time; date date; type str; symbol str; side str;
-    qty float; price float; cum_qty float; leaves_qty float; order_id str; order_status str;
-    net_amount float; per_share_amount float; description str; status str; cusip str
+    id str; activity_type str; activity_sub_type str; transaction_time time; date date; type str;
+    symbol str; side str; qty float; price float; cum_qty float; leaves_qty float; order_id str;
+    order_status str; net_amount float; currency str; per_share_amount float; description str;
+    status str; cusip str
 """, index="id")
 
 BAR = _schema("bars", "timestamp=t time; open=o float; high=h float; low=l float; close=c float; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 
 import pytest
 
@@ -142,14 +143,17 @@ def test_suspended_trading_and_disabled_fractional_trading(api):
 def test_account_object_has_alpacas_fields_and_types(api):
     acct = api.account()
     for name in ("id", "account_number", "status", "currency", "buying_power", "regt_buying_power",
-                 "daytrading_buying_power", "non_marginable_buying_power", "cash", "portfolio_value",
+                 "non_marginable_buying_power", "cash", "portfolio_value",
                  "equity", "last_equity", "long_market_value", "short_market_value",
                  "initial_margin", "maintenance_margin", "last_maintenance_margin", "sma",
                  "multiplier", "created_at", "balance_asof"):
         assert name in acct, name
     for name in ("cash", "equity", "buying_power", "last_equity", "multiplier"):
         assert isinstance(acct[name], str)
-    assert isinstance(acct["daytrade_count"], int) and isinstance(acct["pattern_day_trader"], bool)
+    # removed by Alpaca on 2026-07-06 (pattern-day-trading deprecation), with what only they used
+    for gone in ("daytrade_count", "pattern_day_trader", "daytrading_buying_power", "bod_dtbp"):
+        assert gone not in acct, gone
+    assert acct["admin_configurations"] == {} and acct["user_configurations"] is None
     assert acct["status"] == "ACTIVE" and acct["currency"] == "USD"
     assert acct["cash"] == acct["equity"] == acct["last_equity"] == "100000"
     assert acct["account_number"].startswith("PA")
@@ -157,8 +161,8 @@ def test_account_object_has_alpacas_fields_and_types(api):
 
 def test_account_configurations_get_and_patch(api):
     config = api.get("/v2/account/configurations").json()
-    assert config == {"dtbp_check": "entry", "fractional_trading": True,
-                      "max_margin_multiplier": "2", "no_shorting": False, "pdt_check": "entry",
+    assert config == {"fractional_trading": True,
+                      "max_margin_multiplier": "2", "no_shorting": False,
                       "suspend_trade": False, "trade_confirm_email": "all",
                       "ptp_no_exception_entry": False, "max_options_trading_level": 0}
     updated = api.patch("/v2/account/configurations",
@@ -167,7 +171,13 @@ def test_account_configurations_get_and_patch(api):
     acct = api.account()
     assert acct["multiplier"] == "1" and num(acct["buying_power"]) == 100_000
     assert acct["shorting_enabled"] is False
-    for bad in ({"max_margin_multiplier": "3"}, {"dtbp_check": "sometimes"},
+    # the user's own settings show as user_configurations
+    assert acct["user_configurations"] == {"max_margin_multiplier": "1",
+                                           "trade_confirm_email": "none"}
+    # the removed PDT settings are ignored like any unknown key, and never come back
+    ignored = api.patch("/v2/account/configurations", {"dtbp_check": "both", "pdt_check": "exit"})
+    assert ignored.status_code == 200 and ignored.json() == updated
+    for bad in ({"max_margin_multiplier": "3"}, {"max_options_trading_level": 7},
                 {"suspend_trade": "maybe"}, {"trade_confirm_email": "daily"}):
         resp = api.patch("/v2/account/configurations", bad)
         assert resp.status_code == 422 and resp.json()["code"] == 40010001
@@ -225,6 +235,27 @@ def test_orders_carry_every_field_alpaca_py_requires(api):
                  "trail_price", "hwm"):
         assert name in order, name
     assert order["created_at"].endswith("Z") and order["filled_qty"] == "0"
+    # fields of today's Order object, null where they do not apply to this order
+    assert order["cancel_requested_at"] is None and order["ratio_qty"] is None
+    assert order["subtag"] is None and order["source"] is None
+
+
+def test_timestamps_carry_alpacas_precision_and_a_leg_never_has_legs(api):
+    micro = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,5}[1-9])?Z"     # RFC3339Nano of a µs time
+    bracket = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1, time_in_force="gtc",
+                        order_class="bracket", take_profit={"limit_price": 2},
+                        stop_loss={"stop_price": 0.5})
+    assert len(bracket["legs"]) == 2
+    for order in [bracket, *bracket["legs"]]:
+        for name in ("created_at", "updated_at", "submitted_at"):
+            assert order[name] is not None and re.fullmatch(micro, order[name]), order[name]
+    assert all(leg["legs"] is None for leg in bracket["legs"])
+    nested = api.get_order(bracket["id"], nested="true")
+    assert [leg["legs"] for leg in nested["legs"]] == [None, None]
+    listed = api.get("/v2/orders", nested="true", symbols=SYMBOL).json()
+    assert all(leg["legs"] is None for o in listed for leg in o["legs"] or ())
+    assert re.fullmatch(micro, api.account()["created_at"])
+    assert api.delete(f"/v2/orders/{bracket['id']}").status_code == 204
 
 
 # ---------------------------------------------------------------- positions
@@ -292,6 +323,9 @@ def test_assets_listing_filters_and_lookup(api):
     assert api.get("/v2/assets", status="dead").status_code == 422
     aapl = api.get(f"/v2/assets/{SYMBOL}").json()
     assert aapl["class"] == "us_equity" and aapl["symbol"] == SYMBOL
+    # borrow_status (2026-06-05) next to the deprecated easy_to_borrow alpaca-py still requires
+    assert {(a["borrow_status"], a["easy_to_borrow"]) for a in active} == {("ETB", True),
+                                                                          ("HTB", False)}
     assert api.get(f"/v2/assets/{aapl['id']}").json() == aapl
     missing = api.get("/v2/assets/NOSUCHSYMBOL")
     assert missing.status_code == 404
@@ -317,6 +351,10 @@ def test_activities_record_the_deposit_and_every_fill(fsb):
     assert [a["activity_type"] for a in everything] == ["FILL", "FILL", "FILL", "CSD"]
     deposit = everything[-1]
     assert deposit["net_amount"] == "100000" and deposit["description"] is not None
+    # a non-trade activity carries its own fields only, with its currency (2026-06-22)
+    assert set(deposit) == {"id", "activity_type", "date", "net_amount", "currency",
+                            "description", "status"}
+    assert deposit["currency"] == "USD" and deposit["status"] == "executed"
     fills = api.get("/v2/account/activities", activity_types="FILL", direction="asc").json()
     assert [(f["symbol"], f["side"], f["qty"]) for f in fills] == \
         [(SYMBOL, "buy", "3"), ("MSFT", "buy", "2"), (SYMBOL, "sell", "1")]
@@ -327,6 +365,13 @@ def test_activities_record_the_deposit_and_every_fill(fsb):
         assert "::" in fill["id"] and fill["id"][:8] == fill["transaction_time"][:10].replace("-", "")
     assert api.get("/v2/account/activities/FILL", direction="asc").json() == fills
     assert api.get("/v2/account/activities/CSD").json() == [deposit]
+    # filter names: TRD (trades) and TRANS (cash transfers) are filter-only groups; CORR is
+    # returned by Alpaca but refused as a filter; types added in 2026 are accepted
+    assert api.get("/v2/account/activities", activity_types="TRD", direction="asc").json() == fills
+    assert api.get("/v2/account/activities", activity_types="TRANS").json() == [deposit]
+    assert api.get("/v2/account/activities", activity_types="OCT,REO,CGD").json() == []
+    refused = api.get("/v2/account/activities", activity_types="CORR")
+    assert refused.status_code == 422 and refused.json()["code"] == 40010001
     # pagination by page_token (the last id of a page)
     page1 = api.get("/v2/account/activities", page_size=2).json()
     page2 = api.get("/v2/account/activities", page_size=2, page_token=page1[-1]["id"]).json()

@@ -245,4 +245,4 @@ def test_trading_stream_receives_fill_events():
         assert fill.order.id == order.id and fill.order.status == OrderStatus.FILLED
         assert fill.qty == 2 and fill.position_qty == 2 and fill.price > 0
         assert fill.execution_id is not None and fill.timestamp.tzinfo is not None
-        assert [u.event for u in got] == ["pending_new", "new", "fill"]
+        assert [u.event for u in got] == ["accepted", "pending_new", "new", "fill"]

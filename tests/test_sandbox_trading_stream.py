@@ -6,6 +6,7 @@ connection registry.
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import msgpack
@@ -16,6 +17,9 @@ import websocket
 from sandbox_trading_support import Api, admin, advance, frozen, new_api, ny, set_clock, ts
 
 SYMBOL = "AAPL"
+# RFC 3339 as Alpaca writes it (Go's RFC3339Nano): a fraction without trailing zeros, or none
+NANO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?Z"
+MICRO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,5}[1-9])?Z"
 
 
 def connect(url: str, path: str = "/stream", **kw) -> websocket.WebSocket:
@@ -104,17 +108,24 @@ def test_fill_sequence_and_fields(api):
     ws = authed(api)
     placed = api.order(symbol=SYMBOL, qty=3)
     seq = events(ws, "fill", placed["id"])
-    assert [e["event"] for e in seq] == ["pending_new", "new", "fill"]
-    assert [e["order"]["status"] for e in seq] == ["pending_new", "new", "filled"]
+    assert [e["event"] for e in seq] == ["accepted", "pending_new", "new", "fill"]
+    assert [e["order"]["status"] for e in seq] == ["accepted", "pending_new", "new", "filled"]
     fill = seq[-1]
     assert set(fill) == {"event", "timestamp", "order", "execution_id", "price", "qty",
                          "position_qty"}
     assert fill["qty"] == "3" and fill["position_qty"] == "3"
     assert isinstance(fill["price"], str) and float(fill["price"]) > 0
     assert fill["order"]["filled_qty"] == "3" and fill["order"]["filled_avg_price"] == fill["price"]
-    assert fill["timestamp"].endswith("Z") and len(fill["timestamp"]) == 30   # nanoseconds
+    # as Alpaca's Go services write times: nanoseconds in events, microseconds on the order,
+    # trailing zeros of the fraction trimmed
+    for event in seq:
+        assert re.fullmatch(NANO, event["timestamp"]), event["timestamp"]
+        for name in ("created_at", "updated_at", "submitted_at"):
+            assert re.fullmatch(MICRO, event["order"][name]), event["order"][name]
+        assert ts(event["order"]["updated_at"]) == ts(event["timestamp"]) // 1000 * 1000
+    assert re.fullmatch(MICRO, fill["order"]["filled_at"])
     for event in seq[:-1]:
-        assert "execution_id" not in event and "timestamp" in event
+        assert "execution_id" not in event
     ws.close()
 
 
@@ -128,7 +139,8 @@ def test_cancel_replace_and_only_this_accounts_events(sandbox, api):
     new = api.patch(f"/v2/orders/{placed['id']}", {"limit_price": 2}).json()
     seq = events(ws, "new", new["id"])
     assert [(e["event"], e["order"]["id"]) for e in seq] == [
-        ("replaced", placed["id"]), ("pending_new", new["id"]), ("new", new["id"])]
+        ("replaced", placed["id"]), ("accepted", new["id"]), ("pending_new", new["id"]),
+        ("new", new["id"])]
     assert seq[0]["order"]["status"] == "replaced" and seq[0]["order"]["replaced_by"] == new["id"]
     assert seq[1]["order"]["replaces"] == placed["id"]
     assert api.delete(f"/v2/orders/{new['id']}").status_code == 204
@@ -143,7 +155,7 @@ def test_partial_fills_expiry_and_bracket_legs_on_a_moving_clock():
         ws = authed(api)
         big = api.order(symbol=SYMBOL, qty=4000, time_in_force="gtc")
         first = events(ws, "partial_fill", big["id"])
-        assert [e["event"] for e in first] == ["pending_new", "new", "partial_fill"]
+        assert [e["event"] for e in first] == ["accepted", "pending_new", "new", "partial_fill"]
         partial = first[-1]
         assert partial["order"]["status"] == "partially_filled"
         assert partial["position_qty"] == partial["qty"]
@@ -167,7 +179,7 @@ def test_partial_fills_expiry_and_bracket_legs_on_a_moving_clock():
         bracket = api.order(symbol=SYMBOL, qty=1, order_class="bracket",
                             take_profit={"limit_price": 100000}, stop_loss={"stop_price": 1})
         seq = events(ws, "fill", bracket["id"])
-        assert [e["event"] for e in seq] == ["pending_new", "new", "fill"]
+        assert [e["event"] for e in seq] == ["accepted", "pending_new", "new", "fill"]
         legs = drain(ws, api)
         assert [e["event"] for e in legs] == ["new", "new"]
         assert {e["order"]["type"] for e in legs} == {"limit", "stop"}
@@ -193,7 +205,7 @@ def test_accepted_before_the_open_then_new_at_the_open():
         assert [e["event"] for e in events(ws, "accepted", placed["id"])] == ["accepted"]
         set_clock(sb, ny("2024-03-05", 9, 45))
         seq = events(ws, "fill", placed["id"])
-        assert [e["event"] for e in seq] == ["new", "fill"]
+        assert [e["event"] for e in seq] == ["pending_new", "new", "fill"]
         ws.close()
 
 

@@ -13,14 +13,17 @@ Everything runs on the sandbox's event loop thread; no method blocks on I/O othe
 Trade-update sequences (the reference confirms the event names, not their order; this is the
 sandbox's):
 
-* submission while the order may trade: ``pending_new`` then ``new``, then ``partial_fill``... and
-  ``fill`` as it executes (a marketable order is evaluated before the POST returns);
+* every submission: ``accepted`` (Alpaca's "order received and accepted", emitted before
+  ``new``; the POST answers this state);
+* submission while the order may trade: then ``pending_new`` and ``new``, then
+  ``partial_fill``... and ``fill`` as it executes (a marketable order is evaluated before the
+  POST returns);
 * submission while it must wait (calendar mode outside its hours, or an opg/cls order before
-  its auction): ``accepted``; when it is routed (the session opens, the auction comes) it is
+  its auction): ``accepted`` only; when it is routed (the session opens, the auction comes) it is
   checked again against the account at that instant's quote, as Alpaca re-checks an order it
   routes: buying power for an opening order, shorting for a short sale, available quantity for
   a closing one (another waiting order may have taken the shares, or a notional sell needs more
-  of them at a lower bid). If it still fits: ``new`` and matching as above; if not:
+  of them at a lower bid). If it still fits: ``pending_new``, ``new`` and matching as above; if not:
   ``rejected`` (status ``rejected``, ``failed_at`` = the routing instant, nothing filled), and
   the held legs of a rejected bracket/oto entry are ``canceled``. Alpaca's accepted-then-
   rejected path is asynchronous like this (alpacahq/Alpaca-API#107: "the status change to
@@ -28,7 +31,7 @@ sandbox's):
 * bracket/oto exit legs stay ``held`` (no event) until the entry fills, then ``new`` each;
 * cancel: ``canceled`` (no ``pending_cancel``); expiry: ``expired``;
 * replace: ``replaced`` for the old order (status ``replaced``, ``replaced_by`` set), then
-  ``pending_new`` and ``new`` for the replacement (``replaces`` set). As Alpaca's replace is a
+  ``accepted``, ``pending_new`` and ``new`` for the replacement (``replaces`` set). As Alpaca's replace is a
   cancel/replace of one order chain, the replacement's ``qty`` is the chain's total (the
   requested ``qty``, or the old order's), and it carries the chain's ``filled_qty`` and
   ``filled_avg_price``; what is left to trade is ``qty - filled_qty`` (hence Alpaca's "qty
@@ -79,7 +82,7 @@ from .orders import (QTY_PLACES, NewOrder, Order, new_id, parse_new_order, parse
                      valid_uuid)
 from .plans import DEFAULT_DATA_PLAN, check_data_plan
 from .store import Changes, open_store
-from .wire import (ApiError, fmt_money, forbidden, iso_ns, not_found, parse_bool,
+from .wire import (ApiError, fmt_money, forbidden, iso_nano, not_found, parse_bool,
                    parse_int, parse_list, parse_time, rejected, unprocessable)
 
 log = logging.getLogger(__name__)
@@ -271,7 +274,7 @@ class Engine(Matching, Portfolio):
               position_qty: float | None = None) -> None:
         if order.account_id not in self._subs:
             return
-        data: Event = {"event": event, "timestamp": iso_ns(t),
+        data: Event = {"event": event, "timestamp": iso_nano(t),
                        "order": self._wire(order, nested=bool(order.leg_ids))}
         if execution_id is not None:
             data["execution_id"] = execution_id
@@ -513,13 +516,13 @@ class Engine(Matching, Portfolio):
         ready = parent.active_from <= now and not parent.auction and self._can_trade(parent, now)
         for order in [parent, *legs]:
             if order.status != "held":
-                self._set_status(order, "pending_new" if ready else "accepted", now,
-                                 event="pending_new" if ready else "accepted")
+                self._set_status(order, "accepted", now, event="accepted")
         response = self._wire(parent, nested=True)
         if ready:
             step = self._step(now)
             for order in [parent, *legs]:
-                if order.status == "pending_new":
+                if order.status == "accepted":
+                    self._set_status(order, "pending_new", now, event="pending_new")
                     self._set_status(order, "new", now, event="new")
             for order in [parent, *legs]:
                 if order.is_open and order.status != "held":
@@ -599,7 +602,7 @@ class Engine(Matching, Portfolio):
                 raise rejected(f"asset {symbol} cannot be sold short")
             if req.fractional:
                 raise rejected("fractional orders cannot be sold short")
-            if not asset.get("easy_to_borrow", True) and req.time_in_force != "day":
+            if asset.get("borrow_status") == "HTB" and req.time_in_force != "day":
                 raise rejected(f"only day orders are allowed for hard-to-borrow asset {symbol}")
         return True
 
@@ -792,10 +795,10 @@ class Engine(Matching, Portfolio):
         ready = new.status != "held" and new.active_from <= now and not new.auction \
             and self._can_trade(new, now)
         if new.status != "held":
-            self._set_status(new, "pending_new" if ready else "accepted", now,
-                             event="pending_new" if ready else "accepted")
+            self._set_status(new, "accepted", now, event="accepted")
         response = self._wire(new, nested=bool(new.leg_ids))
         if ready:
+            self._set_status(new, "pending_new", now, event="pending_new")
             self._set_status(new, "new", now, event="new")
             self._evaluate(new, self._step(now))
         self._commit()

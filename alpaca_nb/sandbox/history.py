@@ -20,10 +20,21 @@ from typing import Any
 from .clock import MINUTE_NS, NS, UTC, Sessions, from_ns, ny_date, ny_midnight_ns
 from .wire import fmt_money, iso_us, parse_bool, parse_int, parse_time, unprocessable
 
-ACTIVITY_TYPES = frozenset(
-    "FILL TRANS MISC ACATC ACATS CFEE CGD CSD CSW DIV DIVCGL DIVCGS DIVFEE DIVFT DIVNRA DIVROC "
-    "DIVTW DIVTXEX FEE FOPT INT INTNRA INTTW JNL JNLC JNLS MA NC OPASN OPEXP OPXRC PTC PTR REORG "
-    "SC SSO SSP OPEXC OPTRD OPCSH SPLIT SPIN".split())
+# Activity types as of 2026-11-06 (protocol reference 2.11): what Alpaca returns is not quite what
+# it accepts as an ``activity_types`` filter.
+RETURNED_TYPES = frozenset(
+    "FILL ACATC ACATS ALLOC CFEE CGD CIL CORR CSD CSR CSW DIV DIVCGL DIVCGS DIVFEE DIVFT DIVNRA "
+    "DIVROC DIVTW DIVTXEX DIVWH DTCS DVF ECEXP EXTRD FEE FIMAT FXCNV FXTRD INT INTNRA INTTW INVPNL "
+    "JNL JNLC JNLS MA MEM NC OCT OPASN OPCA OPCSH OPEXC OPEXP OPTRD PTC PTR REO REORG SC SEG SPIN "
+    "SPLIT SSO SSP SUB VOF WH".split())
+# Filter-only names: each stands for a group of returned types (the groups are the sandbox's
+# reading of the names: trades, cash transfers; Alpaca does not list their members).
+FILTER_GROUPS = {"TRD": frozenset({"FILL"}),
+                 "TRANS": frozenset({"CSD", "CSW", "CSR", "JNL", "JNLC", "JNLS"}),
+                 "MISC": frozenset(), "SWP": frozenset()}
+NOT_A_FILTER = frozenset({"CORR", "SEG", "SSO", "SSP", "DTCS"})
+FILTER_TYPES = (RETURNED_TYPES - NOT_A_FILTER) | frozenset(FILTER_GROUPS)
+ACTIVITY_TYPES = FILTER_TYPES          # the names ``activity_types`` accepts
 PAGE_SIZE_MAX = 100
 
 
@@ -53,11 +64,31 @@ def fill_activity(*, ns: int, seq: int, order_id: str, symbol: str, side: str, q
             "order_id": order_id, "order_status": order_status, "_ns": ns, "_seq": seq}
 
 
+def non_trade_activity(*, ns: int, seq: int, activity_type: str, net_amount: float,
+                       description: str | None = None, sub_type: str | None = None,
+                       symbol: str | None = None, cusip: str | None = None,
+                       qty: float | None = None, per_share_amount: float | None = None,
+                       currency: str = "USD", status: str = "executed") -> dict[str, Any]:
+    """A non-trade activity (cash movements, dividends, splits...) on NY date of ``ns``: its own
+    fields only (``symbol``, ``qty``, ``per_share_amount``... appear when they apply, never as
+    nulls), with ``currency`` (Alpaca, 2026-06-22). Amounts in dollars; ``qty`` in shares."""
+    record: dict[str, Any] = {"id": activity_id(ns), "activity_type": activity_type}
+    if sub_type is not None:
+        record["activity_sub_type"] = sub_type
+    record.update(date=ny_date(ns).isoformat(), net_amount=fmt_money(net_amount) or "0",
+                  currency=currency)
+    for name, value in (("symbol", symbol), ("cusip", cusip), ("qty", fmt_money(qty)),
+                        ("per_share_amount", fmt_money(per_share_amount)),
+                        ("description", description)):
+        if value is not None:
+            record[name] = value
+    record.update(status=status, _ns=ns, _seq=seq)
+    return record
+
+
 def deposit_activity(*, ns: int, seq: int, amount: float) -> dict[str, Any]:
-    return {"id": activity_id(ns), "activity_type": "CSD", "date": ny_date(ns).isoformat(),
-            "net_amount": fmt_money(amount) or "0", "description": "initial deposit",
-            "status": "executed", "symbol": None, "qty": None, "per_share_amount": None,
-            "_ns": ns, "_seq": seq}
+    return non_trade_activity(ns=ns, seq=seq, activity_type="CSD", net_amount=amount,
+                              description="initial deposit")
 
 
 def public(record: dict[str, Any]) -> dict[str, Any]:
@@ -86,9 +117,10 @@ def select_activities(records: Sequence[dict[str, Any]], query: dict[str, Any], 
     raw_types = [activity_type] if activity_type else \
         [t.strip() for t in str(query.get("activity_types") or "").split(",") if t.strip()]
     for name in raw_types:
-        if name.upper() not in ACTIVITY_TYPES:
+        upper = name.upper()
+        if upper not in FILTER_TYPES:
             raise unprocessable(f"invalid activity_type: {name!r}")
-        types.add(name.upper())
+        types |= FILTER_GROUPS.get(upper, {upper})
     day = query.get("date")
     after = parse_time(query.get("after"), "after")
     until = parse_time(query.get("until"), "until")

@@ -27,12 +27,12 @@ QTY_PLACES = 9
 SHORT_BUFFER = 1.03
 DEFAULT_MAINTENANCE = 0.30
 
+# /v2/account/configurations as Alpaca answers it since 2026-07-06 (dtbp_check and pdt_check,
+# the pattern-day-trading checks, were removed that day).
 DEFAULT_CONFIG: dict[str, Any] = {
-    "dtbp_check": "entry",
     "fractional_trading": True,
     "max_margin_multiplier": "2",
     "no_shorting": False,
-    "pdt_check": "entry",
     "suspend_trade": False,
     "trade_confirm_email": "all",
     "ptp_no_exception_entry": False,
@@ -96,8 +96,8 @@ class Account:
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Account":
-        config = dict(DEFAULT_CONFIG)
-        config.update(record.get("config") or {})
+        config = dict(DEFAULT_CONFIG)    # keys Alpaca no longer has (PDT) are dropped
+        config.update({k: v for k, v in (record.get("config") or {}).items() if k in DEFAULT_CONFIG})
         return cls(id=record["id"], account_number=record["account_number"],
                    created_at=int(record["created_at"]), cash=float(record["cash"]),
                    initial_cash=float(record["initial_cash"]), status=record.get("status", "ACTIVE"),
@@ -192,19 +192,28 @@ def _ratio(value: float) -> str:
     return fmt_money(round(value, 10), 10)
 
 
+def user_configurations(account: Account) -> dict[str, Any] | None:
+    """The account's configurations that differ from the defaults (what its user set through
+    ``PATCH /v2/account/configurations``), or None while there are none."""
+    changed = {k: v for k, v in account.config.items() if DEFAULT_CONFIG.get(k) != v}
+    return changed or None
+
+
 def account_wire(account: Account, val: Valuation, *, holds: float, nonmarginable_holds: float,
                  last_equity: float, last_maintenance: float, balance_asof: str,
                  created_at: str) -> dict[str, Any]:
-    """Alpaca's Account object (protocol reference 2.2)."""
+    """Alpaca's Account object (protocol reference 2.2) as of 2026-07-06: without the
+    pattern-day-trading fields (``daytrade_count``, ``daytrading_buying_power``,
+    ``pattern_day_trader``) and the day-trading buying power at the start of the day
+    (``bod_dtbp``) that only they used."""
     raw_bp = buying_power(account, val)
     bp = max(raw_bp - holds, 0.0)
     equity = val.equity
-    dtbp = max(equity - val.maintenance_margin, 0.0) * 4 if account.multiplier >= 4 else 0.0
     non_marginable = max(val.cash - nonmarginable_holds, 0.0)
     return {
         "id": account.id,
         "admin_configurations": {},
-        "user_configurations": None,
+        "user_configurations": user_configurations(account),
         "account_number": account.account_number,
         "status": account.status,
         "crypto_status": "INACTIVE",
@@ -213,11 +222,9 @@ def account_wire(account: Account, val: Valuation, *, holds: float, nonmarginabl
         "currency": "USD",
         "buying_power": _money(bp),
         "regt_buying_power": _money(bp),
-        "daytrading_buying_power": _money(dtbp),
         "effective_buying_power": _money(bp),
         "non_marginable_buying_power": _money(non_marginable),
         "options_buying_power": _money(non_marginable),
-        "bod_dtbp": _money(dtbp),
         "cash": _money(val.cash),
         "accrued_fees": "0",
         "pending_transfer_in": "0",
@@ -225,7 +232,6 @@ def account_wire(account: Account, val: Valuation, *, holds: float, nonmarginabl
         "pending_reg_taf_fees": "0",
         "intraday_adjustments": "0",
         "portfolio_value": _money(equity),
-        "pattern_day_trader": False,
         "trading_blocked": account.status != "ACTIVE",
         "transfers_blocked": False,
         "account_blocked": account.status != "ACTIVE",
@@ -242,7 +248,6 @@ def account_wire(account: Account, val: Valuation, *, holds: float, nonmarginabl
         "maintenance_margin": _money(val.maintenance_margin),
         "last_maintenance_margin": _money(last_maintenance),
         "sma": _money(max(last_equity - last_maintenance, 0.0)),
-        "daytrade_count": 0,
         "balance_asof": balance_asof,
         "crypto_tier": 0,
     }

@@ -311,6 +311,8 @@ def _asset_object(row: dict) -> dict:
         "tradable": flag("tradable"),
         "marginable": flag("marginable"),
         "shortable": flag("shortable"),
+        # borrow_status (2026-06-05) supersedes easy_to_borrow, which alpaca-py still requires
+        "borrow_status": "ETB" if flag("easy_to_borrow") else "HTB",
         "easy_to_borrow": flag("easy_to_borrow"),
         "fractionable": flag("fractionable"),
         "attributes": row["attributes"].split(),

@@ -284,6 +284,7 @@ class Matching:
         account can no longer carry it."""
         if self._rejected_at_routing(order, t):
             return False
+        self._set_status(order, "pending_new", t, event="pending_new")
         self._set_status(order, "new", t, event="new")
         return True
 

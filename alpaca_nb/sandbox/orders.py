@@ -119,6 +119,7 @@ class Order:
             "canceled_at": iso_us(self.canceled_at),
             "failed_at": iso_us(self.failed_at),
             "replaced_at": iso_us(self.replaced_at),
+            "cancel_requested_at": None,      # cancels take effect at once (no pending_cancel)
             "replaced_by": self.replaced_by,
             "replaces": self.replaces,
             "asset_id": self.asset_id,
@@ -138,10 +139,11 @@ class Order:
             "stop_price": fmt_money(self.stop_price),
             "status": self.status,
             "extended_hours": self.extended_hours,
-            "legs": legs,
+            "legs": legs,                     # always null on a leg (one level only)
             "trail_percent": fmt_money(self.trail_percent),
             "trail_price": fmt_money(self.trail_price),
             "hwm": fmt_money(self.hwm),
+            "ratio_qty": None,                # mleg legs only (options)
             "subtag": None,
             "source": None,
             "expires_at": iso_us(self.expires_ns) if self.expires_ns is not None else None,

@@ -151,14 +151,10 @@ class Portfolio:
         return dict(self._account(account_id).config)
 
     def update_configurations(self: "Engine", account_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """``PATCH /v2/account/configurations``; unknown keys are ignored, bad values refused."""
+        """``PATCH /v2/account/configurations``; unknown keys are ignored (among them
+        ``dtbp_check`` and ``pdt_check``, which Alpaca removed on 2026-07-06), bad values refused."""
         account = self._account(account_id)
         update: dict[str, Any] = {}
-        for name in ("dtbp_check", "pdt_check"):
-            if body.get(name) is not None:
-                if body[name] not in ("both", "entry", "exit"):
-                    raise unprocessable(f"invalid {name}: must be both, entry or exit")
-                update[name] = body[name]
         if body.get("trade_confirm_email") is not None:
             if body["trade_confirm_email"] not in ("all", "none"):
                 raise unprocessable("invalid trade_confirm_email: must be all or none")

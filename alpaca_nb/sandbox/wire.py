@@ -216,13 +216,23 @@ def fmt_money(value: float | None, places: int = 10) -> str | None:
     return "0" if text in ("-0", "") else text
 
 
-def iso_us(ns: int | None) -> str | None:
-    """Trading-API timestamps: RFC-3339 UTC with microseconds, '2021-03-16T18:38:01.942282Z'."""
-    if ns is None:
-        return None
+def iso_nano(ns: int) -> str:
+    """RFC-3339 UTC as Alpaca's Go services write it (``time.RFC3339Nano``): every digit of the
+    fraction up to nanoseconds, trailing zeros trimmed, no fraction at all on a whole second:
+    '2022-04-19T17:45:05.024916716Z', '2019-06-12T22:47:07.99658Z', '2024-01-02T14:31:10Z'."""
     secs, frac = divmod(int(ns), NS)
     base = dt.datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac // 1000:06d}Z"
+    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
+
+
+def iso_us(ns: int | None) -> str | None:
+    """Trading-API object timestamps (orders, account, activities): Alpaca stores them to the
+    microsecond and writes them as :func:`iso_nano` does, '2021-03-16T18:38:01.942282Z',
+    '2019-06-12T22:47:07.99658Z'. The ``timestamp`` of a trade update keeps nanoseconds
+    (:func:`iso_nano`)."""
+    if ns is None:
+        return None
+    return iso_nano(int(ns) // 1000 * 1000)
 
 
 def iso_ny(ns: int, *, fraction: bool = False) -> str:

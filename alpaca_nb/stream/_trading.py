@@ -6,7 +6,8 @@ Handshake: send ``{"action":"auth",...}``, expect ``{"stream":"authorization","d
 client holds the account's one trade_updates connection, so it backs off like a data stream's 406),
 send ``listen`` for ``trade_updates`` and
 expect the ``listening`` ack. Events carry the order's state *after* the event; the
-:class:`OrderBook` keeps the newest state of every order of the session (by ``updated_at``).
+:class:`OrderBook` keeps the newest state of every order of the session (by ``updated_at``,
+then lifecycle stage: an order's accepted, pending_new and new states may share one instant).
 After every (re)connect the fan-out thread reconciles the book with ``GET /v2/orders`` (open
 orders, every order submitted since the stream opened, and any order the book still thinks is
 open), so no fill that happened during a gap is missed; changes found that way are delivered to
@@ -37,6 +38,19 @@ OPEN_MARGIN_NS = 60 * 1_000_000_000   # orders submitted this long before the st
 FINAL = frozenset({"filled", "canceled", "expired", "rejected", "replaced", "done_for_day", "stopped",
                    "suspended"})
 STATUS_EVENT = {"filled": "fill", "partially_filled": "partial_fill"}
+# Lifecycle stage of a status, to order two states of one order stamped with the same updated_at
+# (accepted -> pending_new -> new -> fills can share one instant); unknown and final ones last.
+_STAGE = {"held": 0, "accepted": 1, "pending_new": 2, "accepted_for_bidding": 2, "new": 3,
+          "partially_filled": 4}
+
+
+def _version(order: dict[str, Any]) -> tuple[int, int, float]:
+    """How recent an order state is: (updated_at, lifecycle stage, filled qty)."""
+    try:
+        filled = float(order.get("filled_qty") or 0)
+    except (TypeError, ValueError):
+        filled = 0.0
+    return _ns(order.get("updated_at")), _STAGE.get(order.get("status"), 5), filled
 
 
 def _ns(text: Any) -> int:
@@ -64,16 +78,16 @@ class OrderBook:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._orders: dict[str, dict[str, Any]] = {}
-        self._stamp: dict[str, int] = {}
+        self._stamp: dict[str, tuple[int, int, float]] = {}
 
     def apply(self, order: dict[str, Any]) -> bool:
         """Take an order's new state unless the book already has a newer one."""
         oid = order.get("id")
         if not isinstance(oid, str):
             return False
-        stamp = _ns(order.get("updated_at"))
+        stamp = _version(order)
         with self.lock:
-            if stamp < self._stamp.get(oid, -2):
+            if stamp < self._stamp.get(oid, (-2, 0, 0.0)):
                 return False
             self._orders[oid] = order
             self._stamp[oid] = stamp
