@@ -504,6 +504,8 @@ class Engine(Matching, Portfolio):
         opening = self._check_quantity(account, req, asset, quote)
         if req.order_class != "simple":
             self._check_exit_prices(req, float(trade.price))
+            if not opening and req.order_class in ("bracket", "oto") and req.side == "buy":
+                self._check_short_sale(account, req, asset)   # its exits will sell short
         if opening:
             self._check_buying_power(account, req, asset, quote, now)
 
@@ -596,15 +598,21 @@ class Engine(Matching, Portfolio):
                 raise self._insufficient_qty(account, symbol, req.side, requested, price=price)
             return False
         if sell:
-            if not account.can_short():
-                raise forbidden("account is not allowed to short")
-            if not asset.get("shortable"):
-                raise rejected(f"asset {symbol} cannot be sold short")
-            if req.fractional:
-                raise rejected("fractional orders cannot be sold short")
-            if asset.get("borrow_status") == "HTB" and req.time_in_force != "day":
-                raise rejected(f"only day orders are allowed for hard-to-borrow asset {symbol}")
+            self._check_short_sale(account, req, asset)
         return True
+
+    @staticmethod
+    def _check_short_sale(account: Account, req: NewOrder, asset: dict) -> None:
+        """Whether the account may sell ``asset`` short with this order's terms."""
+        symbol = asset["symbol"]
+        if not account.can_short():
+            raise forbidden("account is not allowed to short")
+        if not asset.get("shortable"):
+            raise rejected(f"asset {symbol} cannot be sold short")
+        if req.fractional:
+            raise rejected("fractional orders cannot be sold short")
+        if asset.get("borrow_status") == "HTB" and req.time_in_force != "day":
+            raise rejected(f"only day orders are allowed for hard-to-borrow asset {symbol}")
 
     def _check_exit_prices(self, req: NewOrder, last: float) -> None:
         """Alpaca's threshold: a stop-loss at least $0.01 beyond the base price, a take-profit
@@ -660,6 +668,9 @@ class Engine(Matching, Portfolio):
             roles = [(role, exit_side) for role, price in
                      (("take_profit", req.take_profit_limit), ("stop_loss", req.stop_loss_stop))
                      if price is not None]
+        # a bracket's/oto's exits close what the entry opens, and open a position when the
+        # entry closed one; an oco only exits
+        opening = not parent.opening and req.order_class != "oco"
         legs = []
         for role, side in roles:
             self._seq += 1
@@ -673,10 +684,10 @@ class Engine(Matching, Portfolio):
                 created_at=now, updated_at=now, submitted_at=now, asset_id=parent.asset_id,
                 symbol=parent.symbol, asset_class=parent.asset_class, exchange=parent.exchange,
                 qty=parent.qty, order_class=parent.order_class, type=otype, side=side,
-                position_intent=f"{side}_to_close", time_in_force=parent.time_in_force,
-                limit_price=limit, stop_price=stop,
+                position_intent=f"{side}_to_{'open' if opening else 'close'}",
+                time_in_force=parent.time_in_force, limit_price=limit, stop_price=stop,
                 status="held" if req.order_class != "oco" else "accepted",
-                seq=self._seq, parent_id=parent.id, leg_role=role, opening=False,
+                seq=self._seq, parent_id=parent.id, leg_role=role, opening=opening,
                 active_from=parent.active_from, expires_ns=parent.expires_ns)
             legs.append(leg)
         parent.leg_ids = [leg.id for leg in legs]

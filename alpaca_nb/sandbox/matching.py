@@ -30,9 +30,16 @@
   matching at that step then follows price-time priority.
 * opg/cls orders are refused (403) from 9:28am (opg) or 5 minutes before the close (cls) until
   7:00pm ET on a trading day; later ones wait for the next session.
-* Order groups: a bracket's or oto's exit legs are ``held`` until the entry is completely filled;
-  when one exit fills the other is reduced to the remaining quantity, and canceled once the
-  position is closed; canceling any order of a group cancels the group's other open orders.
+* Order groups: a bracket's or oto's exit legs are ``held`` until the entry first fills; from
+  then on they cover what the entry has filled less what the exits already executed (so shares
+  an exit sold are not sold again when the entry fills more). When one exit fills the other is
+  reduced to the remaining quantity, and canceled once the position is closed; an exit that
+  completes while the entry is still open ends the trade (the entry's rest is canceled);
+  canceling any order of a group cancels the group's other open orders. Exit legs that open a
+  position (the entry closed one) are checked when they go live as any opening order is
+  (shorting, buying power) and rejected if the account cannot carry them.
+* A closing order (selling a long, covering a short) never executes more than the position
+  left on its side; once the position is gone it is canceled.
 * A halted symbol (``POST /sandbox/halt``) does not trade: its orders wait (ioc/fok are
   canceled, auctions do not happen for it).
 """
@@ -293,20 +300,25 @@ class Matching:
         """Re-check an order that waited (status ``accepted``) when it is routed at ``t``, as
         Alpaca does: if the account can no longer carry it, the order is rejected (status
         ``rejected``, ``failed_at`` = ``t``, a ``rejected`` trade update) and True is returned.
-        Exit legs are not re-checked: their group was, through its entry."""
-        if order.parent_id is not None:
+        Exit legs that close what their entry opened are not re-checked: their group was,
+        through its entry."""
+        if order.parent_id is not None and not order.opening:
             return False
         reason = self._routing_refusal(order, t)
         if reason is None:
             return False
         log.info("sandbox: rejected %r at routing: %s", order, reason)
+        self._reject(order, t)
+        return True
+
+    def _reject(self: "Engine", order: Order, t: int) -> None:
+        """``rejected`` (``failed_at`` = ``t``), and the open rest of its group canceled."""
         order.status = "rejected"
         order.failed_at = order.updated_at = t
         self._retire(order)
         self._dirty_order(order)
         self._emit(order, "rejected", t)
         self._cancel_group(order, t)
-        return True
 
     def _routing_refusal(self: "Engine", order: Order, t: int) -> str | None:
         """Why the account cannot carry ``order`` at ``t`` (the submission checks again, at
@@ -396,6 +408,12 @@ class Matching:
             self._cancel(order, t, reason="fok not fillable")
             return
         qty = min(remaining, left)
+        if not order.opening:              # a closing order never sells (buys) more than is held
+            closable = self._closable(order)
+            if closable <= EPS:
+                self._cancel(order, t, reason="nothing left to close")
+                return
+            qty = min(qty, closable)
         self._displayed[book] = (quote.t, left - qty)
         order.last_quote_t = quote.t
         self._fill(order, qty, price, t)
@@ -428,8 +446,11 @@ class Matching:
             return
         if order.total_qty is None:
             order.target_qty = int(order.notional / price * 10 ** QTY_PLACES) / 10 ** QTY_PLACES
-        if order.remaining_qty and order.remaining_qty > 0:
-            self._fill(order, order.remaining_qty, price, t)
+        qty = order.remaining_qty or 0.0
+        if not order.opening:
+            qty = min(qty, self._closable(order))
+        if qty > EPS:
+            self._fill(order, qty, price, t)
 
     # ------------------------------------------------------------------ state changes
     def _fill(self: "Engine", order: Order, qty: float, price: float, t: int) -> None:
@@ -478,16 +499,8 @@ class Matching:
         self._after_fill(order, t, complete)
 
     def _after_fill(self: "Engine", order: Order, t: int, complete: bool) -> None:
-        if order.leg_ids and order.order_class in ("bracket", "oto") and complete:
-            for leg in self._legs(order):
-                if leg.status == "held":
-                    leg.qty = order.filled_qty
-                    leg.submitted_at = t
-                    self._schedule(leg, t)
-                    if self._can_trade(leg, t) and leg.active_from <= t:
-                        self._set_status(leg, "new", t, event="new")
-                    else:
-                        self._set_status(leg, "accepted", t, event="accepted")
+        if order.leg_ids and order.order_class in ("bracket", "oto"):
+            self._arm_exits(order, t)
             return
         for sibling in self._exit_siblings(order):
             if not sibling.is_open:
@@ -498,6 +511,52 @@ class Matching:
                 sibling.qty = round(sibling.filled_qty + order.remaining_qty, QTY_PLACES)
                 sibling.updated_at = t
                 self._dirty_order(sibling)
+        parent = self._orders.get(order.parent_id) if order.parent_id else None
+        if complete and parent is not None and parent.is_open and \
+                parent.order_class in ("bracket", "oto"):
+            # the exits closed everything the entry bought so far: the trade is over
+            self._cancel(parent, t, reason="exit filled before the entry")
+
+    def _arm_exits(self: "Engine", entry: Order, t: int) -> None:
+        """After a fill of a bracket/oto entry: its exit legs cover what the entry has filled
+        less what the exits already executed (each open leg trades that much more), and held
+        legs go live. Legs that open a position (the entry closed one) are checked first as
+        any opening order is (shorting, buying power): refused, they are rejected when they
+        were waiting and canceled when they were already live, with the rest of the group."""
+        legs = self._legs(entry)
+        live = [leg for leg in legs if leg.is_open]
+        if not live:
+            return
+        left = round(entry.filled_qty - sum(leg.filled_qty for leg in legs), QTY_PLACES)
+        for leg in live:
+            leg.qty = round(leg.filled_qty + max(left, 0.0), QTY_PLACES)
+            self._dirty_order(leg)
+        if live[0].opening:
+            reason = next((r for leg in live if (r := self._routing_refusal(leg, t))), None)
+            if reason is not None:
+                log.info("sandbox: exit legs of %r refused at %s: %s", entry, iso_ns(t), reason)
+                for leg in live:
+                    if leg.is_open and leg.status == "held":
+                        self._reject(leg, t)
+                    else:
+                        self._cancel(leg, t, reason=reason)
+                return
+        for leg in live:
+            if leg.status == "held":
+                leg.submitted_at = t
+                self._schedule(leg, t)
+                if self._can_trade(leg, t) and leg.active_from <= t:
+                    self._set_status(leg, "new", t, event="new")
+                else:
+                    self._set_status(leg, "accepted", t, event="accepted")
+            else:
+                leg.updated_at = t
+
+    def _closable(self: "Engine", order: Order) -> float:
+        """Shares a closing order can still close: the long for a sell, the short for a buy."""
+        pos = self.accounts[order.account_id].positions.get(order.symbol)
+        qty = pos.qty if pos is not None else 0.0
+        return max(qty if order.side == "sell" else -qty, 0.0)
 
     def _set_status(self: "Engine", order: Order, status: str, t: int, *, event: str | None) -> None:
         order.status = status

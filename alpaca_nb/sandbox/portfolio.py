@@ -70,20 +70,27 @@ class Portfolio:
 
     def _holds(self: "Engine", account: Account, now: int, *,
                exclude: Order | None = None) -> tuple[float, float]:
-        """Buying power held by open opening orders, and cash held by open buys."""
-        bp_hold = cash_hold = 0.0
+        """Buying power held by open opening orders, and cash held by open buys. The exits of
+        one bracket (which execute one instead of the other) hold once, the larger of them;
+        ``exclude`` leaves out that order's whole group."""
+        bp_holds: dict[str, float] = {}
+        cash_holds: dict[str, float] = {}
+        skip = self._group_key(exclude) if exclude is not None else None
         quotes: dict[str, Any] = {}
         for order in self._open_orders(account.id):
-            if not order.opening or order is exclude or order.status == "held":
+            if not order.opening or order.status == "held":
+                continue
+            key = self._group_key(order)
+            if key == skip:
                 continue
             quote = quotes.get(order.symbol)
             if quote is None:
                 quote = quotes[order.symbol] = self.market.quote_at(order.symbol, now)
             value = self._order_value(order, quote)
-            bp_hold += value * self._bp_factor(account, order.symbol)
+            bp_holds[key] = max(bp_holds.get(key, 0.0), value * self._bp_factor(account, order.symbol))
             if order.side == "buy":
-                cash_hold += value
-        return bp_hold, cash_hold
+                cash_holds[key] = max(cash_holds.get(key, 0.0), value)
+        return sum(bp_holds.values()), sum(cash_holds.values())
 
     def _available_buying_power(self: "Engine", account: Account, now: int, *,
                                 exclude: Order | None = None) -> float:
