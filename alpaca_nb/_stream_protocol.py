@@ -58,10 +58,12 @@ def error_message(code: int) -> dict[str, Any]:
 
 
 def iso_ns(ns: int) -> str:
-    """Market-data timestamps: RFC-3339 UTC with nanoseconds, '2022-03-18T14:02:09.722539521Z'."""
+    """Market-data timestamps as Alpaca writes them: RFC-3339 UTC with nanoseconds and the
+    fraction's trailing zeros trimmed (Go's RFC3339Nano): '2022-03-18T14:02:09.722539521Z',
+    '2022-09-08T13:30:00.19411456Z', '2024-01-02T14:30:00Z'."""
     secs, frac = divmod(int(ns), NS)
     base = dt.datetime.fromtimestamp(secs, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}Z" if frac else f"{base}Z"
+    return f"{base}.{frac:09d}".rstrip("0") + "Z" if frac else f"{base}Z"
 
 
 class Codec:

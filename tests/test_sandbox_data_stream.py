@@ -212,7 +212,7 @@ def _check_channels(fast, msgs, late_minute):
     assert {"subscription", "t", "q", "b", "d", "u"} <= kinds, kinds
     trades = [m for m in msgs if m["T"] == "t"]
     quotes = [m for m in msgs if m["T"] == "q"]
-    first, last = min(m["t"] for m in trades), max(m["t"] for m in trades)
+    first, last = min((m["t"] for m in trades), key=ts), max((m["t"] for m in trades), key=ts)
     history = rest(fast, "/v2/stocks/AAPL/trades", start=first, end=last, limit=10000)["trades"]
     by_id = {t["i"]: t for t in history}
     for m in trades:      # every streamed trade is the REST trade, field for field
@@ -220,7 +220,7 @@ def _check_channels(fast, msgs, late_minute):
                                                                      ("i", "x", "p", "s", "c", "t", "z")}
     missing = set(by_id) - {m["i"] for m in trades}
     assert len(missing) <= 1              # at most a late-reported trade whose report is still due
-    qfirst, qlast = min(m["t"] for m in quotes), max(m["t"] for m in quotes)
+    qfirst, qlast = min((m["t"] for m in quotes), key=ts), max((m["t"] for m in quotes), key=ts)
     qhistory = rest(fast, "/v2/stocks/AAPL/quotes", start=qfirst, end=qlast, limit=10000)["quotes"]
     assert [{k: v for k, v in m.items() if k not in ("T", "S")} for m in quotes] == \
         [{k: q[k] for k in ("bx", "bp", "bs", "ax", "ap", "as", "c", "t", "z")} for q in qhistory]

@@ -68,6 +68,14 @@ def ny_date(ns: int) -> dt.date:
     return from_ns(ns, NY).date()
 
 
+def rfc3339_array(t: np.ndarray) -> list[str]:
+    """Each instant of an int64 ns array as Alpaca's market data writes it: RFC 3339 in UTC
+    with ``Z``, nanoseconds, trailing zeros of the fraction trimmed (as
+    :func:`alpaca_nb._stream_protocol.iso_ns`)."""
+    text = np.datetime_as_string(np.asarray(t, dtype=np.int64).astype("datetime64[ns]"), unit="ns")
+    return [s.rstrip("0").rstrip(".") + "Z" for s in text.tolist()]
+
+
 @lru_cache(maxsize=8192)
 def ny_midnight_ns(day: dt.date) -> int:
     """00:00 America/New_York on ``day`` as epoch nanoseconds."""

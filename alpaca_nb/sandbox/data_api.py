@@ -58,10 +58,11 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from .._stream_protocol import iso_ns
 from . import app as _app
 from . import plans
 from ._barjson import bar_json
-from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns
+from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns, rfc3339_array
 from .market import (
     ADJUSTMENTS,
     UNIT_DAY,
@@ -72,7 +73,7 @@ from .market import (
     Timeframe,
     TradeTick,
 )
-from .wire import ApiError, iso_ns, json_response, parse_time
+from .wire import ApiError, json_response, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,11 @@ TRADE_CONDITIONS = (["@"], ["@", "I"], ["@", "T"], ["@", "T", "I"])   # by Ticks
 QUOTE_CONDITIONS = ["R"]
 
 
-def _iso_ns(t: np.ndarray) -> list[str]:
-    return np.datetime_as_string(t.astype("datetime64[ns]"), unit="ns", timezone="UTC").tolist()
-
-
 def trade_records(ticks: Ticks, lo: int, hi: int, tape: str) -> list[dict]:
     """Trades ``lo:hi`` of a minute as wire dicts ``{t,x,p,s,c,i,z}``."""
     s = slice(lo, hi)
     return [{"t": t, "x": x, "p": p, "s": sz, "c": TRADE_CONDITIONS[f], "i": i, "z": tape}
-            for t, x, p, sz, f, i in zip(_iso_ns(ticks.trade_t[s]), ticks.trade_x[s].tolist(),
+            for t, x, p, sz, f, i in zip(rfc3339_array(ticks.trade_t[s]), ticks.trade_x[s].tolist(),
                                          ticks.price[s].tolist(), ticks.size[s].tolist(),
                                          ticks.flags[s].tolist(), ticks.trade_id[s].tolist())]
 
@@ -121,7 +118,7 @@ def quote_records(ticks: Ticks, lo: int, hi: int, tape: str) -> list[dict]:
     return [{"t": t, "ax": ax, "ap": ap, "as": asz, "bx": bx, "bp": bp, "bs": bsz,
              "c": QUOTE_CONDITIONS, "z": tape}
             for t, ax, ap, asz, bx, bp, bsz in zip(
-                _iso_ns(ticks.quote_t[s]), ticks.ask_x[s].tolist(), ticks.ask[s].tolist(),
+                rfc3339_array(ticks.quote_t[s]), ticks.ask_x[s].tolist(), ticks.ask[s].tolist(),
                 ticks.ask_size[s].tolist(), ticks.bid_x[s].tolist(), ticks.bid[s].tolist(),
                 ticks.bid_size[s].tolist())]
 
@@ -378,58 +375,71 @@ class Page:
     last: tuple[str, int] | None = None     # the last record returned, when more remain
 
 
-def encode_token(symbol: str, code: str, t: int) -> str:
-    return base64.b64encode(f"{symbol}|{code}|{iso_ns(t)}".encode()).decode()
+def encode_token(symbol: str, code: str, t: int, nth: int = 1) -> str:
+    """``SYMBOL|CODE|<t with 9 fraction digits>``, then ``|<nth>`` when the last record returned
+    is the ``nth`` (> 1) of the records sharing its timestamp, in the page's order."""
+    secs, frac = divmod(t, NS)
+    stamp = dt.datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{frac:09d}Z"
+    return base64.b64encode(f"{symbol}|{code}|{stamp}{f'|{nth}' if nth > 1 else ''}".encode()).decode()
 
 
-def decode_token(token: str, code: str, symbols: list[str]) -> tuple[str, int]:
-    """(symbol, timestamp ns) of the last record a previous page returned; 400 otherwise."""
+def decode_token(token: str, code: str, symbols: list[str]) -> tuple[str, int, int]:
+    """(symbol, timestamp ns, how many records of that timestamp were returned) of the last
+    record a previous page returned; 400 otherwise."""
     try:
         text = base64.b64decode(token, validate=True).decode()
-        symbol, kind, stamp = text.split("|")
+        symbol, kind, stamp, *rest = text.split("|")
         m = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?Z$", stamp)
-        if kind != code or symbol not in symbols or m is None:
+        nth = int(rest[0]) if len(rest) == 1 and rest[0].isdigit() else (1 if not rest else 0)
+        if kind != code or symbol not in symbols or m is None or nth < 1:
             raise ValueError
         base = dt.datetime.fromisoformat(m.group(1)).replace(tzinfo=UTC)
-        return symbol, int(base.timestamp()) * NS + int((m.group(2) or "0").ljust(9, "0"))
+        return symbol, int(base.timestamp()) * NS + int((m.group(2) or "0").ljust(9, "0")), nth
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad("invalid page token") from None
 
 
 def build_page(series: Series, symbols: list[str], *, start: int, end: int, limit: int,
-               desc: bool, token: tuple[str, int] | None, now: int) -> Page:
+               desc: bool, token: tuple[str, int, int] | None, now: int) -> Page:
     """Up to ``limit`` records across ``symbols`` (sorted), each symbol's records in time order
     (descending when ``desc``), continuing after ``token``. The token of the next page names the
-    last record returned, and is None when nothing is left."""
+    last record returned (its timestamp, and its rank among the records sharing that timestamp,
+    so that a page boundary inside a burst of equal timestamps loses and repeats nothing), and
+    is None when nothing is left."""
+    skip = 0
     if token is not None:
         symbols = symbols[symbols.index(token[0]):]
     remaining = limit
     parts: list[tuple[str, list[bytes]]] = []
-    last: tuple[str, int] | None = None
+    last: tuple[str, int, int] | None = None
     for symbol in symbols:
         lo, hi = start, end
         if token is not None and symbol == token[0]:
-            if desc:
-                hi = min(hi, token[1] - 1)
-            else:
-                lo = max(lo, token[1] + 1)
+            # resume at the token's timestamp, past the records of it already returned
+            lo, hi, skip = (lo, min(hi, token[1]), token[2]) if desc else (max(lo, token[1]), hi, token[2])
         slices: list[bytes] = []
-        for chunk, a, b in series.records(symbol, lo, hi, now, desc, remaining):
+        for chunk, a, b in series.records(symbol, lo, hi, now, desc, remaining + skip):
+            if skip:
+                a, b, skip = (a, b - skip, 0) if desc else (a + skip, b, 0)
+                if a >= b:
+                    continue
             if remaining == 0:   # a record exists beyond this page
                 if slices:
                     parts.append((symbol, slices))
-                return Page(parts, encode_token(last[0], series.code, last[1]), last)
+                return Page(parts, encode_token(last[0], series.code, last[1], last[2]), last[:2])
             take = min(b - a, remaining)
             if desc:
                 slices.append(chunk.slice_desc(b - take, b))
-                last = (symbol, int(chunk.t[b - take]))
+                t = int(chunk.t[b - take])
+                last = (symbol, t, int(np.searchsorted(chunk.t, t, side="right")) - (b - take))
             else:
                 slices.append(chunk.slice(a, a + take))
-                last = (symbol, int(chunk.t[a + take - 1]))
+                t = int(chunk.t[a + take - 1])
+                last = (symbol, t, a + take - int(np.searchsorted(chunk.t, t, side="left")))
             remaining -= take
             if remaining == 0 and take < b - a:
                 parts.append((symbol, slices))
-                return Page(parts, encode_token(symbol, series.code, last[1]), last)
+                return Page(parts, encode_token(last[0], series.code, last[1], last[2]), last[:2])
         if slices:
             parts.append((symbol, slices))
     return Page(parts, None)
@@ -444,7 +454,7 @@ class Query:
     end: int
     limit: int
     desc: bool
-    token: tuple[str, int] | None
+    token: tuple[str, int, int] | None
     feed: str
     currency: str | None
     timeframe: Timeframe | None = None
@@ -627,7 +637,7 @@ class ReadAhead:
         for symbol in symbols[symbols.index(after[0]):]:
             lo, hi = query.start, query.end
             if symbol == after[0]:
-                lo, hi = (lo, min(hi, after[1] - 1)) if query.desc else (max(lo, after[1] + 1), hi)
+                lo, hi = (lo, min(hi, after[1])) if query.desc else (max(lo, after[1]), hi)
             keys = series.periods(lo, hi, query.desc)
             for i, key in enumerate(keys):
                 if series.period_end(key) > now:

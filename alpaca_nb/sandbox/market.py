@@ -19,6 +19,8 @@ Tick layer
     Each minute's trades and quotes are generated from its minute bar: ``n`` trades at
     nanosecond times inside the minute, first at the open, last at the close, touching high and
     low, sizes summing to the volume; one quote just before every trade with bid <= price <= ask.
+    A large print is sometimes followed by a few prints at the very same nanosecond (a burst),
+    so trades, and the quotes before them, can share a timestamp as on the real feed.
 
 Everything is a pure function of (seed, market mode, symbol, time): no state, no wall clock
 (the stable keys, counter-based hashing, random draws and the noise path are in
@@ -184,7 +186,8 @@ EMPTY_BARS = Bars(_I, _F, _F, _F, _F, _I, _I, _F)
 
 @dataclass(frozen=True, eq=False)
 class Ticks:
-    """One minute's trades and quotes (columnar, sorted by time, strictly increasing).
+    """One minute's trades and quotes (columnar, sorted by time; prints of one burst share a
+    timestamp, see :func:`_bursts`, and so do the quotes before them).
 
     Trade condition flags: bit 0 = odd lot ("I"), bit 1 = extended hours ("T").
     """
@@ -320,6 +323,26 @@ def _asset_object(row: dict) -> dict:
         "margin_requirement_long": long_req,
         "margin_requirement_short": short_req,
     }
+
+
+def _bursts(rnd: Draws, size: np.ndarray, mean: float) -> np.ndarray:
+    """For each trade, the index of the trade whose time it takes: its own, or, inside a burst,
+    the burst's first. A print of more than 2.5 times the minute's mean size starts a burst with
+    probability 0.4, and the next 1-3 prints share its timestamp to the nanosecond (one order
+    sweeping several venues or price levels, as on the real tape; their quotes then share a
+    timestamp too). Draws two uniforms per trade after every other draw of the minute."""
+    n = len(size)
+    u = rnd.uniform(2 * n)
+    leaders = np.flatnonzero((size > 2.5 * mean) & (u[:n] < 0.4))
+    source = np.arange(n, dtype=np.int64)
+    if not len(leaders):
+        return source
+    depth = np.zeros(n + 1, dtype=np.int64)
+    np.add.at(depth, leaders + 1, 1)
+    np.add.at(depth, np.minimum(leaders + 2 + (u[n:][leaders] * 3).astype(np.int64), n), -1)
+    tied = np.cumsum(depth[:n]) > 0
+    starts = np.flatnonzero(~tied)
+    return starts[np.cumsum(~tied) - 1]
 
 
 # ---------------------------------------------------------------- the market
@@ -577,7 +600,6 @@ class Market:
         minute_no = t0 // MINUTE_NS
         rnd = Draws(key_of(inst.key, "ticks", minute_no))
         offsets = np.sort(rnd.integers(0, MINUTE_NS - 2 * n - 1, n)) + 2 * np.arange(n, dtype=np.int64) + 1
-        trade_t = t0 + offsets
         # prices: bridge o -> c through h and l at two interior trades
         a, b = rnd.integers(1, n - 1, 2)
         if a == b:
@@ -609,6 +631,7 @@ class Market:
         if n >= 6 and self._late_minute(inst, minute_no):
             interior = [k for k in range(1, n - 1) if k not in (int(a), int(b))]
             late = interior[len(interior) // 2]
+        trade_t = t0 + offsets[_bursts(rnd, size, v / n)]
         return Ticks(trade_t, price, size, trade_x, trade_id, flags, trade_t - 1, bid, bid_size,
                      ask, ask_size, bid_x, ask_x, late)
 
