@@ -1,0 +1,156 @@
+"""Order tickets under recalculation storms: ALPACA_TICKET never touches the account, the Send
+macro places each ticket once, a changed nonce makes a new ticket. The sheet is an in-process
+grid (the macro's Grid interface); the orders go to a real sandbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import poll
+
+import alpaca_nb as anb
+from alpaca_nb import xl
+from alpaca_nb._config import Secret, Settings
+from alpaca_nb.client import Alpaca
+from alpaca_nb.xl._tickets import Tickets
+
+
+class Sheet:
+    """A sheet as rows of values from A1; writes land in place and are recorded."""
+
+    def __init__(self, rows: list[list[Any]]):
+        self.rows = [list(r) for r in rows]
+        self.writes: list[tuple[int, int, list[list[Any]]]] = []
+
+    def values(self) -> list[list[Any]]:
+        return [list(r) for r in self.rows]
+
+    def write(self, row: int, column: int, values: list[list[Any]]) -> None:
+        self.writes.append((row, column, values))
+        for r, line in enumerate(values):
+            while len(self.rows) <= row + r:
+                self.rows.append([])
+            target = self.rows[row + r]
+            while len(target) < column + len(line):
+                target.append(None)
+            target[column:column + len(line)] = line
+
+
+@pytest.fixture
+def api(account):
+    xl.clear_caches()
+    client = anb.connect(base_url=account.url, data_url=account.url, stream_url=account.stream_url,
+                         key_id=account.key_id, secret_key=account.secret_key)
+    yield client
+    client.close()
+
+
+TICKET_ARGS = ("AAPL", "buy", 2.0, "market", None, None, "day", 1.0, None)   # as Excel sends them
+
+
+def sheet_with(*tickets: list[list[Any]]) -> Sheet:
+    rows = [["symbol", "side", "qty", "type", "limit", "stop", "tif", "nonce", "ticket", "state",
+             "order id", "status"]]
+    for args, spill in tickets:
+        rows.append([*args[:8], *spill[0]])
+    return Sheet(rows)
+
+
+def test_a_recalculation_storm_stages_one_ticket_and_sends_one_order(api):
+    results = [xl.ALPACA_TICKET(*TICKET_ARGS) for _ in range(100)]
+    assert all(r == results[0] for r in results)
+    ticket_id, state = results[0][0]
+    assert state == "ready" and ticket_id.startswith("xl-")
+    assert api.orders(status="all").empty                          # staging touched nothing
+    sheet = sheet_with((TICKET_ARGS, results[0]))
+    first = xl.send_tickets(sheet)
+    second = xl.send_tickets(sheet)                                # the button pressed again
+    orders = api.orders(status="all")
+    assert len(orders) == 1 and orders["client_order_id"].iloc[0] == ticket_id
+    assert first[0][1] == second[0][1] == orders.index[0]
+    assert sheet.rows[1][10] == orders.index[0] and sheet.rows[1][11] in ("new", "accepted", "filled")
+    # the order fills; ALPACA_STATUS shows it
+    status = poll(lambda: (xl.clear_caches(), xl.ALPACA_STATUS([[ticket_id]]))[1],
+                  lambda s: s[0][0] == "filled")
+    assert status[0][0] == "filled" and status[0][1] == 2.0 and status[0][2] > 0
+
+
+def test_a_new_nonce_makes_a_second_ticket_and_a_second_order(api):
+    one = xl.ALPACA_TICKET(*TICKET_ARGS)
+    two = xl.ALPACA_TICKET(*TICKET_ARGS[:7], 2.0, None)
+    assert one[0][0] != two[0][0] and two[0][1] == "ready"
+    assert xl.ALPACA_TICKET(*TICKET_ARGS[:7], "1", None) == one     # 1.0 from Excel and "1" agree
+    sheet = sheet_with((TICKET_ARGS, one), (TICKET_ARGS, two))
+    xl.send_tickets(sheet)
+    xl.send_tickets(sheet)
+    orders = api.orders(status="all")
+    assert sorted(orders["client_order_id"]) == sorted([one[0][0], two[0][0]])
+
+
+def test_a_new_python_process_does_not_send_a_ticket_again(api):
+    staged = xl.ALPACA_TICKET(*TICKET_ARGS)
+    sheet = sheet_with((TICKET_ARGS, staged))
+    xl.send_tickets(sheet)
+    fresh = Tickets()                          # what a restarted Python process has: nothing
+    fresh.stage(api, {"symbol": "AAPL", "side": "buy", "qty": 2.0, "type": "market",
+                      "time_in_force": "day"}, nonce="1")
+    results = fresh.send(api, sheet)
+    assert len(api.orders(status="all")) == 1 and results[0][1] == api.orders(status="all").index[0]
+
+
+def test_tickets_that_are_not_ready_are_not_sent(api):
+    refused = xl.ALPACA_TICKET("AAPL", "buy", 2.0, "limit", 1.0, None, "day", 1.0, None)
+    assert refused[0][0].startswith("xl-") and "price_collar" in refused[0][1]
+    invalid = xl.ALPACA_TICKET("AAPL", "hold", 2.0)
+    assert invalid[0][0] is None and "side" in invalid[0][1]
+    words = xl.ALPACA_TICKET("AAPL", "buy", "ten")
+    assert words[0][0] is None and "qty" in words[0][1]
+    assert xl.ALPACA_TICKET(None, "buy", 1.0) == "#ALPACA! symbol is empty; give a symbol such as 'AAPL'"
+    sheet = sheet_with((("AAPL", "buy", 2.0, "limit", 1.0, None, "day", 1.0), refused))
+    assert xl.send_tickets(sheet) == []
+    assert api.orders(status="all").empty
+
+
+def test_send_runs_the_pre_trade_guard_again_and_a_refusal_is_cell_text(sandbox):
+    from conftest import new_account
+
+    small = new_account(sandbox, cash=1000.0)
+    client = anb.connect(base_url=small.url, data_url=small.url, key_id=small.key_id,
+                         secret_key=small.secret_key)
+    try:
+        assert "buying power" in xl.ALPACA_TICKET("AAPL", "buy", 50.0)[0][1]   # seen when staging
+        args = ("AAPL", "buy", 2.0, "market", None, None, "day", 1.0, None)
+        ticket = xl.ALPACA_TICKET(*args)
+        assert ticket[0][1] == "ready"
+        price = client.latest_trades("AAPL")["price"].iloc[0]
+        spend = int((client.account()["buying_power"] - price / 2) // price)
+        client.buy("AAPL", spend)                   # the buying power goes elsewhere before Send
+        assert poll(lambda: client.account()["buying_power"], lambda bp: bp < price) < price
+        sheet = sheet_with((args, ticket))
+        (_tid, order_id, status), = xl.send_tickets(sheet)
+        assert order_id == "" and status.startswith("#ALPACA! ") and "buying power" in status
+        assert sheet.rows[1][10:12] == [None, status]
+        assert len(client.orders(status="all")) == 1      # only the other order
+    finally:
+        client.close()
+
+
+def test_live_mode_asks_before_sending(account):
+    settings = Settings("live", account.key_id, Secret(account.secret_key), account.url, account.url,
+                        account.stream_url)
+    live = Alpaca(settings)
+    tickets = Tickets()
+    ticket = tickets.stage(live, {"symbol": "AAPL", "side": "buy", "qty": 1.0, "type": "market",
+                                  "time_in_force": "day"}, nonce="7")
+    sheet = Sheet([[ticket.ticket_id, ticket.state]])
+    asked: list[str] = []
+    assert tickets.send(live, sheet, confirm=lambda m: asked.append(m) or False) == []
+    assert "LIVE" in asked[0] and "buy 1.0 AAPL market day" in asked[0]
+    assert tickets.send(live, sheet) == []                          # no dialog, no order
+    assert live.orders(status="all").empty
+    sent = tickets.send(live, sheet, confirm=lambda m: True)
+    assert len(sent) == 1 and len(live.orders(status="all")) == 1
+    again = tickets.send(live, sheet, confirm=lambda m: pytest.fail("asked again for a sent ticket"))
+    assert again[0][1] == sent[0][1]
+    assert len(live.orders(status="all")) == 1
