@@ -3,6 +3,7 @@ records every write, fed by a real sandbox stream flooding quotes."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import poll
 
 import alpaca_nb as anb
-import alpaca_nb.xl as xl
+from alpaca_nb import xl
 from alpaca_nb.sandbox import Sandbox
 from alpaca_nb.stream import open_hubs
 
@@ -69,7 +70,7 @@ def test_the_writer_writes_whole_tables_at_the_bound_from_its_own_thread(api):
     for _, values in writes:                      # one write per update: the whole table at once
         assert values[0] == ["symbol", "bid", "ask", "mid", "last", "bid_size", "ask_size", "quote_time"]
         assert [r[0] for r in values[1:]] == SYMBOLS
-    gaps = [b - a for (a, _), (b, _) in zip(writes, writes[1:])]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(writes)]
     assert min(gaps) >= 0.25 - 0.005              # never faster than 4 per second
     last = writes[-1][1]
     quote_columns = (1, 2, 3, 5, 6)               # bid, ask, mid, sizes ("last" needs a trade)
