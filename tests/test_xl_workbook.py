@@ -1,0 +1,146 @@
+"""excel/alpaca_nb.xlsm as Excel would open it, read with openpyxl and as a zip: every formula
+names an existing formula of alpaca_nb.xl with an accepted number of arguments, the xlwings
+config sheet points at alpaca_nb.xl, the buttons run existing macros, and no key is stored."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from alpaca_nb import xl
+from alpaca_nb.sandbox import DEFAULT_SECRET_KEY
+from alpaca_nb.xl._sheets import split_args
+
+EXCEL = Path(__file__).resolve().parent.parent / "excel"
+WORKBOOK = EXCEL / "alpaca_nb.xlsm"
+CALL = re.compile(r"\b(ALPACA_\w+)\s*\(")
+
+
+def calls(formula: str) -> list[tuple[str, list[str]]]:
+    """Every ALPACA_ call in a formula (nested ones too), with its argument texts."""
+    out = []
+    for match in CALL.finditer(formula):
+        depth, quoted = 1, False
+        i = match.end()
+        while depth:
+            ch = formula[i]
+            if ch == '"':
+                quoted = not quoted
+            elif not quoted:
+                depth += {"(": 1, ")": -1}.get(ch, 0)
+            i += 1
+        out.append((match.group(1), split_args(formula[match.end():i - 1])))
+    return out
+
+
+def accepts(fn, count: int) -> bool:
+    params = list(inspect.signature(fn).parameters.values())
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return count >= len([p for p in params if p.kind is not p.VAR_POSITIONAL])
+    required = len([p for p in params if p.default is p.empty])
+    return required <= count <= len(params)
+
+
+@pytest.fixture(scope="module")
+def book():
+    return openpyxl.load_workbook(WORKBOOK, keep_vba=True)
+
+
+def test_the_sheets_and_their_formulas(book):
+    assert book.sheetnames == ["Quotes", "History", "Portfolio", "Ticket", "xlwings.conf"]
+    found: dict[str, list[str]] = {}
+    for ws in book.worksheets:
+        for row in ws.iter_rows():
+            for c in row:
+                if isinstance(c.value, str) and c.value.startswith("="):
+                    for name, args in calls(c.value):
+                        assert name in xl.FORMULAS, f"{ws.title}!{c.coordinate}: {name} does not exist"
+                        assert accepts(xl.FORMULAS[name], len(args)), f"{ws.title}!{c.coordinate}: {c.value}"
+                        found.setdefault(ws.title, []).append(name)
+    assert "ALPACA_BDP" in found["Quotes"] and "ALPACA_BDH" in found["History"]
+    assert found["Portfolio"].count("ALPACA_BDS") >= 3
+    assert found["Ticket"].count("ALPACA_TICKET") == found["Ticket"].count("ALPACA_STATUS") >= 5
+    assert book["Quotes"]["B5"].value == "=ALPACA_BDP(A5:A24,B4:F4)"
+    assert book["History"]._charts                      # the chart of the BDH table
+
+
+def test_the_workbook_formulas_evaluate_against_a_sandbox(book, account):
+    """The Quotes grid and a Ticket row, evaluated as refresh() does on macOS."""
+    import alpaca_nb as anb
+    from alpaca_nb.xl._sheets import evaluate
+
+    anb.connect(base_url=account.url, data_url=account.url, key_id=account.key_id,
+                secret_key=account.secret_key)
+    xl.clear_caches()
+
+    def reader(ws):
+        def read(ref):
+            return [[c.value for c in row] for row in ws[ref.replace("$", "")]] if ":" in ref \
+                else [[ws[ref.replace("$", "")].value]]
+        return read
+
+    grid = evaluate(book["Quotes"]["B5"].value, xl.FORMULAS, reader(book["Quotes"]))
+    assert len(grid) == 20 and all(len(r) == 5 for r in grid)
+    assert all(isinstance(r[0], float) for r in grid)
+    (name, args), = calls(book["Ticket"]["I5"].value)[:1]
+    ticket = evaluate(f"={name}({','.join(args)})", xl.FORMULAS, reader(book["Ticket"]))
+    assert ticket[0][1] == "ready"
+
+
+def test_the_config_sheet_points_at_alpaca_nb_xl(book):
+    conf = {r[0]: r[1] for r in book["xlwings.conf"].iter_rows(values_only=True) if r[0]}
+    assert conf["UDF Modules"] == "alpaca_nb.xl"
+    assert conf["Use UDF Server"] is True
+    assert {"Interpreter_Win", "Interpreter_Mac", "Debug UDFs"} <= set(conf)
+
+
+def test_named_ranges_of_the_live_quotes(book):
+    names = book.defined_names
+    assert names["LiveSymbols"].attr_text == "Quotes!$H$5:$H$9"
+    assert names["LiveQuotes"].attr_text == "Quotes!$J$4"
+    assert [book["Quotes"][f"H{r}"].value for r in range(5, 10)] == ["AAPL", "MSFT", "NVDA", "SPY", "QQQ"]
+
+
+def test_buttons_run_existing_macros_through_xlwings(book):
+    with zipfile.ZipFile(WORKBOOK) as z:
+        vba = z.read("xl/vbaProject.bin")
+        macros = [m for n in z.namelist() if n.startswith("xl/drawings/drawing")
+                  for m in re.findall(r'macro="([^"]+)"', z.read(n).decode())]
+    import xlwings
+
+    template = Path(xlwings.__file__).parent / "quickstart_standalone.xlsm"
+    with zipfile.ZipFile(template) as z:
+        assert vba == z.read("xl/vbaProject.bin")      # xlwings' VBA module (RunPython), unchanged
+    called = {re.search(r"alpaca_nb\.xl\.(\w+)\(\)", m.replace("&quot;", '"')).group(1) for m in macros}
+    assert called == {"send_tickets", "start_quotes", "stop_quotes", "refresh"}
+    for name in called:
+        assert callable(getattr(xl, name))
+
+
+def test_no_key_is_stored_anywhere_in_the_file():
+    secrets = [DEFAULT_SECRET_KEY.encode()]
+    with zipfile.ZipFile(WORKBOOK) as z:
+        for name in z.namelist():
+            data = z.read(name)
+            for secret in secrets:
+                assert secret not in data, name
+            assert b"APCA-API-SECRET-KEY" not in data and b"secret_key" not in data.lower(), name
+            assert not re.search(rb"APCA_API_(KEY_ID|SECRET_KEY)\s*=", data), name
+
+
+def test_the_build_script_makes_the_same_workbook(tmp_path, book):
+    out = tmp_path / "rebuilt.xlsm"
+    subprocess.run([sys.executable, str(EXCEL / "build_workbook.py"), "--out", str(out)], check=True,
+                   capture_output=True)
+    rebuilt = openpyxl.load_workbook(out, keep_vba=True)
+    assert rebuilt.sheetnames == book.sheetnames
+    for ws in book.worksheets:
+        mine = [[c.value for c in row] for row in ws.iter_rows()]
+        assert [[c.value for c in row] for row in rebuilt[ws.title].iter_rows()] == mine, ws.title
