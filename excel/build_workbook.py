@@ -43,7 +43,7 @@ TICKET_COLUMNS = ["symbol", "side", "qty", "type", "limit_price", "stop_price", 
                   "nonce", "ticket", "state", "order id", "status", "order status", "filled qty",
                   "avg price"]
 TICKET_ROWS = 10
-MODE = '=INDEX(ALPACA_BDS("account","Headers=N"),1,2)'
+MODE = '=ALPACA_BDS("mode")'
 
 # sheet -> [(label, macro, first column, first row, last column, last row)] (0-based cells)
 BUTTONS = {
@@ -156,8 +156,8 @@ def ticket_sheet(ws) -> None:
         ws.cell(row=5, column=1 + i, value=value)
     for row in range(5, 5 + TICKET_ROWS):
         args = ",".join(f"{c}{row}" for c in "ABCDEFGH")
-        ws[f"I{row}"] = f'=IF(A{row}="","",ALPACA_TICKET({args}))'
-        ws[f"M{row}"] = f'=IF(I{row}="","",ALPACA_STATUS(I{row}))'
+        ws[f"I{row}"] = f"=ALPACA_TICKET({args})"        # an empty row gives an empty cell
+        ws[f"M{row}"] = f"=ALPACA_STATUS(I{row})"
     ws["A17"] = ("Change the nonce to stage another order with the same content; Send places each "
                  "ready ticket once (client_order_id = ticket id), however often it is pressed.")
 

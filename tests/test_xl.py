@@ -209,7 +209,7 @@ def test_bdh_reuses_the_on_disk_bar_cache(proxied):
 
 def test_bds_account_positions_orders_and_clock(api):
     account = xl.ALPACA_BDS("account")
-    assert account[0] == ["field", "value"] and account[1] == ["mode", "sandbox"]
+    assert account[0] == ["field", "value"] and xl.ALPACA_BDS("mode") == "sandbox"
     values = {r[0]: r[1] for r in account[1:]}
     assert values["cash"] == 100_000.0 and isinstance(values["buying_power"], float)
     assert "id" not in values

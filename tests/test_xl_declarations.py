@@ -87,7 +87,7 @@ def test_declarations_ranges_arrive_as_2d_lists_and_nothing_is_volatile_or_async
 
 
 def test_the_python_signatures_match_what_xlwings_reads():
-    import alpaca_nb.xl as xl
+    from alpaca_nb import xl
 
     for name in UDFS:
         params = inspect.signature(getattr(xl, name)).parameters.values()

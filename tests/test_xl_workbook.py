@@ -89,9 +89,9 @@ def test_the_workbook_formulas_evaluate_against_a_sandbox(book, account):
     grid = evaluate(book["Quotes"]["B5"].value, xl.FORMULAS, reader(book["Quotes"]))
     assert len(grid) == 20 and all(len(r) == 5 for r in grid)
     assert all(isinstance(r[0], float) for r in grid)
-    (name, args), = calls(book["Ticket"]["I5"].value)[:1]
-    ticket = evaluate(f"={name}({','.join(args)})", xl.FORMULAS, reader(book["Ticket"]))
+    ticket = evaluate(book["Ticket"]["I5"].value, xl.FORMULAS, reader(book["Ticket"]))
     assert ticket[0][1] == "ready"
+    assert evaluate(book["Ticket"]["I6"].value, xl.FORMULAS, reader(book["Ticket"])) is None   # empty row
 
 
 def test_the_config_sheet_points_at_alpaca_nb_xl(book):
@@ -144,3 +144,55 @@ def test_the_build_script_makes_the_same_workbook(tmp_path, book):
     for ws in book.worksheets:
         mine = [[c.value for c in row] for row in ws.iter_rows()]
         assert [[c.value for c in row] for row in rebuilt[ws.title].iter_rows()] == mine, ws.title
+
+
+class OpenpyxlSheet:
+    """An openpyxl worksheet as the FormulaSheet that refresh() fills on macOS."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.name = ws.title
+
+    def formulas(self):
+        return [(c.row, c.column, c.value) for row in self.ws.iter_rows() for c in row
+                if isinstance(c.value, str) and c.value.startswith("=")]
+
+    def read(self, reference):
+        cells = self.ws[reference.replace("$", "")]
+        if not isinstance(cells, tuple):
+            return [[cells.value]]
+        return [[c.value for c in row] for row in cells]
+
+    def write(self, row, column, values):
+        for r, line in enumerate(values):
+            for c, value in enumerate(line):
+                self.ws.cell(row=row + r, column=column + c).value = value   # cell(value=None) keeps the old one
+
+
+def test_refresh_without_udfs_fills_the_sheets_in_place_and_again(account, tmp_path):
+    """macOS has no UDFs: refresh() evaluates the formulas and writes the results in their place,
+    remembering the formulas for the next refresh; a smaller result clears what the last covered."""
+    import alpaca_nb as anb
+    from alpaca_nb.xl._sheets import fill_sheet
+
+    anb.connect(base_url=account.url, data_url=account.url, key_id=account.key_id,
+                secret_key=account.secret_key)
+    xl.clear_caches()
+    wb = openpyxl.load_workbook(WORKBOOK, keep_vba=True)
+    quotes, stored = OpenpyxlSheet(wb["Quotes"]), {}
+    fill_sheet(quotes, xl.FORMULAS, stored)
+    ws = wb["Quotes"]
+    assert ws["B2"].value == "sandbox"                       # the mode banner
+    assert all(isinstance(ws.cell(row=r, column=c).value, float) for r in range(5, 25) for c in range(2, 5))
+    assert stored[(5, 2)][1:] == (20, 5)
+    ws["A6"] = None                                          # an empty symbol cell: an empty row
+    fill_sheet(quotes, xl.FORMULAS, stored)
+    assert ws["B6"].value is None and isinstance(ws["B7"].value, float)
+    ws["B5"] = "=ALPACA_BDP(A5:A10,B4:F4)"                  # the user types a smaller grid
+    fill_sheet(quotes, xl.FORMULAS, stored)
+    assert isinstance(ws["B10"].value, float) and ws["B11"].value is None and ws["F24"].value is None
+    assert stored[(5, 2)] == ("=ALPACA_BDP(A5:A10,B4:F4)", 6, 5)
+    path = tmp_path / "filled.xlsm"
+    wb.save(path)
+    again = openpyxl.load_workbook(path, keep_vba=True)
+    assert isinstance(again["Quotes"]["B5"].value, float)

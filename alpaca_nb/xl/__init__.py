@@ -39,7 +39,7 @@ from typing import Any
 import pandas as pd
 
 from .. import default_client
-from .._args import NY, parse_timeframe
+from .._args import NY, parse_symbol, parse_timeframe
 from .._marketdata import ADJUSTMENTS, FEEDS
 from ..errors import AlpacaError, NotFoundError, OrderValidationError
 from . import _sheets
@@ -141,7 +141,7 @@ def ALPACA_BDP(symbols, fields, *options):
     percent), trade_time, quote_time, Bloomberg names (PX_LAST, PX_BID, CHG_PCT_1D...) or any
     snapshot column. Options: "Feed=iex|sip", "Tz=America/New_York"."""
     opts = Options(options, {"Feed": _FEED, **_TZ_HELP}, function="ALPACA_BDP")
-    syms = symbols_of(symbols)
+    syms = symbols_of(symbols, keep_blanks=True)      # an empty symbol cell gives an empty row
     names = [f for f in flat(fields) if f is not None and not (isinstance(f, str) and not f.strip())]
     if not names:
         raise ValueError("fields is empty; give a field such as 'last' or a row of them")
@@ -156,7 +156,7 @@ def ALPACA_BDP(symbols, fields, *options):
         return {s: row for s, row in zip(frame.index, frame.to_dict("records"))
                 if not data.loc[s].isna().all()}
 
-    rows = _snapshots.rows((_scope(api), feed), syms, fetch)
+    rows = _snapshots.rows((_scope(api), feed), [s for s in syms if s], fetch)
     tz = opts.get("Tz", NY)
     grid = [[cell(read(rows[s]), tz) if rows.get(s) else None for read in readers] for s in syms]
     if transpose:
@@ -285,7 +285,7 @@ def _date_option(name: str) -> Callable[[str], str]:
 
 
 _BDS: dict[str, dict[str, Callable[[str], Any]]] = {
-    "account": {}, "positions": {}, "clock": {},
+    "mode": {}, "account": {}, "positions": {}, "clock": {},
     "orders": {"Status": choice("Status", ("open", "closed", "all")), "Limit": _limit},
     "assets": {"Status": choice("Status", ("active", "inactive")),
                "Class": choice("Class", ("us_equity", "crypto", "us_option"))},
@@ -297,8 +297,8 @@ _BDS: dict[str, dict[str, Callable[[str], Any]]] = {
 @_func(category="Alpaca")
 @_formula
 def ALPACA_BDS(what, *options):
-    """A table with a header row: "account" and "clock" (field, value; the account starts with
-    the connection's mode, sandbox/paper/LIVE), "positions", "orders" ("Status=open|closed|all",
+    """A table with a header row: "mode" (one cell: sandbox, paper or LIVE), "account" and
+    "clock" (field, value), "positions", "orders" ("Status=open|closed|all",
     "Limit=100"), "assets" ("Status=active", "Class=us_equity"), "calendar" ("Start=...",
     "End=..."), "activities" ("Types=FILL", "Limit=100"). Every table takes "Tz=..." and
     "Headers=N". An empty table is its header row."""
@@ -308,6 +308,8 @@ def ALPACA_BDS(what, *options):
     opts = Options(options, {**_BDS[kind], "Tz": tz_option, "Headers": yes_no("Headers")},
                    function="ALPACA_BDS")
     api = default_client()
+    if kind == "mode":
+        return "LIVE" if api.mode == "live" else api.mode
     key = ("bds", _scope(api), kind, tuple(sorted((k, v) for k, v in opts.values.items()
                                                   if k not in ("Tz", "Headers"))))
     frame = _tables.get(key, lambda: _bds_frame(api, kind, opts))
@@ -321,9 +323,7 @@ def ALPACA_BDS(what, *options):
 
 def _bds_frame(api: Any, kind: str, opts: Options) -> pd.DataFrame | pd.Series:
     if kind == "account":
-        account = api.account()
-        mode = pd.Series({"mode": "LIVE" if api.mode == "live" else api.mode})
-        return pd.concat([mode, account.drop(labels=["id", "account_number"], errors="ignore")])
+        return api.account().drop(labels=["id", "account_number"], errors="ignore")
     if kind == "positions":
         return api.positions()
     if kind == "clock":
@@ -349,8 +349,10 @@ def ALPACA_TICKET(symbol, side, qty, type="market", limit_price=None, stop_price
     button places each ready ticket once (client_order_id = ticket id). Change the nonce to stage
     another order with the same content. side: buy|sell; type: market|limit|stop|stop_limit;
     time_in_force: day|gtc|opg|cls|ioc|fok."""
+    if all(one(v, name=n) is None for v, n in ((symbol, "symbol"), (side, "side"), (qty, "qty"))):
+        return None                                   # an empty ticket row is an empty cell
     order = {
-        "symbol": symbols_of(symbol, name="symbol")[0] if one(symbol, name="symbol") is not None else None,
+        "symbol": one(symbol, name="symbol"),
         "side": text(side, name="side"),
         "qty": one(qty, name="qty"),
         "type": text(type, name="type", default="market"),
@@ -361,6 +363,7 @@ def ALPACA_TICKET(symbol, side, qty, type="market", limit_price=None, stop_price
     }
     if order["symbol"] is None:
         raise ValueError("symbol is empty; give a symbol such as 'AAPL'")
+    order["symbol"] = parse_symbol(order["symbol"], name="symbol")
     try:
         ticket = _tickets.stage(default_client(), order, nonce=_nonce(nonce))
     except OrderValidationError as exc:

@@ -86,17 +86,24 @@ def whole(value: Any, *, name: str, default: int | None = None, minimum: int = 1
     return int(value)
 
 
-def symbols_of(value: Any, *, name: str = "symbols") -> list[str]:
-    """Symbols from one cell ("AAPL" or "AAPL,MSFT") or a range; empty cells are skipped.
-    Duplicates are kept (a grid has one row per input cell)."""
-    out: list[str] = []
+def symbols_of(value: Any, *, name: str = "symbols", keep_blanks: bool = False) -> list[str | None]:
+    """Symbols from one cell ("AAPL" or "AAPL,MSFT") or a range, upper-cased. Empty cells are
+    skipped, or kept as None with ``keep_blanks`` (a grid keeps a row per input cell).
+    Duplicates are kept.
+
+    Raises:
+        ValueError: no symbol at all, or one that is not a symbol. TypeError: not text.
+    """
+    out: list[str | None] = []
     for item in flat(value):
         if _blank(item):
+            if keep_blanks:
+                out.append(None)
             continue
         if not isinstance(item, str):
             raise TypeError(f"{name} must be symbols such as 'AAPL', got {_describe(item)}")
         out.extend(parse_symbol(part, name=name) for part in item.split(",") if part.strip())
-    if not out:
+    if not any(out):
         raise ValueError(f"{name} is empty; give a symbol such as 'AAPL' or a range of them")
     return out
 
