@@ -118,6 +118,9 @@ def test_bdp_cache_one_request_per_grid_and_none_within_the_interval(proxied, mo
     assert snapshot_requests() == len(SYMBOLS) + 2
     asked = proxy.matching("GET", "/v2/stocks/snapshots")[-1][1]["symbols"].split(",")
     assert sorted(asked) == sorted(SYMBOLS)
+    xl._snapshots.expire()                       # what the Refresh button does first
+    per_cell_sheet()
+    assert snapshot_requests() == len(SYMBOLS) + 3
 
 
 # ------------------------------------------------------------------ BDH

@@ -154,3 +154,28 @@ def test_live_mode_asks_before_sending(account):
     again = tickets.send(live, sheet, confirm=lambda m: pytest.fail("asked again for a sent ticket"))
     assert again[0][1] == sent[0][1]
     assert len(live.orders(status="all")) == 1
+
+
+def test_a_refused_ticket_is_checked_again_and_becomes_ready(sandbox, monkeypatch):
+    from conftest import new_account
+
+    from alpaca_nb.xl import _tickets as tickets_module
+
+    small = new_account(sandbox, cash=1000.0)
+    client = anb.connect(base_url=small.url, data_url=small.url, key_id=small.key_id,
+                         secret_key=small.secret_key)
+    try:
+        price = client.latest_trades("AAPL")["price"].iloc[0]
+        limit = round(price * 0.9, 2)                     # rests: holds buying power, never fills
+        qty = int(client.account()["buying_power"] // limit)
+        resting = client.buy("AAPL", qty, type="limit", limit_price=limit)
+        args = ("AAPL", "buy", 2.0, "market", None, None, "day", 3.0, None)
+        refused = xl.ALPACA_TICKET(*args)
+        assert "buying power" in refused[0][1]
+        assert xl.ALPACA_TICKET(*args) == refused          # the storm is served from the registry
+        client.cancel_order(resting["id"])
+        poll(lambda: client.order(resting["id"])["status"], lambda s: s == "canceled")
+        monkeypatch.setattr(tickets_module, "RECHECK_SECONDS", 0.0)
+        assert xl.ALPACA_TICKET(*args) == [[refused[0][0], "ready"]]   # same id, now ready
+    finally:
+        client.close()

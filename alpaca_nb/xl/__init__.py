@@ -81,7 +81,7 @@ TABLE_SECONDS = 5.0          # BDS tables and order statuses
 _snapshots = SnapshotCache(LATEST_SECONDS)
 _history = TTLCache(HISTORY_SECONDS)
 _tables = TTLCache(TABLE_SECONDS)
-_tickets = Tickets()
+_ticket_book = Tickets()
 _writers: dict[Any, QuoteWriter] = {}
 
 
@@ -125,7 +125,6 @@ def _single(rows: list[list[Any]]) -> Any:
 
 
 _FEED = choice("Feed", FEEDS)
-_TZ_HELP = {"Tz": tz_option}
 
 
 # ------------------------------------------------------------------ BDP
@@ -140,7 +139,7 @@ def ALPACA_BDP(symbols, fields, *options):
     ask_size, last, size, volume, open, high, low, vwap, prev_close, change, change_pct (in
     percent), trade_time, quote_time, Bloomberg names (PX_LAST, PX_BID, CHG_PCT_1D...) or any
     snapshot column. Options: "Feed=iex|sip", "Tz=America/New_York"."""
-    opts = Options(options, {"Feed": _FEED, **_TZ_HELP}, function="ALPACA_BDP")
+    opts = Options(options, {"Feed": _FEED, "Tz": tz_option}, function="ALPACA_BDP")
     syms = symbols_of(symbols, keep_blanks=True)      # an empty symbol cell gives an empty row
     names = [f for f in flat(fields) if f is not None and not (isinstance(f, str) and not f.strip())]
     if not names:
@@ -365,7 +364,7 @@ def ALPACA_TICKET(symbol, side, qty, type="market", limit_price=None, stop_price
         raise ValueError("symbol is empty; give a symbol such as 'AAPL'")
     order["symbol"] = parse_symbol(order["symbol"], name="symbol")
     try:
-        ticket = _tickets.stage(default_client(), order, nonce=_nonce(nonce))
+        ticket = _ticket_book.stage(default_client(), order, nonce=_nonce(nonce))
     except OrderValidationError as exc:
         return [[None, str(exc)]]
     return [[ticket.ticket_id, ticket.state]]
@@ -429,7 +428,7 @@ def send_tickets(grid: Grid | None = None, *, confirm: Callable[[str], bool] | N
         book = _sheets.caller_book()
         grid = _sheets.XwGrid(book.sheets.active)
         confirm = confirm or _sheets.confirm_with(book)
-    results = _tickets.send(default_client(), grid, confirm=confirm)
+    results = _ticket_book.send(default_client(), grid, confirm=confirm)
     _tables.clear()                    # statuses on the sheet are now stale
     return results
 
@@ -490,7 +489,9 @@ def refresh(book: Any = None) -> None:
     is recalculated (a full recalculation: the Alpaca formulas are not volatile). On macOS,
     where classic xlwings has no user-defined functions, the sheets' Alpaca formulas are
     evaluated here and their results written in their place (see excel/README.md)."""
-    clear_caches()
+    _snapshots.expire()                # stale, but the next BDP refreshes every symbol at once
+    _history.clear()
+    _tables.clear()
     wb = _sheets.caller_book() if book is None else _sheets.open_book(book)
     if sys.platform.startswith("win"):
         wb.app.api.CalculateFull()

@@ -48,12 +48,15 @@ class TTLCache:
                 hit = self._fresh(key)
                 if hit is not None:
                     return hit[1]
-            value = compute()
+            try:
+                value = compute()
+            finally:
+                with self._lock:
+                    self._inflight.pop(key, None)
             with self._lock:
                 if len(self._entries) >= self._max:
                     self._evict()
                 self._entries[key] = (self._clock(), value)
-                self._inflight.pop(key, None)
             return value
 
     def clear(self) -> None:
@@ -125,6 +128,12 @@ class SnapshotCache:
         with self._lock:
             self._rows.clear()
             self._asked.clear()
+
+    def expire(self) -> None:
+        """Make every row stale but remember the working set, so the next formula refreshes
+        all recently asked symbols in one request."""
+        with self._lock:
+            self._rows.clear()
 
     def _is_fresh(self, key: tuple[Hashable, str], now: float) -> bool:
         entry = self._rows.get(key)

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ __all__ = ["READY", "TICKET_ID", "Grid", "Ticket", "Tickets"]
 
 TICKET_ID = re.compile(r"^xl-[0-9a-f]{24}$")
 READY = "ready"
+RECHECK_SECONDS = 5.0      # a ticket the guard refused is checked again after this long
 
 
 class Grid(Protocol):
@@ -46,6 +48,7 @@ class Ticket:
     ticket_id: str
     order: dict[str, Any]        # keyword arguments of api.submit_order (client_order_id included)
     state: str                   # "ready" or why not
+    checked_at: float = 0.0      # time.monotonic() of the guard's check
 
 
 def _scope(api: Any) -> str:
@@ -79,8 +82,8 @@ class Tickets:
         ticket_id = "xl-" + hashlib.sha256(content).hexdigest()[:24]
         with self._lock:
             known = self._staged.get(ticket_id)
-        if known is not None:
-            return known
+        if known is not None and (known.state == READY or time.monotonic() - known.checked_at < RECHECK_SECONDS):
+            return known                         # a recalculation storm stops here
         state = READY
         if guard:
             checked = dict(body, client_order_id=ticket_id)
@@ -90,9 +93,11 @@ class Tickets:
                 state = exc.message
             except ValueError as exc:            # PreTradeCheckError is a ValueError too
                 state = str(exc)
-        ticket = Ticket(ticket_id, dict(order, client_order_id=ticket_id), state)
+        ticket = Ticket(ticket_id, dict(order, client_order_id=ticket_id), state, time.monotonic())
         with self._lock:
-            self._staged.setdefault(ticket_id, ticket)
+            current = self._staged.get(ticket_id)
+            if current is None or current.state != READY:
+                self._staged[ticket_id] = ticket
             return self._staged[ticket_id]
 
     def get(self, ticket_id: str) -> Ticket | None:
