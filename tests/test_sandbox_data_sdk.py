@@ -67,7 +67,7 @@ def test_bars_across_symbols_and_pages_and_their_dataframe(sandbox):
         symbol_or_symbols=["MSFT", "AAPL"], timeframe=TimeFrame.Minute, start=start, end=end,
         adjustment=Adjustment.ALL, feed=DataFeed.SIP))
     raw, pages = raw_pages(sandbox, "/v2/stocks/bars", symbols="AAPL,MSFT", timeframe="1Min",
-                           start=start.isoformat(), end=end.isoformat(), limit=10000)
+                           start=start.isoformat(), end=end.isoformat(), limit=10000, adjustment="all")
     assert pages >= 2                        # the SDK had to follow next_page_token
     for symbol in ("AAPL", "MSFT"):
         bars = barset[symbol]

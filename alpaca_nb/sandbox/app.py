@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import data_api, trading_api
+from . import corporate_api, data_api, trading_api
 from .clock import MARKET_MODES, Clock, MarketMode, Sessions
 from .engine import Engine
 from .market import Market
@@ -475,6 +475,7 @@ def create_app(config: SandboxConfig | None = None, **overrides: Any) -> web.App
     app.router.add_post("/sandbox/streams/drop", drop_streams)
     trading_api.setup(app)
     data_api.setup(app)
+    corporate_api.setup(app)
 
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

@@ -18,7 +18,8 @@ What the sandbox decides where Alpaca's behaviour is not pinned down:
   minutes, and any latest/snapshot request with ``feed=sip``. A historical SIP request of a
   basic account without ``end`` ends 15 minutes ago; latest/snapshot requests without ``feed``
   serve ``iex`` on basic and ``sip`` on unlimited.
-* Every ``adjustment`` gives the same prices: the synthetic market has no corporate actions.
+* ``adjustment`` adjusts bars for the corporate actions of :mod:`.corporate` as of the
+  sandbox's today (:mod:`.adjusted`); ``GET /v1/corporate-actions`` is :mod:`.corporate_api`.
 * ``currency`` must be USD; ``asof`` is validated and otherwise has no effect (no renames).
 * Errors are ``400 {"message": ...}`` without a numeric code, as the current data API answers
   (bodies recorded against the live API in 2026: "end should not be before start",
@@ -59,12 +60,11 @@ import orjson
 from aiohttp import web
 
 from .._stream_protocol import iso_ns
+from . import adjusted, plans
 from . import app as _app
-from . import plans
 from ._barjson import bar_json
 from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns, rfc3339_array
 from .market import (
-    ADJUSTMENTS,
     UNIT_DAY,
     BarTick,
     Market,
@@ -459,6 +459,7 @@ class Query:
     currency: str | None
     timeframe: Timeframe | None = None
     horizon: int | None = None          # the data is as of this instant (None: the sandbox's now)
+    adjustment: frozenset[str] = frozenset()    # corporate-action types to adjust bars for
 
 
 def _market(request: web.Request) -> Market:
@@ -536,6 +537,7 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     may not read the range (recent SIP data on ``basic``, see :mod:`.plans`)."""
     q = request.query
     timeframe = None
+    adjustment: frozenset[str] = frozenset()
     if kind == "bars":
         raw_tf = q.get("timeframe")
         if not raw_tf:
@@ -544,9 +546,10 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
             timeframe = Timeframe.parse(raw_tf)
         except ValueError:
             raise bad("invalid timeframe") from None
-        for item in (q.get("adjustment") or "raw").split(","):
-            if item.strip() not in ADJUSTMENTS:
-                raise bad(f"invalid adjustment: {item!r} (expected raw, split, dividend, spin-off or all)")
+        try:
+            adjustment = adjusted.parse_adjustment(q.getall("adjustment", []))
+        except ValueError as exc:
+            raise bad(str(exc)) from None
     feed, currency = parse_common(q, allowed_feeds=HISTORICAL_FEEDS)
     now = _now(request)
     start, end = parse_time_param(q, "start"), parse_time_param(q, "end")
@@ -579,11 +582,15 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     if too_recent:                      # after the 400s, as a request is checked before it is served
         raise plans.recent_sip_refused()
     return Query(symbols, start, end_eff, limit, sort == "desc", token, feed, currency, timeframe,
-                 horizon)
+                 horizon, adjustment)
 
 
-def _series(request: web.Request, kind: str, timeframe: Timeframe | None) -> Series:
-    return Series(_market(request), request.app[CHUNKS], kind, timeframe)
+def _series(request: web.Request, kind: str, timeframe: Timeframe | None,
+            adjustment: frozenset[str] = frozenset()) -> Series:
+    market, cache = _market(request), request.app[CHUNKS]
+    if adjustment:
+        market, cache = adjusted.view(market, cache, adjustment, ny_date(_now(request)))
+    return Series(market, cache, kind, timeframe)
 
 
 def _token_bytes(token: str | None) -> bytes:
@@ -599,7 +606,7 @@ def _run_page(request: web.Request, kind: str, query: Query) -> Page:
     known = [s for s in query.symbols if market.has(s)]
     if query.token is not None and query.token[0] not in known:
         raise bad("invalid page token")
-    series = _series(request, kind, query.timeframe)
+    series = _series(request, kind, query.timeframe, query.adjustment)
     now = query.horizon if query.horizon is not None else _now(request)
     page = build_page(series, known, start=query.start, end=query.end, limit=query.limit,
                       desc=query.desc, token=query.token, now=now)

@@ -27,8 +27,9 @@ Everything is a pure function of (seed, market mode, symbol, time): no state, no
 :mod:`._noise`).
 What is "visible" is decided by the caller's ``now`` (the sandbox clock): a minute bar exists once
 its minute has closed, today's daily bar is the aggregate of today's complete minutes, trades
-and quotes exist up to ``now``. The synthetic market has no corporate actions, so every
-``adjustment`` gives the same prices, and every feed (sip, iex, ...) gives the same data.
+and quotes exist up to ``now``. Every feed (sip, iex, ...) gives the same data. The raw prices
+carry the corporate actions of :mod:`.corporate` (a 2-for-1 split halves the price from its
+ex-date on); adjusted bars are served by :mod:`.corporate_api`.
 
 Prices are rounded to cents at or above $1 and to 4 decimals below. All instants are integer
 nanoseconds since the epoch (UTC); dates are New York dates.
@@ -61,6 +62,7 @@ from ._minutes import (
     tick_size,
 )
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
+from .corporate import CorporateActions
 from .clock import (
     DAY_NS,
     MINUTE_NS,
@@ -371,7 +373,10 @@ class Market:
         self.halted: set[str] = set()
         self._instruments: dict[str, _Instrument] = {}
         self._by_id: dict[str, dict] = {}
-        for row in _load_assets():
+        rows = _load_assets()
+        self.corporate = CorporateActions(seed=self.seed, sessions=sessions, assets=rows,
+                                          closes=self._unadjusted_closes)
+        for row in rows:
             inst = self._instrument(row)
             self._instruments[inst.symbol] = inst
             self._by_id[inst.asset["id"]] = inst.asset
@@ -438,7 +443,8 @@ class Market:
             noise = noise[:-1]
         else:
             noise = noise_path(inst.key, inst.sigma, np.concatenate([days, days + 1.0]))
-        both = (math.log(inst.price) - anchor) + noise
+        shift, shares = self.corporate.raw_scale(inst.symbol, ords)   # splits, dividends...
+        both = (math.log(inst.price) - anchor) + noise + np.concatenate([shift, shift])
         x_open, x_close = both[:len(days)], both[len(days):]
         vol = regime(inst.key, days)
         sig = inst.sigma * vol
@@ -457,13 +463,25 @@ class Market:
         else:
             length = minutes / 1440.0
         move = np.abs(x_close - x_open) / np.maximum(sig, 1e-9)
-        v = inst.volume * length * np.exp(0.3 * z[1] - 0.045) * (0.85 + 0.15 * move) * np.sqrt(vol)
-        n = np.clip(np.round(v / (inst.trade_size * np.exp(0.1 * z[2]))), 4 * minutes, 600 * minutes)
+        v = inst.volume * shares * length * np.exp(0.3 * z[1] - 0.045) * (0.85 + 0.15 * move) * np.sqrt(vol)
+        n = np.clip(np.round(v / (inst.trade_size * shares * np.exp(0.1 * z[2]))), 4 * minutes, 600 * minutes)
         n = n.astype(np.int64)
         v = np.maximum(np.round(v).astype(np.int64), n + minutes)
         typical = (o + h + low + 2.0 * c) / 5.0
         vw = np.clip(np.round(typical * np.exp(0.1 * sig * z[3]), 4), low, h)
         return Bars(year.t, o, h, low, c, v, n, vw)
+
+    def _unadjusted_closes(self, symbol: str, ords: np.ndarray) -> np.ndarray:
+        """Closes of these NY date ordinals before corporate actions shift them (unrounded);
+        :class:`.corporate.CorporateActions` sizes dividends with them."""
+        inst = self._inst(symbol)
+        epoch = dt.date(1970, 1, 1).toordinal()
+        if inst.symbol not in self._anchors:
+            self._anchors[inst.symbol] = float(noise_path(
+                inst.key, inst.sigma, np.array([float(_ANCHOR_ORDINAL - epoch)]))[0])
+        days = (np.asarray(ords, np.int64) - epoch).astype(np.float64)
+        return np.exp(math.log(inst.price) - self._anchors[inst.symbol]
+                      + noise_path(inst.key, inst.sigma, days + 1.0))
 
     def _year(self, inst: _Instrument, year: int) -> tuple[list[Session], Bars]:
         """Sessions of a calendar year and their full-day bars (cached)."""
