@@ -48,7 +48,8 @@ __all__ = [
     # shortcuts on the default client
     "account", "positions", "position", "orders", "order", "assets", "asset", "clock", "calendar",
     "activities", "portfolio_history", "bars", "trades", "quotes", "iter_bars", "iter_trades",
-    "iter_quotes", "latest_bars", "latest_trades", "latest_quotes", "snapshots", "submit_order",
+    "iter_quotes", "latest_bars", "latest_trades", "latest_quotes", "snapshots", "corporate_actions",
+    "submit_order",
     "buy", "sell", "replace_order", "cancel_order", "cancel_all_orders", "close_position",
     "close_all_positions",
     # errors
@@ -152,6 +153,7 @@ latest_bars = _shortcut("latest_bars")
 latest_trades = _shortcut("latest_trades")
 latest_quotes = _shortcut("latest_quotes")
 snapshots = _shortcut("snapshots")
+corporate_actions = _shortcut("corporate_actions")
 submit_order = _shortcut("submit_order")
 buy = _shortcut("buy")
 sell = _shortcut("sell")

@@ -39,6 +39,7 @@ from ._args import (
     parse_tz,
     rfc3339,
 )
+from ._corporate import ActionMarks, fetch_actions
 from .cache import BarCache, CacheKey, CorruptCacheFile, read_window
 from .errors import AlpacaError
 
@@ -99,9 +100,11 @@ def series_request(kind: str, symbols: Any, *, timeframe: Any = None, start: Any
         raise ValueError(f"end ({end!r}) is before start ({start!r})")
     tf = parse_timeframe(timeframe) if kind == "bars" else None
     if adjustment is not None and kind == "bars":
-        parts = [parse_choice(p, name="adjustment", choices=ADJUSTMENTS)
+        parts = [parse_choice(p.strip(), name="adjustment", choices=ADJUSTMENTS)
                  for p in str(adjustment).split(",")] if isinstance(adjustment, str) else \
             [parse_choice(adjustment, name="adjustment", choices=ADJUSTMENTS)]
+        if len(set(parts)) < len(parts):
+            raise ValueError(f"adjustment must not repeat a value; got {adjustment!r}")
         adjustment = ",".join(parts)
     feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
     return SeriesRequest(kind, tuple(syms), start_ns, end_ns, tf,
@@ -196,6 +199,17 @@ class MarketData:
         days = range(first, min(last, complete) + 1)
         tail = last > complete or req.end_ns is None or not days
 
+        marks = None
+        if req.adjustment is not None and set(req.adjustment.split(",")) != {"raw"}:
+            try:
+                marks = self._revalidate(req, cache, first, now_ns)
+            except AlpacaError as exc:
+                log.warning("corporate actions unavailable (%s): adjusted bars are downloaded, "
+                            "not read from or written to the cache", exc)
+                for chunk in _symbol_chunks(req.symbols):
+                    self._download(req, chunk, req.start_ns, req.end_ns, acc, bar)
+                return None
+
         files = cache.open_many(req.symbols)
         try:
             if files is not None and not tail and all(f is not None and f.days.issuperset(days)
@@ -237,7 +251,7 @@ class MarketData:
                 part = frames.SeriesAccumulator(req.schema)
                 for chunk in _symbol_chunks(group):
                     self._download(req, chunk, start, end, part, bar)
-                self._store(cache, group, range(lo, hi + 1), bounds, part, acc)
+                self._store(cache, group, range(lo, hi + 1), bounds, part, acc, marks)
                 if joins_tail:
                     has_tail = False
             if has_tail:
@@ -251,11 +265,33 @@ class MarketData:
                 acc.add_symbol(symbol, entry.times[a:b], {c: v[a:b] for c, v in entry.columns.items()})
         return None
 
+    def _revalidate(self, req: SeriesRequest, cache: BarCache, first: int, now_ns: int) -> ActionMarks:
+        """The corporate-action marks of the request's symbols (one request per symbol chunk,
+        before any bar is downloaded), after deleting the cached adjusted bars they show to be
+        stale (see :class:`alpaca_nb._corporate.ActionMarks`)."""
+        heads: dict[str, tuple[int, Any]] = {}
+        for symbol in req.symbols:
+            file = cache.open(symbol)
+            if file is not None:
+                heads[symbol] = (min(file.days, default=first), file.meta.get("actions"))
+                file.close()
+        since = min([first, *(day for day, _ in heads.values())])
+        actions: list[tuple[str, dict[str, Any]]] = []
+        for chunk in _symbol_chunks(req.symbols):
+            actions += fetch_actions(self.transport, {"symbols": ",".join(chunk),
+                                                      **ActionMarks.window(since, now_ns)})
+        marks = ActionMarks(actions, ny_date(now_ns).toordinal())
+        for symbol, (day, mark) in heads.items():
+            if mark != marks.digest(symbol, day):
+                cache.discard(symbol, "corporate actions changed its adjusted bars")
+        return marks
+
     @staticmethod
     def _store(cache: BarCache, group: Sequence[str], days: range, bounds: dict[int, tuple[int, int]],
-               part: frames.SeriesAccumulator, acc: frames.SeriesAccumulator) -> None:
+               part: frames.SeriesAccumulator, acc: frames.SeriesAccumulator,
+               marks: ActionMarks | None = None) -> None:
         """Write a finished download to the cache (every symbol of the group, with or without
-        rows) and hand its rows to the result."""
+        rows; adjusted bars with their corporate-action mark) and hand its rows to the result."""
         symbols, codes, times, cols = part.columns()
         acc.add_columns(codes, symbols, times, cols)
         order = np.argsort(codes, kind="stable") if len(codes) and np.any(np.diff(codes) < 0) else None
@@ -266,7 +302,10 @@ class MarketData:
         for symbol in group:
             i = index.get(symbol)
             a, b = (np.searchsorted(codes, [i, i + 1]) if i is not None else (0, 0))
-            cache.store(symbol, days, bounds, times[a:b], {c: v[a:b] for c, v in cols.items()})
+            extra = None if marks is None else \
+                (lambda first_day, s=symbol: {"actions": marks.digest(s, first_day)})
+            cache.store(symbol, days, bounds, times[a:b], {c: v[a:b] for c, v in cols.items()},
+                        extra=extra)
 
     # ------------------------------------------------------------------ latest values
     def latest(self, kind: str, symbols: Any, *, feed: Any = None, tz: str | None = None) -> pd.DataFrame:
@@ -305,12 +344,14 @@ def server_is_sandbox(server: str) -> bool:
 
 
 def server_label(settings, status: dict[str, Any] | None) -> str | None:
-    """The cache's name for a data source: ``sandbox-<market>-seed<N>`` from GET /sandbox/status,
+    """The cache's name for a data source: ``sandbox-<market>-seed<N>[-v<data version>]`` from
+    GET /sandbox/status,
     else the market-data host (a sandbox without a readable status is not cached)."""
     if settings.mode == "sandbox":
         if not status or "seed" not in status or "market" not in status:
             return None
-        return f"sandbox-{status['market']}-seed{int(status['seed'])}"
+        version = status.get("data_version")
+        return f"sandbox-{status['market']}-seed{int(status['seed'])}" + (f"-v{int(version)}" if version else "")
     parts = urlsplit(settings.data_url)
     return (parts.hostname or "unknown") + (f"_{parts.port}" if parts.port else "")
 

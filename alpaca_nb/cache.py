@@ -40,7 +40,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -130,6 +130,7 @@ class CacheFile:
         self.path = path
         self.days = days
         self.rows: int = meta["rows"]
+        self.meta = meta
         self._digest: list[int] = meta["digest"]
         self._reader = reader
         self._source = source
@@ -269,9 +270,15 @@ class BarCache:
         finally:
             file.close()
 
+    def discard(self, symbol: str, reason: str) -> None:
+        """Delete ``symbol``'s file (its days will be downloaded again)."""
+        log.info("alpaca_nb cache: %s: %s; its days will be downloaded again", self.path(symbol), reason)
+        _unlink(self.path(symbol))
+
     # ------------------------------------------------------------------ writing
     def store(self, symbol: str, days: Iterable[int], day_bounds: Mapping[int, tuple[int, int]],
-              times: np.ndarray, columns: Mapping[str, np.ndarray]) -> None:
+              times: np.ndarray, columns: Mapping[str, np.ndarray], *,
+              extra: Callable[[int], dict] | None = None) -> None:
         """Record that ``days`` are complete for ``symbol`` with these rows (rows outside those
         days are ignored), merged with what the file already had.
 
@@ -279,6 +286,8 @@ class BarCache:
             days: New York day ordinals being written (each a finished day).
             day_bounds: ordinal -> (first ns, last ns + 1) of that day.
             times, columns: the rows (int64 ns sorted ascending; float64 columns).
+            extra: ``extra(first day of the file)`` -> more metadata to keep with the file (the
+                corporate-action mark of adjusted bars), readable as :attr:`CacheFile.meta`.
         """
         new_days = sorted(set(days))
         if not new_days:
@@ -297,7 +306,8 @@ class BarCache:
             columns = {c: v[order] for c, v in columns.items()}
         all_days = set(new_days) | (old.days if old is not None else set())
         meta = {"version": 1, "symbol": symbol, "key": self.key.__dict__, "days": _ranges(all_days),
-                "rows": len(times), "digest": _digest(times, columns)}
+                "rows": len(times), "digest": _digest(times, columns),
+                **(extra(min(all_days)) if extra is not None else {})}
         table = pa.Table.from_arrays([pa.array(times)] + [pa.array(columns[c]) for c in BAR_COLUMNS],
                                      schema=_SCHEMA.with_metadata({_META_KEY: json.dumps(meta)}))
         path = self.path(symbol)

@@ -26,6 +26,8 @@ from ._args import (
     parse_tz,
 )
 from ._config import Settings, mask_key_id
+from ._corporate import TYPES as CORPORATE_ACTION_TYPES
+from ._corporate import actions_frame, fetch_actions
 from ._http import Transport
 from ._marketdata import (
     MarketData,
@@ -341,6 +343,43 @@ class Alpaca:
         """Latest trade, quote, minute bar, daily bar and previous daily bar per symbol, flattened
         into columns (trade_*, bid_*/ask_*, minute_*, daily_*, prev_daily_*)."""
         return self._market.snapshots(symbols, feed=feed or self._settings.feed, tz=tz)
+
+    def corporate_actions(self, symbols: Any = None, *, types: Any = None, start: Any = None,
+                          end: Any = None, ids: Any = None) -> pd.DataFrame:
+        """Corporate actions (splits, dividends, spin-offs, mergers...), all pages, as one frame
+        with a fixed schema (columns type, symbol, ex_date, process_date, payable_date,
+        record_date, effective_date, old_rate, new_rate, rate, cash, new_symbol, cusip,
+        new_cusip, special, foreign, id; dates are New York dates; see
+        :mod:`alpaca_nb._corporate` for how each type's fields map onto them).
+
+        Args:
+            symbols: "AAPL", "AAPL,MSFT" or a list (None: every symbol).
+            types: e.g. "forward_split" or ["cash_dividend", "reverse_split"] (None: all).
+            start, end: inclusive New York dates (str, date, datetime); Alpaca selects by
+                process date and defaults both to today.
+            ids: action ids; cannot be combined with the other filters.
+
+        Raises:
+            ValueError/TypeError for bad arguments; AlpacaError subclasses for error answers.
+        """
+        params: dict[str, Any] = {}
+        if ids is not None:
+            if any(x is not None for x in (symbols, types, start, end)):
+                raise ValueError("ids cannot be combined with symbols, types, start or end")
+            items = [ids] if isinstance(ids, str) else list(ids)
+            params["ids"] = ",".join(_id(i, "ids") for i in items)
+        else:
+            if symbols is not None:
+                params["symbols"] = ",".join(parse_symbols(symbols))
+            if types is not None:
+                names = types.split(",") if isinstance(types, str) else list(types)
+                bad = [t for t in names if str(t).strip() not in CORPORATE_ACTION_TYPES]
+                if bad or not names:
+                    raise ValueError(f"types must be among {', '.join(CORPORATE_ACTION_TYPES)}; got {types!r}")
+                params["types"] = ",".join(str(t).strip() for t in names)
+            params["start"] = _ny_day(start, "start")
+            params["end"] = _ny_day(end, "end", end=True)
+        return actions_frame(fetch_actions(self._transport, params))
 
     # ------------------------------------------------------------------ orders
     def submit_order(self, symbol: str, qty: Any = None, side: str = "buy", type: str = "market",

@@ -40,6 +40,7 @@ __all__ = [
     "BAR",
     "CALENDAR",
     "CLOCK",
+    "CORPORATE_ACTION",
     "ORDER",
     "POSITION",
     "QUOTE",
@@ -170,6 +171,14 @@ ACTIVITY = _schema("activities", """
     order_status str; net_amount float; currency str; per_share_amount float; description str;
     status str; cusip str
 """, index="id")
+
+# one row per action of GET /v1/corporate-actions, whatever its type (see
+# alpaca_nb._marketdata.corporate_action_row for how each type's fields map onto these columns)
+CORPORATE_ACTION = _schema("corporate_actions", """
+    type str; symbol str; ex_date date; process_date date; payable_date date; record_date date;
+    effective_date date; old_rate float; new_rate float; rate float; cash float; new_symbol str;
+    cusip str; new_cusip str; special bool; foreign bool; id str
+""")
 
 BAR = _schema("bars", "timestamp=t time; open=o float; high=h float; low=l float; close=c float; "
                       "volume=v float; trade_count=n float; vwap=vw float", index="timestamp")

@@ -195,7 +195,7 @@ def test_servers_never_share_entries(cache_root):
         assert downloads(proxy)                                  # another seed: not from the cache
     assert not first.equals(other)
     servers = sorted(p.name for p in (cache_root / "v1").iterdir())
-    assert servers == ["sandbox-always-open-seed7", "sandbox-always-open-seed8"]
+    assert servers == ["sandbox-always-open-seed7-v2", "sandbox-always-open-seed8-v2"]
     with Sandbox(seed=7, start=NOW) as c, RecordingProxy(c.url) as proxy:   # same data, new port
         same = connect_via(proxy, c).bars("AAPL", "1Day", "2024-01-01", "2024-02-01")
         assert downloads(proxy) == []
@@ -238,9 +238,10 @@ def test_clear_only_touches_its_own_folder(tmp_path):
 
 
 def _key(root, sb, api, timeframe: str = "1Min"):
+    from alpaca_nb._marketdata import server_label
     from alpaca_nb.cache import CacheKey
     status = requests.get(f"{sb.url}/sandbox/status", headers=admin_headers(sb), timeout=10).json()
-    return CacheKey(f"sandbox-{status['market']}-seed{status['seed']}", "default", "raw", timeframe)
+    return CacheKey(server_label(api.settings, status), "default", "raw", timeframe)
 
 
 def test_files_stay_in_the_cache_dir(cache_root, pinned, proxy):

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # Defaults are documented in README.md; they are sandbox-only credentials, masked like real ones.
 DEFAULT_KEY_ID = "SANDBOXKEYID"
 DEFAULT_SECRET_KEY = "sandbox-secret-key"
+# bumped whenever the synthetic market's data change for a given seed (clients key their bar
+# caches by it): 2 = raw prices carry corporate actions
+DATA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -325,7 +328,8 @@ async def status(request: web.Request) -> web.Response:
     clock = app[CLOCK]
     conns = app[CONNECTIONS]
     return json_response({
-        "market": config.market, "seed": config.seed, "now": iso_ns(clock.now_ns()),
+        "market": config.market, "seed": config.seed, "data_version": DATA_VERSION,
+        "now": iso_ns(clock.now_ns()),
         "speed": clock.speed, "rate_limit": config.rate_limit, "chaos": config.chaos.spec,
         "data_plan": app[ENGINE].data_plan(request[ACCOUNT]),
         "connections": {"data": len(conns.find(kind="data")),

@@ -136,11 +136,21 @@ def _num(x: float) -> float | int:
 
 @dataclass
 class _Schedule:
-    actions: list[Action]                       # by ex_date
+    """One symbol's actions: the raw price steps (needed for every price) at once, the
+    :class:`Action` records (needed by the routes and the engine) when first asked for."""
+
+    make: Callable[[], list[Action]] = list
     ex_ords: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     cum_price: np.ndarray = field(default_factory=lambda: np.zeros(1))   # log steps, prefix sums
     cum_volume: np.ndarray = field(default_factory=lambda: np.zeros(1))
     anchor_i: int = 0
+    _actions: list[Action] | None = None
+
+    @property
+    def actions(self) -> list[Action]:      # by ex_date
+        if self._actions is None:
+            self._actions = self.make()
+        return self._actions
 
 
 class CorporateActions:
@@ -195,7 +205,7 @@ class CorporateActions:
         """(log price shift, volume multiplier) of the raw market on these NY date ordinals,
         relative to the anchor date: the actions with ex-date on or before each date apply."""
         sched = self._schedule(symbol)
-        if not sched.actions:
+        if not len(sched.ex_ords):
             return np.zeros(len(ords)), np.ones(len(ords))
         i = np.searchsorted(sched.ex_ords, ords, side="right")
         price = sched.cum_price[i] - sched.cum_price[sched.anchor_i]
@@ -228,7 +238,7 @@ class CorporateActions:
     def _generate(self, symbol: str) -> _Schedule:
         row = self._rows.get(symbol)
         if row is None or row.get("status", "active") != "active":
-            return _Schedule([])
+            return _Schedule()
         rng = random.Random(key_of("corporate-actions", self.seed, self.sessions.mode, symbol))
         price = float(row["price"])
         etf = row.get("kind") == "etf"
@@ -273,7 +283,7 @@ class CorporateActions:
         seen: set[tuple] = set()
         items = [x for x in items if (x[0], x[2]) not in seen and not seen.add((x[0], x[2]))]
         if not items:
-            return _Schedule([])
+            return _Schedule()
         # split multipliers of the raw price relative to the anchor, at each previous close
         split_log = [(ex.toordinal(), math.log(p["old_rate"] / p["new_rate"]))
                      for ex, _, kind, p in items if kind.endswith("_split")]
@@ -281,10 +291,15 @@ class CorporateActions:
         s_cum = np.concatenate(([0.0], np.cumsum([v for _, v in split_log])))
         s_anchor = s_cum[np.searchsorted(s_ords, ANCHOR.toordinal(), side="right")]
 
-        def split_scale(day: dt.date) -> float:
-            return math.exp(s_cum[np.searchsorted(s_ords, day.toordinal(), side="right")] - s_anchor)
-
         priced = [i for i, x in enumerate(items) if not x[2].endswith("_split")]
+        both = np.array([[items[i][0].toordinal(), items[i][1].toordinal()] for i in priced], np.int64)
+        scales = np.exp(s_cum[np.searchsorted(s_ords, both.ravel(), side="right")] - s_anchor) \
+            if priced else np.empty(0)
+        scale_of = {day: float(x) for day, x in zip(both.ravel().tolist(), scales.tolist())}
+
+        def split_scale(day: dt.date) -> float:
+            return scale_of[day.toordinal()]
+
         close_of = {}
         if priced:
             closes = self._closes(symbol, np.array([items[i][1].toordinal() for i in priced], np.int64))
@@ -320,6 +335,18 @@ class CorporateActions:
                 steps[i] = (g, cash)
             before *= g
 
+        kept = [i for i, x in enumerate(items) if x[2].endswith("_split") or i in steps]
+        step_of = {i: (items[i][3]["old_rate"] / items[i][3]["new_rate"]) if i not in steps else steps[i][0]
+                   for i in kept}
+        ex_ords = np.array([items[i][0].toordinal() for i in kept], np.int64)
+        cum_price = np.concatenate(([0.0], np.cumsum([math.log(step_of[i]) for i in kept])))
+        cum_volume = np.concatenate(([0.0], np.cumsum(
+            [-math.log(step_of[i]) if i not in steps else 0.0 for i in kept])))
+        anchor_i = int(np.searchsorted(ex_ords, anchor, side="right"))
+        return _Schedule(lambda: self._actions(symbol, items, steps), ex_ords, cum_price,
+                         cum_volume, anchor_i)
+
+    def _actions(self, symbol: str, items: list[tuple], steps: dict[int, tuple[float, float]]) -> list[Action]:
         actions: list[Action] = []
         generation = 0
         for i, (ex, prev, kind, p) in enumerate(items):
@@ -351,11 +378,7 @@ class CorporateActions:
             else:
                 actions.append(Action(**common, process_date=payable, payable_date=payable,
                                       announced=announced, rate=cash, factor=g, step=g))
-        ex_ords = np.array([a.ex_date.toordinal() for a in actions], np.int64)
-        cum_price = np.concatenate(([0.0], np.cumsum([math.log(a.step) for a in actions])))
-        cum_volume = np.concatenate(([0.0], np.cumsum([math.log(a.volume_factor) for a in actions])))
-        anchor_i = int(np.searchsorted(ex_ords, anchor, side="right"))
-        return _Schedule(actions, ex_ords, cum_price, cum_volume, anchor_i)
+        return actions
 
 
 def _pick(rng: random.Random, weighted: list[tuple]) -> object:

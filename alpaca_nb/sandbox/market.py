@@ -476,12 +476,10 @@ class Market:
         :class:`.corporate.CorporateActions` sizes dividends with them."""
         inst = self._inst(symbol)
         epoch = dt.date(1970, 1, 1).toordinal()
-        if inst.symbol not in self._anchors:
-            self._anchors[inst.symbol] = float(noise_path(
-                inst.key, inst.sigma, np.array([float(_ANCHOR_ORDINAL - epoch)]))[0])
         days = (np.asarray(ords, np.int64) - epoch).astype(np.float64)
-        return np.exp(math.log(inst.price) - self._anchors[inst.symbol]
-                      + noise_path(inst.key, inst.sigma, days + 1.0))
+        noise = noise_path(inst.key, inst.sigma, np.append(days + 1.0, float(_ANCHOR_ORDINAL - epoch)))
+        anchor = self._anchors.setdefault(inst.symbol, float(noise[-1]))
+        return np.exp(math.log(inst.price) - anchor + noise[:-1])
 
     def _year(self, inst: _Instrument, year: int) -> tuple[list[Session], Bars]:
         """Sessions of a calendar year and their full-day bars (cached)."""
