@@ -66,7 +66,7 @@ def fetch_actions(transport, params: Mapping[str, Any]) -> list[tuple[str, dict[
             query["page_token"] = token
         body = transport.data(PATH, query) or {}
         for key, records in (body.get("corporate_actions") or {}).items():
-            kind = key[:-1] if key.endswith("s") else key
+            kind = key.removesuffix("s")
             out.extend((kind, record) for record in records or () if isinstance(record, dict))
         token = body.get("next_page_token")
         if not token:

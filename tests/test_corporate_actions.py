@@ -68,11 +68,11 @@ def test_frame_schema_pages_and_empty_answers(sb):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(types="splits"), "types must be among"),
-    (dict(types=[]), "types must be among"),
-    (dict(ids=["x/y"]), "ids must be"),
-    (dict(ids=["61e69015-8549-4bfd-b9c3-01e75843f47d"], symbols="AAPL"), "ids cannot be combined"),
-    (dict(start="not a date"), "start"),
+    ({"types": "splits"}, "types must be among"),
+    ({"types": []}, "types must be among"),
+    ({"ids": ["x/y"]}, "ids must be"),
+    ({"ids": ["61e69015-8549-4bfd-b9c3-01e75843f47d"], "symbols": "AAPL"}, "ids cannot be combined"),
+    ({"start": "not a date"}, "start"),
 ])
 def test_bad_arguments_name_what_is_wrong(sb, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -82,7 +82,7 @@ def test_bad_arguments_name_what_is_wrong(sb, kwargs, message):
 def test_adjusted_bars_from_the_cache_equal_a_fresh_download_across_an_ex_date(sb, cache_root):
     with RecordingProxy(sb.url) as proxy:
         api = connect(sb, proxy.url)
-        ask = dict(symbols=["WM", "KO"], timeframe="1Day", start="2024-05-01", end="2024-06-19")
+        ask = {"symbols": ["WM", "KO"], "timeframe": "1Day", "start": "2024-05-01", "end": "2024-06-19"}
         for adjustment in ("split", "all", "split,dividend"):
             cached = api.bars(**ask, adjustment=adjustment)
             assert cached.equals(api.bars(**ask, adjustment=adjustment, cache=False))

@@ -166,8 +166,8 @@ def test_a_split_is_in_the_raw_prices_and_adjustment_follows_the_clock(sb):
 
 
 def test_the_same_query_before_and_after_the_ex_date(sb):
-    query = dict(symbols="WM", timeframe="1Hour", start="2024-06-10", end="2024-06-14",
-                 adjustment="split,dividend")
+    query = {"symbols": "WM", "timeframe": "1Hour", "start": "2024-06-10", "end": "2024-06-14",
+                 "adjustment": "split,dividend"}
     before = ok(sb, "/v2/stocks/bars", **query)["bars"]["WM"]
     raw = ok(sb, "/v2/stocks/bars", **dict(query, adjustment="raw"))["bars"]["WM"]
     dividends = [a for a in actions(sb, symbols="WM", types="cash_dividend", start="2024-06-14",

@@ -16,6 +16,7 @@ cached before an ex-date is not served after it).
 from __future__ import annotations
 
 import datetime as dt
+
 import numpy as np
 
 from .corporate import ADJUSTMENT_TYPES

@@ -42,8 +42,15 @@ import numpy as np
 from ._noise import key_of
 from .clock import Sessions
 
-__all__ = ["ADJUSTMENT_TYPES", "Action", "CorporateActions", "FIRST_YEAR", "LAST_YEAR", "TYPES",
-           "cusip_of"]
+__all__ = [
+    "ADJUSTMENT_TYPES",
+    "FIRST_YEAR",
+    "LAST_YEAR",
+    "TYPES",
+    "Action",
+    "CorporateActions",
+    "cusip_of",
+]
 
 FIRST_YEAR, LAST_YEAR = 2010, 2030
 ANCHOR = dt.date(2025, 6, 2)              # the market's anchor date (prices near the list's)
@@ -352,8 +359,8 @@ class CorporateActions:
         for i, (ex, prev, kind, p) in enumerate(items):
             cusip = cusip_of(symbol, generation)
             ident = self._uuid(symbol, kind, ex.isoformat())
-            common = dict(id=ident, type=kind, symbol=symbol, ex_date=ex, record_date=ex,
-                          cusip=cusip)
+            common = {"id": ident, "type": kind, "symbol": symbol, "ex_date": ex, "record_date": ex,
+                          "cusip": cusip}
             if kind.endswith("_split"):
                 if kind == "reverse_split":
                     generation += 1
