@@ -255,7 +255,7 @@ def test_wildcard_and_the_test_feed(fast):
     account = new_account(fast)
     c = connect(fast, account)
     c.send({"action": "subscribe", "bars": ["*"]})
-    msgs = c.collect(4, lambda m: len({x.get("S") for x in m if x["T"] == "b"}) > 300)
+    msgs = c.collect(60, lambda m: len({x.get("S") for x in m if x["T"] == "b"}) > 300)
     assert len({m["S"] for m in msgs if m["T"] == "b"}) > 300
     c.close()
     t = connect(fast, account, "/v2/test")

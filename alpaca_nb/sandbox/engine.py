@@ -74,6 +74,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .clock import Clock, Sessions
+from .corporate_events import CorporateEvents
 from .history import Fill, as_fill, deposit_activity
 from .ledger import (DEFAULT_CONFIG, Account, Position)
 from .matching import EPS, Matching, round_price, trail_stop
@@ -100,7 +101,7 @@ def _money(value: float) -> str:
     return fmt_money(round(value, 6), 6)
 
 
-class Engine(Matching, Portfolio):
+class Engine(CorporateEvents, Matching, Portfolio):
     """The sandbox's trading back end (see the module docstring).
 
     Args:

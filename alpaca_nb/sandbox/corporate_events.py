@@ -1,0 +1,144 @@
+"""What corporate actions do to accounts when the sandbox clock crosses an ex-date.
+
+:class:`CorporateEvents` is a mixin of the :class:`~.engine.Engine`: its ``_advance`` runs the
+engine up to just before each ex-date of a symbol some account holds or has an open order in,
+applies the actions of that instant (New York midnight of the ex-date, when the market's raw
+prices change), then carries on. The instant processed is persisted with the changes, so after
+a restart (``--db``) an ex-date that passed while the sandbox was down is applied once.
+
+At a real broker, and here:
+
+* **Split / reverse split**: the position's quantity is multiplied by ``new_rate / old_rate``
+  and its average entry price by the inverse (the cost basis is unchanged); a ``SPLIT``
+  activity records it. A position of whole shares stays whole: the fractional share a split
+  leaves (a 1-for-10 reverse split of 25 shares gives 2.5) is paid as cash in lieu (a ``CIL``
+  activity, at the previous close adjusted for the split), as Alpaca documents for fractional
+  remainders. A position that was already fractional keeps its fractional result (the sandbox's
+  choice: the account trades fractions).
+* **Cash dividend**: the position's ``qty * rate`` is credited (debited for a short, which owes
+  the dividend) with a ``DIV`` activity (sub-type ``CDIV``, ``symbol``, ``cusip``, ``qty``,
+  ``per_share_amount``). The sandbox pays on the ex-date to the holders at its start, not on the
+  payable date (it keeps no pending entitlement; Alpaca pays on the payable date).
+* **Spin-off**: the spun-off company is not in the sandbox's asset list, so holders receive the
+  value of the new shares (``qty * rate``, rate = the value spun off per share) as cash, with a
+  ``SPIN`` activity (the sandbox's choice).
+* **Open orders** on a symbol that splits are canceled (``canceled`` trade update) at the
+  ex-date. Alpaca documents that non-marketable GTC limit orders are price-adjusted for
+  corporate actions, but not how that reaches the API (a replace? which event?); a cancel is a
+  state every client handles and never leaves an order at a pre-split price or quantity. Orders
+  are not changed for dividends or spin-offs (no price reduction by the dividend amount).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+
+from .clock import ny_date, ny_midnight_ns
+from .corporate import Action
+from .history import non_trade_activity
+from .ledger import MONEY_PLACES, QTY_PLACES
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CorporateEvents"]
+
+_EPS = 1e-9
+
+
+class CorporateEvents:
+    """Mixin of the engine (see the module docstring); uses its accounts, orders, market and
+    persistence helpers."""
+
+    def _advance(self, now: int) -> None:
+        start = self._processed_ns
+        if now > start and ny_date(now) != ny_date(start):     # a New York midnight passed
+            for instant, actions in self._ex_dates(start, now):
+                super()._advance(instant - 1)          # everything before the ex-date, as it was
+                self._processed_ns = instant
+                for action in actions:
+                    try:
+                        self._apply_action(action, instant)
+                    except Exception:  # one broken action must not stop the market for everyone
+                        log.exception("sandbox: applying %s %s of %s failed", action.type,
+                                      action.id, action.symbol)
+                self._commit()
+        super()._advance(now)
+
+    def _ex_dates(self, start: int, end: int) -> list[tuple[int, list[Action]]]:
+        """(instant, actions) for ex-dates with ``start < NY midnight <= end`` of the symbols
+        that any account holds or has open orders in, by instant."""
+        symbols = {s for account in self.accounts.values() for s in account.positions}
+        symbols.update(order.symbol for order in self._open.values())
+        found: dict[int, list[Action]] = {}
+        corporate = self.market.corporate
+        for action in corporate.between(sorted(symbols), ny_date(start) - dt.timedelta(days=1), ny_date(end)):
+            instant = ny_midnight_ns(action.ex_date)
+            if start < instant <= end:
+                found.setdefault(instant, []).append(action)
+        return sorted(found.items())
+
+    def _apply_action(self, action: Action, t: int) -> None:
+        if action.type in ("forward_split", "reverse_split"):
+            for order in [o for o in self._open.values() if o.symbol == action.symbol]:
+                self._cancel(order, t, reason=f"{action.type} of {action.symbol}")
+        for account in self.accounts.values():
+            position = account.positions.get(action.symbol)
+            if position is None or abs(position.qty) < _EPS:
+                continue
+            if action.type in ("forward_split", "reverse_split"):
+                self._split(account, position, action, t)
+            elif action.type == "cash_dividend":
+                self._pay(account, position, action, t, "DIV", action.rate, sub_type="CDIV",
+                          description=f"Cash DIV @ {action.rate}, Pos QTY: {position.qty:g}, "
+                                      f"Rec Date: {action.record_date.isoformat()}")
+            elif action.type == "spin_off":
+                self._pay(account, position, action, t, "SPIN", action.rate,
+                          description=f"Spin-off of {action.new_symbol} ({action.new_rate:g} per "
+                                      f"{action.old_rate:g} shares), paid as cash")
+
+    def _pay(self, account, position, action: Action, t: int, kind: str, per_share: float, *,
+             description: str, sub_type: str | None = None) -> None:
+        amount = round(position.qty * per_share, 2)
+        account.cash = round(account.cash + amount, MONEY_PLACES)
+        self._dirty_account(account)
+        self._add_activity(account.id, non_trade_activity(
+            ns=t, seq=self._next_activity_seq(), activity_type=kind, net_amount=amount,
+            sub_type=sub_type, symbol=action.symbol, cusip=action.cusip, qty=position.qty,
+            per_share_amount=per_share, description=description))
+
+    def _split(self, account, position, action: Action, t: int) -> None:
+        ratio = action.new_rate / action.old_rate
+        old_qty = position.qty
+        new_qty = round(old_qty * ratio, QTY_PLACES)
+        whole = abs(old_qty - round(old_qty)) < _EPS
+        remainder = 0.0
+        if whole:
+            kept = float(math.trunc(new_qty + math.copysign(_EPS, new_qty)))
+            remainder = round(new_qty - kept, QTY_PLACES)
+            new_qty = kept
+        prev = self.sessions.previous_session(action.ex_date)
+        close = self.market.closing_price(action.symbol, prev.date) if prev is not None else None
+        price = (close or position.avg_entry_price * ratio) / ratio
+        position.avg_entry_price = position.avg_entry_price / ratio
+        position.qty = new_qty
+        position.day = action.ex_date.isoformat()       # today's basis: yesterday's close, split
+        position.day_cost = new_qty * price
+        self._add_activity(account.id, non_trade_activity(
+            ns=t, seq=self._next_activity_seq(), activity_type="SPLIT", net_amount=0.0,
+            symbol=action.symbol, cusip=action.new_cusip or action.cusip,
+            qty=round(new_qty + remainder - old_qty, QTY_PLACES),
+            description=f"{action.new_rate:g}-for-{action.old_rate:g} split: {old_qty:g} -> "
+                        f"{new_qty + remainder:g} shares"))
+        if abs(remainder) > _EPS:
+            cash = round(remainder * price, 2)
+            account.cash = round(account.cash + cash, MONEY_PLACES)
+            self._add_activity(account.id, non_trade_activity(
+                ns=t, seq=self._next_activity_seq(), activity_type="CIL", net_amount=cash,
+                symbol=action.symbol, qty=remainder, per_share_amount=round(price, 4),
+                description=f"Cash in lieu of {remainder:g} shares of {action.symbol}"))
+        if abs(new_qty) < _EPS:
+            account.positions.pop(action.symbol, None)
+        self._dirty_account(account)
+        self._dirty_position(account.id, action.symbol)
