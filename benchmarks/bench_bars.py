@@ -10,7 +10,8 @@ The sandbox runs in its own process (``alpaca-nb sandbox --port 0``) so that the
 does not share this process's GIL. Every variant downloads exactly the same pages from it; a
 warm-up pass fills the server's page cache first. Rounds interleave the variants so machine noise
 hits them alike; the report gives medians and ratios. The cache hit is the same request again
-with ``cache=True`` after one call filled the cache: every Parquet file is read from disk and
+with ``cache=True`` after one call filled the cache (also with ``adjustment="all"``, whose hit
+first asks ``/v1/corporate-actions`` whether an action made the cached bars stale): every Parquet file is read from disk and
 decoded on every hit (nothing is kept in memory between calls), so a hit in this process costs
 what it costs in a new session. As evidence, the first call of fresh processes (after import and
 connect) is timed too, from the network and from the cache. Peak memory is measured in fresh
@@ -72,11 +73,12 @@ def floor(url: str, symbols: list[str], start, end) -> int:
             return rows
 
 
-def ours(url: str, symbols: list[str], start, end, *, cache: bool = False) -> pd.DataFrame:
+def ours(url: str, symbols: list[str], start, end, *, cache: bool = False,
+         adjustment: str = "raw") -> pd.DataFrame:
     import alpaca_nb as anb
 
     api = anb.connect(base_url=url, data_url=url, key_id=KEY_ID, secret_key=SECRET, rate_limit=100_000)
-    return api.bars(symbols, "1Min", start, end, cache=cache, progress=False)
+    return api.bars(symbols, "1Min", start, end, cache=cache, progress=False, adjustment=adjustment)
 
 
 def alpaca_py(url: str, symbols: list[str], start, end) -> pd.DataFrame:
@@ -172,7 +174,8 @@ def main(argv=None) -> int:
         rows = floor(url, symbols, start, end)                         # warm the server's pages
         assert rows == args.bars, rows
         times: dict[str, list[float]] = {"floor": [], "ours": [], "alpaca_py": [], "cache_hit": [],
-                                         "fresh_process_network": [], "fresh_process_hit": []}
+                                         "cache_hit_adjusted": [], "fresh_process_network": [],
+                                         "fresh_process_hit": []}
         check = None
         for r in range(args.rounds):
             t, _ = timed(floor, url, symbols, start, end)
@@ -201,6 +204,14 @@ def main(argv=None) -> int:
             pd.testing.assert_frame_equal(hit, check)
             del hit
         del check
+        adjusted = ours(url, symbols, start, end, adjustment="all")
+        ours(url, symbols, start, end, cache=True, adjustment="all")            # fills the cache
+        for _ in range(args.rounds):        # adjusted: one /v1/corporate-actions request, then files
+            t, hit = timed(ours, url, symbols, start, end, cache=True, adjustment="all")
+            times["cache_hit_adjusted"].append(t)
+            pd.testing.assert_frame_equal(hit, adjusted)
+            del hit
+        del adjusted
         for _ in range(args.rounds):                   # a new session: first call of a new process
             for variant in ("fresh_process_network", "fresh_process_hit"):
                 probe = run_probe(variant.replace("_process", ""), url, symbols, start, end)
@@ -220,6 +231,7 @@ def main(argv=None) -> int:
             "alpaca_py_over_ours": med.get("alpaca_py", float("nan")) / med["ours"],
             "ours_over_floor": med["ours"] / med["floor"],
             "network_over_cache_hit": med["ours"] / med["cache_hit"],
+            "adjusted_over_raw_cache_hit": med["cache_hit_adjusted"] / med["cache_hit"],
             "fresh_process_network_over_hit": med["fresh_process_network"] / med["fresh_process_hit"],
         },
         "memory": mem,
@@ -232,6 +244,8 @@ def main(argv=None) -> int:
     print(f"ours / floor              {r['ours_over_floor']:.2f}x  (goal <= 1.5x)")
     print(f"network / cache hit       {r['network_over_cache_hit']:.1f}x   (goal >= 20x; every file "
           "read from disk and decoded)")
+    print(f"adjusted / raw cache hit  {r['adjusted_over_raw_cache_hit']:.2f}x  (the corporate-actions "
+          "check of adjustment='all')")
     print(f"same, in new processes    {r['fresh_process_network_over_hit']:.1f}x   (first call of a "
           "fresh process: network vs cache)")
     for k, m in mem.items():

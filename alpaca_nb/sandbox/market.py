@@ -29,7 +29,7 @@ What is "visible" is decided by the caller's ``now`` (the sandbox clock): a minu
 its minute has closed, today's daily bar is the aggregate of today's complete minutes, trades
 and quotes exist up to ``now``. Every feed (sip, iex, ...) gives the same data. The raw prices
 carry the corporate actions of :mod:`.corporate` (a 2-for-1 split halves the price from its
-ex-date on); adjusted bars are served by :mod:`.corporate_api`.
+ex-date on); adjusted bars are served by :mod:`.adjusted`.
 
 Prices are rounded to cents at or above $1 and to 4 decimals below. All instants are integer
 nanoseconds since the epoch (UTC); dates are New York dates.
