@@ -9,13 +9,15 @@ and live trading additionally needs ``allow_live=True`` or ``ALPACA_NB_ALLOW_LIV
 from __future__ import annotations
 
 import atexit
+import hashlib
 import hmac
 import ipaddress
 import logging
 import os
+import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -94,16 +96,19 @@ class Settings:
     max_order_qty: float | None = DEFAULT_MAX_ORDER_QTY
     price_collar: float | None = DEFAULT_PRICE_COLLAR
     rate_limit: int = DEFAULT_RATE_LIMIT
+    relay: str | None = None  # a stream relay (ws://127.0.0.1:8766) serving both streams
 
     @property
     def trading_stream_url(self) -> str:
-        """The trade-updates WebSocket: the trading host with ws(s):// and /stream."""
-        return _ws_scheme(self.base_url) + "/stream"
+        """The trade-updates WebSocket: the trading host with ws(s):// and /stream (the relay's
+        /stream when streaming through a relay)."""
+        return (self.relay or _ws_scheme(self.base_url)) + "/stream"
 
     def __repr__(self) -> str:
+        via = f", relay={self.relay!r}" if self.relay else ""
         return (f"Settings(mode={self.mode!r}, key_id={mask_key_id(self.key_id)!r}, "
                 f"secret='********', base_url={self.base_url!r}, data_url={self.data_url!r}, "
-                f"stream_url={self.stream_url!r})")
+                f"stream_url={self.stream_url!r}{via})")
 
     def __reduce__(self):
         raise TypeError("settings hold credentials and cannot be pickled; connect again instead")
@@ -246,7 +251,109 @@ def resolve(*, key_id: str | None = None, secret_key: str | None = None, paper: 
     if not stream_url:
         stream_url = STREAM_URL if urlsplit(data_url).hostname == "data.alpaca.markets" else data_url
     stream_url = _ws_scheme(stream_url.rstrip("/"))
-    return Settings(mode, key_id, Secret(secret_key), base_url, data_url, stream_url, **guard)
+    settings = Settings(mode, key_id, Secret(secret_key), base_url, data_url, stream_url, **guard)
+    relay = find_relay(settings, env)
+    if relay:
+        log.info("alpaca_nb: streaming through the relay at %s", relay)
+        settings = replace(settings, stream_url=relay, relay=relay)
+    return settings
+
+
+# ------------------------------------------------------------------ stream relay discovery
+
+def key_fingerprint(key_id: str) -> str:
+    """What a relay's discovery file says about its keys: enough to match, nothing to use."""
+    return hashlib.sha256(b"alpaca-nb relay " + key_id.encode()).hexdigest()[:24]
+
+
+def relay_dir(env: Mapping[str, str] | None = None) -> str:
+    """Where running relays leave their discovery files: ``ALPACA_NB_RELAY_DIR``, else the
+    user's runtime directory (platformdirs, e.g. /run/user/1000/alpaca-nb)."""
+    env = os.environ if env is None else env
+    if env.get("ALPACA_NB_RELAY_DIR"):
+        return env["ALPACA_NB_RELAY_DIR"]
+    import warnings
+
+    import platformdirs
+
+    with warnings.catch_warnings():      # no XDG_RUNTIME_DIR: platformdirs falls back and warns
+        warnings.simplefilter("ignore")
+        return platformdirs.user_runtime_dir("alpaca-nb", appauthor=False)
+
+
+def write_relay_discovery(info: dict[str, Any]) -> str:
+    """Write a relay's discovery file (port, pid, key fingerprint, upstream URLs; never a
+    secret) readable by this user only; returns its path."""
+    import orjson
+
+    folder = relay_dir()
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"relay-{info['port']}.json")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(orjson.dumps(info))
+    os.replace(tmp, path)
+    return path
+
+
+def remove_relay_discovery(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _alive(url: str, pid: Any, port: Any) -> bool:
+    """A relay whose process exists and whose port answers."""
+    if not isinstance(pid, int) or not isinstance(port, int):
+        return False
+    if os.name == "posix":
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+    try:
+        with socket.create_connection((urlsplit(url).hostname or "127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def find_relay(settings: Settings, env: Mapping[str, str]) -> str | None:
+    """The URL of a running relay for these keys and endpoints: ``ALPACA_NB_RELAY`` (a ws://
+    URL, or ``off``), else a live discovery file whose key fingerprint and upstream URLs match.
+    Stale files (process gone, port closed) are ignored."""
+    explicit = (env.get("ALPACA_NB_RELAY") or "").strip()
+    if explicit.lower() in _OFF - {""}:
+        return None
+    if explicit:
+        if not explicit.startswith(("ws://", "wss://")):
+            raise ValueError(f"ALPACA_NB_RELAY={explicit!r} must be a ws:// URL such as "
+                             "ws://127.0.0.1:8766, or 'off'")
+        return explicit.rstrip("/")
+    import orjson
+
+    try:
+        folder = relay_dir(env)
+        names = sorted(n for n in os.listdir(folder) if n.startswith("relay-") and n.endswith(".json"))
+    except OSError:
+        return None
+    fingerprint = key_fingerprint(settings.key_id)
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                info = orjson.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        if (isinstance(info, dict) and info.get("key") == fingerprint
+                and info.get("stream_url") == settings.stream_url
+                and info.get("trading_stream_url") == settings.trading_stream_url
+                and isinstance(info.get("url"), str) and _alive(info["url"], info.get("pid"), info.get("port"))):
+            return info["url"]
+    return None
 
 
 # ------------------------------------------------------------------ the embedded sandbox

@@ -1,4 +1,5 @@
-"""The ``alpaca-nb`` command: ``sandbox`` (run the local server), ``demo`` (headless tour)."""
+"""The ``alpaca-nb`` command: ``sandbox`` (run the local server), ``relay`` (share one stream
+connection between processes), ``demo`` (headless tour)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,75 @@ def run_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+RELAY_HELP = """\
+Hold the account's stream connections once (market data and trade updates) and serve Alpaca's
+own stream protocol to any number of local clients: alpaca_nb streams in other notebooks and
+processes (alpaca_nb.connect() finds the relay by itself), the Excel live cells, and the
+official alpaca-py StockDataStream / TradingStream with
+url_override="ws://127.0.0.1:8766/v2/iex" or ".../stream".
+
+Keys and URLs come from the environment, as connect() reads them (APCA_API_KEY_ID,
+APCA_API_SECRET_KEY, APCA_API_BASE_URL, APCA_API_STREAM_URL); with no keys the relay serves an
+embedded sandbox. Clients authenticate with the same keys (or with the token in
+ALPACA_NB_RELAY_TOKEN). Runs in the foreground until Ctrl-C or SIGTERM, then closes every
+connection and removes its discovery file.
+
+Redis: --publish also publishes every upstream message to Redis (a channel per feed and symbol,
+alpaca-nb:v2/iex:AAPL, and alpaca-nb:trade_updates); --source runs a relay with no upstream of
+its own that serves its clients from the publishing relay (their subscriptions reach it through
+Redis). Trade updates are private to the account: protect the trade_updates channel with Redis
+ACLs, and use rediss:// across machines.
+"""
+
+
+def _relay_parser(sub) -> None:
+    p = sub.add_parser("relay", help="share one Alpaca stream connection between processes",
+                       description=RELAY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1; anything else exposes the relay "
+                        "to the network)")
+    p.add_argument("--port", type=int, default=8766, help="port (default 8766; 0 = any free port)")
+    p.add_argument("--feed", default="iex",
+                   choices=("iex", "sip", "delayed_sip", "test", "boats", "overnight"),
+                   help="market-data feed connected at start (default iex; the others connect "
+                        "when a client asks for them)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--publish", metavar="REDIS_URL",
+                       help="also publish every upstream message to Redis (redis://[:password@]host:port/db "
+                            "or rediss://)")
+    group.add_argument("--source", metavar="REDIS_URL",
+                       help="no upstream connection: serve clients from the relay publishing to this Redis")
+    p.add_argument("--redis-prefix", default="alpaca-nb", help="prefix of the Redis channels (default alpaca-nb)")
+    p.add_argument("--no-discovery", action="store_true",
+                   help="do not write the discovery file (connect() then needs ALPACA_NB_RELAY)")
+    p.add_argument("--log-level", default="INFO")
+
+
+def run_relay(args: argparse.Namespace) -> int:
+    from .relay import Relay, RelayError
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        relay = Relay(host=args.host, port=args.port, feed=args.feed, publish=args.publish,
+                      source=args.source, redis_prefix=args.redis_prefix,
+                      discovery=not args.no_discovery)
+    except (ValueError, TypeError, PermissionError) as exc:
+        print(f"alpaca-nb relay: {exc}", file=sys.stderr)
+        return 2
+
+    def ready(r) -> None:
+        print(f"alpaca-nb relay listening on {r.url} (data {r.url}/v2/{r.feed}, trade updates "
+              f"{r.url}/stream; Ctrl-C to stop)", flush=True)
+
+    try:
+        relay.serve_forever(on_ready=ready)
+    except RelayError as exc:
+        print(f"alpaca-nb relay: {exc}", file=sys.stderr)
+        return 1
+    print("alpaca-nb relay: stopped", flush=True)
+    return 0
+
+
 def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="headless tour against the embedded sandbox (no keys needed)",
                        description="Start the embedded sandbox, print the account, positions and "
@@ -149,10 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="alpaca-nb", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _sandbox_parser(sub)
+    _relay_parser(sub)
     _demo_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "sandbox":
         return run_sandbox(args)
+    if args.command == "relay":
+        return run_relay(args)
     if args.command == "demo":
         return run_demo(args)
     parser.error(f"unknown command {args.command!r}")

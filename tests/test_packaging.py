@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge name where they differ
-CONDA_NAMES = {"msgpack": "msgpack-python", "exchange_calendars": "exchange-calendars"}
+CONDA_NAMES = {"msgpack": "msgpack-python", "exchange_calendars": "exchange-calendars", "redis": "redis-py"}
 REQ = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(>=\s*[0-9][0-9.]*)?")
 
 

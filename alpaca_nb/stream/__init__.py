@@ -258,7 +258,8 @@ class Stream:
             hub = _HUBS.get(key)
             new = hub is None or hub.closed
             if new:
-                common = dict(url=url, key_id=settings.key_id, secret=settings.secret, options=self._options)
+                common = dict(url=url, key_id=settings.key_id, secret=settings.secret, options=self._options,
+                              via=getattr(settings, "relay", None))
                 hub = (DataHub(feed=self._feed, rest=self._data_rest, **common) if kind == "data"
                        else TradingHub(rest=self._trading_rest, **common))
                 _HUBS[key] = hub

@@ -87,7 +87,8 @@ class StreamStatus:
 
     ``attempt`` counts reconnect attempts since the last good connection, ``reason`` says why
     the connection is not up (``None`` when connected), ``since`` is the Unix time of the change.
-    ``str(status)`` reads like ``reconnecting (attempt 3: connection lost)``.
+    ``str(status)`` reads like ``reconnecting (attempt 3: connection lost)``; ``via`` is the
+    stream relay the connection goes through (``connected via relay ws://127.0.0.1:8766``).
     """
 
     state: str
@@ -95,6 +96,7 @@ class StreamStatus:
     attempt: int = 0
     reason: str | None = None
     since: float = field(default_factory=time.time)
+    via: str | None = None
 
     @property
     def connected(self) -> bool:
@@ -105,12 +107,13 @@ class StreamStatus:
         return self.state == "stopped"
 
     def __str__(self) -> str:
+        via = f" via relay {self.via}" if self.via else ""
         if self.state == "reconnecting":
             detail = f"attempt {self.attempt}" + (f": {self.reason}" if self.reason else "")
-            return f"reconnecting ({detail})"
+            return f"reconnecting{via} ({detail})"
         if self.reason and self.state != "connected":
-            return f"{self.state} ({self.reason})"
-        return self.state
+            return f"{self.state}{via} ({self.reason})"
+        return self.state + via
 
 
 class Fatal(Exception):
@@ -134,8 +137,10 @@ class Hub:
 
     kind = "stream"
 
-    def __init__(self, *, url: str, key_id: str, secret: Secret, options: Reconnect):
+    def __init__(self, *, url: str, key_id: str, secret: Secret, options: Reconnect,
+                 via: str | None = None):
         self.url = url
+        self.via = via                # the stream relay this connection goes through
         self.key_id = key_id
         self._secret = secret
         self.options = options
@@ -146,7 +151,7 @@ class Hub:
         self._stop = threading.Event()
         self._ws: websocket.WebSocket | None = None
         self._live = False            # authenticated (and, for data, the union subscribed)
-        self._status = StreamStatus("connecting", self.kind)
+        self._status = StreamStatus("connecting", self.kind, via=via)
         self._conflicts = 0
         self._ghost_until = 0.0       # until then a 406 is probably our own dropped connection
         self._fatal: Fatal | None = None
@@ -190,7 +195,7 @@ class Hub:
             old = self._status
             if old.state == "stopped" or (old.state == state and old.attempt == attempt and old.reason == reason):
                 return
-            status = self._status = StreamStatus(state, self.kind, attempt, reason)
+            status = self._status = StreamStatus(state, self.kind, attempt, reason, via=self.via)
             # logged before waiters wake, so whoever waits on the status also sees the log line
             level = logging.INFO if state in ("connected", "connecting") or reason == "closed" else logging.WARNING
             log.log(level, "%s stream %s: %s", self.kind, self.url, status)

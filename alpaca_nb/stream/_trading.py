@@ -11,7 +11,9 @@ then lifecycle stage: an order's accepted, pending_new and new states may share 
 After every (re)connect the fan-out thread reconciles the book with ``GET /v2/orders`` (open
 orders, every order submitted since the stream opened, and any order the book still thinks is
 open), so no fill that happened during a gap is missed; changes found that way are delivered to
-``trade_update`` callbacks as events with ``"reconciled": True``.
+``trade_update`` callbacks as events with ``"reconciled": True``. Through a stream relay the same
+reconciliation runs when the relay says its own upstream connection came back
+(``{"stream":"relay","data":{"upstream":"connected"}}``).
 """
 
 from __future__ import annotations
@@ -190,6 +192,9 @@ class TradingHub(Hub):
             self.fanout.wake()
         elif stream == "listening":
             log.debug("trading stream: listening to %s", data.get("streams"))
+        elif stream == "relay":      # a stream relay's own upstream came back: events may be missing
+            if data.get("upstream") == "connected":
+                self._on_connected()
         elif stream in ("error",) or (isinstance(message, dict) and message.get("action") == "error"):
             log.warning("trading stream: server error: %s", data.get("error_message") or message)
         else:
