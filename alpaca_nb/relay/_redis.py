@@ -25,6 +25,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import orjson
@@ -69,7 +70,9 @@ class Publisher:
         self.prefix = prefix
         self.control_channel = f"{prefix}:control"
         self.trade_channel = f"{prefix}:trade_updates"
-        self._queue: asyncio.Queue = asyncio.Queue(QUEUE_FRAMES)
+        self._queue: deque[Any] = deque()
+        self._wake = asyncio.Event()
+        self._closing = False
         self._remotes: dict[tuple[str, str], RemoteRelay] = {}
         self._tasks: list[asyncio.Task] = []
         self.dropped = 0
@@ -90,6 +93,10 @@ class Publisher:
         self._put((self.control_channel, orjson.dumps({"type": "hello"})))
 
     async def close(self) -> None:
+        # a flag as well as cancel(): redis-py may turn a cancellation inside a command into
+        # a ConnectionError, which the loops would otherwise take for a broken connection
+        self._closing = True
+        self._wake.set()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -101,9 +108,10 @@ class Publisher:
 
     # ------------------------------------------------------------------ publishing
     def _put(self, item: Any) -> None:
-        try:
-            self._queue.put_nowait(item)
-        except asyncio.QueueFull:
+        if len(self._queue) < QUEUE_FRAMES:
+            self._queue.append(item)
+            self._wake.set()
+        else:
             self.dropped += 1
             now = time.monotonic()
             if now - self._dropped_logged > 10:
@@ -128,10 +136,14 @@ class Publisher:
 
     async def _write(self) -> None:
         queue = self._queue
-        while True:
-            items = [await queue.get()]
-            while not queue.empty() and len(items) < 256:
-                items.append(queue.get_nowait())
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if not queue:
+                continue
+            items = [queue.popleft() for _ in range(min(len(queue), 256))]
+            if queue:
+                self._wake.set()
             pipe = self._redis.pipeline(transaction=False)
             for item in items:
                 for channel, data in (item if isinstance(item, list) else [item]):
@@ -146,7 +158,7 @@ class Publisher:
 
     # ------------------------------------------------------------------ remote relays
     async def _control(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 async for message in self._pubsub.listen():
                     if message.get("type") == "message":
@@ -239,7 +251,7 @@ class RedisSource:
         self._patterns: set[str] = set()
         self._tasks: list[asyncio.Task] = []
         self._lock = asyncio.Lock()
-        self.kind = "redis"
+        self._closing = False
 
     async def start(self) -> None:
         self._redis = _client(self.url)
@@ -253,6 +265,7 @@ class RedisSource:
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._heartbeat())]
 
     async def close(self) -> None:
+        self._closing = True           # (see Publisher.close)
         try:
             await self._redis.publish(self.control_channel, orjson.dumps({"type": "bye", "relay": self.relay_id}))
         except (RedisError, OSError):
@@ -320,7 +333,7 @@ class RedisSource:
             self._channels, self._patterns = channels, patterns
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(HEARTBEAT)
             await self._resend()
 
@@ -334,7 +347,7 @@ class RedisSource:
     # ------------------------------------------------------------------ reading
     async def _read(self) -> None:
         prefix = self.prefix + ":"
-        while True:
+        while not self._closing:
             try:
                 async for message in self._pubsub.listen():
                     kind = message.get("type")

@@ -1,0 +1,153 @@
+"""Relays past one machine: a publishing relay, a real redis-server (with a password) on loopback,
+and a relay fed from it with no upstream connection of its own."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import pytest
+import redis
+import websocket
+
+import alpaca_nb as anb
+from alpaca_nb.relay import Relay
+
+from _data_stream_client import CONNECTED, RawDataStream
+from _relay_helpers import Target, raw_client, redis_server, start_relay  # noqa: F401
+from _stream_helpers import wait_for
+
+TOKEN = "team-token-1234"
+
+
+class TokenKeys:
+    """How a client of the Redis-fed relay authenticates: any key id, the token as secret."""
+
+    key_id, secret_key = "team", TOKEN
+
+
+@pytest.fixture
+def pair(account, redis_server):
+    """(publishing relay, Redis-fed relay)."""
+    publisher = start_relay(account, publish=redis_server.url)
+    source = Relay(source=redis_server.url, token=TOKEN, port=0, discovery=False).start()
+    try:
+        yield publisher, source
+    finally:
+        source.stop()
+        publisher.stop()
+
+
+def by_key(messages):
+    out = {}
+    for m in messages:
+        if m.get("T") in ("q", "t"):
+            out.setdefault((m["T"], m["S"]), []).append(m)
+    return out
+
+
+def test_a_redis_fed_relay_serves_the_same_messages_as_a_direct_relay(account, pair):
+    publisher, source = pair
+    direct = raw_client(publisher, account)
+    remote = raw_client(source, TokenKeys)
+    want = {"quotes": ["AAPL", "MSFT"], "trades": ["AAPL"]}
+    direct.send({"action": "subscribe", **want})
+    ack_direct, _ = direct.until("subscription")
+    remote.send({"action": "subscribe", **want})
+    ack_remote, _ = remote.until("subscription")
+    assert ack_remote == ack_direct
+    keys = {("q", "AAPL"), ("q", "MSFT"), ("t", "AAPL")}
+    got_remote = by_key(remote.collect(60, stop=lambda ms: all(len(by_key(ms).get(k, ())) >= 3 for k in keys)))
+    got_direct = by_key(direct.collect(3))
+    assert set(got_remote) == keys
+    for key, remote_msgs in got_remote.items():
+        direct_msgs = got_direct.get(key, [])
+        # the remote client started later: its messages are a contiguous run of the direct ones
+        first = next(i for i, m in enumerate(direct_msgs) if m == remote_msgs[0])
+        overlap = direct_msgs[first:first + len(remote_msgs)]
+        assert remote_msgs[:len(overlap)] == overlap, key
+        assert len(overlap) >= 2, key
+    direct.close()
+    remote.close()
+
+
+def test_msgpack_clients_of_the_redis_fed_relay(account, pair):
+    _, source = pair
+    remote = raw_client(source, TokenKeys, use_msgpack=True)
+    remote.send({"action": "subscribe", "quotes": ["AAPL"]})
+    remote.until("subscription")
+    got = remote.collect(60, stop=lambda ms: any(m.get("T") == "q" for m in ms))
+    quotes = [m for m in got if m.get("T") == "q"]
+    assert quotes and all(isinstance(m["t"], msgpack.Timestamp) and m["S"] == "AAPL" for m in quotes)
+    remote.close()
+
+
+def test_what_only_a_remote_client_wants_is_subscribed_upstream_and_released(account, pair):
+    publisher, source = pair
+    local = raw_client(publisher, account)
+    local.send({"action": "subscribe", "quotes": ["AAPL"]})
+    local.until("subscription")
+    remote = raw_client(source, TokenKeys)
+    remote.send({"action": "subscribe", "quotes": ["NVDA"], "bars": ["SPY"]})
+    remote.until("subscription")
+    upstream = publisher.data["v2/iex"].source
+    assert upstream.server["quotes"] == {"AAPL", "NVDA"} and upstream.server["bars"] == {"SPY"}
+    got = remote.collect(60, stop=lambda ms: any(m.get("S") == "NVDA" for m in ms))
+    assert {m["S"] for m in got if m.get("T") == "q"} == {"NVDA"}
+    remote.send({"action": "unsubscribe", "bars": ["SPY"]})
+    ack, _ = remote.until("subscription")
+    assert ack["bars"] == [] and ack["quotes"] == ["NVDA"]
+    wait_for(lambda: "bars" not in upstream.server, what="SPY bars released upstream")
+    remote.close()
+    wait_for(lambda: upstream.server.get("quotes") == {"AAPL"}, what="NVDA released upstream")
+    local.close()
+
+
+def test_a_stopped_remote_relay_releases_its_symbols(account, redis_server):
+    with start_relay(account, publish=redis_server.url) as publisher:
+        source = Relay(source=redis_server.url, token=TOKEN, port=0, discovery=False).start()
+        remote = raw_client(source, TokenKeys)
+        remote.send({"action": "subscribe", "trades": ["AMD"]})
+        remote.until("subscription")
+        upstream = publisher.data["v2/iex"].source
+        assert upstream.server["trades"] == {"AMD"}
+        source.stop()                      # says goodbye on the control channel
+        wait_for(lambda: not upstream.server, what="the remote relay's symbols released")
+
+
+def test_the_redis_fed_relay_refuses_wrong_tokens(pair):
+    _, source = pair
+    c = RawDataStream(Target(source.url))
+    assert c.recv() == CONNECTED
+    c.send({"action": "auth", "key": "team", "secret": TOKEN + "x"})
+    assert c.recv() == [{"T": "error", "code": 402, "msg": "auth failed"}]
+    c.close()
+
+
+def test_trade_updates_reach_clients_of_the_redis_fed_relay(account, pair, redis_server):
+    _, source = pair
+    spy = redis.Redis.from_url(redis_server.url).pubsub()
+    spy.psubscribe("*")
+    t = websocket.create_connection(source.url + "/stream", timeout=10)
+    t.send(json.dumps({"action": "authenticate", "data": {"key_id": "team", "secret_key": TOKEN}}))
+    assert json.loads(t.recv())["data"]["status"] == "authorized"
+    t.send(json.dumps({"action": "listen", "data": {"streams": ["trade_updates"]}}))
+    assert json.loads(t.recv()) == {"stream": "listening", "data": {"streams": ["trade_updates"]}}
+    api = anb.connect(base_url=account.url, data_url=account.url, stream_url=account.stream_url,
+                      key_id=account.key_id, secret_key=account.secret_key)
+    order = api.buy("MSFT", 2)
+    events = []
+    while not events or events[-1] != "fill":
+        message = json.loads(t.recv())
+        assert message["stream"] == "trade_updates" and message["data"]["order"]["id"] == order.name
+        events.append(message["data"]["event"])
+    assert "new" in events
+    t.close()
+    # what went through Redis: the trade updates on their own channel, never a secret
+    seen = []
+    while (m := spy.get_message(timeout=1.0)) is not None or not seen:
+        if m and m["type"] == "pmessage":
+            seen.append((m["channel"].decode(), m["data"].decode()))
+    spy.close()
+    assert {c for c, d in seen if '"trade_updates"' in d} == {"alpaca-nb:trade_updates"}
+    assert not [c for c, d in seen if account.secret_key in d or TOKEN in d]
