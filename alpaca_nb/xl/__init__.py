@@ -231,13 +231,18 @@ def ALPACA_BDH(symbols, fields, start, end, *options):
     per, adj, feed = opts.get("Per", "1Day"), opts.get("Adj", "raw"), opts.get("Feed")
     api = default_client()
     key = ("bdh", _scope(api), tuple(syms), start_ns, end_ns, per, adj, feed)
-    frame = _history.get(key, lambda: api.bars(
-        syms, per, start=pd.Timestamp(start_ns, tz="UTC"),
-        end=None if end_ns is None else pd.Timestamp(end_ns, tz="UTC"),
-        adjustment=adj, feed=feed, progress=False))
-    return _bdh_rows(frame, syms, columns, names, tz=opts.get("Tz", NY),
-                     descending=opts.get("Sort") == "desc", fill=opts.get("Fill") == "prev",
-                     stacked=opts.get("Layout") == "stacked", headers=opts.get("Headers", True))
+    layout = {"tz": opts.get("Tz", NY), "descending": opts.get("Sort") == "desc",
+              "fill": opts.get("Fill") == "prev", "stacked": opts.get("Layout") == "stacked",
+              "headers": opts.get("Headers", True)}
+
+    def table() -> Any:
+        frame = _history.get(key, lambda: api.bars(
+            syms, per, start=pd.Timestamp(start_ns, tz="UTC"),
+            end=None if end_ns is None else pd.Timestamp(end_ns, tz="UTC"),
+            adjustment=adj, feed=feed, progress=False))
+        return _bdh_rows(frame, syms, columns, names, **layout)
+    # the cells themselves are cached too: a recalculation returns the same list at once
+    return _history.get((key, tuple(columns), tuple(map(str, names)), tuple(sorted(layout.items()))), table)
 
 
 def _bdh_rows(frame: pd.DataFrame, syms: list[str], columns: list[str], names: list[str], *, tz: str,

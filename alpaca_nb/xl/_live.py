@@ -120,17 +120,25 @@ class QuoteWriter:
             log.error("live quotes: could not open the target range: %s", exc)
             return
         try:
-            last = float("-inf")
+            due = float("-inf")                  # when the next write is due
+            build = 0.0                          # how long building the last table took
             while not self._stop.is_set():
                 if not self._dirty.wait(0.25):
                     continue
-                wait = last + period - time.monotonic()
+                # writes keep a fixed cadence of one per period, so the rate is the bound and
+                # not a little under it; after a pause the cadence starts again from now
+                due = max(due, time.monotonic())
+                wait = due - build - time.monotonic()     # build the table just in time
                 if wait > 0 and self._stop.wait(wait):
                     break
                 self._dirty.clear()
+                started = time.monotonic()
                 values = self.table()
-                if self._stop.is_set():
+                build = time.monotonic() - started
+                wait = due - time.monotonic()
+                if (wait > 0 and self._stop.wait(wait)) or self._stop.is_set():
                     break
+                due = max(due + period, time.monotonic())
                 try:
                     target.write(values)
                     self.writes += 1
@@ -138,7 +146,6 @@ class QuoteWriter:
                     self.failures += 1
                     self._dirty.set()
                     log.debug("live quotes: write failed (%s); retrying at the next tick", exc)
-                last = time.monotonic()
         finally:
             try:
                 target.close()
