@@ -10,6 +10,7 @@ import math
 import pandas as pd
 import pytest
 from _http_proxy import RecordingProxy
+from _xl_support import client_of, connect_to
 
 import alpaca_nb as anb
 from alpaca_nb import xl
@@ -21,21 +22,14 @@ SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA"]
 
 @pytest.fixture
 def api(account):
-    xl.clear_caches()
-    client = anb.connect(base_url=account.url, data_url=account.url, stream_url=account.stream_url,
-                         key_id=account.key_id, secret_key=account.secret_key)
-    yield client
-    client.close()
-    xl.clear_caches()
+    yield from client_of(account)
 
 
 @pytest.fixture
 def proxied(account):
     """A client whose every request passes a recording proxy."""
-    xl.clear_caches()
     with RecordingProxy(account.url) as proxy:
-        client = anb.connect(base_url=proxy.url, data_url=proxy.url, stream_url=account.stream_url,
-                             key_id=account.key_id, secret_key=account.secret_key)
+        client = connect_to(account, proxy.url)
         yield client, proxy
         client.close()
     xl.clear_caches()

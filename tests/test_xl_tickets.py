@@ -7,9 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import poll
+from _xl_support import client_of, connect_to
+from conftest import new_account, poll
 
-import alpaca_nb as anb
 from alpaca_nb import xl
 from alpaca_nb._config import Secret, Settings
 from alpaca_nb.client import Alpaca
@@ -39,11 +39,7 @@ class Sheet:
 
 @pytest.fixture
 def api(account):
-    xl.clear_caches()
-    client = anb.connect(base_url=account.url, data_url=account.url, stream_url=account.stream_url,
-                         key_id=account.key_id, secret_key=account.secret_key)
-    yield client
-    client.close()
+    yield from client_of(account)
 
 
 TICKET_ARGS = ("AAPL", "buy", 2.0, "market", None, None, "day", 1.0, None)   # as Excel sends them
@@ -113,11 +109,8 @@ def test_tickets_that_are_not_ready_are_not_sent(api):
 
 
 def test_send_runs_the_pre_trade_guard_again_and_a_refusal_is_cell_text(sandbox):
-    from conftest import new_account
-
     small = new_account(sandbox, cash=1000.0)
-    client = anb.connect(base_url=small.url, data_url=small.url, key_id=small.key_id,
-                         secret_key=small.secret_key)
+    client = connect_to(small)
     try:
         assert "buying power" in xl.ALPACA_TICKET("AAPL", "buy", 50.0)[0][1]   # seen when staging
         args = ("AAPL", "buy", 2.0, "market", None, None, "day", 1.0, None)
@@ -157,13 +150,10 @@ def test_live_mode_asks_before_sending(account):
 
 
 def test_a_refused_ticket_is_checked_again_and_becomes_ready(sandbox, monkeypatch):
-    from conftest import new_account
-
     from alpaca_nb.xl import _tickets as tickets_module
 
     small = new_account(sandbox, cash=1000.0)
-    client = anb.connect(base_url=small.url, data_url=small.url, key_id=small.key_id,
-                         secret_key=small.secret_key)
+    client = connect_to(small)
     try:
         price = client.latest_trades("AAPL")["price"].iloc[0]
         limit = round(price * 0.9, 2)                     # rests: holds buying power, never fills

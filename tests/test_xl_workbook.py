@@ -13,6 +13,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from _xl_support import connect_to
 
 from alpaca_nb import xl
 from alpaca_nb.sandbox import DEFAULT_SECRET_KEY
@@ -73,12 +74,9 @@ def test_the_sheets_and_their_formulas(book):
 
 def test_the_workbook_formulas_evaluate_against_a_sandbox(book, account):
     """The Quotes grid and a Ticket row, evaluated as refresh() does on macOS."""
-    import alpaca_nb as anb
     from alpaca_nb.xl._sheets import evaluate
 
-    anb.connect(base_url=account.url, data_url=account.url, key_id=account.key_id,
-                secret_key=account.secret_key)
-    xl.clear_caches()
+    connect_to(account)
 
     def reader(ws):
         def read(ref):
@@ -172,12 +170,9 @@ class OpenpyxlSheet:
 def test_refresh_without_udfs_fills_the_sheets_in_place_and_again(account, tmp_path):
     """macOS has no UDFs: refresh() evaluates the formulas and writes the results in their place,
     remembering the formulas for the next refresh; a smaller result clears what the last covered."""
-    import alpaca_nb as anb
     from alpaca_nb.xl._sheets import fill_sheet
 
-    anb.connect(base_url=account.url, data_url=account.url, key_id=account.key_id,
-                secret_key=account.secret_key)
-    xl.clear_caches()
+    connect_to(account)
     wb = openpyxl.load_workbook(WORKBOOK, keep_vba=True)
     quotes, stored = OpenpyxlSheet(wb["Quotes"]), {}
     fill_sheet(quotes, xl.FORMULAS, stored)

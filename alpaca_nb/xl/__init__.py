@@ -431,7 +431,12 @@ def send_tickets(grid: Grid | None = None, *, confirm: Callable[[str], bool] | N
     """
     if grid is None:
         book = _sheets.caller_book()
-        grid = _sheets.XwGrid(book.sheets.active)
+        sheet = book.sheets.active
+        if not sys.platform.startswith("win"):
+            # no UDFs and a new Python per button on macOS: stage the sheet's tickets here first
+            # (the same content gives the same ticket ids, so nothing is sent twice)
+            _sheets.fill_formulas(book, FORMULAS, only=sheet.name)
+        grid = _sheets.XwGrid(sheet)
         confirm = confirm or _sheets.confirm_with(book)
     results = _ticket_book.send(default_client(), grid, confirm=confirm)
     _tables.clear()                    # statuses on the sheet are now stale

@@ -202,8 +202,9 @@ class _XwFormulaSheet:
         self._sheet.range((row, column)).value = values
 
 
-def fill_formulas(book: Any, functions: Mapping[str, Callable[..., Any]]) -> None:
-    """Fill every sheet of an xlwings workbook (see the module docstring)."""
+def fill_formulas(book: Any, functions: Mapping[str, Callable[..., Any]], *, only: str | None = None) -> None:
+    """Fill every sheet of an xlwings workbook, or the sheet named ``only`` (see the module
+    docstring)."""
     names = [s.name for s in book.sheets]
     store = book.sheets[STORE_SHEET] if STORE_SHEET in names else book.sheets.add(STORE_SHEET, after=names[-1])
     store.visible = False
@@ -213,7 +214,7 @@ def fill_formulas(book: Any, functions: Mapping[str, Callable[..., Any]]) -> Non
         if len(line) >= 6 and line[0] and line[3]:     # formulas are stored without their "="
             stored.setdefault(line[0], {})[(int(line[1]), int(line[2]))] = ("=" + line[3], int(line[4]), int(line[5]))
     for sheet in book.sheets:
-        if sheet.name == STORE_SHEET:
+        if sheet.name == STORE_SHEET or (only is not None and sheet.name != only):
             continue
         mine = stored.setdefault(sheet.name, {})
         fill_sheet(_XwFormulaSheet(sheet), functions, mine)
