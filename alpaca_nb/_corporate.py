@@ -33,6 +33,7 @@ id              str                         the action's id
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -131,16 +132,17 @@ class ActionMarks:
     def __init__(self, actions: Sequence[tuple[str, Mapping[str, Any]]], today_ordinal: int):
         self._by_symbol: dict[str, list[tuple[int, bytes]]] = {}
         for kind, record in actions:
-            row = action_row(kind, record)
-            when = _first(row, "ex_date", "effective_date", "process_date")
+            when = _first(record, "ex_date", "effective_date", "process_date")
             try:
-                ordinal = pd.Timestamp(when).date().toordinal()
-            except (TypeError, ValueError):
+                ordinal = dt.date.fromisoformat(str(when)[:10]).toordinal()
+            except ValueError:
                 continue
             if ordinal > today_ordinal:
                 continue                     # announced, not yet in effect
-            blob = orjson.dumps(dict(record, _type=kind), option=orjson.OPT_SORT_KEYS)
-            for symbol in {row["symbol"], row["new_symbol"]} - {None}:
+            blob = orjson.dumps([kind, record], option=orjson.OPT_SORT_KEYS)
+            symbols = {_first(record, "symbol", "source_symbol", "acquiree_symbol", "old_symbol"),
+                       _first(record, "new_symbol", "acquirer_symbol")}
+            for symbol in symbols - {None}:
                 self._by_symbol.setdefault(symbol, []).append((ordinal, blob))
 
     def digest(self, symbol: str, first_day: int) -> str:

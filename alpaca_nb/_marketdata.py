@@ -199,18 +199,20 @@ class MarketData:
         days = range(first, min(last, complete) + 1)
         tail = last > complete or req.end_ns is None or not days
 
+        files = cache.open_many(req.symbols)
         marks = None
         if req.adjustment is not None and set(req.adjustment.split(",")) != {"raw"}:
             try:
-                marks = self._revalidate(req, cache, first, now_ns)
+                marks = self._revalidate(req, cache, files, first, now_ns)
             except AlpacaError as exc:
                 log.warning("corporate actions unavailable (%s): adjusted bars are downloaded, "
                             "not read from or written to the cache", exc)
+                for f in (files or {}).values():
+                    if f is not None:
+                        f.close()
                 for chunk in _symbol_chunks(req.symbols):
                     self._download(req, chunk, req.start_ns, req.end_ns, acc, bar)
                 return None
-
-        files = cache.open_many(req.symbols)
         try:
             if files is not None and not tail and all(f is not None and f.days.issuperset(days)
                                                       for f in files.values()):
@@ -265,16 +267,19 @@ class MarketData:
                 acc.add_symbol(symbol, entry.times[a:b], {c: v[a:b] for c, v in entry.columns.items()})
         return None
 
-    def _revalidate(self, req: SeriesRequest, cache: BarCache, first: int, now_ns: int) -> ActionMarks:
+    def _revalidate(self, req: SeriesRequest, cache: BarCache, files: dict[str, Any] | None,
+                    first: int, now_ns: int) -> ActionMarks:
         """The corporate-action marks of the request's symbols (one request per symbol chunk,
         before any bar is downloaded), after deleting the cached adjusted bars they show to be
-        stale (see :class:`alpaca_nb._corporate.ActionMarks`)."""
+        stale (see :class:`alpaca_nb._corporate.ActionMarks`); a deleted file's entry in
+        ``files`` (the open files, or None when they are read one at a time) becomes None."""
         heads: dict[str, tuple[int, Any]] = {}
         for symbol in req.symbols:
-            file = cache.open(symbol)
+            file = files.get(symbol) if files is not None else cache.open(symbol)
             if file is not None:
                 heads[symbol] = (min(file.days, default=first), file.meta.get("actions"))
-                file.close()
+                if files is None:
+                    file.close()
         since = min([first, *(day for day, _ in heads.values())])
         actions: list[tuple[str, dict[str, Any]]] = []
         for chunk in _symbol_chunks(req.symbols):
@@ -283,6 +288,9 @@ class MarketData:
         marks = ActionMarks(actions, ny_date(now_ns).toordinal())
         for symbol, (day, mark) in heads.items():
             if mark != marks.digest(symbol, day):
+                if files is not None:
+                    files[symbol].close()
+                    files[symbol] = None
                 cache.discard(symbol, "corporate actions changed its adjusted bars")
         return marks
 

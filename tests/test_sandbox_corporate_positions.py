@@ -50,8 +50,14 @@ def test_split_scales_the_position_and_cancels_open_orders():
         [record] = activities(api, "SPLIT")
         assert record["symbol"] == "WM" and num(record["qty"]) == 25 and record["date"] == "2024-06-24"
         assert record["net_amount"] == "0" and "per_share_amount" not in record
-        # the market value follows the new price: no fake loss of half the position
+        # the market value follows the new price: no fake loss of half the position, not in
+        # today's change (yesterday's close is split-adjusted) nor in the portfolio history
         assert num(after["market_value"]) == pytest.approx(num(before["market_value"]), rel=0.15)
+        assert num(after["lastday_price"]) < num(after["current_price"]) * 1.2
+        assert abs(num(after["change_today"])) < 0.1
+        history = api.get("/v2/account/portfolio/history", period="1W", timeframe="1D").json()
+        equity = [e for e in history["equity"] if e]
+        assert len(equity) >= 5 and min(equity) > 0.95 * max(equity)
 
 
 def test_reverse_split_pays_cash_in_lieu_of_the_fraction():
@@ -93,6 +99,9 @@ def test_cash_dividend_credits_cash_with_a_div_activity():
         assert num(record["net_amount"]) == pytest.approx(10 * div["rate"])
         assert record["currency"] == "USD" and record["status"] == "executed"
         assert num(api.positions()["KO"]["qty"]) == 10                      # shares unchanged
+        history = api.get("/v2/account/portfolio/history", period="1D", timeframe="1Min").json()
+        account = api.account()
+        assert history["equity"][-1] == pytest.approx(num(account["equity"]), abs=0.5)
 
 
 def test_an_ex_date_passed_while_down_is_applied_once_after_a_restart(tmp_path):

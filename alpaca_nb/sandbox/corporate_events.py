@@ -37,7 +37,7 @@ import math
 
 from .clock import ny_date, ny_midnight_ns
 from .corporate import Action
-from .history import non_trade_activity
+from .history import Fill, non_trade_activity
 from .ledger import MONEY_PLACES, QTY_PLACES
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,23 @@ log = logging.getLogger(__name__)
 __all__ = ["CorporateEvents"]
 
 _EPS = 1e-9
+_BOOKED = ("SPLIT", "CIL", "DIV", "SPIN")        # the activities this module writes
+
+
+def booked_fills(record: dict) -> list[Fill]:
+    """The activity as portfolio history's replay sees it (it replays fills: cash moves by
+    ``-qty * price``): a split adds shares at no cost, cash in lieu sells the fraction, a
+    payment is a share bought at minus the amount and given back at no cost."""
+    kind, ns, symbol = record.get("activity_type"), record.get("_ns"), record.get("symbol")
+    if kind not in _BOOKED or ns is None or symbol is None:
+        return []
+    amount = float(record.get("net_amount") or 0)
+    if kind == "SPLIT":
+        return [Fill(ns, symbol, float(record.get("qty") or 0), 0.0)]
+    if kind == "CIL":
+        qty = float(record.get("qty") or 0)
+        return [Fill(ns, symbol, -qty, amount / qty)] if qty else []
+    return [Fill(ns, symbol, 1.0, -amount), Fill(ns, symbol, -1.0, 0.0)]
 
 
 class CorporateEvents:
@@ -66,6 +83,31 @@ class CorporateEvents:
                 self._commit()
         super()._advance(now)
 
+    def _load(self) -> None:
+        super()._load()
+        for account_id, records in self._activities.items():
+            booked = [f for r in records for f in booked_fills(r)]
+            if booked:
+                fills = self._fills.setdefault(account_id, [])
+                fills.extend(booked)
+                fills.sort(key=lambda f: f.ns)
+
+    def _book(self, account_id: str, record: dict) -> None:
+        self._add_activity(account_id, record)
+        self._fills.setdefault(account_id, []).extend(booked_fills(record))
+
+    def _lastday_price(self, symbol: str, t: int) -> float | None:
+        """The previous session's close, adjusted for a split that took effect since (so a
+        position's ``lastday_price`` and ``change_today`` see no fake jump on an ex-date)."""
+        price = super()._lastday_price(symbol, t)
+        prev = self.sessions.previous_session(ny_date(t))
+        if price is None or prev is None:
+            return price
+        for action in self.market.corporate.between([symbol], prev.date, ny_date(t)):
+            if action.type in ("forward_split", "reverse_split"):
+                price *= action.factor
+        return price
+
     def _ex_dates(self, start: int, end: int) -> list[tuple[int, list[Action]]]:
         """(instant, actions) for ex-dates with ``start < NY midnight <= end`` of the symbols
         that any account holds or has open orders in, by instant."""
@@ -83,18 +125,19 @@ class CorporateEvents:
         if action.type in ("forward_split", "reverse_split"):
             for order in [o for o in self._open.values() if o.symbol == action.symbol]:
                 self._cancel(order, t, reason=f"{action.type} of {action.symbol}")
+        booked = t + 1      # after the previous session's close (always-open: its close is t)
         for account in self.accounts.values():
             position = account.positions.get(action.symbol)
             if position is None or abs(position.qty) < _EPS:
                 continue
             if action.type in ("forward_split", "reverse_split"):
-                self._split(account, position, action, t)
+                self._split(account, position, action, booked)
             elif action.type == "cash_dividend":
-                self._pay(account, position, action, t, "DIV", action.rate, sub_type="CDIV",
+                self._pay(account, position, action, booked, "DIV", action.rate, sub_type="CDIV",
                           description=f"Cash DIV @ {action.rate}, Pos QTY: {position.qty:g}, "
                                       f"Rec Date: {action.record_date.isoformat()}")
             elif action.type == "spin_off":
-                self._pay(account, position, action, t, "SPIN", action.rate,
+                self._pay(account, position, action, booked, "SPIN", action.rate,
                           description=f"Spin-off of {action.new_symbol} ({action.new_rate:g} per "
                                       f"{action.old_rate:g} shares), paid as cash")
 
@@ -103,7 +146,7 @@ class CorporateEvents:
         amount = round(position.qty * per_share, 2)
         account.cash = round(account.cash + amount, MONEY_PLACES)
         self._dirty_account(account)
-        self._add_activity(account.id, non_trade_activity(
+        self._book(account.id, non_trade_activity(
             ns=t, seq=self._next_activity_seq(), activity_type=kind, net_amount=amount,
             sub_type=sub_type, symbol=action.symbol, cusip=action.cusip, qty=position.qty,
             per_share_amount=per_share, description=description))
@@ -125,7 +168,7 @@ class CorporateEvents:
         position.qty = new_qty
         position.day = action.ex_date.isoformat()       # today's basis: yesterday's close, split
         position.day_cost = new_qty * price
-        self._add_activity(account.id, non_trade_activity(
+        self._book(account.id, non_trade_activity(
             ns=t, seq=self._next_activity_seq(), activity_type="SPLIT", net_amount=0.0,
             symbol=action.symbol, cusip=action.new_cusip or action.cusip,
             qty=round(new_qty + remainder - old_qty, QTY_PLACES),
@@ -134,7 +177,7 @@ class CorporateEvents:
         if abs(remainder) > _EPS:
             cash = round(remainder * price, 2)
             account.cash = round(account.cash + cash, MONEY_PLACES)
-            self._add_activity(account.id, non_trade_activity(
+            self._book(account.id, non_trade_activity(
                 ns=t, seq=self._next_activity_seq(), activity_type="CIL", net_amount=cash,
                 symbol=action.symbol, qty=remainder, per_share_amount=round(price, 4),
                 description=f"Cash in lieu of {remainder:g} shares of {action.symbol}"))
