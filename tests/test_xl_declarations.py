@@ -84,6 +84,9 @@ def test_declarations_ranges_arrive_as_2d_lists_and_nothing_is_volatile_or_async
         assert argmap["symbols"]["options"] == {"ndim": 2} and argmap["fields"]["options"] == {"ndim": 2}
     ticket = module.ALPACA_TICKET.__xlfunc__["argmap"]
     assert ticket["type"]["optional"] == "market" and ticket["time_in_force"]["optional"] == "day"
+    for name in UDFS:                                 # every argument is described in the wizard
+        for arg in getattr(module, name).__xlfunc__["args"]:
+            assert not arg["doc"].startswith("Positional argument") and len(arg["doc"]) <= 255, (name, arg)
 
 
 def test_the_python_signatures_match_what_xlwings_reads():

@@ -126,12 +126,18 @@ def _single(rows: list[list[Any]]) -> Any:
 
 _FEED = choice("Feed", FEEDS)
 
+# Excel's function wizard shows these. The formulas' signatures are positional and carry no
+# annotations on purpose: xlwings passes arguments by position and reads type hints as converters.
+_DOC = {"symbols": "a symbol, AAPL,MSFT, or a column or row of them",
+        "options": 'Bloomberg-style "Name=Value" texts (or name and value as two arguments), e.g.'}
+
 
 # ------------------------------------------------------------------ BDP
 
 @_func(category="Alpaca")
-@_arg("symbols", ndim=2)
-@_arg("fields", ndim=2)
+@_arg("symbols", ndim=2, doc=_DOC["symbols"])
+@_arg("fields", ndim=2, doc="a field (last, bid, ask, PX_LAST...) or a row or column of them")
+@_arg("*options", doc=_DOC["options"] + ' "Feed=iex", "Tz=UTC"')
 @_formula
 def ALPACA_BDP(symbols, fields, *options):
     """Latest values: a column of symbols against a row of fields fills a grid (symbols in a row
@@ -205,8 +211,11 @@ _BDH_OPTIONS = {
 
 
 @_func(category="Alpaca")
-@_arg("symbols", ndim=2)
-@_arg("fields", ndim=2)
+@_arg("symbols", ndim=2, doc=_DOC["symbols"])
+@_arg("fields", ndim=2, doc="close, open, high, low, volume, trade_count, vwap (or PX_LAST...)")
+@_arg("start", doc="first day or time: a date, a serial or text like 2024-01-02 (New York time)")
+@_arg("end", doc="last day or time (a whole day counts in full); empty: now")
+@_arg("*options", doc=_DOC["options"] + ' "Per=1Min", "Adj=split", "Sort=desc", "Fill=prev"')
 @_formula
 def ALPACA_BDH(symbols, fields, start, end, *options):
     """Bars from start to end (dates as serials, date cells or text; a whole day counts in full;
@@ -299,6 +308,8 @@ _BDS: dict[str, dict[str, Callable[[str], Any]]] = {
 
 
 @_func(category="Alpaca")
+@_arg("what", doc="mode, account, positions, orders, assets, clock, calendar or activities")
+@_arg("*options", doc=_DOC["options"] + ' "Status=all", "Limit=50"')
 @_formula
 def ALPACA_BDS(what, *options):
     """A table with a header row: "mode" (one cell: sandbox, paper or LIVE), "account" and
@@ -344,6 +355,15 @@ def _bds_frame(api: Any, kind: str, opts: Options) -> pd.DataFrame | pd.Series:
 # ------------------------------------------------------------------ tickets
 
 @_func(category="Alpaca")
+@_arg("symbol", doc="e.g. AAPL")
+@_arg("side", doc="buy or sell")
+@_arg("qty", doc="shares")
+@_arg("type", doc="market (default), limit, stop or stop_limit")
+@_arg("limit_price", doc="for limit and stop_limit orders")
+@_arg("stop_price", doc="for stop and stop_limit orders")
+@_arg("time_in_force", doc="day (default), gtc, opg, cls, ioc or fok")
+@_arg("nonce", doc="change it to stage another order with the same content")
+@_arg("extended_hours", doc="TRUE for a limit order in extended hours")
 @_formula
 def ALPACA_TICKET(symbol, side, qty, type="market", limit_price=None, stop_price=None,
                   time_in_force="day", nonce=None, extended_hours=False):
@@ -397,6 +417,7 @@ def _flag(value: Any) -> bool:
 
 
 @_func(category="Alpaca")
+@_arg("ticket_id", doc="the ticket id ALPACA_TICKET returned")
 @_formula
 def ALPACA_STATUS(ticket_id):
     """The order sent for a ticket: [status, filled qty, average fill price]; "not sent" before
