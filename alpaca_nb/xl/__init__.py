@@ -150,7 +150,7 @@ def ALPACA_BDP(symbols, fields, *options):
     names = [f for f in flat(fields) if f is not None and not (isinstance(f, str) and not f.strip())]
     if not names:
         raise ValueError("fields is empty; give a field such as 'last' or a row of them")
-    readers = [latest_field(f)[1] for f in names]
+    readers = [latest_field(f) for f in names]
     transpose = _bdp_layout(symbols, fields, len(syms), len(names))
     api = default_client()
     feed = opts.get("Feed")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .._args import NY, parse_symbol, parse_time, parse_tz
 
-__all__ = ["Options", "cell", "cells_of", "choice", "flat", "frame_rows", "normalise_name", "one",
+__all__ = ["Options", "cell", "choice", "flat", "frame_rows", "normalise_name", "one",
            "serial_to_datetime", "shape_of", "symbols_of", "text", "time_arg", "tz_option", "whole",
            "yes_no"]
 
@@ -268,10 +268,6 @@ def cell(value: Any, tz: str = NY) -> Any:
     except (TypeError, ValueError):
         pass
     return str(value)
-
-
-def cells_of(rows: Iterable[Iterable[Any]], tz: str = NY) -> list[list[Any]]:
-    return [[cell(v, tz) for v in row] for row in rows]
 
 
 def frame_rows(frame: pd.DataFrame, *, tz: str = NY, index: bool = True, headers: bool = True) -> list[list[Any]]:

@@ -77,8 +77,8 @@ _BAR_ALIASES = {"px_open": "open", "px_high": "high", "px_low": "low", "px_last"
                 "eqy_weighted_avg_px": "vwap"}
 
 
-def latest_field(raw: Any) -> tuple[str, Callable[[Row], Any]]:
-    """(the name as the user wrote it, reader) for a BDP field.
+def latest_field(raw: Any) -> Callable[[Row], Any]:
+    """The reader of a BDP field (a function of one snapshot row).
 
     Raises:
         ValueError: unknown field, listing the known ones.
@@ -89,9 +89,9 @@ def latest_field(raw: Any) -> tuple[str, Callable[[Row], Any]]:
     key = normalise_name(raw)
     key = _LATEST_ALIASES.get(key, key)
     if key in LATEST_FIELDS:
-        return raw, LATEST_FIELDS[key]
+        return LATEST_FIELDS[key]
     if key in SNAPSHOT_COLUMNS:
-        return raw, _col(key)
+        return _col(key)
     raise ValueError(f"unknown field {raw.strip()!r} in fields; valid: {', '.join(LATEST_FIELDS)}, "
                      "Bloomberg names (PX_LAST, PX_BID, CHG_PCT_1D...) or any api.snapshots() column")
 

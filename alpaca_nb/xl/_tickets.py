@@ -65,7 +65,7 @@ class Tickets:
         self._sent: dict[str, str] = {}         # ticket id -> order id
         self._send_lock = threading.Lock()
 
-    def stage(self, api: Any, order: dict[str, Any], *, nonce: str, guard: bool = True) -> Ticket:
+    def stage(self, api: Any, order: dict[str, Any], *, nonce: str) -> Ticket:
         """Validate ``order`` (submit_order keyword arguments without client_order_id) and file it.
 
         Raises:
@@ -85,14 +85,12 @@ class Tickets:
         if known is not None and (known.state == READY or time.monotonic() - known.checked_at < RECHECK_SECONDS):
             return known                         # a recalculation storm stops here
         state = READY
-        if guard:
-            checked = dict(body, client_order_id=ticket_id)
-            try:
-                api.check_order(checked)
-            except AlpacaError as exc:
-                state = exc.message
-            except ValueError as exc:            # PreTradeCheckError is a ValueError too
-                state = str(exc)
+        try:
+            api.check_order(dict(body, client_order_id=ticket_id))    # the pre-trade guard
+        except AlpacaError as exc:
+            state = exc.message
+        except ValueError as exc:                # PreTradeCheckError is a ValueError too
+            state = str(exc)
         ticket = Ticket(ticket_id, dict(order, client_order_id=ticket_id), state, time.monotonic())
         with self._lock:
             current = self._staged.get(ticket_id)
