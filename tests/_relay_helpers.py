@@ -11,12 +11,11 @@ import time
 from dataclasses import dataclass
 
 import pytest
+from _data_stream_client import AUTHENTICATED, CONNECTED, RawDataStream
 
 from alpaca_nb import _config
 from alpaca_nb.relay import Relay
 from alpaca_nb.stream import Reconnect
-
-from _data_stream_client import AUTHENTICATED, CONNECTED, RawDataStream
 
 FAST_RECONNECT = Reconnect(base=0.05, cap=0.5, conflict=2.0, ping_interval=2.0, stale_timeout=5.0)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 import requests
+from _relay_helpers import redis_server, relay_dir  # noqa: F401  (fixtures of the relay tests)
 
 from alpaca_nb.sandbox import Sandbox
 

@@ -19,16 +19,15 @@ import msgpack
 import pytest
 import requests
 import websocket
+from _data_stream_client import CONNECTED, RawDataStream
+from _relay_helpers import Target, raw_client, settings_for, start_relay
+from _stream_helpers import server_connections, wait_for
+from conftest import new_account
 
 import alpaca_nb as anb
 from alpaca_nb import _config
 from alpaca_nb.relay import Relay, RelayError
 from alpaca_nb.sandbox import Sandbox
-
-from _data_stream_client import CONNECTED, RawDataStream
-from _relay_helpers import Target, raw_client, relay_dir, settings_for, start_relay  # noqa: F401
-from _stream_helpers import server_connections, wait_for
-from conftest import new_account
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,12 @@ import msgpack
 import pytest
 import redis
 import websocket
+from _data_stream_client import CONNECTED, RawDataStream
+from _relay_helpers import Target, raw_client, start_relay
+from _stream_helpers import wait_for
 
 import alpaca_nb as anb
 from alpaca_nb.relay import Relay
-
-from _data_stream_client import CONNECTED, RawDataStream
-from _relay_helpers import Target, raw_client, redis_server, start_relay  # noqa: F401
-from _stream_helpers import wait_for
 
 TOKEN = "team-token-1234"
 

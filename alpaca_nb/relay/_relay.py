@@ -110,6 +110,7 @@ class Relay:
         self.trading: TradingEndpoint | None = None
         self._upstreams: list[Any] = []
         self._clients = 0
+        self.served = {"data": 0, "trading": 0}     # downstream connections accepted so far
         self._names = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._publisher = None
@@ -352,6 +353,7 @@ class Relay:
                                 f"{path}#{next(self._names)}", limit=self.slow_client_bytes)
             endpoint.join(client)
             self._clients += 1
+            self.served["data"] += 1
             try:
                 await client.run(request)
             finally:
@@ -371,6 +373,7 @@ class Relay:
                                limit=self.slow_client_bytes)
         endpoint.join(client)
         self._clients += 1
+        self.served["trading"] += 1
         try:
             await client.run()
         finally:
