@@ -34,6 +34,7 @@ from .errors import (
     ForbiddenError,
     InsufficientBuyingPower,
     NotFoundError,
+    OrderStateUnknown,
     OrderValidationError,
     PreTradeCheckError,
     RateLimitError,
@@ -55,7 +56,8 @@ __all__ = [
     # errors
     "AlpacaError", "BadRequestError", "AuthenticationError", "ForbiddenError",
     "InsufficientBuyingPower", "NotFoundError", "UnprocessableError", "RateLimitError",
-    "ServerError", "AlpacaConnectionError", "OrderValidationError", "PreTradeCheckError",
+    "ServerError", "AlpacaConnectionError", "OrderStateUnknown", "OrderValidationError",
+    "PreTradeCheckError",
 ]
 
 _default: Alpaca | None = None
@@ -66,8 +68,10 @@ def connect(*, key_id: str | None = None, secret_key: str | None = None, paper: 
             sandbox: Any = None, base_url: str | None = None, data_url: str | None = None,
             stream_url: str | None = None, allow_live: bool | None = None, feed: str | None = None,
             max_order_notional: float | None = _UNSET, max_order_qty: float | None = _UNSET,
-            price_collar: float | None = _UNSET, rate_limit: int | None = None,
-            timeout: tuple[float, float] = (5.0, 30.0), retries: int = 5) -> Alpaca:
+            price_collar: float | None = _UNSET, check_buying_power: bool = _UNSET,
+            guard_cache: float | None = _UNSET, rate_limit: int | dict[str, int] | None = None,
+            timeout: tuple[float, float] = (5.0, 30.0), retries: int = 5,
+            reconcile_timeout: float = 5.0) -> Alpaca:
     """Connect to Alpaca (paper by default) or to a local sandbox, and make it the default client
     of the module-level shortcuts (``anb.account()``, ``anb.bars(...)``...).
 
@@ -82,11 +86,20 @@ def connect(*, key_id: str | None = None, secret_key: str | None = None, paper: 
         max_order_notional: pre-trade limit in dollars per order (default 1,000,000;
             env ALPACA_NB_MAX_ORDER_NOTIONAL; None turns it off).
         max_order_qty: shares per order (default 100,000; env ALPACA_NB_MAX_ORDER_QTY).
-        price_collar: largest distance of a limit/stop price from the last trade, as a fraction
+        price_collar: how far from the last trade a limit/stop price may sit on the side where it
+            could fill at a bad price (a buy above the market, a sell below), as a fraction
             (default 0.25; env ALPACA_NB_PRICE_COLLAR).
-        rate_limit: client-side requests per minute (default 200, Alpaca's limit).
+        check_buying_power: compare orders that open or add to a position with the account's
+            buying power (default True; env ALPACA_NB_BUYING_POWER_CHECK=off turns it off).
+        guard_cache: seconds the guard reuses the account's buying power and positions
+            (default 3; env ALPACA_NB_GUARD_CACHE; 0 or None asks every time).
+        rate_limit: client-side requests per minute: one number for both APIs, or
+            ``{"trading": 200, "data": 10_000}`` (defaults 200 each: Alpaca's trading limit and
+            its basic data plan; env ALPACA_NB_TRADING_RATE_LIMIT, ALPACA_NB_DATA_RATE_LIMIT).
         timeout: (connect, read) seconds per request attempt.
-        retries: attempts per idempotent request and per order submission.
+        retries: attempts per read request and per order, cancel or close request.
+        reconcile_timeout: seconds to keep looking for an order (cancel, close) whose answer was
+            lost before resending it or raising OrderStateUnknown (default 5).
 
     Raises:
         ValueError: inconsistent arguments (half a key pair, a bad limit).
@@ -95,14 +108,19 @@ def connect(*, key_id: str | None = None, secret_key: str | None = None, paper: 
     global _default
     if retries < 1 or isinstance(retries, bool) or not isinstance(retries, int):
         raise ValueError(f"retries must be a positive whole number of attempts; got {retries!r}")
+    if isinstance(reconcile_timeout, bool) or not isinstance(reconcile_timeout, (int, float)) \
+            or not reconcile_timeout >= 0:
+        raise ValueError(f"reconcile_timeout must be seconds (0 or more); got {reconcile_timeout!r}")
     if not (isinstance(timeout, tuple) and len(timeout) == 2 and all(
             isinstance(t, (int, float)) and not isinstance(t, bool) and t > 0 for t in timeout)):
         raise ValueError(f"timeout must be (connect seconds, read seconds), both positive; got {timeout!r}")
     settings = resolve(key_id=key_id, secret_key=secret_key, paper=paper, sandbox=sandbox,
                        base_url=base_url, data_url=data_url, stream_url=stream_url,
                        allow_live=allow_live, feed=feed, max_order_notional=max_order_notional,
-                       max_order_qty=max_order_qty, price_collar=price_collar, rate_limit=rate_limit)
-    api = Alpaca(settings, timeout=(float(timeout[0]), float(timeout[1])), retries=retries)
+                       max_order_qty=max_order_qty, price_collar=price_collar, rate_limit=rate_limit,
+                       check_buying_power=check_buying_power, guard_cache=guard_cache)
+    api = Alpaca(settings, timeout=(float(timeout[0]), float(timeout[1])), retries=retries,
+                 reconcile_timeout=float(reconcile_timeout))
     with _default_lock:
         _default = api
     return api

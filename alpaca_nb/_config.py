@@ -34,7 +34,9 @@ STREAM_URL = "wss://stream.data.alpaca.markets"
 DEFAULT_MAX_ORDER_NOTIONAL = 1_000_000.0
 DEFAULT_MAX_ORDER_QTY = 100_000.0
 DEFAULT_PRICE_COLLAR = 0.25
-DEFAULT_RATE_LIMIT = 200  # requests per minute, Alpaca's trading API limit
+DEFAULT_RATE_LIMIT = 200       # requests per minute, Alpaca's trading API limit
+DEFAULT_DATA_RATE_LIMIT = 200  # market data per minute: Alpaca's basic plan (Algo Trader Plus: 10,000)
+RATE_APIS = ("trading", "data")
 
 _OFF = {"", "off", "none", "0", "false", "no"}
 _ON = {"1", "true", "yes", "on"}
@@ -95,8 +97,12 @@ class Settings:
     max_order_notional: float | None = DEFAULT_MAX_ORDER_NOTIONAL
     max_order_qty: float | None = DEFAULT_MAX_ORDER_QTY
     price_collar: float | None = DEFAULT_PRICE_COLLAR
-    rate_limit: int = DEFAULT_RATE_LIMIT
+    rate_limit: int = DEFAULT_RATE_LIMIT               # trading API requests per rate_window
     relay: str | None = None  # a stream relay (ws://127.0.0.1:8766) serving both streams
+    data_rate_limit: int = DEFAULT_DATA_RATE_LIMIT     # market-data requests per rate_window
+    rate_window: float = 60.0                          # seconds (Alpaca counts per minute)
+    check_buying_power: bool = True                    # the guard's buying-power check
+    guard_cache: float = 3.0                           # seconds the guard reuses account/positions
 
     @property
     def trading_stream_url(self) -> str:
@@ -159,6 +165,61 @@ def _limit(name: str, value: Any, env: Mapping[str, str], env_name: str, default
     return float(value)
 
 
+def _rate_limits(value: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """Requests per minute for each API: ``rate_limit=N`` (both), ``rate_limit={"trading": N,
+    "data": M}`` (either may be left out), else ALPACA_NB_TRADING_RATE_LIMIT /
+    ALPACA_NB_DATA_RATE_LIMIT, else 200 each. ALPACA_NB_RATE_WINDOW shortens the 60 s window
+    (the limits then count per that many seconds; for tests)."""
+    given: dict[str, Any] = {}
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(RATE_APIS)
+        if unknown:
+            raise ValueError(f"rate_limit keys must be 'trading' and/or 'data'; got {sorted(map(str, unknown))}")
+        given = dict(value)
+    elif value is not None:
+        given = {api: value for api in RATE_APIS}
+    out: dict[str, Any] = {}
+    for api, field_name, default in (("trading", "rate_limit", DEFAULT_RATE_LIMIT),
+                                     ("data", "data_rate_limit", DEFAULT_DATA_RATE_LIMIT)):
+        limit = given.get(api)
+        env_name = f"ALPACA_NB_{api.upper()}_RATE_LIMIT"
+        if limit is None and env.get(env_name):
+            try:
+                limit = int(env[env_name])
+            except ValueError:
+                raise ValueError(f"environment variable {env_name}={env[env_name]!r} is not a whole "
+                                 "number of requests per minute") from None
+        if limit is None:
+            limit = default
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError(f"rate_limit for the {api} API must be a positive whole number of "
+                             f"requests per minute, e.g. rate_limit={{'trading': 200, 'data': 10_000}}; "
+                             f"got {limit!r}")
+        out[field_name] = limit
+    window = _env_float(env, "ALPACA_NB_RATE_WINDOW", 60.0)
+    if window is None or not window > 0:
+        raise ValueError("ALPACA_NB_RATE_WINDOW must be positive seconds")
+    out["rate_window"] = window
+    return out
+
+
+def _guard_extras(check_buying_power: Any, guard_cache: Any, env: Mapping[str, str]) -> dict[str, Any]:
+    """The buying-power check switch (ALPACA_NB_BUYING_POWER_CHECK=off) and how long the guard
+    reuses what it learned of the account and positions (ALPACA_NB_GUARD_CACHE seconds)."""
+    if check_buying_power is _UNSET:
+        raw = env.get("ALPACA_NB_BUYING_POWER_CHECK")
+        check_buying_power = True if raw is None else raw.strip().lower() not in _OFF
+    if not isinstance(check_buying_power, bool):
+        raise TypeError(f"check_buying_power must be True or False, got {check_buying_power!r}")
+    if guard_cache is _UNSET:
+        guard_cache = _env_float(env, "ALPACA_NB_GUARD_CACHE", 3.0) or 0.0
+    if guard_cache is None:
+        guard_cache = 0.0
+    if isinstance(guard_cache, bool) or not isinstance(guard_cache, (int, float)) or guard_cache < 0:
+        raise ValueError(f"guard_cache must be seconds (0 or None: always ask the server), got {guard_cache!r}")
+    return {"check_buying_power": check_buying_power, "guard_cache": float(guard_cache)}
+
+
 class _Unset:
     def __repr__(self) -> str:
         return "<unset>"
@@ -171,7 +232,8 @@ def resolve(*, key_id: str | None = None, secret_key: str | None = None, paper: 
             sandbox: Any = None, base_url: str | None = None, data_url: str | None = None,
             stream_url: str | None = None, allow_live: bool | None = None, feed: str | None = None,
             max_order_notional: Any = _UNSET, max_order_qty: Any = _UNSET,
-            price_collar: Any = _UNSET, rate_limit: int | None = None,
+            price_collar: Any = _UNSET, rate_limit: Any = None,
+            check_buying_power: Any = _UNSET, guard_cache: Any = _UNSET,
             env: Mapping[str, str] | None = None) -> Settings:
     """Work out which environment to talk to. See :func:`alpaca_nb.connect` for the rules.
 
@@ -182,9 +244,6 @@ def resolve(*, key_id: str | None = None, secret_key: str | None = None, paper: 
     env = os.environ if env is None else env
     if feed is not None and feed not in ("iex", "sip", "delayed_sip", "boats", "overnight", "otc", "test"):
         raise ValueError(f"feed must be one of iex, sip, delayed_sip, boats, overnight, otc, test; got {feed!r}")
-    if rate_limit is not None and (isinstance(rate_limit, bool) or not isinstance(rate_limit, int)
-                                   or rate_limit <= 0):
-        raise ValueError(f"rate_limit must be a positive number of requests per minute, got {rate_limit!r}")
     guard = dict(
         max_order_notional=_limit("max_order_notional", max_order_notional, env,
                                   "ALPACA_NB_MAX_ORDER_NOTIONAL", DEFAULT_MAX_ORDER_NOTIONAL),
@@ -192,7 +251,8 @@ def resolve(*, key_id: str | None = None, secret_key: str | None = None, paper: 
                              DEFAULT_MAX_ORDER_QTY),
         price_collar=_limit("price_collar", price_collar, env, "ALPACA_NB_PRICE_COLLAR",
                             DEFAULT_PRICE_COLLAR),
-        rate_limit=rate_limit or DEFAULT_RATE_LIMIT,
+        **_rate_limits(rate_limit, env),
+        **_guard_extras(check_buying_power, guard_cache, env),
         feed=feed,
     )
 

@@ -1,11 +1,13 @@
-"""HTTP transport: one ``requests.Session`` with timeouts, a client-side rate limiter, retries with
-backoff for idempotent requests, and Alpaca error mapping.
+"""HTTP transport: one ``requests.Session`` with timeouts, a rate limiter per API (trading and
+market data, each fed only by its own server's rate headers), retries with backoff for reads,
+and Alpaca error mapping.
 
-Retries: GET and DELETE are retried on 429 (after the server's Retry-After), 500, 502, 503, 504 and
+Retries: GET and HEAD are retried on 429 (after the server's Retry-After), 500, 502, 503, 504 and
 connection failures, with exponential backoff and full jitter, within a bounded number of attempts
-and a bounded total time. Nothing else is retried here: order submission has its own
-reconciliation (see ``client.Alpaca.submit_order``) because a POST whose answer was lost may
-already have placed an order.
+and a bounded total time. Nothing else is retried here: a POST, PATCH or DELETE whose answer was
+lost may already have acted (placed, replaced, canceled, closed), and repeating it blindly would
+report the wrong result (or act twice); :mod:`alpaca_nb._settle` retries those after finding
+out what happened.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,61 +33,107 @@ from .errors import AlpacaConnectionError, error_from_response
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-IDEMPOTENT_METHODS = frozenset({"GET", "DELETE", "HEAD"})
+READ_METHODS = frozenset({"GET", "HEAD"})   # retried here; the rest is settled by the caller
 
 
 class RateLimiter:
-    """A token bucket of ``per_minute`` requests that also obeys the server's rate headers.
+    """At most ``limit`` requests in any ``window`` seconds, as the server counts them, and no
+    more than the server's ``X-RateLimit-*`` headers say are left.
 
-    The bucket lets bursts of up to ``per_minute`` requests through and then paces them at
-    ``per_minute / 60`` per second. When the server reports (``X-RateLimit-Remaining`` /
-    ``X-RateLimit-Reset``) that fewer requests are left than the bucket would allow, requests are
-    spread evenly over the time left until the reset, and none is sent once it reports zero.
-    Thread-safe; waiting happens outside the lock.
+    A sliding-window log: each request holds one of ``limit`` slots from the moment it is sent
+    until ``window`` seconds after its answer arrived (or it failed). A request can reach the
+    server only between those two moments, so no ``window`` at the server ever sees more than
+    ``limit`` requests, whatever the network delays (a token bucket, or a log of send times,
+    admits up to twice the limit across a window boundary). Up to ``limit`` requests go at
+    once; the next waits for the oldest answer to leave the window.
+
+    When the server reports (``X-RateLimit-Remaining`` / ``X-RateLimit-Reset``) that fewer
+    requests are left than the log would allow, requests are spread evenly over the time left
+    until the reset, and none is sent once it reports zero. Thread-safe; waiting releases the lock.
+
+    Use: ``slot = limiter.acquire()`` before sending, ``limiter.release(slot)`` once the answer
+    (or the failure) is in.
     """
 
-    def __init__(self, per_minute: int, *, clock=time.monotonic, sleep=time.sleep):
-        if per_minute <= 0:
-            raise ValueError("per_minute must be positive")
-        self.per_minute = per_minute
-        self._rate = per_minute / 60.0
-        self._tokens = float(per_minute)
-        self._updated = clock()
+    def __init__(self, limit: int, *, window: float = 60.0, clock=time.monotonic, sleep=None):
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError(f"limit must be a positive whole number of requests, got {limit!r}")
+        if not window > 0:
+            raise ValueError(f"window must be positive seconds, got {window!r}")
+        self.limit = limit
+        self.window = float(window)
         self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
+        self._sleep = sleep            # None: wait on the condition (woken early by a release)
+        self._cond = threading.Condition()
+        self._done: deque[float] = deque()   # answer times still inside the window, ascending
+        self._in_flight = 0
         self._server_remaining: int | None = None
         self._server_reset = 0.0       # in our monotonic clock
         self._next_paced = 0.0         # earliest time of the next request when pacing to the server
         self.waited = 0.0              # total seconds spent waiting (observable, for users and tests)
 
-    def acquire(self) -> None:
-        while True:
-            with self._lock:
-                delay = self._delay_locked()
-                if delay <= 0:
-                    return
-            self.waited += delay
-            self._sleep(delay)
+    @property
+    def per_minute(self) -> float:
+        return self.limit * 60.0 / self.window
 
-    def _delay_locked(self) -> float:
-        now = self._clock()
-        self._tokens = min(float(self.per_minute), self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
+    @property
+    def server_remaining(self) -> int | None:
+        """Requests the server last said are left in its window (None: it said nothing yet, or
+        its window has reset since)."""
+        with self._cond:
+            if self._server_remaining is not None and self._clock() >= self._server_reset:
+                return None
+            return self._server_remaining
+
+    def acquire(self) -> float:
+        """Wait until a request may be sent; returns its slot (the send time)."""
+        with self._cond:
+            while True:
+                now = self._clock()
+                delay = self._delay_locked(now)
+                if delay == 0.0:
+                    self._in_flight += 1
+                    return now
+                self.waited += delay if delay != _UNTIL_RELEASE else 0.0
+                if self._sleep is None:
+                    started = time.monotonic()
+                    self._cond.wait(None if delay == _UNTIL_RELEASE else delay)
+                    if delay == _UNTIL_RELEASE:
+                        self.waited += time.monotonic() - started
+                else:
+                    self._cond.release()
+                    try:
+                        self._sleep(0.001 if delay == _UNTIL_RELEASE else delay)
+                    finally:
+                        self._cond.acquire()
+
+    def release(self, slot: float) -> None:
+        """The request of ``slot`` is over (answered or failed): its slot leaves the window
+        ``window`` seconds from now."""
+        with self._cond:
+            self._in_flight -= 1
+            self._done.append(self._clock())
+            self._cond.notify_all()
+
+    def _delay_locked(self, now: float) -> float:
+        """0.0 when a request may go now, else seconds to wait (_UNTIL_RELEASE: until an
+        answer arrives)."""
+        done = self._done
+        while done and done[0] + self.window <= now:
+            done.popleft()
+        if self._in_flight + len(done) >= self.limit:
+            return done[0] + self.window - now if done else _UNTIL_RELEASE
         if self._server_remaining is not None and now >= self._server_reset:
             self._server_remaining = None            # the server's window has reset
         if self._server_remaining is not None:
             if self._server_remaining <= 0:
-                return self._server_reset - now
+                return max(self._server_reset - now, 1e-3)
             if now < self._next_paced:
                 return self._next_paced - now
-        if self._tokens < 1.0:
-            return (1.0 - self._tokens) / self._rate
-        self._tokens -= 1.0
-        if self._server_remaining is not None:
             self._server_remaining -= 1
+            left = self.limit - self._in_flight - len(done) - 1
             spread = (self._server_reset - now) / max(self._server_remaining + 1, 1)
-            self._next_paced = now + spread if self._server_remaining < self._tokens else 0.0
+            self._next_paced = now + spread if self._server_remaining < left else 0.0
         return 0.0
 
     def observe(self, headers: Mapping[str, str], *, wall_now: float | None = None) -> None:
@@ -97,11 +146,14 @@ class RateLimiter:
         except ValueError:
             return
         wall = time.time() if wall_now is None else wall_now
-        # reset is Unix seconds on the server's clock; never trust it for more than a minute
-        seconds_left = min(max(reset_at - wall, 0.0), 60.0)
-        with self._lock:
+        # reset is Unix seconds on the server's clock; never trust it for more than a window
+        seconds_left = min(max(reset_at - wall, 0.0), max(self.window, 60.0))
+        with self._cond:
             self._server_remaining = remaining_n
             self._server_reset = self._clock() + seconds_left
+
+
+_UNTIL_RELEASE = -1.0
 
 
 class _AlpacaAuth(requests.auth.AuthBase):
@@ -126,8 +178,8 @@ class Transport:
     Args:
         settings: resolved credentials and URLs.
         timeout: (connect, read) seconds for each attempt.
-        max_attempts: tries per idempotent request (1 = no retry).
-        max_retry_time: seconds after which an idempotent request stops being retried.
+        max_attempts: tries per read (GET/HEAD) request (1 = no retry).
+        max_retry_time: seconds after which a read stops being retried.
         backoff: (base, cap) seconds of the exponential backoff; each wait is uniform in
             [0, min(cap, base * 2**n)] ("full jitter").
     """
@@ -142,7 +194,8 @@ class Transport:
         self.max_attempts = max_attempts
         self.max_retry_time = max_retry_time
         self.backoff = backoff
-        self.limiter = RateLimiter(settings.rate_limit)
+        self.limiters = {"trading": RateLimiter(settings.rate_limit, window=settings.rate_window),
+                         "data": RateLimiter(settings.data_rate_limit, window=settings.rate_window)}
         self._random = random.Random()
         session = requests.Session()
         session.auth = _AlpacaAuth(settings.key_id, settings.secret)
@@ -164,26 +217,30 @@ class Transport:
 
     # ------------------------------------------------------------------ requests
     def trading(self, method: str, path: str, **kw: Any) -> Any:
-        """A trading-API request (``path`` starts with /v2/)."""
-        return self.request(method, self.settings.base_url + path, **kw)
+        """A trading-API request (``path`` starts with /v2/), paced by the trading limiter."""
+        return self.request(method, self.settings.base_url + path, api="trading", **kw)
 
     def data(self, path: str, params: Mapping[str, Any] | None = None, *, raw: bool = False) -> Any:
-        """A market-data GET (``path`` starts with /v2/stocks/)."""
-        return self.request("GET", self.settings.data_url + path, params=params, raw=raw)
+        """A market-data GET (``path`` starts with /v2/stocks/), paced by the data limiter."""
+        return self.request("GET", self.settings.data_url + path, params=params, raw=raw, api="data")
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
-                json: Any = None, raw: bool = False, retry: bool | None = None) -> Any:
+                json: Any = None, raw: bool = False, retry: bool | None = None,
+                api: str = "trading") -> Any:
         """Send one request and return its decoded JSON (None for an empty body; the raw bytes
         when ``raw``).
 
-        ``retry`` defaults to True for GET/DELETE and False otherwise.
+        ``retry`` defaults to True for GET/HEAD and False otherwise. ``api`` ("trading" or
+        "data") names the rate limiter that paces it and reads its answer's rate headers.
 
         Raises:
             AlpacaError subclass for an error answer (after retries if retried);
-            AlpacaConnectionError when no answer arrived.
+            AlpacaConnectionError when no answer arrived (``sent=False`` when the request
+            certainly never reached the server).
         """
         method = method.upper()
-        retry = method in IDEMPOTENT_METHODS if retry is None else retry
+        retry = method in READ_METHODS if retry is None else retry
+        limiter = self.limiters[api]
         path = urlsplit(url).path
         body = orjson.dumps(json) if json is not None else None
         headers = {"Content-Type": "application/json"} if body is not None else None
@@ -192,23 +249,28 @@ class Transport:
         attempt = 0
         while True:
             attempt += 1
-            self.limiter.acquire()
+            slot = limiter.acquire()
             t0 = time.perf_counter()
             try:
                 resp = self._session.request(method, url, params=params, data=body, headers=headers,
                                              timeout=self.timeout, allow_redirects=False, stream=True)
                 content = _read_body(resp)
             except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError) as exc:
+                limiter.release(slot)
                 reason = _reason(exc)
                 log.debug("%s %s failed: %s (attempt %d)", method, path, reason, attempt)
                 delay = self._retry_delay(retry, attempt, started, None)
                 if delay is None:
                     raise AlpacaConnectionError(
                         f"no answer from {urlsplit(url).netloc}: {reason}", method=method,
-                        path=path, attempts=attempt) from None
+                        path=path, attempts=attempt, sent=not _not_sent(exc)) from None
                 time.sleep(delay)
                 continue
-            self.limiter.observe(resp.headers)
+            except BaseException:
+                limiter.release(slot)
+                raise
+            limiter.release(slot)
+            limiter.observe(resp.headers)
             status = resp.status_code
             log.debug("%s %s -> %d in %.1f ms", method, path, status, (time.perf_counter() - t0) * 1e3)
             if status < 300:
@@ -284,6 +346,16 @@ def _decode(content: bytes) -> Any:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
         return content.decode("utf-8", "replace")
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """The connection could not be made (refused, unresolvable, connect timeout): the request
+    never reached the server."""
+    if isinstance(exc, (requests.ConnectTimeout, urllib3.exceptions.NewConnectionError,
+                        urllib3.exceptions.ConnectTimeoutError)):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
 
 def _reason(exc: BaseException) -> str:

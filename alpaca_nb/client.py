@@ -10,7 +10,9 @@ Timestamps in results are tz-aware UTC unless ``tz=`` asks for another zone.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -35,7 +37,14 @@ from ._marketdata import (
     server_label,
     server_now_from_status,
 )
-from .errors import AlpacaError, OrderValidationError
+from ._pretrade import PreTradeView
+from ._settle import NOT_SEEN, Settler, created_since
+from .errors import (
+    AlpacaError,
+    OrderStateUnknown,
+    OrderValidationError,
+    PreTradeCheckError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +62,21 @@ class Alpaca:
     Args:
         settings: resolved credentials and endpoints.
         timeout: (connect, read) seconds per request attempt.
-        retries: attempts per idempotent request (GET/DELETE) and per order submission round.
+        retries: attempts per read (GET) and per order, cancel or close request.
+        reconcile_timeout: seconds to keep looking for an order (a cancel, a close) whose answer
+            was lost before resending it or declaring its state unknown.
     """
 
-    def __init__(self, settings: Settings, *, timeout: tuple[float, float] = (5.0, 30.0), retries: int = 5):
+    def __init__(self, settings: Settings, *, timeout: tuple[float, float] = (5.0, 30.0), retries: int = 5,
+                 reconcile_timeout: float = 5.0):
         self._settings = settings
         self._transport = Transport(settings, timeout=timeout, max_attempts=retries)
         self._retries = retries
+        self._settler = Settler(self._transport, rounds=retries, window=reconcile_timeout)
         self._guard = _orders.Guard(settings.max_order_notional, settings.max_order_qty,
-                                    settings.price_collar)
+                                    settings.price_collar, settings.check_buying_power)
         self._market = MarketData(self._transport, server_info=self._server_info)
+        self._known = PreTradeView(self._transport, self._market, ttl=settings.guard_cache)
         self._status_cache: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ identity
@@ -417,17 +431,37 @@ class Alpaca:
                                   extended_hours=extended_hours, order_class=order_class,
                                   take_profit=take_profit, stop_loss=stop_loss,
                                   client_order_id=client_order_id, position_intent=position_intent)
-        self.check_order(body)
-        placed = _orders.place(self._transport, body, rounds=self._retries)
+        cost = self.check_order(body)
+        try:
+            placed = _orders.place(self._transport, body, settler=self._settler)
+        except OrderStateUnknown:
+            self._known.forget()
+            raise
+        self._known.placed(body, placed, cost)
         return frames.order_series(placed)
 
-    def check_order(self, body: dict[str, Any], *, replacing: dict[str, Any] | None = None) -> None:
+    def check_order(self, body: dict[str, Any], *, replacing: dict[str, Any] | None = None) -> float | None:
         """Run the pre-trade guard on an order body (from alpaca_nb.orders.order_body); raises
-        PreTradeCheckError. ``replacing``: the open order being replaced. Widgets and Excel call
-        this through submit_order."""
-        self._guard.check(body, last_price=self._market.last_trade_price, buying_power=self._buying_power,
-                          position_qty=lambda symbol: _orders.position_qty(self._transport, symbol),
-                          replacing=replacing)
+        PreTradeCheckError. ``replacing``: the open order being replaced (``body["qty"]`` is then
+        what remains to fill). Widgets and Excel call this through submit_order.
+
+        Prices come from an open stream of this client when it carries the symbol, the buying
+        power and positions from a few seconds' cache (``guard_cache``); a refusal that rests on
+        cached figures is checked again with fresh ones. Returns the buying power the order takes
+        by the guard's estimate (None when not worked out)."""
+        known = self._known
+
+        def run() -> float | None:
+            known.fresh_start()
+            return self._guard.check(body, last_price=known.last_price, buying_power=known.buying_power,
+                                     position_qty=known.position_qty, replacing=replacing)
+        try:
+            return run()
+        except PreTradeCheckError as exc:
+            if exc.limit not in ("buying_power", "price_collar") or not known.forget():
+                raise
+            log.debug("the guard refused on cached figures (%s); checking again with fresh ones", exc.limit)
+            return run()
 
     def buy(self, symbol: str, qty: Any = None, **kw: Any) -> pd.Series:
         """submit_order(symbol, qty, side="buy", **kw)."""
@@ -441,38 +475,124 @@ class Alpaca:
                       limit_price: Any = None, stop_price: Any = None, trail: Any = None,
                       client_order_id: str | None = None) -> pd.Series:
         """Change an open order (PATCH /v2/orders/{id}); returns the new order (Alpaca gives it a
-        new id). The new quantity/prices pass the pre-trade guard first. Not retried blindly:
-        if the answer is lost, look the order up before trying again."""
+        new id). The new quantity/prices pass the pre-trade guard first, valued on what remains
+        to fill (``qty`` is the new total, as on Alpaca: the filled part counts in it). If the
+        answer is lost, the old order is looked at: once it shows ``replaced_by``, that order is
+        returned; the PATCH is sent again only while the old order is unchanged (an order can be
+        replaced only once, so this cannot replace twice).
+
+        Raises:
+            PreTradeCheckError: the guard refused the change (nothing sent).
+            UnprocessableError: Alpaca refused it (e.g. the order is no longer open).
+            OrderStateUnknown: the answer was lost and the outcome could not be seen.
+        """
         order_id = _id(order_id, "order_id")
         body = _orders.replace_body(qty=qty, time_in_force=time_in_force, limit_price=limit_price,
                                     stop_price=stop_price, trail=trail, client_order_id=client_order_id)
         if {"qty", "limit_price", "stop_price"} & set(body):
             current = self._transport.trading("GET", f"/v2/orders/{order_id}")
-            merged = {"symbol": current.get("symbol"), "side": current.get("side"),
-                      "type": current.get("type"), "qty": body.get("qty", current.get("qty"))}
-            for key in ("limit_price", "stop_price"):
-                if body.get(key, current.get(key)) is not None:
-                    merged[key] = body.get(key, current.get(key))
-            if merged["qty"] is None:
-                merged.pop("qty")
-                merged["notional"] = current.get("notional")
-            self.check_order(merged, replacing=current)
-        new = self._transport.trading("PATCH", f"/v2/orders/{order_id}", json=body)
+            self.check_order(_replacement(current, body), replacing=current)
+        path = f"/v2/orders/{order_id}"
+
+        def look() -> Any:
+            old = self._transport.trading("GET", path)
+            new_id = old.get("replaced_by")
+            return self._transport.trading("GET", f"/v2/orders/{new_id}") if new_id else NOT_SEEN
+
+        new, _ = self._settler.run(
+            lambda: self._transport.trading("PATCH", path, json=body, retry=False), look=look, resend=True,
+            unknown=lambda: (f"the replacement of order {order_id} is in an UNKNOWN state: its answer "
+                             f"was lost and the order has not shown a replacement yet. Check with "
+                             f"api.order({order_id!r}) (its replaced_by names the new order)."),
+            nothing_done=f"no attempt reached the server; order {order_id} was not changed")
+        self._known.forget()
         return frames.order_series(new)
 
     def cancel_order(self, order_id: str) -> None:
         """Request cancellation (DELETE /v2/orders/{id}; asynchronous on Alpaca's side).
-        Raises NotFoundError or UnprocessableError (not cancelable)."""
-        self._transport.trading("DELETE", f"/v2/orders/{_id(order_id, 'order_id')}")
+
+        If the answer is lost, the order is looked at: canceled (or pending_cancel) means the
+        cancel worked and this returns normally; still open, the DELETE is sent again.
+
+        Raises:
+            NotFoundError: no such order. UnprocessableError: not cancelable (already filled,
+                canceled or expired before this call).
+            OrderStateUnknown: the answer was lost and the outcome could not be seen.
+        """
+        path = f"/v2/orders/{_id(order_id, 'order_id')}"
+
+        def look() -> Any:
+            status = (self._transport.trading("GET", path) or {}).get("status")
+            return None if status in ("canceled", "pending_cancel") else NOT_SEEN
+
+        self._settler.run(
+            lambda: self._transport.trading("DELETE", path, retry=False), look=look, resend=True,
+            poll=False,
+            unknown=lambda: (f"the cancel of order {order_id} is in an UNKNOWN state: its answer was "
+                             f"lost. Check with api.order({order_id!r}).status."),
+            nothing_done=f"no attempt reached the server; order {order_id} was not canceled")
+        self._known.forget(positions=False)
 
     def cancel_all_orders(self) -> pd.DataFrame:
-        """Cancel every open order; one row per order: id, status (HTTP), code, message."""
-        body = self._transport.trading("DELETE", "/v2/orders") or []
+        """Cancel every open order; one row per order: id, status (HTTP), code, message, then the
+        order's own fields when Alpaca sends them (order_status, symbol, qty, ...).
+
+        The open orders are listed first (one GET). If the DELETE's answer is lost, their state
+        is looked at: when none is open any more, the rows are those now canceled; otherwise the
+        DELETE is sent again (repeating it cannot cancel more than "all") and the rows are its
+        answer plus the listed orders that the lost one canceled.
+
+        Raises:
+            OrderStateUnknown: no answer ever came back and listed orders are still open.
+        """
+        listed = self._transport.trading("GET", "/v2/orders", params={"status": "open", "limit": ORDERS_PAGE,
+                                                                      "direction": "asc"}) or []
+
+        def canceled_since(answered: set[str]) -> tuple[list[dict[str, Any]], bool]:
+            """Rows for listed orders now canceled (not in ``answered``), and whether any is open."""
+            if not listed:
+                return [], False
+            oldest = min(pd.Timestamp(o.get("submitted_at") or o.get("created_at")) for o in listed)
+            now = {o["id"]: o for o in self._transport.trading("GET", "/v2/orders", params={
+                "status": "all", "limit": ORDERS_PAGE, "direction": "asc",
+                "after": rfc3339_us(oldest - pd.Timedelta(microseconds=1))}) or []}
+            rows, still_open = [], False
+            for order in listed:
+                current = now.get(order["id"], order)
+                if current.get("status") in ("canceled", "pending_cancel") and order["id"] not in answered:
+                    rows.append({"id": order["id"], "status": 200, "body": current})
+                still_open = still_open or current.get("status") not in _FINAL_STATUSES
+            return rows, still_open
+
+        def look() -> Any:
+            rows, still_open = canceled_since(set())
+            return NOT_SEEN if still_open else ("found", rows)
+
+        (kind, body), lost = self._settler.run(
+            lambda: ("answer", self._transport.trading("DELETE", "/v2/orders", retry=False)), look=look,
+            resend=True, poll=False,
+            unknown=lambda: ("cancel-all is in an UNKNOWN state: no answer came back and some orders are "
+                             "still open. Check with api.orders(status='open')."),
+            nothing_done="no attempt reached the server; nothing was canceled")
+        body = list(body or [])
+        if lost and kind == "answer":           # a repeat answered: add what the lost one canceled
+            body += canceled_since({item.get("id") for item in body})[0]
+        self._known.forget(positions=False)
         return _multi_status(body, "id")
 
     def close_position(self, symbol: str, qty: Any = None, percentage: Any = None) -> pd.Series:
         """Close all of a position, ``qty`` shares of it, or ``percentage`` (0-100) of it, with a
-        market order; returns that order."""
+        market order; returns that order.
+
+        The closing order has no client id, so if the answer is lost the client looks among
+        this symbol's orders created since the call began for the closing market order (of
+        ``qty`` when given) before anything else. Closing the whole position is sent again if
+        none shows (a second close cannot sell what the first holds); a partial close never is.
+
+        Raises:
+            NotFoundError: no position. ForbiddenError: not enough quantity available.
+            OrderStateUnknown: the answer was lost and the closing order could not be seen.
+        """
         symbol = parse_symbol(symbol)
         if qty is not None and percentage is not None:
             raise OrderValidationError("give qty or percentage, not both")
@@ -484,15 +604,90 @@ class Alpaca:
             if pct > 100:
                 raise OrderValidationError(f"percentage must be between 0 and 100; got {percentage!r}")
             params["percentage"] = _orders._wire(pct)
-        order = self._transport.trading("DELETE", f"/v2/positions/{symbol}", params=params or None, retry=False)
+        started = time.monotonic()
+        since: list[pd.Timestamp] = []
+        path = f"/v2/positions/{symbol.replace('/', '')}"
+
+        def look() -> Any:
+            if not since:
+                since.append(self._settler.server_since(started))
+            found = [o for o in self._recent_orders(since[0], symbols=[symbol])
+                     if _is_close_order(o, qty=params.get("qty"))]
+            if len(found) > 1:
+                raise OrderStateUnknown(
+                    f"closing {symbol}: the answer was lost and {len(found)} market orders for {symbol} "
+                    f"were created since the call began ({', '.join(o['id'] for o in found)}); which one "
+                    f"closes the position is not known. Check api.orders(status='all', symbols=[{symbol!r}]).")
+            return found[0] if found else NOT_SEEN
+
+        try:
+            order, _ = self._settler.run(
+                lambda: self._transport.trading("DELETE", path, params=params or None, retry=False),
+                look=look, resend=not params,
+                unknown=lambda: (f"closing {symbol} is in an UNKNOWN state: the answer was lost and no "
+                                 f"closing order showed within {self._settler.window:g} s, but the server "
+                                 f"may still create it. Check api.orders(status='all', symbols=[{symbol!r}]) "
+                                 f"and api.position({symbol!r}) before closing again."),
+                nothing_done=f"no attempt reached the server; the {symbol} position was not touched")
+        finally:
+            self._known.forget()
         return frames.order_series(order)
 
     def close_all_positions(self, cancel_orders: bool = True) -> pd.DataFrame:
-        """Close every position (and first cancel open orders unless ``cancel_orders=False``);
-        one row per symbol: status (HTTP), order_id, code, message."""
-        body = self._transport.trading("DELETE", "/v2/positions", params={"cancel_orders": bool(cancel_orders)},
-                                       retry=False) or []
+        """Close every position (and first cancel open orders unless ``cancel_orders=False``).
+
+        One row per symbol: ``status`` (HTTP), ``code``, ``message`` and the context Alpaca adds
+        to a refusal (``available``, ``existing_qty``, ``held_for_orders``), then the closing
+        order's fields (``order_id``, ``order_status``, ``side``, ``qty``, ... as in
+        :meth:`orders`). The closing orders have no client id: if the answer is lost, the
+        market orders created since the call began are looked up; when every remaining position
+        has one, those are the rows, otherwise the request is sent again (a position whose
+        quantity a first close holds cannot be closed twice) and its answer is completed with
+        the closing orders found.
+
+        Raises:
+            OrderStateUnknown: no answer ever came back and positions without a closing order remain.
+        """
+        started = time.monotonic()
+        since: list[pd.Timestamp] = []
+
+        def closing_orders(exclude: set[str]) -> dict[str, dict[str, Any]]:
+            if not since:
+                since.append(self._settler.server_since(started))
+            return {o["symbol"]: o for o in reversed(self._recent_orders(since[0]))
+                    if _is_close_order(o) and o.get("symbol") not in exclude}
+
+        def look() -> Any:
+            found = closing_orders(set())
+            remaining = {p.get("symbol") for p in self._transport.trading("GET", "/v2/positions") or []}
+            if remaining - set(found):
+                return NOT_SEEN
+            return ("found", [{"symbol": s, "status": 200, "body": o} for s, o in sorted(found.items())])
+
+        try:
+            (kind, body), lost = self._settler.run(
+                lambda: ("answer", self._transport.trading("DELETE", "/v2/positions", retry=False,
+                                                           params={"cancel_orders": bool(cancel_orders)})),
+                look=look, resend=True, poll=False,
+                unknown=lambda: ("close-all is in an UNKNOWN state: no answer came back and positions "
+                                 "without a closing order remain. Check api.positions() and "
+                                 "api.orders(status='all')."),
+                nothing_done="no attempt reached the server; no position was touched")
+            body = list(body or [])
+            if lost and kind == "answer":       # a repeat answered: add the lost one's orders
+                found = closing_orders({item.get("symbol") for item in body if item.get("status") == 200})
+                body = [item for item in body if item.get("symbol") not in found]
+                body += [{"symbol": s, "status": 200, "body": o} for s, o in sorted(found.items())]
+        finally:
+            self._known.forget()
         return _multi_status(body, "symbol")
+
+    def _recent_orders(self, since: pd.Timestamp, *, symbols: list[str] | None = None) -> list[dict[str, Any]]:
+        """Orders created at or after ``since`` (server time), newest first (one page)."""
+        orders = self._transport.trading("GET", "/v2/orders", params={
+            "status": "all", "limit": ORDERS_PAGE, "direction": "desc", "symbols": symbols,
+            "after": rfc3339_us(since - pd.Timedelta(microseconds=1))}) or []
+        return [o for o in orders if created_since(o, since)]
 
     # ------------------------------------------------------------------ streaming
     def stream(self, quotes: Any = None, trades: Any = None, bars: Any = None, trade_updates: bool = False,
@@ -512,7 +707,8 @@ class Alpaca:
         return open_stream(self._settings, quotes=quotes, trades=trades, bars=bars,
                            updated_bars=updated_bars, daily_bars=daily_bars, statuses=statuses,
                            trade_updates=trade_updates, feed=feed, data_rest=self._transport.data,
-                           trading_rest=self._transport.trading, reconnect=reconnect, timeout=timeout)
+                           trading_rest=self._transport.trading, reconnect=reconnect, timeout=timeout,
+                           observer=self._known)
 
     def trade_updates(self, callback: Any = None, *, max_hz: float | None = None, timeout: float = 10.0) -> Any:
         """A stream of this account's trade updates only; ``callback(update)`` is called for each
@@ -527,13 +723,6 @@ class Alpaca:
         return stream
 
     # ------------------------------------------------------------------ internals
-    def _buying_power(self) -> float | None:
-        value = (self._transport.trading("GET", "/v2/account") or {}).get("buying_power")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            return None
-
     def _server_info(self) -> tuple[str, int] | None:
         """(cache name of the data source, server time ns) for the bar cache."""
         status = None
@@ -547,17 +736,61 @@ class Alpaca:
         return None if label is None else (label, server_now_from_status(status))
 
 
+def _replacement(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """The order a PATCH leaves to fill, for the guard: the new (or old) qty minus what already
+    filled, at the new (or old) prices."""
+    merged: dict[str, Any] = {"symbol": current.get("symbol"), "side": current.get("side"),
+                              "type": current.get("type")}
+    for key in ("limit_price", "stop_price"):
+        if change.get(key, current.get(key)) is not None:
+            merged[key] = change.get(key, current.get(key))
+    total = change.get("qty", current.get("qty"))
+    if total is None:
+        merged["notional"] = current.get("notional")
+    else:
+        left = Decimal(str(total)) - Decimal(str(current.get("filled_qty") or 0))
+        merged["qty"] = _orders._wire(max(left, Decimal(0)))
+    return merged
+
+
+def _is_close_order(order: dict[str, Any], *, qty: str | None = None) -> bool:
+    """Whether an order looks like one ``DELETE /v2/positions`` creates: a simple market day
+    order (for ``qty`` shares when given)."""
+    return (order.get("type") == "market" and (order.get("order_class") or "simple") == "simple"
+            and order.get("time_in_force") == "day" and order.get("notional") is None
+            and (qty is None or _orders._same_number(order.get("qty"), qty)))
+
+
+_MULTI_CONTEXT = ("available", "existing_qty", "held_for_orders")
+_FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejected", "done_for_day",
+                             "pending_cancel", "stopped", "suspended"})
+
+
 def _multi_status(body: list[dict[str, Any]], key: str) -> pd.DataFrame:
-    """A 207 multi-status answer as a frame (no secret, no nested objects)."""
-    rows = []
+    """A 207 multi-status answer as a frame: ``key`` (id or symbol), status (HTTP), code,
+    message, the refusal's context fields (close-all), then the order fields (``order_id``,
+    ``order_status`` and the columns of :meth:`Alpaca.orders`), NA where Alpaca sent none."""
+    heads, orders = [], []
     for item in body:
         inner = item.get("body") if isinstance(item.get("body"), dict) else {}
-        rows.append({key: item.get(key), "status": item.get("status"),
-                     "order_id": inner.get("id") if key == "symbol" else item.get("id"),
-                     "code": inner.get("code"), "message": inner.get("message")})
-    frame = pd.DataFrame(rows, columns=[key, "status", "order_id", "code", "message"])
-    frame = frame.astype({key: "str", "status": "Int64", "order_id": "str", "code": "Int64", "message": "str"})
-    return frame.drop(columns=["order_id"]) if key == "id" else frame
+        is_order = "client_order_id" in inner or "submitted_at" in inner
+        head = {key: item.get(key), "status": item.get("status"),
+                "code": None if is_order else inner.get("code"),
+                "message": None if is_order else inner.get("message")}
+        if key == "symbol":
+            for name in _MULTI_CONTEXT:
+                head[name] = None if is_order else inner.get(name)
+        heads.append(head)
+        orders.append(inner if is_order else {})
+    columns = [key, "status", "code", "message"] + (list(_MULTI_CONTEXT) if key == "symbol" else [])
+    frame = pd.DataFrame({
+        name: (pd.Series([h[name] for h in heads], dtype=frames.STR) if name in (key, "message") else
+               pd.array([h[name] for h in heads], dtype="Int64") if name in ("status", "code") else
+               pd.to_numeric(pd.Series([h[name] for h in heads], dtype=object), errors="coerce").astype("float64"))
+        for name in columns}, columns=columns)
+    detail = frames.orders_frame(orders).reset_index().rename(columns={"id": "order_id", "status": "order_status"})
+    detail = detail.drop(columns=[c for c in ("symbol",) if key == "symbol"] + (["order_id"] if key == "id" else []))
+    return pd.concat([frame, detail.set_index(frame.index)], axis=1)
 
 
 def _iso(ns: int | None) -> str | None:

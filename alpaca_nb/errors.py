@@ -16,8 +16,8 @@ from typing import Any
 __all__ = [
     "AlpacaError", "BadRequestError", "AuthenticationError", "ForbiddenError",
     "InsufficientBuyingPower", "NotFoundError", "UnprocessableError", "RateLimitError",
-    "ServerError", "AlpacaConnectionError", "OrderValidationError", "PreTradeCheckError",
-    "error_from_response",
+    "ServerError", "AlpacaConnectionError", "OrderStateUnknown", "OrderValidationError",
+    "PreTradeCheckError", "BuyingPowerCheckError", "error_from_response", "outcome_unknown",
 ]
 
 
@@ -112,7 +112,57 @@ class ServerError(AlpacaError):
 
 
 class AlpacaConnectionError(AlpacaError):
-    """No answer: the connection failed, was dropped or timed out (after retries if idempotent)."""
+    """No answer: the connection failed, was dropped or timed out (after retries if idempotent).
+
+    ``sent`` is False only when the request certainly never reached the server (the connection
+    was refused or could not be made in time); otherwise the server may have acted on it.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True, **kw: Any):
+        self.sent = sent
+        super().__init__(message, **kw)
+
+    def __reduce__(self):
+        _, args = super().__reduce__()
+        return (_rebuild_connection, args + (self.sent,))
+
+
+def _rebuild_connection(cls, message, status, code, body, method, path, attempts, sent):
+    return cls(message, status=status, code=code, body=body, method=method, path=path,
+               attempts=attempts, sent=sent)
+
+
+class OrderStateUnknown(AlpacaError):
+    """A request that changes orders or positions got no usable answer, and looking for its
+    effect afterwards did not settle whether it happened: the order (the cancel, the close) MAY
+    exist or may still appear. The message says how to check.
+
+    Attributes:
+        client_order_id: the submission's client_order_id (None for cancels and closes); a new
+            submission with the same id can never place a second order.
+        status, code: those of the last failure (None when no answer arrived).
+    """
+
+    def __init__(self, message: str, *, client_order_id: str | None = None, **kw: Any):
+        self.client_order_id = client_order_id
+        super().__init__(message, **kw)
+
+    def __reduce__(self):
+        _, args = super().__reduce__()
+        return (_rebuild_unknown, args + (self.client_order_id,))
+
+
+def _rebuild_unknown(cls, message, status, code, body, method, path, attempts, client_order_id):
+    return cls(message, status=status, code=code, body=body, method=method, path=path,
+               attempts=attempts, client_order_id=client_order_id)
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Whether a failed request may still have acted on the server: no answer after it was sent,
+    or a 5xx (a gateway timeout in particular means the request may still be queued)."""
+    if isinstance(exc, AlpacaConnectionError):
+        return exc.sent
+    return isinstance(exc, ServerError)
 
 
 class OrderValidationError(ValueError):
@@ -140,6 +190,25 @@ class PreTradeCheckError(OrderValidationError):
 
 def _rebuild_guard(cls, message, limit, value, allowed):
     return cls(message, limit=limit, value=value, allowed=allowed)
+
+
+class BuyingPowerCheckError(PreTradeCheckError, InsufficientBuyingPower):
+    """The pre-trade guard's buying-power refusal (nothing was sent). It is both a
+    :class:`PreTradeCheckError` and an :class:`InsufficientBuyingPower`, so
+    ``except anb.InsufficientBuyingPower`` catches it as it catches Alpaca's own 403. ``status``
+    and ``code`` are None (no request was made); ``body`` holds ``buying_power`` and
+    ``cost_basis`` as strings, like Alpaca's answer."""
+
+    def __init__(self, message: str, *, limit: str = "buying_power", value: float, allowed: float):
+        AlpacaError.__init__(self, message, body={"buying_power": f"{allowed:.2f}",
+                                                  "cost_basis": f"{value:.2f}"})
+        self.args = (message,)
+        self.limit = limit
+        self.value = value
+        self.allowed = allowed
+
+    def __str__(self) -> str:
+        return self.message
 
 
 _BY_STATUS: dict[int, type[AlpacaError]] = {

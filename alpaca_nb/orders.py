@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,14 +24,13 @@ from typing import Any
 import numpy as np
 
 from ._args import parse_symbol
+from ._settle import NOT_SEEN, Settler
 from .errors import (
-    AlpacaConnectionError,
     AlpacaError,
+    BuyingPowerCheckError,
     NotFoundError,
     OrderValidationError,
     PreTradeCheckError,
-    RateLimitError,
-    ServerError,
     UnprocessableError,
 )
 
@@ -47,8 +44,8 @@ __all__ = [
     "Guard",
     "new_client_order_id",
     "order_body",
+    "order_differences",
     "place",
-    "position_qty",
     "replace_body",
 ]
 
@@ -324,40 +321,52 @@ class Guard:
     Args:
         max_order_notional: dollars per order (None = off).
         max_order_qty: shares per order (None = off).
-        price_collar: the largest allowed distance of a limit/stop price from the last trade, as
-            a fraction (0.25 = 25%; None = off).
+        price_collar: how far from the last trade, as a fraction (0.25 = 25%), a price may sit on
+            the side where it could fill at a bad price (None = off): a buy's limit or stop above
+            the market, a sell's below it. The other side is harmless and always allowed (a
+            resting buy far below the market, a take-profit far above it), and so is a stop on
+            the protective side of a position (a sell stop under a long, a buy stop over a short).
+        check_buying_power: compare what an order opens with the account's buying power.
 
-    Buying power is always checked, for the part of an order that opens or adds to a position:
-    a buy unless it covers a short, a sell that opens or adds to a short. A sell that reduces a
-    long position, a buy that covers a short, an oco (always an exit) and a crypto sell (crypto
+    Buying power is checked for the part of an order that opens or adds to a position: a buy
+    unless it covers a short, a sell that opens or adds to a short. A sell that reduces a long
+    position, a buy that covers a short, an oco (always an exit) and a crypto sell (crypto
     cannot be sold short) use no buying power on Alpaca and are not checked against it.
     """
 
     max_order_notional: float | None
     max_order_qty: float | None
     price_collar: float | None
+    check_buying_power: bool = True
 
     def check(self, body: Mapping[str, Any], *, last_price: Callable[[str], float | None],
               buying_power: Callable[[], float | None],
               position_qty: Callable[[str], float] | None = None,
-              replacing: Mapping[str, Any] | None = None) -> None:
+              replacing: Mapping[str, Any] | None = None) -> float | None:
         """Refuse ``body`` (an :func:`order_body`) if it breaks a limit.
 
         Args:
             last_price: ``symbol -> last trade price`` (None when there is none).
             buying_power: the account's buying power in dollars (None when unknown).
-            position_qty: ``symbol -> signed position quantity`` (negative = short, 0 = none),
-                asked only when the side of the position decides whether buying power is
-                checked (every sell; a buy over buying power). Without it a sell is assumed to
-                reduce a long and a buy to open one.
+            position_qty: ``symbol -> signed position quantity`` (negative = short, 0 = none or
+                not known for sure), asked only when the side of the position decides: every
+                sell checked for buying power, a buy over buying power, a stop on the far side.
+                Without it a sell is assumed to reduce a long and a buy to open one.
             replacing: the open order that ``body`` replaces (its JSON); what that order already
-                holds of the buying power is counted as available again.
+                holds of the buying power is counted as available again. ``body["qty"]`` is then
+                what remains to fill.
 
         The callables are called only when a check needs them.
 
+        Returns:
+            The buying power the order takes by this estimate in dollars (0.0 for an exit),
+            or None when it was not worked out.
+
         Raises:
-            PreTradeCheckError: naming the limit, the order's figure, the allowed figure, by how
-                much it is over and how to raise the limit or turn the check off.
+            BuyingPowerCheckError: over the buying power (an ``InsufficientBuyingPower`` and a
+                ``PreTradeCheckError``).
+            PreTradeCheckError: another limit, naming it, the order's figure, the allowed figure,
+                by how much it is over and how to raise the limit or turn the check off.
             AlpacaError: ``position_qty`` or ``buying_power`` could not ask the server (nothing
                 was sent).
         """
@@ -369,14 +378,15 @@ class Guard:
 
         entry = [(k, float(body[k])) for k in ("limit_price", "stop_price") if k in body]
         market_qty = qty is not None and not entry       # its value needs the last trade price
-        required = "price_collar" if self.price_collar is not None and entry else \
+        collared = _collared(body, entry)
+        required = "price_collar" if self.price_collar is not None and collared else \
             "max_order_notional" if self.max_order_notional is not None and market_qty else None
         last = None
         if required is not None or market_qty:
             why = "the server has no trade for it"
             try:
                 last = last_price(symbol)
-            except Exception as exc:   # noqa: BLE001 - any failure means the check cannot run
+            except Exception as exc:
                 why = str(exc)
             if not last and required is not None:
                 raise PreTradeCheckError(
@@ -386,46 +396,58 @@ class Guard:
                     limit=required, value=float("nan"), allowed=float("nan"))
 
         if self.price_collar is not None and last:
-            for name, price in entry:
-                distance = abs(price / last - 1)
-                if distance > self.price_collar:
-                    raise PreTradeCheckError(
-                        f"order for {symbol} refused before sending: {name} {_price_text(price)} is "
-                        f"{_pct(distance)} from the last trade {_price_text(last)}, beyond "
-                        f"price_collar {_pct(self.price_collar)} by {_pct(distance - self.price_collar)}. "
-                        f"If the price is right, widen the collar with anb.connect(price_collar="
-                        f"{_suggest(distance)}) or {_ENV['price_collar']}={_suggest(distance)}; "
-                        f"price_collar=None or {_ENV['price_collar']}=off turns the check off.",
-                        limit="price_collar", value=distance, allowed=self.price_collar)
+            self._check_collar(body, collared, last, position_qty)
 
         notional = _value(body, qty, entry, last)
         if notional is None:
-            return                   # a market order for shares with no price to value it by
+            return None              # a market order for shares with no price to value it by
         if self.max_order_notional is not None and notional > self.max_order_notional:
             _refuse("max_order_notional", notional, self.max_order_notional,
                     f"${notional:,.2f} of {symbol}", f"${self.max_order_notional:,.2f}",
                     f"${notional - self.max_order_notional:,.2f}", money=True)
-        self._check_buying_power(body, notional, buying_power=buying_power,
-                                 position_qty=position_qty, replacing=replacing, last=last)
+        if not self.check_buying_power:
+            return None
+        return self._check_buying_power(body, notional, buying_power=buying_power,
+                                        position_qty=position_qty, replacing=replacing, last=last)
+
+    def _check_collar(self, body: Mapping[str, Any], collared: list[tuple[str, float, str, bool]],
+                      last: float, position_qty: Callable[[str], float] | None) -> None:
+        symbol = body["symbol"]
+        for name, price, side, stop in collared:
+            distance = price / last - 1 if side == "buy" else 1 - price / last
+            if distance <= self.price_collar:
+                continue             # below the market for a buy, above it for a sell: harmless
+            if stop and position_qty is not None and _protects(side, position_qty(symbol)):
+                continue             # a stop-loss under a long (over a short)
+            where = "above" if side == "buy" else "below"
+            raise PreTradeCheckError(
+                f"order for {symbol} refused before sending: {side} {name} {_price_text(price)} is "
+                f"{_pct(distance)} {where} the last trade {_price_text(last)}, beyond "
+                f"price_collar {_pct(self.price_collar)} by {_pct(distance - self.price_collar)} "
+                f"(a {side} {where} the market can fill at once at that price). If the price is "
+                f"right, widen the collar with anb.connect(price_collar={_suggest(distance)}) or "
+                f"{_ENV['price_collar']}={_suggest(distance)}; price_collar=None or "
+                f"{_ENV['price_collar']}=off turns the check off.",
+                limit="price_collar", value=distance, allowed=self.price_collar)
 
     @staticmethod
     def _check_buying_power(body: Mapping[str, Any], notional: float, *,
                             buying_power: Callable[[], float | None],
                             position_qty: Callable[[str], float] | None,
-                            replacing: Mapping[str, Any] | None, last: float | None) -> None:
+                            replacing: Mapping[str, Any] | None, last: float | None) -> float | None:
         symbol, side = body["symbol"], body["side"]
         if body.get("order_class") == "oco" or (side == "sell" and "/" in symbol):
-            return                   # an exit, or crypto (never short): no buying power used
+            return 0.0               # an exit, or crypto (never short): no buying power used
         if side == "sell" and (position_qty is None or position_qty(symbol) > 0):
-            return                   # reduces a long position
+            return 0.0               # reduces a long position
         power = buying_power()
         if power is None:
-            return
+            return None
         available = power + (_held(replacing, last) if replacing else 0.0)
         if notional <= available:
-            return
+            return notional
         if side == "buy" and position_qty is not None and position_qty(symbol) < 0:
-            return                   # covers a short
+            return 0.0               # covers a short
         over = notional - available
         held = f" (with the ${available - power:,.2f} the order being replaced holds)" if available > power else ""
         if side == "buy":
@@ -434,11 +456,34 @@ class Guard:
             amount = f"{float(body['qty']):,g} shares" if "qty" in body else f"${notional:,.2f}"
             what = (f"selling {amount} of {symbol} short (it opens or adds to a short position) "
                     f"takes about ${notional:,.2f} of buying power")
-        raise PreTradeCheckError(
+        raise BuyingPowerCheckError(
             f"order for {symbol} refused before sending: {what}, ${over:,.2f} more than the "
             f"account's buying power ${power:,.2f}{held}. Reduce the order by at least "
-            f"${over:,.2f}, close or reduce other positions, or add funds.",
-            limit="buying_power", value=notional, allowed=available)
+            f"${over:,.2f}, close or reduce other positions, or add funds. If the server should "
+            f"decide, turn this check off with anb.connect(check_buying_power=False) or "
+            f"ALPACA_NB_BUYING_POWER_CHECK=off.",
+            value=notional, allowed=available)
+
+
+def _collared(body: Mapping[str, Any], entry: list[tuple[str, float]]) -> list[tuple[str, float, str, bool]]:
+    """The prices the collar looks at: (name, price, side of the order that carries it, is a
+    stop). The order's own limit and stop prices; a take-profit, which is an exit on the other
+    side (an oco's take-profit is the oco itself). A stop-loss is protective by construction
+    (the order's validation puts it on the far side of the take-profit) and is not collared."""
+    side = body["side"]
+    out = [(name, price, side, name == "stop_price") for name, price in entry]
+    tp = body.get("take_profit")
+    if tp and body.get("order_class") != "oco":
+        exit_side = "sell" if side == "buy" else "buy"
+        out.append(("take_profit.limit_price", float(tp["limit_price"]), exit_side, False))
+    elif tp and "limit_price" not in body:
+        out.append(("take_profit.limit_price", float(tp["limit_price"]), side, False))
+    return out
+
+
+def _protects(side: str, position: float) -> bool:
+    """A stop on this side protects an existing position: sell under a long, buy over a short."""
+    return position > 0 if side == "sell" else position < 0
 
 
 _ENV = {"max_order_qty": "ALPACA_NB_MAX_ORDER_QTY", "max_order_notional": "ALPACA_NB_MAX_ORDER_NOTIONAL",
@@ -471,25 +516,6 @@ def _held(order: Mapping[str, Any], last: float | None) -> float:
     return 0.0
 
 
-def position_qty(transport, symbol: str) -> float:
-    """The signed quantity of the position in ``symbol`` (negative = short, 0.0 = none), from
-    ``GET /v2/positions/{symbol}`` (crypto pairs without their slash, as Alpaca names them).
-
-    Raises:
-        AlpacaError: any failure other than "no such position".
-    """
-    try:
-        body = transport.trading("GET", f"/v2/positions/{symbol.replace('/', '')}")
-    except NotFoundError:
-        return 0.0
-    try:
-        qty = float((body or {}).get("qty") or 0)
-    except (TypeError, ValueError):
-        return 0.0
-    side = str((body or {}).get("side") or "").lower()
-    return -abs(qty) if side == "short" else qty
-
-
 def _refuse(limit: str, value: float, allowed: float, what: str, allowed_text: str, over: str, *,
             money: bool = False) -> None:
     suggest = _suggest(value)
@@ -518,61 +544,53 @@ def _suggest(value: float) -> str:
 
 # ------------------------------------------------------------------ submission without duplicates
 
-def place(transport, body: Mapping[str, Any], *, rounds: int = 5, backoff: tuple[float, float] = (0.25, 4.0),
-          sleep: Callable[[float], None] | None = None) -> dict[str, Any]:
-    """``POST /v2/orders`` so that the order exists at most once.
+def place(transport, body: Mapping[str, Any], *, settler: Settler) -> dict[str, Any]:
+    """``POST /v2/orders`` so that the order exists at most once, and its state is never claimed
+    without being known.
 
-    The POST itself is never retried blindly. When its answer is lost (connection dropped or timed
-    out after sending) or is a 5xx/429, the order may or may not exist, so the client asks
-    ``GET /v2/orders:by_client_order_id`` and returns the order if the server has it; only when
-    it does not is the same body (same client_order_id) sent again. If that resubmission is
-    refused because the client_order_id already exists, the existing order is fetched and
-    returned. A repeated call with the client_order_id of an existing identical order returns
-    that order (so a double click cannot place a second one).
+    The POST itself is never repeated blindly. When its answer is lost (the connection dropped,
+    the read timed out, a 5xx came back) the order may exist or may still be queued on the
+    server, so the client looks it up with ``GET /v2/orders:by_client_order_id``, with backoff,
+    for up to ``settler.window`` seconds. An order found there is adopted only if it matches the
+    submission (symbol, side, qty/notional, type, limit/stop/trail prices, time in force, order
+    class, extended hours, the legs' prices); otherwise the client_order_id belongs to another
+    order and the server's duplicate-id error (422, code 40010001, "client_order_id must be
+    unique") is raised. Only when nothing is found is the same body (same client_order_id, which
+    the server never accepts twice) sent again. A repeated call with the client_order_id of an
+    existing identical order returns that order (so a double click cannot place a second one).
 
     Raises:
-        AlpacaError: the server refused the order (4xx), or the last failure after ``rounds``
-            attempts, with a note that the server has no order with that client_order_id.
+        UnprocessableError: the client_order_id belongs to a different order (nothing placed).
+        OrderStateUnknown: an answer was lost and the order could not be seen; it may exist or
+            appear later (``api.order(client_order_id=...)`` tells).
+        AlpacaError: the server refused the order (4xx), or the last failure when no attempt can
+            have reached the server (nothing placed).
     """
-    sleep = sleep or time.sleep
     coid = body["client_order_id"]
-    failure: AlpacaError | None = None
-    for attempt in range(1, rounds + 1):
-        try:
-            return transport.trading("POST", "/v2/orders", json=dict(body), retry=False)
-        except UnprocessableError as exc:
-            if "client_order_id" not in exc.message or "unique" not in exc.message:
-                raise
+
+    def send() -> dict[str, Any]:
+        return transport.trading("POST", "/v2/orders", json=dict(body), retry=False)
+
+    def look() -> Any:
+        existing = _by_client_order_id(transport, coid)
+        return NOT_SEEN if existing is None else _adopt(transport, existing, body, None)
+
+    def refused(exc: AlpacaError, lost: bool) -> Any:
+        if isinstance(exc, UnprocessableError) and "client_order_id" in exc.message and "unique" in exc.message:
             existing = _by_client_order_id(transport, coid)
-            if existing is not None and (attempt > 1 or _same_order(existing, body)):
-                log.info("order %s already exists; returning it instead of placing another", coid)
-                return existing
-            raise
-        except (AlpacaConnectionError, ServerError, RateLimitError) as exc:
-            failure = exc
-            log.warning("submitting order %s: %s (attempt %d of %d); asking the server whether it "
-                        "was placed", coid, exc, attempt, rounds)
-        try:
-            existing = _by_client_order_id(transport, coid)
-        except AlpacaError as exc:
-            exc.add_note(f"alpaca_nb: the order's state is unknown; look it up with "
-                         f"api.order(client_order_id={coid!r}) before submitting it again")
-            raise
-        if existing is not None:
-            log.info("order %s was placed although its answer was lost; returning it", coid)
-            return existing
-        if attempt < rounds:
-            base, cap = backoff
-            delay = random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
-            if isinstance(failure, RateLimitError) and failure.retry_after:
-                delay = max(delay, failure.retry_after)
-            sleep(delay)
-    assert failure is not None
-    final = type(failure)(failure.message, status=failure.status, code=failure.code, body=failure.body,
-                          method="POST", path="/v2/orders", attempts=rounds,
-                          **({"retry_after": failure.retry_after} if isinstance(failure, RateLimitError) else {}))
-    final.add_note(f"alpaca_nb: the server has no order with client_order_id={coid!r}; nothing was placed")
-    raise final from failure
+            if existing is not None:
+                return _adopt(transport, existing, body, exc)
+        return NOT_SEEN
+
+    order, _ = settler.run(
+        send, look=look, refused=refused, resend=True, client_order_id=coid,
+        unknown=lambda: (
+            f"the order with client_order_id={coid!r} is in an UNKNOWN state: its answer was lost "
+            f"and it could not be found within {settler.window:g} s, but the server may still "
+            f"place it. Check with api.order(client_order_id={coid!r}) before doing anything else; "
+            f"submitting again with client_order_id={coid!r} can never place a second order."),
+        nothing_done=f"no attempt reached the server; no order with client_order_id={coid!r} was placed")
+    return order
 
 
 def _by_client_order_id(transport, coid: str) -> dict[str, Any] | None:
@@ -582,13 +600,77 @@ def _by_client_order_id(transport, coid: str) -> dict[str, Any] | None:
         return None
 
 
-def _same_order(existing: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
-    """Whether an existing order is the one ``body`` describes (a repeated submission)."""
+DUPLICATE_ID = {"code": 40010001, "message": "client_order_id must be unique"}   # Alpaca's 422
+
+
+def _adopt(transport, existing: dict[str, Any], body: Mapping[str, Any],
+           error: UnprocessableError | None) -> dict[str, Any]:
+    """``existing`` if it is the order ``body`` describes; else the duplicate-id error (the
+    server's own ``error`` when it sent one)."""
+    if (body.get("take_profit") or body.get("stop_loss")) and not existing.get("legs") and existing.get("id"):
+        try:                         # the lookup by client id carries no legs: fetch them
+            existing = transport.trading("GET", f"/v2/orders/{existing['id']}", params={"nested": True})
+        except NotFoundError:
+            pass
+    differences = order_differences(existing, body)
+    if not differences:
+        log.info("order %s already exists; returning it instead of placing another",
+                 body["client_order_id"])
+        return existing
+    if error is None:
+        error = UnprocessableError(DUPLICATE_ID["message"], status=422, code=DUPLICATE_ID["code"],
+                                   body=dict(DUPLICATE_ID), method="POST", path="/v2/orders")
+    error.add_note(
+        f"alpaca_nb: client_order_id={body['client_order_id']!r} belongs to order {existing.get('id')} "
+        f"(submitted {existing.get('submitted_at')}), which differs from this submission in "
+        f"{'; '.join(differences)}. The server never accepts an id twice, so this submission was "
+        f"not placed; give it another client_order_id.")
+    raise error
+
+
+def order_differences(existing: Mapping[str, Any], body: Mapping[str, Any]) -> list[str]:
+    """How an existing order (JSON) differs from the submission ``body`` (an :func:`order_body`):
+    ``["qty 2 != 1", ...]``; empty when it is the order ``body`` describes."""
+    out = []
+    klass = body.get("order_class") or "simple"
     for key in ("symbol", "side", "type", "time_in_force"):
-        if str(existing.get(key) or "").lower() != str(body.get(key) or "").lower():
-            return False
-    for key in ("qty", "notional", "limit_price", "stop_price"):
-        a, b = existing.get(key), body.get(key)
-        if (a is None) != (b is None) or (a is not None and Decimal(str(a)) != Decimal(str(b))):
-            return False
-    return True
+        a, b = str(existing.get(key) or "").lower(), str(body.get(key) or "").lower()
+        if a != b:
+            out.append(f"{key} {a or None} != {b}")
+    if (existing.get("order_class") or "simple") != klass:
+        out.append(f"order_class {existing.get('order_class') or 'simple'} != {klass}")
+    if bool(existing.get("extended_hours")) != bool(body.get("extended_hours")):
+        out.append(f"extended_hours {bool(existing.get('extended_hours'))} != {bool(body.get('extended_hours'))}")
+    expected = {k: body.get(k) for k in ("qty", "notional", "limit_price", "stop_price", "trail_price",
+                                          "trail_percent")}
+    if klass == "oco" and expected["limit_price"] is None:
+        expected["limit_price"] = (body.get("take_profit") or {}).get("limit_price")
+    if body.get("type") == "trailing_stop":
+        expected.pop("stop_price")             # the server sets it from the trail
+    if "notional" in body:
+        expected.pop("qty")                    # a notional order's qty is the server's
+    for key, b in expected.items():
+        a = existing.get(key)
+        if not _same_number(a, b):
+            out.append(f"{key} {a} != {b}")
+    legs = [existing, *(existing.get("legs") or [])] if existing.get("legs") else None
+    if legs is not None:
+        tp, sl = body.get("take_profit"), body.get("stop_loss")
+        if tp and not any(o.get("type") == "limit" and _same_number(o.get("limit_price"), tp["limit_price"])
+                          for o in legs[1:] + ([legs[0]] if klass == "oco" else [])):
+            out.append(f"take_profit.limit_price {tp['limit_price']} not among the legs")
+        if sl and not any(o.get("type") in ("stop", "stop_limit")
+                          and _same_number(o.get("stop_price"), sl["stop_price"])
+                          and _same_number(o.get("limit_price"), sl.get("limit_price"))
+                          for o in legs[1:]):
+            out.append(f"stop_loss {sl} not among the legs")
+    return out
+
+
+def _same_number(a: Any, b: Any) -> bool:
+    if a is None or a == "" or b is None:
+        return (a is None or a == "") and b is None
+    try:
+        return Decimal(str(a)) == Decimal(str(b))
+    except InvalidOperation:
+        return False

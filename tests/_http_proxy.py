@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import socket
 import threading
+import time
 from urllib.parse import parse_qs, urlsplit
 
 _REQUEST_LINE = re.compile(rb"(GET|POST|PATCH|DELETE|PUT|HEAD) (/\S*) HTTP/1\.[01]\r\n")
@@ -27,6 +28,7 @@ class RecordingProxy:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._requests: list[tuple[str, str]] = []
+        self._times: list[float] = []           # time.monotonic() when each request line arrived
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
         self._closed = False
@@ -54,9 +56,17 @@ class RecordingProxy:
                 out.append((parts.path, {k: v[0] for k, v in parse_qs(parts.query).items()}))
         return out
 
+    def times(self, method: str | None = None, path: str | None = None) -> list[float]:
+        """``time.monotonic()`` at which each matching request line reached the proxy."""
+        with self._lock:
+            pairs = list(zip(self._requests, self._times))
+        return [t for (m, target), t in pairs
+                if (method is None or m == method) and (path is None or urlsplit(target).path.startswith(path))]
+
     def clear(self) -> None:
         with self._lock:
             self._requests.clear()
+            self._times.clear()
 
     def __enter__(self) -> RecordingProxy:
         self._accept.start()
@@ -100,6 +110,7 @@ class RecordingProxy:
                     for match in _REQUEST_LINE.finditer(buffer):
                         with self._lock:
                             self._requests.append((match.group(1).decode(), match.group(2).decode()))
+                            self._times.append(time.monotonic())
                     last = None
                     for last in _REQUEST_LINE.finditer(buffer):
                         pass

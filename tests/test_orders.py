@@ -4,6 +4,7 @@ and duplicate-free submission under the sandbox's chaos."""
 from __future__ import annotations
 
 import re
+import socket
 from decimal import Decimal
 
 import numpy as np
@@ -285,7 +286,7 @@ def test_guard_checks_short_sales_against_buying_power(sandbox):
         assert err.value == pytest.approx(qty * last, rel=0.05)
         assert f"selling {qty:,} shares of AAPL short" in str(err)
         assert "more than the account's buying power" in str(err)
-        assert proxy.count("GET", "/v2/positions/AAPL") == 1      # it asked whether AAPL is held
+        assert proxy.count("GET", "/v2/positions") == 1           # it asked whether AAPL is held
 
         short = api.sell("AAPL", 10)                              # within buying power: placed
         assert proxy.count("POST") == posts + 1
@@ -350,7 +351,7 @@ def test_guard_messages_say_how_to_change_each_limit(sandbox, account):
                                              "anb.connect(max_order_notional=", "ALPACA_NB_MAX_ORDER_NOTIONAL=",
                                              "ALPACA_NB_MAX_ORDER_NOTIONAL=off turns the check off"]),
         (dict(qty=1, type="limit", limit_price=round(last * 1.155, 2)), "price_collar",
-         ["from the last trade", "beyond price_collar 10% by 5", "anb.connect(price_collar=0.16)",
+         ["above the last trade", "beyond price_collar 10% by 5", "anb.connect(price_collar=0.16)",
           "ALPACA_NB_PRICE_COLLAR=0.16", "ALPACA_NB_PRICE_COLLAR=off turns the check off"]),
     ]
     for kwargs, limit, phrases in checks:
@@ -400,8 +401,9 @@ def test_guard_on_replace(account):
     last = api.latest_trades("AAPL").loc["AAPL", "price"]
     placed = api.buy("AAPL", 1, type="limit", limit_price=round(last * 0.9, 2))
     with pytest.raises(anb.PreTradeCheckError) as info:
-        api.replace_order(placed.name, limit_price=round(last * 0.5, 2))
+        api.replace_order(placed.name, limit_price=round(last * 1.5, 2))   # a buy far above
     assert info.value.limit == "price_collar"
+    placed = api.replace_order(placed.name, limit_price=round(last * 0.5, 2))   # far below: rests
     with pytest.raises(anb.PreTradeCheckError, match="max_order_qty"):
         api.replace_order(placed.name, qty=500_000)
     assert api.order(placed.name)["status"] in ("new", "accepted", "pending_new")
@@ -445,18 +447,36 @@ def test_repeated_submission_returns_the_same_order(account):
     assert again.name == first.name
     with pytest.raises(anb.UnprocessableError, match="client_order_id must be unique") as info:
         api.buy("MSFT", 1, client_order_id="double-click-1")   # a different order, same id
-    assert info.value.status == 422
+    assert (info.value.status, info.value.code) == (422, 40010001)  # as Alpaca answers it
     assert len(api.orders(status="all")) == 1
 
 
-def test_gives_up_saying_how_many_attempts_and_that_nothing_was_placed():
+def test_gives_up_saying_the_state_is_unknown_never_that_nothing_was_placed():
+    """Every POST answered 503: the server may or may not have acted, so after looking for the
+    order the error says its state is UNKNOWN and how to check, and carries the client id."""
     with Sandbox(chaos="503=1,scope=/v2/orders,methods=POST") as sb:
         acct = new_account(sb)
         with RecordingProxy(sb.url) as proxy:
-            api = client(acct, url=proxy.url, retries=3)
-            with pytest.raises(anb.ServerError) as info:
-                api.buy("AAPL", 1)
+            api = client(acct, url=proxy.url, retries=3, reconcile_timeout=0.2)
+            with pytest.raises(anb.OrderStateUnknown) as info:
+                api.buy("AAPL", 1, client_order_id="five-oh-three")
             assert proxy.count("POST", "/v2/orders") == 3
-        assert info.value.attempts == 3 and "gave up after 3 attempts" in str(info.value)
-        assert any("nothing was placed" in note for note in info.value.__notes__)
+            assert proxy.count("GET", "/v2/orders:by_client_order_id") >= 3
+        err = info.value
+        assert err.client_order_id == "five-oh-three" and err.status == 503 and err.attempts == 3
+        assert "UNKNOWN" in str(err) and "api.order(client_order_id='five-oh-three')" in str(err)
+        assert "nothing was placed" not in str(err) + "".join(getattr(err, "__notes__", []))
         assert server_orders(sb, acct) == []
+
+
+def test_nothing_was_placed_only_when_no_attempt_reached_the_server():
+    with socket.socket() as s:                            # a port that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = anb.connect(base_url=f"http://127.0.0.1:{port}", data_url=f"http://127.0.0.1:{port}",
+                      key_id="K", secret_key="S", retries=2, max_order_notional=None,
+                      check_buying_power=False, price_collar=None)
+    with pytest.raises(anb.AlpacaConnectionError) as info:
+        api.buy("AAPL", 1)
+    assert info.value.sent is False and info.value.attempts == 2
+    assert any("no attempt reached the server" in note for note in info.value.__notes__)

@@ -135,6 +135,7 @@ def test_connection_refused_counts_attempts():
 
 
 # ------------------------------------------------------------------ the rate limiter
+# (the sliding window itself: tests/test_rate_limits.py)
 
 class FakeClock:
     def __init__(self):
@@ -149,27 +150,16 @@ class FakeClock:
         self.now += seconds
 
 
-def test_limiter_allows_a_burst_then_paces():
-    clock = FakeClock()
-    limiter = RateLimiter(60, clock=clock, sleep=clock.sleep)
-    for _ in range(60):
-        limiter.acquire()
-    assert clock.slept == []                              # a minute's worth goes through at once
-    limiter.acquire()
-    assert clock.slept == [pytest.approx(1.0)]            # then one per second
-    assert limiter.waited == pytest.approx(1.0)
-
-
 def test_limiter_obeys_server_headers():
     clock = FakeClock()
     limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
     limiter.observe({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "1030"}, wall_now=1000.0)
-    limiter.acquire()
+    limiter.release(limiter.acquire())
     assert sum(clock.slept) == pytest.approx(30.0)        # waits for the server's window to reset
     clock.slept.clear()
     limiter.observe({"X-RateLimit-Remaining": "3", "X-RateLimit-Reset": "1040"}, wall_now=1000.0)
     for _ in range(4):
-        limiter.acquire()
+        limiter.release(limiter.acquire())
     assert sum(clock.slept) > 0                           # 3 left for 40 s: spread out
 
 
@@ -183,4 +173,4 @@ def test_server_rate_limit_is_respected_without_429s():
         for _ in range(6):
             api.clock()
         assert proxy.count("GET", "/v2/clock") == 6       # no 429 was answered (it would be retried)
-        assert api._transport.limiter.waited > 0
+        assert api._transport.limiters["trading"].waited > 0

@@ -235,6 +235,7 @@ async def chaos_middleware(request: web.Request, handler):
     rng = request.app[CHAOS_RNG]
     lo, hi = chaos.latency_ms
     if hi:
+        await request.read()      # received in full, then queued: it is handled even if the client gives up
         await asyncio.sleep(rng.uniform(lo, hi) / 1000)
     roll = rng.random()
     for status, fraction in chaos.statuses:

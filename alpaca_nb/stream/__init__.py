@@ -518,10 +518,12 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
                 updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
                 trade_updates: bool = False, feed: str | None = None,
                 data_rest: Callable[..., Any] | None = None, trading_rest: Callable[..., Any] | None = None,
-                reconnect: Reconnect | None = None, timeout: float = 10.0) -> Stream:
+                reconnect: Reconnect | None = None, timeout: float = 10.0, observer: Any = None) -> Stream:
     """Open a stream view (``api.stream(...)`` calls this with the client's REST callables).
 
     Returns once the connection(s) are authenticated and the subscriptions confirmed.
+    ``observer.add(stream)`` is then called (the client's pre-trade guard reads the stream's
+    latest prices and listens to its trade updates through the stream's public methods).
 
     Raises:
         ValueError/TypeError: bad arguments (nothing is opened).
@@ -554,6 +556,8 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
     except BaseException:
         stream.close()
         raise
+    if observer is not None:
+        observer.add(stream)
     return stream
 
 
