@@ -96,14 +96,14 @@ def test_a_new_python_process_does_not_send_a_ticket_again(api):
 
 
 def test_tickets_that_are_not_ready_are_not_sent(api):
-    refused = xl.ALPACA_TICKET("AAPL", "buy", 2.0, "limit", 1.0, None, "day", 1.0, None)
+    refused = xl.ALPACA_TICKET("AAPL", "buy", 2.0, "limit", 10_000.0, None, "day", 1.0, None)
     assert refused[0][0].startswith("xl-") and "price_collar" in refused[0][1]
     invalid = xl.ALPACA_TICKET("AAPL", "hold", 2.0)
     assert invalid[0][0] is None and "side" in invalid[0][1]
     words = xl.ALPACA_TICKET("AAPL", "buy", "ten")
     assert words[0][0] is None and "qty" in words[0][1]
     assert xl.ALPACA_TICKET(None, "buy", 1.0) == "#ALPACA! symbol is empty; give a symbol such as 'AAPL'"
-    sheet = sheet_with((("AAPL", "buy", 2.0, "limit", 1.0, None, "day", 1.0), refused))
+    sheet = sheet_with((("AAPL", "buy", 2.0, "limit", 10_000.0, None, "day", 1.0), refused))
     assert xl.send_tickets(sheet) == []
     assert api.orders(status="all").empty
 
