@@ -68,8 +68,9 @@ class PreTradeView:
             source.on("trade_update", self._on_trade_update)
 
     def _on_trade_update(self, update: Mapping[str, Any]) -> None:
-        if update.get("event") in _COUNTED_EVENTS and update.get("order_id") in self._own:
-            return                    # our own order: already counted when it was placed
+        order = update.get("order") if isinstance(update.get("order"), Mapping) else {}
+        if update.get("event") in _COUNTED_EVENTS and order.get("client_order_id") in self._own:
+            return                    # our own order: counted when it was placed
         self.forget()
 
     # ------------------------------------------------------------------ for the guard
@@ -127,10 +128,13 @@ class PreTradeView:
         return low if low > 0 else high if high < 0 else 0.0
 
     # ------------------------------------------------------------------ what the client did
-    def placed(self, body: Mapping[str, Any], order: Mapping[str, Any], cost: float | None) -> None:
+    def sending(self, body: Mapping[str, Any]) -> None:
+        """An order of this client is about to be sent (its trade updates may come before its
+        answer): they are not news to the kept figures."""
+        self._own.append(body["client_order_id"])
+
+    def placed(self, body: Mapping[str, Any], cost: float | None) -> None:
         """An order of this client was accepted: count it in the kept figures."""
-        if order.get("id"):
-            self._own.append(order["id"])
         with self._lock:
             if cost is None:
                 self._power_until = -math.inf

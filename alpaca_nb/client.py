@@ -432,12 +432,13 @@ class Alpaca:
                                   take_profit=take_profit, stop_loss=stop_loss,
                                   client_order_id=client_order_id, position_intent=position_intent)
         cost = self.check_order(body)
+        self._known.sending(body)
         try:
             placed = _orders.place(self._transport, body, settler=self._settler)
         except OrderStateUnknown:
             self._known.forget()
             raise
-        self._known.placed(body, placed, cost)
+        self._known.placed(body, cost)
         return frames.order_series(placed)
 
     def check_order(self, body: dict[str, Any], *, replacing: dict[str, Any] | None = None) -> float | None:
