@@ -20,6 +20,13 @@ Market-data pages are converted column by column straight from the lists ``orjso
 one list of values per key, then numpy/pyarrow (timestamps are parsed by pyarrow's string ->
 timestamp cast), so no Python object is created per row. Time series come back with a
 ``(symbol, timestamp)`` MultiIndex sorted by symbol, then time.
+
+That index is deliberately *not unique*: every row the server sends is kept. Real trade and quote
+pages hold several rows with one symbol and one timestamp (two AAPL quotes in the same
+microsecond are common), so rows sharing a ``(symbol, timestamp)`` stay in the order the server
+sent them. ``frame.loc[("AAPL", ts)]`` returns all of them; ``frame.index.is_unique`` tells
+whether there are any; ``frame.groupby(level=["symbol", "timestamp"]).last()`` keeps one per
+instant when that is what an analysis wants. Bars have one row per (symbol, start) by nature.
 """
 
 from __future__ import annotations
@@ -183,7 +190,7 @@ CORPORATE_ACTION = _schema("corporate_actions", """
 BAR = _schema("bars", "timestamp=t time; open=o float; high=h float; low=l float; close=c float; "
                       "volume=v float; trade_count=n float; vwap=vw float", index="timestamp")
 TRADE = _schema("trades", "timestamp=t time; price=p float; size=s float; exchange=x str; "
-                          "id=i int; conditions=c list; tape=z str", index="timestamp")
+                          "id=i int; conditions=c list; tape=z str; update=u str", index="timestamp")
 QUOTE = _schema("quotes", "timestamp=t time; bid_price=bp float; bid_size=bs float; "
                           "bid_exchange=bx str; ask_price=ap float; ask_size=as float; "
                           "ask_exchange=ax str; conditions=c list; tape=z str", index="timestamp")
@@ -196,10 +203,11 @@ def _prefixed(prefix: str, section: str, schema: Schema, names: Sequence[str]) -
 
 _BAR_COLS = ("timestamp", "open", "high", "low", "close", "volume", "trade_count", "vwap")
 SNAPSHOT = Schema("snapshots", (
-    _prefixed("trade_", "latestTrade", TRADE, ("timestamp", "price", "size", "exchange"))
+    _prefixed("trade_", "latestTrade", TRADE, [f.name for f in TRADE.fields])
     + _prefixed("quote_", "latestQuote", QUOTE, ("timestamp",))
     + _prefixed("", "latestQuote", QUOTE, ("bid_price", "bid_size", "bid_exchange", "ask_price",
                                            "ask_size", "ask_exchange"))
+    + _prefixed("quote_", "latestQuote", QUOTE, ("conditions", "tape"))
     + _prefixed("minute_", "minuteBar", BAR, _BAR_COLS)
     + _prefixed("daily_", "dailyBar", BAR, _BAR_COLS)
     + _prefixed("prev_daily_", "prevDailyBar", BAR, _BAR_COLS)
@@ -432,7 +440,7 @@ class SeriesAccumulator:
         self._codes: list[np.ndarray | tuple[int, int]] = []    # arrays, or (code, n) runs
         self._times: list[np.ndarray] = []
         self._chunks: dict[str, list[Any]] = {f.name: [] for f in self._fields}
-        self._ordered = True           # rows so far in (arrival code, time) order, no repeats
+        self._ordered = True           # rows so far in (arrival code, time) order (ties allowed)
         self._last: tuple[int, int] | None = None
         self.rows = 0
 
@@ -440,7 +448,7 @@ class SeriesAccumulator:
         """Keep ``_ordered`` up to date a page at a time (cheaper than one pass over everything)."""
         if not self._ordered or not len(codes):
             return
-        starts_after = self._last is None or (int(codes[0]), int(times[0])) > self._last
+        starts_after = self._last is None or (int(codes[0]), int(times[0])) >= self._last
         if not starts_after or not _is_sorted(codes, times):
             self._ordered = False
         self._last = (int(codes[-1]), int(times[-1]))
@@ -484,7 +492,7 @@ class SeriesAccumulator:
         self.rows += len(times_ns)
 
     def add_symbol(self, symbol: str, times_ns: np.ndarray, columns: Mapping[str, Any]) -> None:
-        """Add one symbol's rows, already columnar and in strictly increasing time (the cache)."""
+        """Add one symbol's rows, already columnar and in time order (the cache)."""
         n = len(times_ns)
         if n == 0:
             return
@@ -492,7 +500,7 @@ class SeriesAccumulator:
         self._codes.append((code, n))            # a run of one code, expanded in _all_codes
         self._times.append(times_ns)
         first, last = (code, int(times_ns[0])), (code, int(times_ns[-1]))
-        if self._last is not None and first <= self._last:
+        if self._last is not None and first < self._last:
             self._ordered = False
         self._last = last
         for f in self._fields:
@@ -528,8 +536,9 @@ class SeriesAccumulator:
               hi: int | None = None) -> pd.DataFrame:
         """The accumulated rows as one frame (this empties the accumulator).
 
-        Rows come out ordered by (symbol, timestamp) without repeated index entries (the first
-        kept); ``sort=True`` forces that check. ``lo``/``hi`` (ns, inclusive) drop rows outside.
+        Rows come out ordered by (symbol, timestamp); rows that share both keep the order they
+        arrived in (none is dropped, see the module docstring). ``sort=True`` forces the sort.
+        ``lo``/``hi`` (ns, inclusive) drop rows outside.
         """
         symbols = list(self._symbols)
         codes = self._all_codes()
@@ -546,14 +555,9 @@ class SeriesAccumulator:
         if len(codes) and np.any(rank != np.arange(len(rank))):
             codes = rank[codes]            # arrival codes -> codes of the sorted symbols (if not already)
         if sort or not in_order:
-            order = np.lexsort((times, codes))
+            order = np.lexsort((times, codes))        # stable: ties keep their arrival order
             take = order if take is None else take[order]
             codes, times = codes[order], times[order]
-            keep = np.ones(len(codes), bool)
-            if len(codes) > 1:
-                keep[1:] = (codes[1:] != codes[:-1]) | (times[1:] != times[:-1])
-            if not keep.all():
-                take, codes, times = take[keep], codes[keep], times[keep]
         index = _series_index([symbols[i] for i in sym_order], codes, times, tz)
         if take is not None:
             index = index.remove_unused_levels()
@@ -630,4 +634,4 @@ def _is_sorted(codes: np.ndarray, times: np.ndarray) -> bool:
     if len(codes) < 2:
         return True
     dc = np.diff(codes)
-    return bool(np.all((dc > 0) | ((dc == 0) & (np.diff(times) > 0))))
+    return bool(np.all((dc > 0) | ((dc == 0) & (np.diff(times) >= 0))))

@@ -11,6 +11,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
+import requests
 from conftest import poll
 
 import alpaca_nb as anb
@@ -38,7 +39,8 @@ def assert_series_frame(df: pd.DataFrame, schema: frames.Schema, tz: str = "UTC"
     assert df.index.dtypes["timestamp"] == pd.DatetimeTZDtype("ns", tz)
     assert dict(df.dtypes) == schema.dtypes()
     if len(df):
-        assert df.index.is_unique
+        if schema is frames.BAR:      # trades and quotes may share a (symbol, timestamp): all kept
+            assert df.index.is_unique
         assert df.index.is_monotonic_increasing
 
 
@@ -106,16 +108,16 @@ def test_trades_keep_nanoseconds_and_conditions():
     assert df["id"].dtype == "Int64"
 
 
-def test_accumulator_sorts_merges_and_dedupes():
+def test_accumulator_sorts_and_keeps_rows_that_share_an_instant():
     acc = frames.SeriesAccumulator(frames.BAR)
     bar = {"o": 1, "h": 1, "l": 1, "c": 1, "v": 1, "n": 1, "vw": 1}
     acc.add({"MSFT": [dict(bar, t="2024-01-02T00:02:00Z")]})
     acc.add({"AAPL": [dict(bar, t="2024-01-02T00:01:00Z", o=2), dict(bar, t="2024-01-02T00:00:00Z")],
              "MSFT": [dict(bar, t="2024-01-02T00:02:00Z", o=9)]})
     df = acc.frame()
-    assert list(df.index.get_level_values("symbol")) == ["AAPL", "AAPL", "MSFT"]
-    assert df.index.is_monotonic_increasing and df.index.is_unique
-    assert df["open"].tolist() == [1.0, 2.0, 1.0]          # the first of a repeated entry wins
+    assert list(df.index.get_level_values("symbol")) == ["AAPL", "AAPL", "MSFT", "MSFT"]
+    assert df.index.is_monotonic_increasing and not df.index.is_unique
+    assert df["open"].tolist() == [1.0, 2.0, 1.0, 9.0]      # ties stay in arrival order
 
 
 def test_calendar_and_clock_converters():
@@ -371,3 +373,51 @@ def _rolls(seed: int, n: int) -> list[float]:
     import random
     rng = random.Random(seed)
     return [rng.random() for _ in range(n)]
+
+
+# ------------------------------------------------------------------ nothing the server sends is lost
+
+def test_snapshots_keep_conditions_trade_id_and_tape(account):
+    with Sandbox(start="2024-01-15T12:00:00Z", market="calendar") as sb:   # a holiday: nothing moves
+        api = anb.connect(sandbox=sb)
+        raw = requests.get(f"{sb.url}/v2/stocks/snapshots", params={"symbols": "AAPL,MSFT"}, timeout=10,
+                           headers={"APCA-API-KEY-ID": sb.key_id, "APCA-API-SECRET-KEY": sb.secret_key}).json()
+        snaps = api.snapshots(["AAPL", "MSFT"])
+    assert dict(snaps.dtypes) == frames.SNAPSHOT.dtypes()
+    for symbol in ("AAPL", "MSFT"):
+        row, trade, quote = snaps.loc[symbol], raw[symbol]["latestTrade"], raw[symbol]["latestQuote"]
+        assert row["trade_id"] == trade["i"] and row["trade_tape"] == trade["z"]
+        assert list(row["trade_conditions"]) == trade["c"]
+        assert list(row["quote_conditions"]) == quote["c"] and row["quote_tape"] == quote["z"]
+        assert pd.isna(row["trade_update"])             # the sandbox sends no corrections
+        assert row["trade_price"] == trade["p"] and row["bid_price"] == quote["bp"]
+
+
+def _raw_rows(account, kind: str, **params) -> list[tuple]:
+    """Every (symbol, record) of a trades/quotes request, straight from the server's pages."""
+    rows, token = [], None
+    while True:
+        body = requests.get(f"{account.url}/v2/stocks/{kind}", headers=account.headers, timeout=30,
+                            params={**params, "limit": 10_000, **({"page_token": token} if token else {})}).json()
+        rows += [(symbol, rec) for symbol, recs in body[kind].items() for rec in recs]
+        token = body.get("next_page_token")
+        if not token:
+            return rows
+
+
+def test_trades_and_quotes_that_share_an_instant_are_all_kept(account):
+    """Real pages hold several trades (a large print and the next ones) or quotes of one symbol
+    stamped with the same timestamp; every row the server sends comes back, in its order."""
+    api = client(account)
+    window = dict(start="2024-03-04T14:30:00Z", end="2024-03-04T14:40:00Z")
+    wire = {"id": "i", "bid_price": "bp", "ask_price": "ap", "ask_size": "as"}
+    for kind, columns in (("trades", ("id",)), ("quotes", ("bid_price", "ask_price", "ask_size"))):
+        raw = _raw_rows(account, kind, symbols="AAPL,MSFT", **window)
+        stamps = [(s, pd.Timestamp(r["t"]).value) for s, r in raw]
+        assert len(set(stamps)) < len(stamps), f"the window should hold {kind} sharing an instant"
+        df = getattr(api, kind)(["AAPL", "MSFT"], **window, progress=False)
+        assert_series_frame(df, frames.TRADE if kind == "trades" else frames.QUOTE)
+        assert len(df) == len(raw) and not df.index.is_unique
+        got = list(zip(df.index.get_level_values("symbol"), df.index.get_level_values("timestamp").asi8,
+                       *(df[c] for c in columns)))
+        assert got == [(s, t, *(r[wire[c]] for c in columns)) for (s, t), (_, r) in zip(stamps, raw)]

@@ -11,12 +11,16 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import psutil
 import pytest
-from _stream_helpers import wait_for
+from _http_proxy import RecordingProxy
+from _stream_helpers import FAST, connect, wait_for
+from conftest import new_account
 
 import alpaca_nb as anb
+from alpaca_nb.sandbox import Sandbox
 from alpaca_nb.stream import open_hubs
 
 KEY, SECRET = "SANDBOXKEYID", "sandbox-secret-key"
@@ -64,6 +68,22 @@ def test_close_stops_both_threads_and_the_socket(api, sandbox_process):
     assert not any(t.is_alive() for t in threads)
     assert all(h.closed and h.status.stopped for h in hubs)
     assert not open_hubs()
+
+
+def test_after_close_no_thread_is_left_and_no_request_is_sent():
+    """close() while the order reconciliation is failing and being retried: its threads are gone
+    when close() returns, and the proxy in front of the trading API sees nothing after that."""
+    with Sandbox(**FAST, chaos="503=1,scope=/v2/orders,methods=GET") as sb, RecordingProxy(sb.url) as proxy:
+        api = connect(new_account(sb), base_url=proxy.url)
+        s = api.stream(quotes=["AAPL"], trade_updates=True)
+        hubs = [s._data, s._trading]
+        threads = [h._thread for h in hubs] + [h.fanout._thread for h in hubs]
+        wait_for(lambda: proxy.count("GET", "/v2/orders"), 10, "the reconciliation to list orders")
+        s.close()
+        assert not any(t.is_alive() for t in threads)
+        sent = proxy.requests
+        time.sleep(3)          # retries (the transport's within 0.5 s, the chore's after 1 s) would show
+        assert proxy.requests == sent
 
 
 def test_context_manager_closes(api):

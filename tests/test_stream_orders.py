@@ -4,6 +4,7 @@ replaces and a reconnect during which orders filled unseen (the proxy blocks the
 from __future__ import annotations
 
 import math
+import threading
 
 import pandas as pd
 import pytest
@@ -117,3 +118,44 @@ def test_trade_updates_helper_calls_back_and_owns_its_stream(fast):
     assert s.status.stopped
     with pytest.raises(TypeError, match="callable"):
         api.trade_updates(callback="nope")
+
+
+def test_without_a_listener_no_event_is_kept_and_a_later_one_gets_only_new_events(fast):
+    """The documented "stream only for orders.df" use keeps the book, not a growing event list,
+    and a callback registered later does not receive the stale history."""
+    api = connect(new_account(fast))
+    with api.stream(trade_updates=True) as s:
+        early = [api.buy("AAPL", 1).name for _ in range(3)]
+        wait_for(lambda: len(s.orders) == 3 and set(s.orders.df["status"]) == {"filled"}, 10, "three fills")
+        assert not s._trading._events          # nothing queued for nobody
+        got = []
+        s.on("trade_update", got.append)
+        late = api.buy("MSFT", 1).name
+        wait_for(lambda: any(e["order_id"] == late and e["event"] == "fill" for e in got), 10, "the new fill")
+        assert {e["order_id"] for e in got} == {late} and not set(early) & {e["order_id"] for e in got}
+
+
+def test_a_stuck_callback_costs_a_bounded_queue_and_a_warning(fast, monkeypatch, caplog):
+    from alpaca_nb.stream import _fanout
+    monkeypatch.setattr(_fanout, "BACKLOG", 3)
+    api = connect(new_account(fast))
+    release, got = threading.Event(), []
+
+    def stuck(update):
+        release.wait(30)
+        got.append(update)
+
+    with api.stream(trade_updates=True) as s:
+        try:
+            handle = s.on("trade_update", stuck)
+            api.buy("AAPL", 1)
+            wait_for(lambda: len(s.orders) == 1, 10, "the first order in the book")
+            later = [api.buy("MSFT", 1).name for _ in range(4)]
+            wait_for(lambda: all(s.orders.df.loc[o, "status"] == "filled" for o in later), 10, "four fills")
+        finally:
+            release.set()      # 8 or more events arrived while the callback was stuck
+        wait_for(lambda: any(e["order_id"] == later[-1] and e["event"] == "fill" for e in got), 10,
+                 "the newest event after the stuck callback returned")
+    delivered = [e for e in got if e["order_id"] in later]
+    assert len(delivered) <= 3 and handle.dropped >= 4 * 2 - 3     # only the newest BACKLOG are kept
+    assert "events behind" in caplog.text and "dropped" in caplog.text

@@ -55,6 +55,7 @@ class DataHub(Hub):
         self._generation = 0
         self._bad = 0
         self._bad_logged = -1e9
+        self._refills: dict[str, dict[str, None]] = {}   # wire channel -> symbols to refill (lock held)
 
     # ------------------------------------------------------------------ subscriptions
     def union(self) -> dict[str, dict[str, None]]:
@@ -102,7 +103,7 @@ class DataHub(Hub):
             if dead:
                 self.store.purge(dead, [t for _, t in CHANNELS.values()])
         if gained and self._live:
-            self.fanout.submit("refilling the table", lambda: self.refill(gained))
+            self._schedule_refill(gained)
         if not sent or not wait:
             return
         deadline = time.monotonic() + wait
@@ -257,9 +258,26 @@ class DataHub(Hub):
         with self.lock:
             union = {w: list(v) for w, v in self.union().items() if v}
         if union:
-            self.fanout.submit("refilling the table", lambda: self.refill(union))
+            self._schedule_refill(union)
+
+    def _schedule_refill(self, subs: dict[str, list[str]]) -> None:
+        """Refill these symbols from REST soon; requests made meanwhile join one chore."""
+        with self.lock:
+            for wire, symbols in subs.items():
+                self._refills.setdefault(wire, {}).update(dict.fromkeys(symbols))
+        self.fanout.submit("refilling the table", self._refill_scheduled)
 
     # ------------------------------------------------------------------ fan-out thread
+    def _refill_scheduled(self) -> None:
+        with self.lock:
+            subs, self._refills = {w: list(v) for w, v in self._refills.items()}, {}
+        try:
+            self.refill(subs)
+        except Exception:                  # kept for the retry (symbols asked meanwhile join it)
+            with self.lock:
+                for wire, symbols in subs.items():
+                    self._refills.setdefault(wire, {}).update(dict.fromkeys(symbols))
+            raise
     def collect(self, types) -> Changes:
         return Changes(self.store.collect(types) if types else {})
 
@@ -273,10 +291,9 @@ class DataHub(Hub):
                 wanted = self.union()[wire]
             symbols = [s for s in subs.get(wire, ()) if s != "*" and s in wanted]
             for i in range(0, len(symbols), REFILL_CHUNK):
-                if self._stop.is_set():
-                    return
                 chunk = symbols[i:i + REFILL_CHUNK]
-                body = self.rest(f"/v2/stocks/{kind}/latest", {"symbols": ",".join(chunk), "feed": self.feed})
+                body = self.call_rest(self.rest, f"/v2/stocks/{kind}/latest",
+                                      {"symbols": ",".join(chunk), "feed": self.feed})
                 records = (body or {}).get(kind) if isinstance(body, dict) else None
                 if isinstance(records, dict):
                     with self.lock:     # so an unsubscribe cannot slip between check and merge

@@ -3,10 +3,14 @@
 The socket thread never runs user or UI code. It updates the live state and calls
 :meth:`Fanout.wake`; this thread then collects what changed (the latest record per symbol, or per
 order for trade updates) and hands it to each listener no faster than the listener's ``max_hz``.
-Between deliveries a listener keeps only the latest value per key, so a slow consumer costs at
-most one pending value per symbol and never slows the socket. A callback that raises is logged
-and the stream goes on. REST work (refilling the table after a gap, reconciling orders) also runs
-here, off the socket thread.
+Between deliveries a market-data listener keeps only the latest value per symbol, so a slow
+consumer costs at most one pending value per symbol and never slows the socket. Events (trade
+updates, status changes) wait in bounded queues: when a consumer falls more than ``BACKLOG``
+behind, the oldest are dropped, counted and warned about. A listener receives what happens from
+its registration on, never a history from before it. A callback that raises is logged and the
+stream goes on. REST work (refilling the table after a gap, reconciling orders) also runs here,
+off the socket thread; a chore that fails is retried a few times with backoff, and a closed hub
+runs none (see :meth:`Fanout.submit`).
 """
 
 from __future__ import annotations
@@ -21,26 +25,36 @@ from typing import Any
 log = logging.getLogger("alpaca_nb.stream")
 
 CHORE_DELAY = 0.25            # seconds between a (re)connect and its REST refill/reconcile
+CHORE_ATTEMPTS = 5            # tries of a failing chore; waits 1, 4, 16, 30 s between them
+CHORE_RETRY_CAP = 30.0
 MIN_PERIOD = 0.002            # at most 500 fan-out cycles per second, whatever the message rate
-ERROR_LOG_INTERVAL = 10.0     # a callback that keeps raising is logged at most this often
+ERROR_LOG_INTERVAL = 10.0     # a callback that keeps raising (or a queue that keeps dropping) is
+                              # logged at most this often
+BACKLOG = 10_000              # events kept for one slow consumer before the oldest are dropped
+
+
+class Stopped(Exception):
+    """The hub closed: a REST chore must not send anything more."""
 
 
 class Changes:
     """What changed since the previous fan-out cycle."""
 
-    __slots__ = ("events", "market", "statuses")
+    __slots__ = ("dropped", "events", "market", "statuses")
 
     def __init__(self, market: dict[str, dict[str, Any]] | None = None, events: list[Any] | None = None,
-                 statuses: list[Any] | None = None):
+                 statuses: list[Any] | None = None, dropped: int = 0):
         self.market = market or {}       # wire type ("q", "t", "b"...) -> {symbol: record}
-        self.events = events or []       # trade_updates "data" objects, in arrival order
+        self.events = events or []       # (sequence number, trade_updates "data"), in arrival order
         self.statuses = statuses or []   # StreamStatus objects
+        self.dropped = dropped           # events the hub dropped while this thread was busy
 
 
 class Listener:
     """Base: rate limiting, error logging. Subclasses collect and deliver."""
 
     types: frozenset[str] = frozenset()   # market types this listener needs from collect()
+    wants_events = False                  # trade-update events (the hub queues none without one)
 
     def __init__(self, fn: Callable[..., Any] | None, max_hz: float | None, owner: Any):
         self.fn = fn
@@ -50,7 +64,19 @@ class Listener:
         self.errors = 0
         self._last_error_log = -1e9
         self.active = True
+        self.since = 0                    # events numbered up to this one came before it registered
+        self.dropped = 0                  # events dropped because the consumer fell behind
+        self._last_drop_log = -1e9
         self._fanouts: list[Fanout] = []
+
+    def _drop(self, n: int = 1) -> None:
+        """Count ``n`` events dropped from a full queue; warn (at most every ERROR_LOG_INTERVAL)."""
+        self.dropped += n
+        now = time.monotonic()
+        if now - self._last_drop_log >= ERROR_LOG_INTERVAL:
+            self._last_drop_log = now
+            log.warning("stream callback %s is more than %d events behind; the oldest were dropped "
+                        "(%d so far)", _name(self.fn), BACKLOG, self.dropped)
 
     def offer(self, changes: Changes) -> None:
         raise NotImplementedError
@@ -117,50 +143,66 @@ class MarketListener(Listener):
 
 
 class EventListener(Listener):
-    """Trade updates, in arrival order. Without ``max_hz`` every event is delivered unless more
-    than ``BACKLOG`` wait (a stuck consumer); then, and always with ``max_hz``, only the latest
-    event per order is kept between deliveries (the order in it is cumulative, so no fill is lost
-    from the order's state)."""
+    """Trade updates, in arrival order, from the listener's registration on. Without ``max_hz``
+    every event is delivered; with it only the latest event per order is kept between deliveries
+    (the order in it is cumulative, so no fill is lost from the order's state). Either way at most
+    ``BACKLOG`` wait: beyond that the oldest are dropped, counted in ``dropped`` and warned about."""
 
-    BACKLOG = 10_000
+    wants_events = True
 
     def __init__(self, fn, max_hz, owner, convert: Callable[[dict], Any]):
         super().__init__(fn, max_hz, owner)
         self.convert = convert
-        self._pending: OrderedDict[Any, Any] = OrderedDict()
-        self._seq = 0
+        self._queue: deque[Any] = deque()
+        self._latest: OrderedDict[Any, Any] = OrderedDict()     # order id -> event (with max_hz)
 
     def offer(self, changes: Changes) -> None:
-        pending = self._pending
-        for event in changes.events:
-            order = event.get("order") if isinstance(event, dict) else None
-            oid = order.get("id") if isinstance(order, dict) else None
-            if not self.interval and len(pending) < self.BACKLOG:
-                self._seq += 1
-                pending[(oid, self._seq)] = event
+        if changes.dropped:
+            self._drop(changes.dropped)
+        since = self.since
+        for seq, event in changes.events:
+            if seq <= since:
                 continue
-            for key in [k for k in pending if k[0] == oid]:
-                del pending[key]
-            pending[(oid, 0)] = event
+            if self.interval:
+                order = event.get("order") if isinstance(event, dict) else None
+                oid = order.get("id") if isinstance(order, dict) else None
+                self._latest.pop(oid, None)
+                self._latest[oid] = event
+                if len(self._latest) > BACKLOG:
+                    self._latest.popitem(last=False)
+                    self._drop()
+            else:
+                if len(self._queue) >= BACKLOG:
+                    self._queue.popleft()
+                    self._drop()
+                self._queue.append(event)
 
     def pending(self) -> bool:
-        return bool(self._pending)
+        return bool(self._queue or self._latest)
 
     def deliver(self) -> None:
-        batch, self._pending = self._pending, OrderedDict()
-        for event in batch.values():
+        if self.interval:
+            batch, self._latest = list(self._latest.values()), OrderedDict()
+        else:
+            batch, self._queue = self._queue, deque()
+        for event in batch:
             self.fn(self.convert(event))
 
 
 class StatusListener(Listener):
-    """Every status change, in order (they are rare; at most 1000 are kept for a stuck consumer)."""
+    """Every status change from registration on, in order (at most ``BACKLOG`` wait for a stuck
+    consumer; older ones are dropped and counted)."""
 
     def __init__(self, fn, max_hz, owner):
         super().__init__(fn, max_hz, owner)
-        self._pending: deque[Any] = deque(maxlen=1000)
+        self._pending: deque[Any] = deque()
 
     def offer(self, changes: Changes) -> None:
-        self._pending.extend(changes.statuses)
+        for status in changes.statuses:
+            if len(self._pending) >= BACKLOG:
+                self._pending.popleft()
+                self._drop()
+            self._pending.append(status)
 
     def pending(self) -> bool:
         return bool(self._pending)
@@ -180,9 +222,10 @@ class Fanout:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._tasks: list[tuple[float, str, Callable[[], Any]]] = []
-        self._statuses: deque[Any] = deque(maxlen=1000)
+        self._tasks: list[tuple[float, str, Callable[[], Any], int]] = []   # (due, name, task, attempt)
+        self._statuses: deque[Any] = deque(maxlen=BACKLOG)   # drained every cycle
         self.has_listeners = False
+        self.wants_events = False
         self.cycles = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -190,21 +233,34 @@ class Fanout:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self, timeout: float) -> None:
+    def stop(self) -> None:
+        """Tell the thread to end (pending chores are dropped); :meth:`join` waits for it."""
         self._stop.set()
         self._wake.set()
+
+    def join(self, timeout: float) -> None:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+            self._thread.join(max(0.0, timeout))
+
+    def close(self, timeout: float) -> None:
+        self.stop()
+        self.join(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def add(self, listener: Listener) -> Listener:
+        """Deliver to ``listener`` what happens from now on."""
         with self._lock:
             self._listeners.append(listener)
             listener._fanouts.append(self)
             self._refresh()
+            listener.since = max(listener.since, getattr(self.hub, "events_seq", 0))
         self._wake.set()
         return listener
 
@@ -226,6 +282,7 @@ class Fanout:
     def _refresh(self) -> None:
         self._types = frozenset().union(*(li.types for li in self._listeners))
         self.has_listeners = bool(self._listeners)
+        self.wants_events = any(li.wants_events for li in self._listeners)
 
     @property
     def types(self) -> frozenset[str]:
@@ -240,12 +297,16 @@ class Fanout:
         self._statuses.append(status)
         self._wake.set()
 
-    def submit(self, name: str, task: Callable[[], Any], *, delay: float = CHORE_DELAY) -> None:
-        """Run ``task`` on this thread after ``delay`` seconds (REST chores); exceptions are
-        logged. The delay keeps streams that are closed right away from spending REST requests
-        (and close() from waiting on one)."""
+    def submit(self, name: str, task: Callable[[], Any], *, delay: float = CHORE_DELAY, attempt: int = 1) -> None:
+        """Run ``task`` on this thread after ``delay`` seconds (REST chores). The delay keeps
+        streams that are closed right away from spending REST requests. A chore named like one
+        still waiting is not queued twice. One that raises is logged and tried again later (up to
+        ``CHORE_ATTEMPTS`` times, 1, 4, 16, 30 s apart); one that raises :class:`Stopped`, and
+        every chore once the fan-out stops, is dropped."""
         with self._lock:
-            self._tasks.append((time.monotonic() + delay, name, task))
+            if self._stop.is_set() or any(t[1] == name for t in self._tasks):
+                return
+            self._tasks.append((time.monotonic() + delay, name, task, attempt))
         self._wake.set()
 
     # ------------------------------------------------------------------ the thread
@@ -263,7 +324,7 @@ class Fanout:
             now = time.monotonic()
             dues = [li.due - now for li in listeners if li.pending()]
             with self._lock:
-                dues += [due - now for due, _, _ in self._tasks]
+                dues += [task[0] - now for task in self._tasks]
             wait = max(0.0, min(dues)) if dues else None
             rest = MIN_PERIOD - (time.monotonic() - started)
             if rest > 0 and self._stop.wait(rest):
@@ -283,11 +344,19 @@ class Fanout:
                 if not ready:
                     break
                 self._tasks.remove(ready[0])
-            _, name, task = ready[0]
+            _, name, task, attempt = ready[0]
             try:
                 task()
+            except Stopped:
+                return
             except Exception as exc:
-                log.warning("stream: %s failed: %s", name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                again = attempt < CHORE_ATTEMPTS and not self._stop.is_set()
+                delay = min(CHORE_RETRY_CAP, 4.0 ** (attempt - 1))
+                log.warning("stream: %s failed: %s%s", name, exc,
+                            f"; trying again in {delay:g} s" if again else "; giving up until the next reconnect",
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+                if again:
+                    self.submit(name, task, delay=delay, attempt=attempt + 1)
         with self._lock:
             listeners = list(self._listeners)
             types = self._types

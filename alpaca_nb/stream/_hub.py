@@ -11,6 +11,8 @@ every :class:`~alpaca_nb.stream.Stream` made in this process for the same endpoi
   callbacks, notebook display updates and the REST calls that refill the state after a gap.
 
 The last view to close closes the hub, which stops both threads and the socket within a second.
+After :meth:`Hub.close` returns the hub sends nothing more: every REST chore goes through
+:meth:`Hub.call_rest`, which refuses once the hub is closed, and pending chores are dropped.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import orjson
 import websocket
 
 from .._config import Secret, mask_key_id
-from ._fanout import Fanout
+from ._fanout import Fanout, Stopped
 from ._socket import (
     CLOSE,
     PING,
@@ -167,16 +169,31 @@ class Hub:
         self._thread.start()
 
     def close(self, timeout: float = 0.9) -> None:
-        """Stop both threads and close the socket (returns within ``timeout`` seconds + a bit)."""
+        """Stop both threads and close the socket; returns once both threads ended, or after
+        ``timeout`` seconds. From then on the hub sends no request (see :meth:`call_rest`)."""
+        deadline = time.monotonic() + timeout
         self._stop.set()
         ws = self._ws
         if ws is not None:
             _shutdown(ws)
-        deadline = time.monotonic() + timeout
+        self._set_status("stopped", reason="closed")      # the fan-out's last cycle delivers it
+        self.fanout.stop()
+        self.fanout.join(max(0.05, deadline - time.monotonic()))
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(max(0.0, deadline - time.monotonic()))
-        self._set_status("stopped", reason="closed")
-        self.fanout.close(max(0.05, deadline - time.monotonic()))
+            self._thread.join(max(0.05, deadline - time.monotonic()))
+
+    def call_rest(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        """``fn(*args, **kw)`` (a REST call of a chore) unless the hub is closed.
+
+        Raises:
+            Stopped: the hub closed before the call, or while it ran (its answer is dropped).
+        """
+        if self._stop.is_set():
+            raise Stopped(self.kind)
+        result = fn(*args, **kw)
+        if self._stop.is_set():
+            raise Stopped(self.kind)
+        return result
 
     @property
     def closed(self) -> bool:

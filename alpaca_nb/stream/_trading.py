@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -28,6 +29,7 @@ import orjson
 import pandas as pd
 
 from .. import frames
+from . import _fanout
 from ._fanout import Changes
 from ._hub import Conflict, Fatal, Hub, Refused
 from ._socket import send_json
@@ -141,8 +143,13 @@ class TradingHub(Hub):
         self.rest = rest
         self.book = OrderBook()
         self.opened_ns: int | None = None     # server time when the stream first reconciled
-        self._events: list[Any] = []
+        # events for the trade_update listeners: none is kept while there is no listener, and
+        # at most BACKLOG while the fan-out thread is busy (a callback that does not return);
+        # the listeners bound their own queues and count what was dropped here too
+        self._events: deque[tuple[int, Any]] = deque()
         self._events_lock = threading.Lock()
+        self._dropped = 0
+        self.events_seq = 0                   # number of the last event received
         self.reconciled = 0
 
     # ------------------------------------------------------------------ socket thread
@@ -187,8 +194,7 @@ class TradingHub(Hub):
                 log.warning("trading stream: trade update without an order skipped: %r", bytes(payload[:80]))
                 return
             self.book.apply(order)
-            with self._events_lock:
-                self._events.append(data)
+            self._queue_event(data)
             self.fanout.wake()
         elif stream == "listening":
             log.debug("trading stream: listening to %s", data.get("streams"))
@@ -203,11 +209,20 @@ class TradingHub(Hub):
     def _on_connected(self) -> None:
         self.fanout.submit("reconciling orders with GET /v2/orders", self.reconcile)
 
+    def _queue_event(self, event: dict[str, Any]) -> None:
+        with self._events_lock:
+            self.events_seq += 1
+            if self.fanout.wants_events:
+                if len(self._events) >= _fanout.BACKLOG:
+                    self._events.popleft()
+                    self._dropped += 1
+                self._events.append((self.events_seq, event))
+
     # ------------------------------------------------------------------ fan-out thread
     def collect(self, types) -> Changes:
         with self._events_lock:
-            events, self._events = self._events, []
-        return Changes(events=events)
+            events, self._events, dropped, self._dropped = list(self._events), deque(), self._dropped, 0
+        return Changes(events=events, dropped=dropped)
 
     def reconcile(self) -> None:
         """Bring the book in line with GET /v2/orders (runs on the fan-out thread)."""
@@ -216,7 +231,7 @@ class TradingHub(Hub):
         if self.opened_ns is None:
             # the server's clock, not ours: a skewed local clock (or the sandbox's virtual one)
             # must not hide orders from the "submitted since the stream opened" query
-            clock = self.rest("GET", "/v2/clock") or {}
+            clock = self._get("/v2/clock") or {}
             now = _ns(clock.get("timestamp"))
             self.opened_ns = (now if now > 0 else time.time_ns()) - OPEN_MARGIN_NS
         orders: dict[str, dict[str, Any]] = {}
@@ -224,10 +239,8 @@ class TradingHub(Hub):
             for order in self._list(status, after):
                 orders[order["id"]] = order
         for oid in self.book.open_ids():
-            if self._stop.is_set():
-                return
             if oid not in orders:
-                order = self.rest("GET", f"/v2/orders/{oid}")
+                order = self._get(f"/v2/orders/{oid}")
                 if isinstance(order, dict) and order.get("id") == oid:
                     orders[oid] = order
         changed = self.book.merge(orders.values())
@@ -235,18 +248,22 @@ class TradingHub(Hub):
         if changed:
             log.info("trading stream: %d order(s) changed while the stream was away; book reconciled",
                      len(changed))
-            with self._events_lock:
-                for order in changed:
-                    status = order.get("status")
-                    self._events.append({"event": STATUS_EVENT.get(status, status), "order": order,
-                                         "timestamp": order.get("updated_at"), "reconciled": True})
+            for order in changed:
+                status = order.get("status")
+                self._queue_event({"event": STATUS_EVENT.get(status, status), "order": order,
+                                   "timestamp": order.get("updated_at"), "reconciled": True})
             self.fanout.wake()
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """One GET of a chore: never after close, and not retried inside the transport (the
+        fan-out retries the whole chore with backoff, and can drop it when the hub closes)."""
+        return self.call_rest(self.rest, "GET", path, params=params, retry=False)
 
     def _list(self, status: str, after_ns: int | None) -> list[dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         cursor = None if after_ns is None else _iso(after_ns)
-        while not self._stop.is_set():
-            page = self.rest("GET", "/v2/orders", params={
+        while True:
+            page = self._get("/v2/orders", {
                 "status": status, "limit": PAGE, "direction": "asc", "nested": False, "after": cursor}) or []
             fresh = [o for o in page if isinstance(o, dict) and isinstance(o.get("id"), str) and o["id"] not in out]
             for o in fresh:
@@ -255,7 +272,6 @@ class TradingHub(Hub):
                 return list(out.values())
             last = _ns(page[-1].get("submitted_at") or page[-1].get("created_at"))
             cursor = _iso(last - 1000)
-        return list(out.values())
 
 
 def _split(message: Any) -> tuple[Any, dict[str, Any]]:
