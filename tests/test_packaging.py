@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge name where they differ
@@ -64,3 +65,16 @@ def test_every_runtime_dependency_has_a_lower_bound():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for spec in meta["dependencies"]:
         assert ">=" in spec, f"{spec} has no lower bound"
+
+
+def test_the_lowest_versions_ci_job_pins_exactly_the_lower_bounds():
+    """.ci/constraints-lowest.txt (the second CI job) pins every runtime dependency at its bound."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    bounds = {n: b.removeprefix(">=") for n, b in map(_parse, meta["dependencies"])}
+    pins = {}
+    for line in (ROOT / ".ci" / "constraints-lowest.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    assert {n: Version(v) for n, v in pins.items()} == {n: Version(v) for n, v in bounds.items()}
