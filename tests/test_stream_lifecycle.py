@@ -98,8 +98,6 @@ def test_a_hundred_open_close_cycles_leak_no_thread_and_no_socket(api, sandbox_p
     warm = api.stream(quotes=["AAPL"], trade_updates=True)      # fills the REST connection pool
     warm.close()
     base_threads = set(threading.enumerate())
-    base_sockets = _sockets(port)                   # pooled keep-alive REST connections only
-    assert base_sockets <= 2
     for i in range(100):
         s = api.stream(quotes=["AAPL", "MSFT"], bars=["SPY"], trade_updates=(i % 2 == 0))
         if i % 10 == 0:
@@ -109,7 +107,10 @@ def test_a_hundred_open_close_cycles_leak_no_thread_and_no_socket(api, sandbox_p
     # a leak is a thread that was not there before (threads of earlier tests may end meanwhile)
     assert not set(threading.enumerate()) - base_threads
     assert not open_hubs()
-    wait_for(lambda: _sockets(port) <= base_sockets, 10, "no socket left open")
+    # REST chores of streams that lived past CHORE_DELAY (a loaded machine) leave keep-alive
+    # connections in the client's pool: closing the client closes them; stream sockets must be gone
+    api.close()
+    wait_for(lambda: _sockets(port) == 0, 10, "no socket left open")
 
 
 def test_closing_at_interpreter_exit(sandbox_process):
