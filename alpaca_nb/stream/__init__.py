@@ -17,7 +17,12 @@ Alpaca allows one connection per account and endpoint, so every stream made in t
 with the same keys shares one socket (a hub): each stream is a view with its own subscriptions,
 tables and callbacks; the hub subscribes the union and unsubscribes what no open view needs, and
 the last view to close closes the socket. The socket lives in a daemon thread that only parses
-and files messages; callbacks and display updates run on a second thread at bounded rates.
+and files messages; callbacks, display updates and REST refills run on a second thread at bounded
+rates. Both threads belong to the connection: when ``close()`` returns they have ended (a callback
+that never returns, or a REST call stuck in the client's transport, can hold the second one) and
+no chore starts a request after it. Every queue is bounded: market data keeps the latest value per symbol, events (trade updates,
+status changes) wait in queues of at most 10,000, the oldest dropped with a warning, and a
+callback receives what happens from its registration on.
 Drops (including a silent socket) are retried with capped exponential backoff and jitter, every
 subscription is restored and the table is refilled from REST; 402 (bad keys) stops at once and
 406 (another client holds the connection) waits long before trying again.
@@ -412,8 +417,11 @@ class Stream:
         ``event``, ``order_id``, ``symbol``, ``status``, ``filled_qty``, ``filled_avg_price``,
         ``price``/``fill_qty`` of this fill, ``reconciled``, and the wire ``order``) and
         ``"status"`` (a :class:`StreamStatus` on every connection state change).
-        Between deliveries only the latest value per symbol (per order) is kept. An exception in
-        ``fn`` is logged and the stream goes on. Returns a handle whose ``cancel()`` stops it.
+        Between deliveries only the latest value per symbol is kept; trade updates are all
+        delivered (with ``max_hz``, the latest per order), up to 10,000 waiting for a slow ``fn``,
+        after which the oldest are dropped and counted in the handle's ``dropped``. ``fn`` sees what
+        happens from its registration on, never earlier events. An exception in ``fn`` is logged
+        and the stream goes on. Returns a handle whose ``cancel()`` stops it.
 
         Raises:
             ValueError: unknown event, bad max_hz, trade updates on a stream without them.
@@ -459,7 +467,8 @@ class Stream:
     def close(self) -> None:
         """Stop this stream: its callbacks and displays stop; its subscriptions are dropped from
         the shared socket; the last stream to close closes the socket and its threads (within
-        about a second). Idempotent."""
+        about a second) and its pending REST refills and reconciliations are dropped: none
+        starts a request after it returns. Idempotent."""
         with self._lock:
             if self._closed:
                 return

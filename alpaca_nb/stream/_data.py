@@ -278,6 +278,7 @@ class DataHub(Hub):
                 for wire, symbols in subs.items():
                     self._refills.setdefault(wire, {}).update(dict.fromkeys(symbols))
             raise
+
     def collect(self, types) -> Changes:
         return Changes(self.store.collect(types) if types else {})
 

@@ -242,14 +242,6 @@ class Fanout:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, timeout))
 
-    def close(self, timeout: float) -> None:
-        self.stop()
-        self.join(timeout)
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
