@@ -82,7 +82,7 @@ def test_after_close_no_thread_is_left_and_no_request_is_sent():
         s.close()
         assert not any(t.is_alive() for t in threads)
         sent = proxy.requests
-        time.sleep(3)          # retries (the transport's within 0.5 s, the chore's after 1 s) would show
+        time.sleep(3)          # retries (the transport's within 0.5 s, the chore's within 0.5 s) would show
         assert proxy.requests == sent
 
 

@@ -25,8 +25,8 @@ from typing import Any
 log = logging.getLogger("alpaca_nb.stream")
 
 CHORE_DELAY = 0.25            # seconds between a (re)connect and its REST refill/reconcile
-CHORE_ATTEMPTS = 5            # tries of a failing chore; waits 1, 4, 16, 30 s between them
-CHORE_RETRY_CAP = 30.0
+CHORE_ATTEMPTS = 8            # tries of a failing chore; waits 0.25, 0.5, 1, 2 ... 16 s between them
+CHORE_RETRY_CAP = 16.0
 MIN_PERIOD = 0.002            # at most 500 fan-out cycles per second, whatever the message rate
 ERROR_LOG_INTERVAL = 10.0     # a callback that keeps raising (or a queue that keeps dropping) is
                               # logged at most this often
@@ -292,13 +292,20 @@ class Fanout:
     def submit(self, name: str, task: Callable[[], Any], *, delay: float = CHORE_DELAY, attempt: int = 1) -> None:
         """Run ``task`` on this thread after ``delay`` seconds (REST chores). The delay keeps
         streams that are closed right away from spending REST requests. A chore named like one
-        still waiting is not queued twice. One that raises is logged and tried again later (up to
-        ``CHORE_ATTEMPTS`` times, 1, 4, 16, 30 s apart); one that raises :class:`Stopped`, and
-        every chore once the fan-out stops, is dropped."""
+        still waiting is not queued twice (the waiting one runs at the earlier of the two times).
+        One that raises is logged and tried again later (up to ``CHORE_ATTEMPTS`` times, 0.25 s
+        apart, then twice as long each time); one that raises :class:`Stopped`, and every chore
+        once the fan-out stops, is dropped."""
+        due = time.monotonic() + delay
         with self._lock:
-            if self._stop.is_set() or any(t[1] == name for t in self._tasks):
+            if self._stop.is_set():
                 return
-            self._tasks.append((time.monotonic() + delay, name, task, attempt))
+            for i, (when, other, _, tries) in enumerate(self._tasks):
+                if other == name:
+                    self._tasks[i] = (min(when, due), name, task, min(tries, attempt))
+                    break
+            else:
+                self._tasks.append((due, name, task, attempt))
         self._wake.set()
 
     # ------------------------------------------------------------------ the thread
@@ -343,7 +350,7 @@ class Fanout:
                 return
             except Exception as exc:
                 again = attempt < CHORE_ATTEMPTS and not self._stop.is_set()
-                delay = min(CHORE_RETRY_CAP, 4.0 ** (attempt - 1))
+                delay = min(CHORE_RETRY_CAP, CHORE_DELAY * 2.0 ** (attempt - 1))
                 log.warning("stream: %s failed: %s%s", name, exc,
                             f"; trying again in {delay:g} s" if again else "; giving up until the next reconnect",
                             exc_info=log.isEnabledFor(logging.DEBUG))
