@@ -22,7 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import corporate_api, data_api, trading_api
+from . import corporate_api, crypto_api, data_api, trading_api
+from .crypto_market import CryptoMarket
 from .clock import MARKET_MODES, Clock, MarketMode, Sessions
 from .engine import Engine
 from .market import Market
@@ -272,6 +273,8 @@ async def auth_middleware(request: web.Request, handler):
         # Stream endpoints authenticate in-band (and optionally by headers); see data_api/trading_api.
         return await handler(request)
     key, secret = credentials(request.headers)
+    if not (key or secret) and request.path.startswith(crypto_api.PREFIX):
+        return await handler(request)     # crypto market data: keys optional, as on Alpaca
     account = request.app[ENGINE].authenticate(key, secret) if key and secret else None
     if account is None:
         raise UNAUTHORIZED
@@ -481,6 +484,7 @@ def create_app(config: SandboxConfig | None = None, **overrides: Any) -> web.App
     trading_api.setup(app)
     data_api.setup(app)
     corporate_api.setup(app)
+    crypto_api.setup(app, CryptoMarket(seed=config.seed))
 
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

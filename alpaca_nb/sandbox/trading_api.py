@@ -35,6 +35,11 @@ CALENDAR_FIRST = dt.date(1970, 1, 1)
 CALENDAR_LAST = dt.date(2029, 12, 31)
 
 
+def _crypto_market():
+    from .crypto_api import CRYPTO_MARKET
+    return CRYPTO_MARKET
+
+
 def _app_keys():
     from . import app as app_module   # the app module imports this one: resolve lazily
     return app_module
@@ -152,7 +157,8 @@ async def list_assets(request: web.Request) -> web.Response:
     exchange = query.get("exchange") or None
     attributes = {a.strip() for a in (query.get("attributes") or "").split(",") if a.strip()}
     market = request.app[_app_keys().MARKET]
-    out = [a for a in market.assets()
+    crypto = request.app[_crypto_market()].assets() if asset_class == "crypto" else []
+    out = [a for a in market.assets() + crypto
            if a.get("class", "us_equity") == asset_class
            and (status is None or a.get("status") == status)
            and (exchange is None or a.get("exchange") == exchange)
@@ -161,7 +167,8 @@ async def list_assets(request: web.Request) -> web.Response:
 
 
 async def get_asset(request: web.Request) -> web.Response:
-    asset = request.app[_app_keys().MARKET].asset(request.match_info["symbol_or_asset_id"])
+    wanted = request.match_info["symbol_or_asset_id"]
+    asset = request.app[_app_keys().MARKET].asset(wanted) or request.app[_crypto_market()].asset(wanted)
     if asset is None:
         raise not_found("asset not found")
     return json_response(asset)

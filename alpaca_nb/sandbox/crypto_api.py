@@ -1,0 +1,322 @@
+"""Crypto market-data REST v1beta3 (protocol section 4.5), served from :mod:`.crypto_market`.
+
+Endpoints under ``/v1beta3/crypto/{loc}`` (``loc`` = ``us``; ``us-1``, ``us-2`` and ``bs-1`` serve
+the same data, another location answers 404): ``/bars``, ``/trades``, ``/quotes`` (multi-symbol,
+``symbols=BTC/USD,ETH/USD``), ``/latest/bars``, ``/latest/trades``, ``/latest/quotes``,
+``/latest/orderbooks`` and ``/snapshots`` (wrapped in ``"snapshots"``, as alpaca-py reads it).
+Authentication is optional, as on Alpaca (the app's middleware lets these paths through without
+keys; wrong keys are still refused).
+
+Pagination, ``limit``, ``sort``, ``page_token`` and the 400 bodies are exactly the stock
+endpoints' (:mod:`.data_api`, whose page builder and serialised chunks are reused); records are
+sorted by symbol, then time. Records: bar ``{t,o,h,l,c,v,n,vw}`` (fractional ``v``), trade
+``{t,p,s,i,tks}`` (taker side ``B``/``S``), quote ``{t,bp,bs,ap,as}``, order book
+``{t,b:[{p,s}],a:[{p,s}]}`` (bids best first, asks best first).
+
+Sandbox choices ([unconfirmed] on Alpaca): a date-only ``start``/``end`` means the UTC day;
+a missing ``start`` means 00:00 UTC of the current day; daily bars are stamped 00:00 UTC;
+unknown pairs are absent from the answers (``null`` in ``snapshots``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from . import app as _app
+from ._barjson import bar_json
+from .clock import DAY_NS, MINUTE_NS, rfc3339_array
+from .crypto_market import CryptoMarket, CryptoQuote, CryptoTrade, utc_day, utc_midnight_ns
+from .data_api import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    TICK_BLOCK_MINUTES,
+    Chunk,
+    ChunkCache,
+    bad,
+    build_page,
+    decode_token,
+    parse_symbols,
+)
+from .market import UNIT_DAY, BarTick, Timeframe
+from .wire import iso_ns, json_response, parse_time
+
+CRYPTO_MARKET = web.AppKey("crypto_market", CryptoMarket)
+CRYPTO_CHUNKS = web.AppKey("crypto_chunks", ChunkCache)
+LOCATIONS = ("us", "us-1", "us-2", "bs-1")
+PREFIX = "/v1beta3/crypto/"
+
+
+# ---------------------------------------------------------------- wire records
+
+def trade_dict(trade: CryptoTrade) -> dict:
+    return {"t": iso_ns(trade.t), "p": trade.price, "s": trade.size, "i": trade.id, "tks": trade.taker}
+
+
+def quote_dict(quote: CryptoQuote) -> dict:
+    return {"t": iso_ns(quote.t), "bp": quote.bid, "bs": quote.bid_size, "ap": quote.ask,
+            "as": quote.ask_size}
+
+
+def bar_dict(bar: BarTick | None) -> dict | None:
+    if bar is None:
+        return None
+    return {"t": iso_ns(bar.t), "o": bar.open, "h": bar.high, "l": bar.low, "c": bar.close,
+            "v": bar.volume, "n": bar.trade_count, "vw": bar.vwap}
+
+
+def book_dict(book: dict[str, Any]) -> dict:
+    return {"t": iso_ns(book["t"]), "b": [{"p": p, "s": s} for p, s in book["bids"]],
+            "a": [{"p": p, "s": s} for p, s in book["asks"]]}
+
+
+# ---------------------------------------------------------------- series
+
+@dataclass
+class CryptoSeries:
+    """Bars of a timeframe, trades or quotes of the crypto market, cut into cacheable periods
+    (UTC days for intraday bars, years for daily and longer bars, 5-minute blocks for trades
+    and quotes); the interface :func:`.data_api.build_page` reads."""
+
+    market: CryptoMarket
+    cache: ChunkCache
+    kind: str
+    timeframe: Timeframe | None = None
+    code: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.code = str(self.timeframe) if self.kind == "bars" else self.kind[0].upper()
+
+    def periods(self, lo: int, hi: int, desc: bool) -> list[Any]:
+        if hi < lo:
+            return []
+        tf = self.timeframe
+        if self.kind != "bars":
+            block = TICK_BLOCK_MINUTES * MINUTE_NS
+            keys: list[Any] = list(range(lo // block, hi // block + 1))
+        elif tf.intraday:
+            first, last = utc_day(lo), utc_day(hi)
+            keys = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        else:
+            keys = list(range(utc_day(lo).year, utc_day(hi).year + 1))
+        return keys[::-1] if desc else keys
+
+    def period_end(self, key: Any) -> int:
+        if self.kind != "bars":
+            return (key + 1) * TICK_BLOCK_MINUTES * MINUTE_NS
+        if self.timeframe.intraday:
+            return utc_midnight_ns(key) + DAY_NS
+        return utc_midnight_ns(dt.date(key, 12, 31)) + 8 * DAY_NS   # past a week bar's end
+
+    def chunk(self, symbol: str, key: Any, now: int) -> Chunk:
+        cache_key = (self.kind, self.code, symbol, key)
+        found = self.cache.get(cache_key)
+        if found is not None:
+            return found
+        chunk = self._build(symbol, key, now)
+        if self.period_end(key) <= now:
+            self.cache.put(cache_key, chunk)
+        return chunk
+
+    def _build(self, symbol: str, key: Any, now: int) -> Chunk:
+        market, tf = self.market, self.timeframe
+        if self.kind == "bars":
+            if tf.intraday:
+                bars = market.intraday_bars(symbol, tf, key, now)
+            elif tf.unit == UNIT_DAY:
+                bars = market.daily_bars(symbol, dt.date(key, 1, 1), dt.date(key, 12, 31), now)
+            else:
+                bars = market.period_bars(symbol, tf, key, now)
+            return Chunk(bar_json(market.wire_bars(symbol, bars)), bars.t)
+        records: list[dict] = []
+        times = []
+        first = key * TICK_BLOCK_MINUTES * MINUTE_NS
+        for minute in range(first, min(first + TICK_BLOCK_MINUTES * MINUTE_NS, now + 1), MINUTE_NS):
+            tk = market.ticks(symbol, minute)
+            t = tk.trade_t if self.kind == "trades" else tk.quote_t
+            n = int(t.searchsorted(now, side="right"))
+            if not n:
+                continue
+            stamps = rfc3339_array(t[:n])
+            if self.kind == "trades":
+                records.extend({"t": s, "p": p, "s": z, "i": i, "tks": k} for s, p, z, i, k in zip(
+                    stamps, tk.price[:n].tolist(), tk.size[:n].tolist(), tk.trade_id[:n].tolist(),
+                    tk.taker[:n].tolist()))
+            else:
+                records.extend({"t": s, "bp": b, "bs": bs, "ap": a, "as": az} for s, b, bs, a, az in zip(
+                    stamps, tk.bid[:n].tolist(), tk.bid_size[:n].tolist(), tk.ask[:n].tolist(),
+                    tk.ask_size[:n].tolist()))
+            times.append(t[:n])
+        return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
+
+    def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool,
+                wanted: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
+        keys = self.periods(lo, hi, desc)
+        if self.kind == "bars" and self.timeframe.intraday:
+            ahead = keys[:max(1, min(8, -(-max(wanted, 1) * self.timeframe.minutes // 1440)))]
+            self.market.prefetch_minutes(symbol, [k for k in ahead if (self.kind, self.code, symbol, k)
+                                                  not in self.cache])
+        for key in keys:
+            chunk = self.chunk(symbol, key, now)
+            if len(chunk):
+                a, b = chunk.index_range(lo, hi)
+                if a < b:
+                    yield chunk, a, b
+
+
+# ---------------------------------------------------------------- request parsing
+
+@dataclass
+class CryptoQuery:
+    symbols: list[str]
+    start: int
+    end: int
+    limit: int
+    desc: bool
+    token: tuple[str, int, int] | None
+    timeframe: Timeframe | None
+
+
+def _time(q, name: str) -> int | None:
+    """RFC-3339 or YYYY-MM-DD; a date is the UTC day (``end``: its last nanosecond)."""
+    value = q.get(name)
+    if value is None or value == "":
+        return None
+    ns = parse_time(value, name, error=lambda _msg: bad(
+        f"Invalid format for parameter {name}: error parsing '{value}' as RFC3339 or 2006-01-02 time"))
+    text = value.strip()
+    if len(text) == 10 and text[4] == "-" and text[7] == "-":
+        day = dt.date.fromisoformat(text)
+        ns = utc_midnight_ns(day) + (DAY_NS - 1 if name == "end" else 0)
+    return ns
+
+
+def parse_query(request: web.Request, kind: str, symbols: list[str]) -> CryptoQuery:
+    q = request.query
+    timeframe = None
+    if kind == "bars":
+        raw_tf = q.get("timeframe")
+        if not raw_tf:
+            raise bad("Invalid format for parameter timeframe: query parameter 'timeframe' is required")
+        try:
+            timeframe = Timeframe.parse(raw_tf)
+        except ValueError:
+            raise bad("invalid timeframe") from None
+    now = request.app[_app.CLOCK].now_ns()
+    start, end = _time(q, "start"), _time(q, "end")
+    if start is not None and end is not None and end < start:
+        raise bad("end should not be before start")
+    end = now if end is None or end > now else end
+    if start is None:
+        start = utc_midnight_ns(utc_day(min(now, end)))
+    raw_limit = q.get("limit")
+    if raw_limit in (None, ""):
+        limit = DEFAULT_LIMIT
+    else:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise bad(f"Invalid format for parameter limit: error parsing '{raw_limit}' as integer") from None
+        if not 1 <= limit <= MAX_LIMIT:
+            raise bad(f"invalid limit: must be between 1 and {MAX_LIMIT}")
+    sort = q.get("sort") or "asc"
+    if sort not in ("asc", "desc"):
+        raise bad(f"invalid sort: {sort!r} (expected asc or desc)")
+    code = str(timeframe) if kind == "bars" else kind[0].upper()
+    raw_token = q.get("page_token")
+    token = decode_token(raw_token, code, symbols) if raw_token else None
+    return CryptoQuery(symbols, start, end, limit, sort == "desc", token, timeframe)
+
+
+def _location(request: web.Request) -> None:
+    if request.match_info["loc"] not in LOCATIONS:
+        raise web.HTTPNotFound()
+
+
+def _symbols(request: web.Request) -> list[str]:
+    _location(request)
+    return parse_symbols(request.query.get("symbols"))
+
+
+# ---------------------------------------------------------------- handlers
+
+def _historical(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        symbols = _symbols(request)
+        query = parse_query(request, kind, symbols)
+        market = request.app[CRYPTO_MARKET]
+        known = [s for s in symbols if market.has(s)]
+        if query.token is not None and query.token[0] not in known:
+            raise bad("invalid page token")
+        series = CryptoSeries(market, request.app[CRYPTO_CHUNKS], kind, query.timeframe)
+        page = build_page(series, known, start=query.start, end=query.end, limit=query.limit,
+                          desc=query.desc, token=query.token, now=request.app[_app.CLOCK].now_ns())
+        out = [b'{"', kind.encode(), b'":{']
+        for i, (symbol, slices) in enumerate(page.parts):
+            out.append(b'"%s":[' % symbol.encode() if i == 0 else b'],"%s":[' % symbol.encode())
+            out.append(b",".join(slices))
+        if page.parts:
+            out.append(b"]")
+        token = b"null" if page.next_token is None else orjson.dumps(page.next_token)
+        out.append(b'},"next_page_token":' + token + b"}")
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return json_response(b"".join(out), headers={"Server-Timing": f"page;dur={elapsed_ms:.3f}"})
+    handler.__name__ = f"crypto_{kind}"
+    return handler
+
+
+def _latest(kind: str):
+    async def handler(request: web.Request) -> web.Response:
+        symbols = _symbols(request)
+        market, now = request.app[CRYPTO_MARKET], request.app[_app.CLOCK].now_ns()
+        found: dict[str, Any] = {}
+        for symbol in symbols:
+            if not market.has(symbol):
+                continue
+            if kind == "bars":
+                found[symbol] = bar_dict(market.latest_bar(symbol, now))
+            elif kind == "trades":
+                found[symbol] = trade_dict(market.trade_at(symbol, now))
+            elif kind == "quotes":
+                found[symbol] = quote_dict(market.quote_at(symbol, now))
+            else:
+                found[symbol] = book_dict(market.book(symbol, now))
+        return json_response({kind: found})
+    handler.__name__ = f"crypto_latest_{kind}"
+    return handler
+
+
+def snapshot_dict(market: CryptoMarket, symbol: str, now: int) -> dict:
+    snap = market.snapshot(symbol, now)
+    return {"latestTrade": trade_dict(snap["latestTrade"]),
+            "latestQuote": quote_dict(snap["latestQuote"]),
+            "minuteBar": bar_dict(snap["minuteBar"]), "dailyBar": bar_dict(snap["dailyBar"]),
+            "prevDailyBar": bar_dict(snap["prevDailyBar"])}
+
+
+async def snapshots(request: web.Request) -> web.Response:
+    symbols = _symbols(request)
+    market, now = request.app[CRYPTO_MARKET], request.app[_app.CLOCK].now_ns()
+    return json_response({"snapshots": {s: snapshot_dict(market, s, now) if market.has(s) else None
+                                        for s in symbols}})
+
+
+def setup(app: web.Application, market: CryptoMarket) -> None:
+    """Add the crypto market-data REST routes."""
+    app[CRYPTO_MARKET] = market
+    app[CRYPTO_CHUNKS] = ChunkCache(128 * 1024 ** 2)
+    r = app.router
+    base = PREFIX + "{loc}"
+    for kind in ("bars", "trades", "quotes"):
+        r.add_get(f"{base}/{kind}", _historical(kind))
+        r.add_get(f"{base}/latest/{kind}", _latest(kind))
+    r.add_get(f"{base}/latest/orderbooks", _latest("orderbooks"))
+    r.add_get(f"{base}/snapshots", snapshots)
