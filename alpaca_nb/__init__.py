@@ -180,3 +180,13 @@ cancel_order = _shortcut("cancel_order")
 cancel_all_orders = _shortcut("cancel_all_orders")
 close_position = _shortcut("close_position")
 close_all_positions = _shortcut("close_all_positions")
+
+
+def __getattr__(name: str) -> Any:
+    """``anb.widgets`` and ``anb.charts`` are imported on first use (one line opens the
+    dashboard: ``anb.widgets.Dashboard(api)``), so ``import alpaca_nb`` stays light."""
+    if name in ("widgets", "charts"):
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'alpaca_nb' has no attribute {name!r}")
