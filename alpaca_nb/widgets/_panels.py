@@ -459,7 +459,6 @@ class AccountCard(Panel):
 
     def _fetch_and_render(self) -> None:
         account = self._api.account()
-        self.account = account
         equity, last = float(account["equity"]), float(account["last_equity"])
         day = equity - last
         day_pct = day / last if last else float("nan")
@@ -469,6 +468,7 @@ class AccountCard(Panel):
                         f'text-transform:uppercase;letter-spacing:.4px">{k}</div>'
                         f'<div class="anb-card-figure anb-num {c}">{v}</div></div>' for k, v, c in items)
         self.figures.value = f'<div style="display:flex;gap:24px;flex-wrap:wrap">{cells}</div>'
+        self.account = account
         self.message.clear()
 
     def __repr__(self) -> str:
