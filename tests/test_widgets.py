@@ -279,7 +279,8 @@ def test_positions_panel_closes_a_part_and_then_all_with_confirmation(api, accou
     wait_for(lambda: server_positions(account) == {"AAPL": 10.0, "MSFT": 4.0}, 20, "the two fills")
     panel = PositionsPanel(api)
     try:
-        wait_for(lambda: set(panel.rows) == {"AAPL", "MSFT"}, 20, "the positions rows")
+        wait_for(lambda: set(panel.rows) == {"AAPL", "MSFT"} and panel.rows["MSFT"]["cells"][1].value == "4"
+                 and panel.rows["AAPL"]["cells"][1].value == "10", 20, "the positions rows")
         cells = [c.value for c in panel.rows["AAPL"]["cells"]]
         assert "AAPL" in cells[0] and cells[1] == "10"
         assert "$" in cells[4] and "%" in cells[6]

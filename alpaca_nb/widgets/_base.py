@@ -59,7 +59,11 @@ button.anb-submit-buy:disabled, button.anb-submit-sell:disabled { opacity: .45; 
 .anb-invalid input, .anb-invalid select { border-color: #dc2626 !important;
   box-shadow: 0 0 0 1px #dc2626 inset; }
 .anb-quote { border-left: 1px solid var(--jp-border-color2, #d0d7de); padding-left: 12px; }
-.anb-kv td { padding: 2px 6px; } .anb-kv td:first-child { color: var(--jp-ui-font-color2, #57606a); }
+.anb-panel .widget-text, .anb-panel .widget-dropdown, .anb-panel .widget-combobox { width: 100%;
+  margin: 0; box-sizing: border-box; }
+.anb-panel .widget-toggle-buttons { margin: 0; }
+.anb-panel .widget-toggle-buttons .widget-toggle-button { margin: 0 4px 0 0; }
+.anb-kv td { padding: 3px 4px; white-space: nowrap; } .anb-kv td:first-child { color: var(--jp-ui-font-color2, #57606a); }
 .anb-kv td:last-child { text-align: right; }
 .anb-table { border-collapse: collapse; width: 100%; }
 .anb-table th { text-align: right; font-weight: 600; font-size: 11px; text-transform: uppercase;

@@ -107,12 +107,11 @@ class OrderTicket(Panel):
         self.symbol = w.Combobox(value=(symbol or "").strip().upper(), placeholder="e.g. AAPL",
                                  options=[], ensure_option=False, continuous_update=False)
         self.side = w.ToggleButtons(options=[("Buy", "buy"), ("Sell", "sell")], value="buy",
-                                    style=w.ToggleButtonsStyle(button_width="50%"),
-                                    layout=w.Layout(width="100%"))
+                                    style=w.ToggleButtonsStyle(button_width="141px"))
         self.side.add_class("anb-side")
         self.amount_in = w.ToggleButtons(options=[("Shares", "qty"), ("Dollars", "notional")], value="qty",
-                                         style=w.ToggleButtonsStyle(button_width="50%"),
-                                         layout=w.Layout(width="100%"))
+                                         style=w.ToggleButtonsStyle(button_width="141px"))
+        self.amount_in.add_class("anb-amount-in")
         self.qty = w.Text(placeholder="0", continuous_update=True)
         self.order_type = w.Dropdown(options=TYPES, value="market")
         self.limit_price = w.Text(placeholder="0.00")
@@ -133,7 +132,6 @@ class OrderTicket(Panel):
         self.problem = Message()
         self.status = Message()
         self.quote_box = w.HTML()
-        self.quote_box.add_class("anb-num")
 
         self._boxes = {
             "Symbol": _field("Symbol", self.symbol), "Qty": _field("Qty", self.qty),
@@ -157,13 +155,13 @@ class OrderTicket(Panel):
             self._boxes["Limit price"], self._boxes["Stop price"], self._boxes["Trail"],
             self.extended_hours, self.bracket, self._legs, self.confirm,
         ], layout=w.Layout(width="300px"))
-        side_panel = w.VBox([self.quote_box], layout=w.Layout(width="230px"))
+        side_panel = w.VBox([self.quote_box], layout=w.Layout(width="250px"))
         side_panel.add_class("anb-quote")
         body = w.HBox([form, side_panel], layout=w.Layout())
         actions = w.VBox([self.problem, self._confirming, self.submit_button, self.new_button, self.status],
                          layout=w.Layout(width="300px"))
         super().__init__(api, title="Order ticket", children=(body, actions))
-        self.layout.width = "580px"
+        self.layout.width = "600px"
 
         self._coid = new_client_order_id()
         self._note = ""
@@ -432,7 +430,7 @@ class OrderTicket(Panel):
         if power is not None and estimate is not None and self.side.value == "buy":
             left = power - estimate
             rows.append(("After order", f'<span class="{"anb-down" if left < 0 else ""}">{money(left)}</span>'))
-        cells = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
+        cells = "".join(f'<tr><td>{k}</td><td class="anb-num">{v}</td></tr>' for k, v in rows)
         title = html.escape(symbol) if symbol else "—"
         self.quote_box.value = (f'<div class="anb-title" style="margin-bottom:4px">{title}</div>'
                                 f'<table class="anb-kv" style="width:100%">{cells}</table>')
