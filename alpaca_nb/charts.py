@@ -49,6 +49,12 @@ def _ny_naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     return index
 
 
+def _x(index: Any) -> list[str]:
+    """New York wall-clock times as ISO strings: a FigureWidget would send datetimes as integer
+    nanoseconds, which plotly.js cannot tell from numbers."""
+    return list(_ny_naive(pd.DatetimeIndex(index)).strftime("%Y-%m-%dT%H:%M:%S"))
+
+
 def _step(index: pd.DatetimeIndex) -> pd.Timedelta:
     """The bar interval: the most common distance between consecutive bars (1 day if unknown)."""
     if len(index) < 2:
@@ -292,7 +298,7 @@ class LiveChart(go.FigureWidget):
         self._closed: list[dict[str, Any]] = []        # bars of the current "recent" segment
         self._forming: dict[str, Any] | None = None
         self._last_closed: pd.Timestamp | None = seed.index[-1] if len(seed) else None
-        x = _ny_naive(seed.index)
+        x = _x(seed.index)
         candle_style = dict(increasing=dict(line=dict(color=UP, width=1), fillcolor=UP),
                             decreasing=dict(line=dict(color=DOWN, width=1), fillcolor=DOWN),
                             showlegend=False, name=symbol)
@@ -312,7 +318,7 @@ class LiveChart(go.FigureWidget):
             self.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
                                title=dict(text=f"{symbol} · 1 min · live", x=0.01, xanchor="left"),
                                hovermode="x unified", bargap=0.15, uirevision=symbol)
-            self.update_xaxes(rangebreaks=rangebreaks(x))
+            self.update_xaxes(type="date", rangebreaks=rangebreaks(_ny_naive(seed.index)))
         self._stream = api.stream(trades=[symbol], bars=[symbol], updated_bars=[symbol])
         self._stream.on("bar", self._on_bar)
         self._stream.on("updated_bar", self._on_bar)
@@ -376,7 +382,7 @@ class LiveChart(go.FigureWidget):
                 candle.update(x=[], open=[], high=[], low=[], close=[])
                 vol.update(x=[], y=[])
             else:
-                x = [_ny_naive(pd.DatetimeIndex([f["timestamp"]]))[0]]
+                x = _x([f["timestamp"]])
                 candle.update(x=x, open=[f["open"]], high=[f["high"]], low=[f["low"]], close=[f["close"]])
                 vol.update(x=x, y=[f["volume"]], marker_color=[UP if f["close"] >= f["open"] else DOWN])
         self._updates += 1
@@ -391,7 +397,7 @@ class LiveChart(go.FigureWidget):
                 self.add_trace(_volume_bars([], None), row=2, col=1)
             self._recent_ix = (len(self.data) - 2, len(self.data) - 1)
         frame = pd.DataFrame(self._closed).set_index("timestamp")
-        x = _ny_naive(frame.index)
+        x = _x(frame.index)
         candle, vol = (self.data[i] for i in self._recent_ix)
         with self.batch_update():
             candle.update(x=x, open=frame["open"], high=frame["high"], low=frame["low"], close=frame["close"])
