@@ -10,7 +10,8 @@
 Times are shown in New York time (the exchange's clock) without a zone suffix; gaps where the
 data has no bars (nights, weekends, holidays) are removed with rangebreaks. The figures set no
 template, so they follow ``plotly.io.templates.default`` (``"plotly"``, or ``"plotly_dark"`` for
-JupyterLab's dark theme); their own colours read on both.
+JupyterLab's dark theme); their backgrounds are transparent and their text mid-grey, so they read
+on a light and on a dark notebook alike.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ UP = "#26a69a"           # teal-green and coral-red: distinct on white and on #1
 DOWN = "#ef5350"         # and for red-green colour blindness by brightness as well as hue
 MA_COLOURS = ("#f5a623", "#7e57c2", "#29b6f6", "#ec407a")
 GRID = "rgba(128,128,128,0.18)"
+INK = "#8b93a1"          # axis and title text: readable on white and on JupyterLab's dark grey
 NY = "America/New_York"
 _BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 
@@ -121,10 +123,14 @@ def _ma_windows(ma: Any) -> tuple[int, ...]:
 
 
 def _style_axes(fig: go.Figure) -> None:
-    fig.update_xaxes(showgrid=True, gridcolor=GRID, zeroline=False, rangeslider_visible=False,
+    """Grid, spikes and a transparent background with mid-grey text, so a figure reads the same
+    under the default plotly template in a light notebook and in JupyterLab's dark theme."""
+    fig.update_layout(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+                      font=dict(color=INK), legend=dict(bgcolor="rgba(0,0,0,0)"))
+    fig.update_xaxes(linecolor=GRID, showgrid=True, gridcolor=GRID, zeroline=False, rangeslider_visible=False,
                      showspikes=True, spikemode="across", spikesnap="cursor", spikethickness=1,
                      spikedash="dot", spikecolor="rgba(128,128,128,0.6)")
-    fig.update_yaxes(showgrid=True, gridcolor=GRID, zeroline=False, side="right")
+    fig.update_yaxes(showgrid=True, gridcolor=GRID, zeroline=False, side="right", linecolor=GRID)
 
 
 # ------------------------------------------------------------------ candles

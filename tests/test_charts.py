@@ -44,6 +44,8 @@ def test_daily_candles_skip_weekends_and_holidays_and_draw_volume_and_averages(c
     assert fig.layout.xaxis2.rangebreaks == fig.layout.xaxis.rangebreaks       # the volume axis too
     assert fig.layout.title.text == "AAPL"
     assert fig.layout.template.to_plotly_json() == go.Figure().layout.template.to_plotly_json()
+    # readable in a light and in a dark notebook: no background of its own, mid-grey text
+    assert fig.layout.paper_bgcolor == fig.layout.plot_bgcolor == "rgba(0,0,0,0)"
 
 
 def test_intraday_candles_hide_the_nights_in_new_york_time(calendar_api):
