@@ -94,16 +94,16 @@ class RateLimiter:
                 if delay == 0.0:
                     self._in_flight += 1
                     return now
-                self.waited += delay if delay != _UNTIL_RELEASE else 0.0
-                if self._sleep is None:
+                if self._sleep is None:        # a release wakes the waiters early
                     started = time.monotonic()
                     self._cond.wait(None if delay == _UNTIL_RELEASE else delay)
-                    if delay == _UNTIL_RELEASE:
-                        self.waited += time.monotonic() - started
+                    self.waited += time.monotonic() - started
                 else:
+                    delay = 0.001 if delay == _UNTIL_RELEASE else delay
+                    self.waited += delay
                     self._cond.release()
                     try:
-                        self._sleep(0.001 if delay == _UNTIL_RELEASE else delay)
+                        self._sleep(delay)
                     finally:
                         self._cond.acquire()
 

@@ -69,7 +69,9 @@ class PreTradeView:
 
     def _on_trade_update(self, update: Mapping[str, Any]) -> None:
         order = update.get("order") if isinstance(update.get("order"), Mapping) else {}
-        if update.get("event") in _COUNTED_EVENTS and order.get("client_order_id") in self._own:
+        with self._lock:
+            own = order.get("client_order_id") in self._own
+        if update.get("event") in _COUNTED_EVENTS and own:
             return                    # our own order: counted when it was placed
         self.forget()
 
@@ -131,7 +133,8 @@ class PreTradeView:
     def sending(self, body: Mapping[str, Any]) -> None:
         """An order of this client is about to be sent (its trade updates may come before its
         answer): they are not news to the kept figures."""
-        self._own.append(body["client_order_id"])
+        with self._lock:
+            self._own.append(body["client_order_id"])
 
     def placed(self, body: Mapping[str, Any], cost: float | None) -> None:
         """An order of this client was accepted: count it in the kept figures."""

@@ -421,9 +421,13 @@ class Alpaca:
 
         Raises:
             OrderValidationError: a bad argument (nothing sent).
-            PreTradeCheckError: the guard refused it (nothing sent).
-            InsufficientBuyingPower/ForbiddenError/UnprocessableError: Alpaca refused it.
-            AlpacaError: the server could not be reached; the message says whether an order exists.
+            PreTradeCheckError: the guard refused it (nothing sent); over the buying power it is
+                an InsufficientBuyingPower too.
+            InsufficientBuyingPower/ForbiddenError/UnprocessableError: Alpaca refused it (a
+                client_order_id of another order: 422, code 40010001).
+            OrderStateUnknown: the answer was lost and the order could not be seen within
+                ``reconcile_timeout``; it may exist (``api.order(client_order_id=...)`` tells).
+            AlpacaError: no attempt reached the server (nothing placed).
         """
         body = _orders.order_body(symbol, qty, side, type, time_in_force, notional=notional,
                                   limit_price=limit_price, stop_price=stop_price,

@@ -56,14 +56,17 @@ class AlpacaError(Exception):
         tries = f"; gave up after {self.attempts} attempts" if self.attempts > 1 else ""
         return f"{head}{self.message}{where}{tries}"
 
+    _extra: tuple[str, ...] = ()      # a subclass's own keyword arguments, kept by pickling
+
     def __reduce__(self):
-        return (_rebuild, (type(self), self.message, self.status, self.code, self.body,
-                           self.method, self.path, self.attempts))
+        kw = dict(status=self.status, code=self.code, body=self.body, method=self.method,
+                  path=self.path, attempts=self.attempts)
+        kw.update((name, getattr(self, name)) for name in self._extra)
+        return (_rebuild, (type(self), self.message, kw))
 
 
-def _rebuild(cls, message, status, code, body, method, path, attempts):
-    return cls(message, status=status, code=code, body=body, method=method, path=path,
-               attempts=attempts)
+def _rebuild(cls, message, kw):
+    return cls(message, **kw)
 
 
 class BadRequestError(AlpacaError):
@@ -93,18 +96,11 @@ class UnprocessableError(AlpacaError):
 class RateLimitError(AlpacaError):
     """429: too many requests. ``retry_after`` is the server's advice in seconds (or None)."""
 
+    _extra = ("retry_after",)
+
     def __init__(self, message: str, *, retry_after: float | None = None, **kw: Any):
         self.retry_after = retry_after
         super().__init__(message, **kw)
-
-    def __reduce__(self):
-        rebuild, args = super().__reduce__()
-        return (_rebuild_rate_limit, args + (self.retry_after,))
-
-
-def _rebuild_rate_limit(cls, message, status, code, body, method, path, attempts, retry_after):
-    return cls(message, status=status, code=code, body=body, method=method, path=path,
-               attempts=attempts, retry_after=retry_after)
 
 
 class ServerError(AlpacaError):
@@ -118,18 +114,11 @@ class AlpacaConnectionError(AlpacaError):
     was refused or could not be made in time); otherwise the server may have acted on it.
     """
 
+    _extra = ("sent",)
+
     def __init__(self, message: str, *, sent: bool = True, **kw: Any):
         self.sent = sent
         super().__init__(message, **kw)
-
-    def __reduce__(self):
-        _, args = super().__reduce__()
-        return (_rebuild_connection, args + (self.sent,))
-
-
-def _rebuild_connection(cls, message, status, code, body, method, path, attempts, sent):
-    return cls(message, status=status, code=code, body=body, method=method, path=path,
-               attempts=attempts, sent=sent)
 
 
 class OrderStateUnknown(AlpacaError):
@@ -143,18 +132,11 @@ class OrderStateUnknown(AlpacaError):
         status, code: those of the last failure (None when no answer arrived).
     """
 
+    _extra = ("client_order_id",)
+
     def __init__(self, message: str, *, client_order_id: str | None = None, **kw: Any):
         self.client_order_id = client_order_id
         super().__init__(message, **kw)
-
-    def __reduce__(self):
-        _, args = super().__reduce__()
-        return (_rebuild_unknown, args + (self.client_order_id,))
-
-
-def _rebuild_unknown(cls, message, status, code, body, method, path, attempts, client_order_id):
-    return cls(message, status=status, code=code, body=body, method=method, path=path,
-               attempts=attempts, client_order_id=client_order_id)
 
 
 def outcome_unknown(exc: BaseException) -> bool:
