@@ -47,7 +47,7 @@ def test_a_second_order_within_seconds_costs_one_request(sandbox, account):
     account's buying power is kept a few seconds. The first order asks for the account, the
     second sends nothing but its POST; a sell asks once for the positions, the next one not."""
     with RecordingProxy(sandbox.url) as proxy:
-        api = client(account, url=proxy.url)
+        api = client(account, url=proxy.url, guard_cache=600)          # "a few seconds", on a slow machine
         with api.stream(quotes=["AAPL", "MSFT"], trades=["AAPL", "MSFT"]) as stream:
             poll(lambda: stream.trades.df["price"], lambda p: (p > 0).all())
             proxy.clear()
@@ -67,7 +67,7 @@ def test_a_second_order_within_seconds_costs_one_request(sandbox, account):
 
 def test_without_a_stream_the_price_is_asked_and_the_account_kept(sandbox, account):
     with RecordingProxy(sandbox.url) as proxy:
-        api = client(account, url=proxy.url)
+        api = client(account, url=proxy.url, guard_cache=600)
         api.buy("AAPL", 1)
         proxy.clear()
         api.buy("AAPL", 1)
