@@ -13,11 +13,13 @@ step:
 * the same seed gives the same history: every request goes to two sandboxes with the same seed
   and clock, and their answers (and full account states) must be identical but for random ids.
 
-Corporate actions are not driven yet (the sandbox does not model them at the time of writing).
+Corporate actions come with the clock: a rule jumps to the symbols' next ex-date, where the
+splits, cash in lieu and dividends the activities list join the fills in the identities.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from collections import defaultdict
@@ -30,17 +32,22 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from alpaca_nb.sandbox import Sandbox
-from alpaca_nb.sandbox.clock import to_ns
+from alpaca_nb.sandbox.clock import NY, to_ns
 from sandbox_trading_support import Api, admin, new_api
 
 # AAPL: easy to borrow, above $50; GME: hard to borrow (day shorts only), below $50;
-# TLRY: under $1 (4-decimal prices), neither shortable nor marginable
-SYMBOLS = ("AAPL", "GME", "TLRY")
+# TLRY: under $1 (4-decimal prices), neither shortable nor marginable; GOOG: splits 2-for-1 on
+# 2023-06-20 in the sandbox's corporate actions, days after START
+SYMBOLS = ("AAPL", "GME", "TLRY", "GOOG")
 SIDES = ("buy", "buy", "sell")     # buys first open the positions that sells then close
-SHORTABLE = {"AAPL": True, "GME": True, "TLRY": False}
-MARGINABLE = {"AAPL": True, "GME": True, "TLRY": False}
+# symbols with cash dividends and splits in the sandbox's corporate actions around START
+ACTION_SYMBOLS = ("AAPL", "GOOG", "BAC", "MSFT", "V", "GS", "NKE", "PEP", "AMZN", "AMD", "VOO",
+                  "SCHW", "PRU", "HPQ", "CMI", "SHW", "RTX", "EMR", "DPZ", "DEO", "EQIX", "CRWD",
+                  "MCK", "MPC", "TDG", "WM")
+SHORTABLE = {"AAPL": True, "GME": True, "TLRY": False, "GOOG": True}
+MARGINABLE = {"AAPL": True, "GME": True, "TLRY": False, "GOOG": True}
 STILL = 1e-12          # virtual seconds per wall second: the clock moves only when advanced
-START = "2024-03-05T15:00:00Z"    # a Tuesday, 10:00 ET
+START = "2023-06-15T14:00:00Z"    # a Thursday, 10:00 ET
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 ACCOUNT_NUMBER = re.compile(r'"account_number":"PA[0-9A-Z]{10}"')
 OPEN = ("new", "accepted", "pending_new", "partially_filled", "held")
@@ -48,14 +55,6 @@ MONEY_TOL = 1e-4       # the wire rounds money to 6 places; the ledger keeps 8
 
 SETTINGS = settings(max_examples=20, stateful_step_count=20, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-
-
-@pytest.fixture(scope="module")
-def twins():
-    """Two sandboxes with the same seed, market and clock, moved in lock step."""
-    with Sandbox(seed=11, market="calendar", start=START, speed=STILL) as a, \
-            Sandbox(seed=11, market="calendar", start=START, speed=STILL) as b:
-        yield a, b
 
 
 def num(value: Any) -> float:
@@ -112,10 +111,12 @@ def advance_both(sandboxes, seconds: float) -> None:
 
 
 class Trading(RuleBasedStateMachine):
-    sandboxes: tuple[Sandbox, Sandbox]
+    """Each run starts two fresh sandboxes (same seed, market and clock: START), so a run is
+    replayed exactly when hypothesis shrinks it."""
 
     def __init__(self):
         super().__init__()
+        self.sandboxes: tuple[Sandbox, ...] = ()
         self.twin: Twin | None = None
         self.state: dict[str, Any] = {}
         self.cash0 = 0.0
@@ -125,6 +126,8 @@ class Trading(RuleBasedStateMachine):
     @initialize(cash=st.sampled_from([30_000, 250_000]), no_shorting=st.booleans(),
                 multiplier=st.sampled_from(["1", "2"]))
     def open_accounts(self, cash, no_shorting, multiplier):
+        self.sandboxes = tuple(Sandbox(seed=11, market="calendar", start=START, speed=STILL).start()
+                               for _ in range(2))
         self.twin = Twin(*(new_api(sb, cash=cash) for sb in self.sandboxes))
         self.cash0 = float(cash)
         status, _ = self.twin.call("PATCH", "/v2/account/configurations",
@@ -138,8 +141,8 @@ class Trading(RuleBasedStateMachine):
             advance_both(self.sandboxes, wait + 600)
 
     def teardown(self):
-        if self.twin is not None:       # leave nothing resting in the shared sandboxes
-            self.twin.call("DELETE", "/v2/orders")
+        for sb in self.sandboxes:
+            sb.stop()
 
     # ------------------------------------------------------------------ helpers
     def last(self, symbol: str) -> float:
@@ -149,6 +152,12 @@ class Trading(RuleBasedStateMachine):
 
     def open_orders(self) -> list[dict]:
         return [o for o in self.state.get("orders", ()) if o["status"] in OPEN]
+
+    def shortable(self, symbol: str) -> bool:
+        if symbol not in SHORTABLE:
+            _, asset = self.twin.call("GET", f"/v2/assets/{symbol}")
+            SHORTABLE[symbol] = asset["shortable"]
+        return SHORTABLE[symbol]
 
     def held(self, symbol: str) -> float:
         return self.state.get("positions", {}).get(symbol, 0.0)
@@ -267,6 +276,28 @@ class Trading(RuleBasedStateMachine):
         status, answer = self.twin.call("DELETE", f"/v2/positions/{symbol}", **params)
         assert status in (200, 403, 404, 422), answer
 
+    @rule(shares=st.sampled_from([0, 3, 25]))
+    def through_an_ex_date(self, shares):
+        """Buy ``shares`` of the first symbol (of a wide list) with an announced corporate action
+        ahead (within a quarter), then move the clock to 10:00 ET on its ex-date: positions split or are
+        paid, open orders in a splitting symbol are canceled."""
+        _, clock = self.twin.call("GET", "/v2/clock")
+        today = clock["timestamp"][:10]
+        end = (dt.date.fromisoformat(today) + dt.timedelta(days=92)).isoformat()
+        _, found = self.twin.call("GET", "/v1/corporate-actions", symbols=",".join(ACTION_SYMBOLS),
+                                  start=today, end=end, limit=1000,
+                                  types="forward_split,reverse_split,cash_dividend")
+        actions = sorted((a["ex_date"], a["symbol"]) for group in found["corporate_actions"].values()
+                         for a in group if a.get("symbol") and today < (a.get("ex_date") or "") <= end)
+        if not actions:
+            return
+        day, symbol = actions[0]
+        if shares:
+            self.twin.call("POST", "/v2/orders", {"symbol": symbol, "qty": shares, "side": "buy",
+                                                  "type": "market", "time_in_force": "gtc"})
+        target = dt.datetime.fromisoformat(day + "T10:00:00").replace(tzinfo=NY)
+        advance_both(self.sandboxes, (to_ns(target) - to_ns(clock["timestamp"])) / 1e9)
+
     @rule(seconds=st.sampled_from([1, 20, 61, 61, 600, 600, 3_600, 5 * 3_600, 22 * 3_600]))
     def advance(self, seconds):
         advance_both(self.sandboxes, seconds)
@@ -289,7 +320,6 @@ class Trading(RuleBasedStateMachine):
             if len(page) < 100:
                 break
             token = page[-1]["id"]
-        fills = [a for a in activities if a["activity_type"] == "FILL"]
 
         cash, equity = num(account["cash"]), num(account["equity"])
         long_mv, short_mv = num(account["long_market_value"]), num(account["short_market_value"])
@@ -299,12 +329,23 @@ class Trading(RuleBasedStateMachine):
         qty: dict[str, float] = defaultdict(float)
         by_order: dict[str, list[tuple[float, float]]] = defaultdict(list)
         implied_cash = self.cash0
-        for fill in fills:
-            q, p = num(fill["qty"]), num(fill["price"])
-            signed = q if fill["side"] == "buy" else -q
-            qty[fill["symbol"]] += signed
-            implied_cash -= signed * p
-            by_order[fill["order_id"]].append((q, p))
+        for record in activities:
+            kind = record["activity_type"]
+            if kind == "FILL":
+                q, p = num(record["qty"]), num(record["price"])
+                signed = q if record["side"] == "buy" else -q
+                qty[record["symbol"]] += signed
+                implied_cash -= signed * p
+                by_order[record["order_id"]].append((q, p))
+            elif kind == "SPLIT":                  # shares added (removed by a reverse split)
+                qty[record["symbol"]] += num(record["qty"])
+            elif kind == "CIL":                    # the fraction a split left, paid in cash
+                qty[record["symbol"]] -= num(record["qty"])
+                implied_cash += num(record["net_amount"])
+            elif kind in ("DIV", "SPIN"):
+                implied_cash += num(record["net_amount"])
+            else:
+                assert kind == "CSD", record
         assert cash == pytest.approx(implied_cash, abs=MONEY_TOL)
         held = {p["symbol"]: num(p["qty"]) for p in positions}
         assert held == pytest.approx({s: round(q, 9) for s, q in qty.items() if abs(q) > 1e-9})
@@ -312,7 +353,7 @@ class Trading(RuleBasedStateMachine):
         assert long_mv == pytest.approx(sum(v for v in market_values if v > 0), abs=MONEY_TOL)
         assert short_mv == pytest.approx(sum(v for v in market_values if v < 0), abs=MONEY_TOL)
         for symbol, q in held.items():
-            if not (self.can_short and SHORTABLE[symbol]):
+            if not (self.can_short and self.shortable(symbol)):
                 assert q > 0, f"short {q} {symbol} on an account/asset that cannot short"
         by_id = {o["id"]: o for o in orders}
         for order in orders:
@@ -333,6 +374,5 @@ class Trading(RuleBasedStateMachine):
         self.state = {"account": account, "positions": held, "orders": orders}
 
 
-def test_random_trading_keeps_the_accounts_identities(twins):
-    Trading.sandboxes = twins
+def test_random_trading_keeps_the_accounts_identities():
     run_state_machine_as_test(Trading, settings=SETTINGS)
