@@ -14,9 +14,11 @@ stable for a seed and market mode.
 
 The synthetic prices carry the actions (see :meth:`CorporateActions.raw_scale`): from its
 ex-date on, a 2-for-1 split halves the raw price and doubles the volume, a cash dividend lowers
-the price by its amount and a spin-off by the value spun off. Prices are anchored as the
-market's are (near the asset list's price on 2025-06-02), so adjusting history for the actions
-gives a continuous series.
+the price by about its amount and a spin-off by about the value spun off (those two steps are
+sized on the asset list's price, which spares the market a long noise path per symbol; the
+difference to the day's close is within a day's noise). Prices are anchored as the market's
+are (near the asset list's price on 2025-06-02), so adjusting history for the actions gives a
+continuous series (exactly for splits).
 
 Adjustment factors (the price multiplier for bars before the ex-date, :attr:`Action.factor`):
 a split ``old_rate / new_rate`` (volume ``new_rate / old_rate``); a cash dividend
@@ -307,10 +309,11 @@ class CorporateActions:
         def split_scale(day: dt.date) -> float:
             return scale_of[day.toordinal()]
 
-        close_of = {}
-        if priced:
-            closes = self._closes(symbol, np.array([items[i][1].toordinal() for i in priced], np.int64))
-            close_of = dict(zip(priced, closes.tolist()))
+        # the raw steps are sized on the list price (the market's price at the anchor), not on
+        # the day's close: the noise path over two decades costs more than every other step of
+        # a symbol's first prices; the adjustment factors use the real closes (:meth:`_factors`)
+        list_price = float(self._rows[symbol]["price"])
+        close_of = dict.fromkeys(priced, list_price)
         steps: dict[int, tuple[float, float]] = {}      # item -> (raw step, cash per share)
         anchor = ANCHOR.toordinal()
         later = 1.0                                     # backwards from the anchor
@@ -353,9 +356,21 @@ class CorporateActions:
         return _Schedule(lambda: self._actions(symbol, items, steps), ex_ords, cum_price,
                          cum_volume, anchor_i)
 
+    def _factors(self, symbol: str, items: list[tuple], steps: dict[int, tuple[float, float]]) -> dict[int, float]:
+        """Adjustment factor of each dividend and spin-off: ``1 - cash / previous close``, the
+        previous session's raw close (unrounded) as the market serves it."""
+        priced = sorted(steps)
+        if not priced:
+            return {}
+        ords = np.array([items[i][1].toordinal() for i in priced], np.int64)
+        shift, _ = self.raw_scale(symbol, ords)
+        closes = self._closes(symbol, ords) * np.exp(shift)
+        return {i: 1.0 - min(steps[i][1] / close, 0.5) for i, close in zip(priced, closes.tolist())}
+
     def _actions(self, symbol: str, items: list[tuple], steps: dict[int, tuple[float, float]]) -> list[Action]:
         actions: list[Action] = []
         generation = 0
+        factor_of = self._factors(symbol, items, steps)
         for i, (ex, prev, kind, p) in enumerate(items):
             cusip = cusip_of(symbol, generation)
             ident = self._uuid(symbol, kind, ex.isoformat())
@@ -381,10 +396,11 @@ class CorporateActions:
                 actions.append(Action(**common, process_date=ex, payable_date=ex, announced=announced,
                                       new_cusip=cusip_of(new_symbol), old_rate=1,
                                       new_rate=round(0.2 + 0.8 * (ex.day % 5) / 4, 4),
-                                      rate=round(cash, 4), new_symbol=new_symbol, factor=g, step=g))
+                                      rate=round(cash, 4), new_symbol=new_symbol,
+                                      factor=factor_of[i], step=g))
             else:
                 actions.append(Action(**common, process_date=payable, payable_date=payable,
-                                      announced=announced, rate=cash, factor=g, step=g))
+                                      announced=announced, rate=cash, factor=factor_of[i], step=g))
         return actions
 
 
