@@ -309,41 +309,21 @@ class CorporateActions:
         def split_scale(day: dt.date) -> float:
             return scale_of[day.toordinal()]
 
-        # the raw steps are sized on the list price (the market's price at the anchor), not on
-        # the day's close: the noise path over two decades costs more than every other step of
-        # a symbol's first prices; the adjustment factors use the real closes (:meth:`_factors`)
+        # the raw steps are sized on the list price (the market's price at the anchor) adjusted
+        # for splits, not on the day's close: the noise path over two decades would cost more
+        # than every other step of a symbol's first prices; the adjustment factors use the real
+        # closes (:meth:`_factors`)
         list_price = float(self._rows[symbol]["price"])
-        close_of = dict.fromkeys(priced, list_price)
         steps: dict[int, tuple[float, float]] = {}      # item -> (raw step, cash per share)
-        anchor = ANCHOR.toordinal()
-        later = 1.0                                     # backwards from the anchor
-        for i in reversed([i for i in priced if items[i][0].toordinal() <= anchor]):
+        for i in priced:
             ex, prev, kind, p = items[i]
-            base = close_of[i] * split_scale(prev) / later
+            close = list_price * split_scale(prev)
             if kind == "spin_off":
-                g = 1 - p["fraction"]
-                steps[i] = (g, base / g - base)
-            elif base < 1:
-                continue                                # no dividend below a dollar
-            else:
-                cash = _cash(p["amount"] * split_scale(ex), base)
-                g = base / (base + cash)
-                steps[i] = (g, cash)
-            later *= g
-        before = 1.0                                    # forwards from the anchor
-        for i in [i for i in priced if items[i][0].toordinal() > anchor]:
-            ex, prev, kind, p = items[i]
-            close = close_of[i] * split_scale(prev) * before
-            if kind == "spin_off":
-                g = 1 - p["fraction"]
-                steps[i] = (g, close * p["fraction"])
-            elif close < 1:
-                continue
-            else:
+                steps[i] = (1 - p["fraction"], close * p["fraction"])
+            elif close >= 1:                            # no dividend below a dollar
                 cash = _cash(p["amount"] * split_scale(ex), close)
-                g = 1 - cash / close
-                steps[i] = (g, cash)
-            before *= g
+                steps[i] = (1 - cash / close, cash)
+        anchor = ANCHOR.toordinal()
 
         kept = [i for i, x in enumerate(items) if x[2].endswith("_split") or i in steps]
         step_of = {i: (items[i][3]["old_rate"] / items[i][3]["new_rate"]) if i not in steps else steps[i][0]
