@@ -72,9 +72,9 @@ def _choice(q, name: str, choices: tuple[str, ...]) -> str:
 
 
 def select(load: Callable[[list[str]], list[Action]], q, today: dt.date) -> tuple[list[Action], str | None]:
-    """The page that query ``q`` asks for, and the next page's token. ``load(symbols)`` gives
-    the actions of those symbols (all for []), sorted by :meth:`Action.sort_key`; it is called
-    once the query is known to be valid. Raises ApiError 400 for a bad parameter."""
+    """The page that query ``q`` asks for (sorted by :meth:`Action.sort_key`), and the next
+    page's token. ``load(symbols)`` gives the actions of those symbols (all for []); it is
+    called once the query is known to be valid. Raises ApiError 400 for a bad parameter."""
     raw_limit = q.get("limit")
     try:
         limit = DEFAULT_LIMIT if raw_limit in (None, "") else int(raw_limit)
@@ -110,7 +110,8 @@ def select(load: Callable[[list[str]], list[Action]], q, today: dt.date) -> tupl
                   and (not symbols or a.symbol in symbols)
                   and (not cusips or a.cusip in cusips or a.new_cusip in cusips)
                   and (not kinds or a.type in kinds)]
-    chosen = [a for a in chosen if a.announced <= today and region != "non_us"]
+    chosen = sorted((a for a in chosen if a.announced <= today and region != "non_us"),
+                    key=Action.sort_key)
     if desc:
         chosen.reverse()
     token = q.get("page_token")
@@ -133,7 +134,7 @@ async def corporate_actions(request: web.Request) -> web.Response:
     def load(symbols: list[str]) -> list[Action]:
         if not symbols:
             return corporate.all()
-        return sorted((a for s in symbols for a in corporate.for_symbol(s)), key=Action.sort_key)
+        return [a for s in symbols for a in corporate.for_symbol(s)]
 
     page, token = select(load, request.query, today)
     grouped: dict[str, list[dict]] = {}
