@@ -206,3 +206,23 @@ def test_bad_adjustments_get_a_400(sb, query, message):
     resp = requests.get(f"{sb.url}/v2/stocks/bars?symbols=WM&timeframe=1Day&{query}",
                         headers=admin_headers(sb), timeout=30)
     assert resp.status_code == 400 and resp.json()["message"].startswith(message), resp.text
+
+
+def test_a_month_bar_that_spans_the_ex_date_aggregates_adjusted_days(sb):
+    move_clock(sb, "2024-07-02T15:00:00Z")
+    days = daily(sb, "WM", "2024-06-01", "2024-06-30", adjustment="split")
+    raw_days = daily(sb, "WM", "2024-06-01", "2024-06-30")
+    [month] = ok(sb, "/v2/stocks/bars", symbols="WM", timeframe="1Month", start="2024-06-01",
+                 end="2024-06-30", adjustment="split")["bars"]["WM"]
+    [raw_month] = ok(sb, "/v2/stocks/bars", symbols="WM", timeframe="1Month", start="2024-06-01",
+                     end="2024-06-30")["bars"]["WM"]
+    assert month["o"] == days[0]["o"] and month["c"] == days[-1]["c"]
+    assert month["h"] == max(d["h"] for d in days) and month["l"] == min(d["l"] for d in days)
+    assert month["v"] == sum(d["v"] for d in days) and month["n"] == raw_month["n"]
+    # raw: the month's high is a pre-split price, about twice its close
+    assert raw_month["h"] == max(d["h"] for d in raw_days) > 1.8 * raw_month["c"]
+    # the minutes of a pre-split day, adjusted, aggregate to that day's adjusted bar
+    minutes = ok(sb, "/v2/stocks/bars", symbols="WM", timeframe="1Hour", start="2024-06-21",
+                 end="2024-06-21", adjustment="split", limit=100)["bars"]["WM"]
+    day = next(d for d in days if d["t"].startswith("2024-06-21"))
+    assert minutes[0]["o"] == day["o"] and max(m["h"] for m in minutes) == day["h"]
