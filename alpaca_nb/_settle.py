@@ -30,7 +30,9 @@ from .errors import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["NOT_SEEN", "Settler"]
+__all__ = ["NOT_ACTED", "NOT_SEEN", "Settler", "created_since"]
+
+NOT_ACTED = "no attempt was acted on (each was refused with 429 or never reached the server)"
 
 NOT_SEEN: Any = type("NotSeen", (), {"__repr__": lambda self: "NOT_SEEN"})()
 SINCE_SLACK_S = 1.0       # how far before the call's start an order found afterwards may be dated

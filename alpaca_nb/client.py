@@ -38,7 +38,7 @@ from ._marketdata import (
     server_now_from_status,
 )
 from ._pretrade import PreTradeView
-from ._settle import NOT_SEEN, Settler, created_since
+from ._settle import NOT_ACTED, NOT_SEEN, Settler, created_since
 from .errors import (
     AlpacaError,
     OrderStateUnknown,
@@ -427,7 +427,8 @@ class Alpaca:
                 client_order_id of another order: 422, code 40010001).
             OrderStateUnknown: the answer was lost and the order could not be seen within
                 ``reconcile_timeout``; it may exist (``api.order(client_order_id=...)`` tells).
-            AlpacaError: no attempt reached the server (nothing placed).
+            AlpacaError: every attempt was refused with 429 or never reached the server
+                (nothing placed).
         """
         body = _orders.order_body(symbol, qty, side, type, time_in_force, notional=notional,
                                   limit_price=limit_price, stop_price=stop_price,
@@ -509,7 +510,7 @@ class Alpaca:
             unknown=lambda: (f"the replacement of order {order_id} is in an UNKNOWN state: its answer "
                              f"was lost and the order has not shown a replacement yet. Check with "
                              f"api.order({order_id!r}) (its replaced_by names the new order)."),
-            nothing_done=f"no attempt reached the server; order {order_id} was not changed")
+            nothing_done=f"{NOT_ACTED}; order {order_id} was not changed")
         self._known.forget()
         return frames.order_series(new)
 
@@ -535,7 +536,7 @@ class Alpaca:
             poll=False,
             unknown=lambda: (f"the cancel of order {order_id} is in an UNKNOWN state: its answer was "
                              f"lost. Check with api.order({order_id!r}).status."),
-            nothing_done=f"no attempt reached the server; order {order_id} was not canceled")
+            nothing_done=f"{NOT_ACTED}; order {order_id} was not canceled")
         self._known.forget(positions=False)
 
     def cancel_all_orders(self) -> pd.DataFrame:
@@ -578,7 +579,7 @@ class Alpaca:
             resend=True, poll=False,
             unknown=lambda: ("cancel-all is in an UNKNOWN state: no answer came back and some orders are "
                              "still open. Check with api.orders(status='open')."),
-            nothing_done="no attempt reached the server; nothing was canceled")
+            nothing_done=f"{NOT_ACTED}; nothing was canceled")
         body = list(body or [])
         if lost and kind == "answer":           # a repeat answered: add what the lost one canceled
             body += canceled_since({item.get("id") for item in body})[0]
@@ -633,7 +634,7 @@ class Alpaca:
                                  f"closing order showed within {self._settler.window:g} s, but the server "
                                  f"may still create it. Check api.orders(status='all', symbols=[{symbol!r}]) "
                                  f"and api.position({symbol!r}) before closing again."),
-                nothing_done=f"no attempt reached the server; the {symbol} position was not touched")
+                nothing_done=f"{NOT_ACTED}; the {symbol} position was not touched")
         finally:
             self._known.forget()
         return frames.order_series(order)
@@ -677,7 +678,7 @@ class Alpaca:
                 unknown=lambda: ("close-all is in an UNKNOWN state: no answer came back and positions "
                                  "without a closing order remain. Check api.positions() and "
                                  "api.orders(status='all')."),
-                nothing_done="no attempt reached the server; no position was touched")
+                nothing_done=f"{NOT_ACTED}; no position was touched")
             body = list(body or [])
             if lost and kind == "answer":       # a repeat answered: add the lost one's orders
                 found = closing_orders({item.get("symbol") for item in body if item.get("status") == 200})

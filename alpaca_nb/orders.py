@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._args import parse_symbol
-from ._settle import NOT_SEEN, Settler
+from ._settle import NOT_ACTED, NOT_SEEN, Settler
 from .errors import (
     AlpacaError,
     BuyingPowerCheckError,
@@ -589,7 +589,7 @@ def place(transport, body: Mapping[str, Any], *, settler: Settler) -> dict[str, 
             f"and it could not be found within {settler.window:g} s, but the server may still "
             f"place it. Check with api.order(client_order_id={coid!r}) before doing anything else; "
             f"submitting again with client_order_id={coid!r} can never place a second order."),
-        nothing_done=f"no attempt reached the server; no order with client_order_id={coid!r} was placed")
+        nothing_done=f"{NOT_ACTED}; no order with client_order_id={coid!r} was placed")
     return order
 
 

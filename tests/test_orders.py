@@ -479,4 +479,20 @@ def test_nothing_was_placed_only_when_no_attempt_reached_the_server():
     with pytest.raises(anb.AlpacaConnectionError) as info:
         api.buy("AAPL", 1)
     assert info.value.sent is False and info.value.attempts == 2
-    assert any("no attempt reached the server" in note for note in info.value.__notes__)
+    assert any("no attempt was acted on" in note for note in info.value.__notes__)
+
+
+def test_orders_refused_with_429_every_time_were_not_placed():
+    """A 429 is a refusal before any work: the POST is sent again after Retry-After without a
+    lookup, and when every attempt was refused the error may say nothing was placed."""
+    with Sandbox(chaos="429=1,scope=/v2/orders,methods=POST") as sb:
+        acct = new_account(sb)
+        with RecordingProxy(sb.url) as proxy:
+            api = client(acct, url=proxy.url, retries=2)
+            with pytest.raises(anb.RateLimitError) as info:
+                api.buy("AAPL", 1, client_order_id="throttled")
+            assert proxy.count("POST", "/v2/orders") == 2
+            assert proxy.count("GET", "/v2/orders:by_client_order_id") == 0
+        assert info.value.attempts == 2 and info.value.retry_after == 1.0
+        assert any("no order with client_order_id='throttled' was placed" in n for n in info.value.__notes__)
+        assert server_orders(sb, acct) == []
