@@ -22,8 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import corporate_api, crypto_api, data_api, trading_api
+from . import corporate_api, crypto_api, crypto_stream, data_api, trading_api
 from .crypto_market import CryptoMarket
+from .crypto_orders import MarketWithCrypto
 from .clock import MARKET_MODES, Clock, MarketMode, Sessions
 from .engine import Engine
 from .market import Market
@@ -458,8 +459,9 @@ def create_app(config: SandboxConfig | None = None, **overrides: Any) -> web.App
     clock = Clock(start=config.start, speed=config.speed)
     sessions = Sessions(config.market)
     market = Market(seed=config.seed, sessions=sessions, clock=clock)
-    engine = Engine(market=market, clock=clock, sessions=sessions, db=config.db,
-                    default_cash=config.cash)
+    crypto = CryptoMarket(seed=config.seed)
+    engine = Engine(market=MarketWithCrypto(market, crypto), clock=clock, sessions=sessions,
+                    db=config.db, default_cash=config.cash)
     engine.ensure_account(config.key_id, config.secret_key, data_plan=config.data_plan)
 
     app = web.Application(
@@ -484,7 +486,8 @@ def create_app(config: SandboxConfig | None = None, **overrides: Any) -> web.App
     trading_api.setup(app)
     data_api.setup(app)
     corporate_api.setup(app)
-    crypto_api.setup(app, CryptoMarket(seed=config.seed))
+    crypto_api.setup(app, crypto)
+    crypto_stream.setup(app)
 
     app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)

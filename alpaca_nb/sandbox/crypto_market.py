@@ -142,7 +142,7 @@ def _load_pairs(seed: int) -> list[_Pair]:
             "symbol": symbol,
             "name": row["name"],
             "status": "active",
-            "tradable": True,
+            "tradable": symbol.endswith("/USD"),      # the sandbox's accounts hold dollars only
             "marginable": False,
             "shortable": False,
             "easy_to_borrow": False,
@@ -281,11 +281,14 @@ class CryptoMarket:
         while len(self._minutes) > self.MINUTE_CACHE:
             self._minutes.popitem(last=False)
 
+    def _vw_places(self, symbol: str) -> int:
+        """Decimal places of an aggregated bar's VWAP: two more than the pair's prices."""
+        return self.pair(symbol).price_places + 2
+
     def wire_bars(self, symbol: str, bars: Bars) -> Bars:
-        """``bars`` with volumes in base units (float) and VWAPs rounded to the price places+2."""
-        pair = self.pair(symbol)
-        return Bars(bars.t, bars.o, bars.h, bars.l, bars.c, pair.sizes(bars.v), bars.n,
-                    np.round(bars.vw, pair.price_places + 2))
+        """``bars`` with volumes in base units (float)."""
+        return Bars(bars.t, bars.o, bars.h, bars.l, bars.c, self.pair(symbol).sizes(bars.v), bars.n,
+                    bars.vw)
 
     def bar_tick(self, symbol: str, bars: Bars, i: int) -> BarTick:
         row = bars.row(i)
@@ -312,14 +315,15 @@ class CryptoMarket:
         width = timeframe.minutes * MINUTE_NS
         bucket = (minutes.t - day0) // width
         starts = np.flatnonzero(np.diff(bucket, prepend=-1))
-        return minutes.aggregate(starts, day0 + bucket[starts] * width, vw_places=12)
+        return minutes.aggregate(starts, day0 + bucket[starts] * width, vw_places=self._vw_places(symbol))
 
     def day_bar(self, symbol: str, day: dt.date, now_ns: int) -> BarTick | None:
         """UTC ``day``'s bar as of ``now_ns`` (volume in lots), None before its first minute."""
         bars = self.visible_minutes(symbol, day, now_ns)
         if not len(bars):
             return None
-        return bars.aggregate(np.array([0]), np.array([utc_midnight_ns(day)]), vw_places=12).row(0)
+        return bars.aggregate(np.array([0]), np.array([utc_midnight_ns(day)]),
+                              vw_places=self._vw_places(symbol)).row(0)
 
     def daily_bars(self, symbol: str, first: dt.date, last: dt.date, now_ns: int) -> Bars:
         """1Day bars (stamped 00:00 UTC) of the UTC days in [first, last] as of ``now_ns``."""
@@ -359,7 +363,7 @@ class CryptoMarket:
                                                        int(g * timeframe.amount) % 12 + 1, 1))
                                for g in group])
         starts = np.flatnonzero(np.diff(group, prepend=group[0] - 1))
-        bars = days.aggregate(starts, stamps[starts], vw_places=12)
+        bars = days.aggregate(starts, stamps[starts], vw_places=self._vw_places(symbol))
         keep = np.array([utc_day(int(s)).year == year for s in stamps[starts]])
         return bars.take(keep)
 
@@ -431,7 +435,7 @@ class CryptoMarket:
                                     pair.price_places), inc)
         bid = np.round(np.where(up, price - width, price), pair.price_places)
         ask = np.round(np.where(up, price, price + width), pair.price_places)
-        book_lots = np.maximum(1.0, np.round(rnd.exponential(2 * n) * (v / n) * 2)).reshape(2, n)
+        book_lots = np.maximum(1.0, np.round(rnd.exponential(2 * n) * (v / n) * 10)).reshape(2, n)
         bid_lots = np.where(up, book_lots[0], np.maximum(book_lots[0], size_lots))
         ask_lots = np.where(up, np.maximum(book_lots[1], size_lots), book_lots[1])
         trade_t = t0 + offsets

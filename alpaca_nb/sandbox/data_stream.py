@@ -106,11 +106,12 @@ class StreamSession:
     """One data-stream connection: handshake, subscriptions, the replay pump and flood mode."""
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, *, endpoint: str,
-                 codec: Codec, flood_rate: float | None, flood_batch: int | None):
+                 codec: Codec, flood_rate: float | None, flood_batch: int | None,
+                 feed: str | None = None):
         self.app = request.app
         self.ws = ws
         self.endpoint = endpoint
-        self.feed = ENDPOINTS[endpoint]
+        self.feed = feed or ENDPOINTS[endpoint]     # feed: a subclass's own (.crypto_stream)
         self.codec = codec
         self.market: Market = request.app[_app.MARKET]
         self.clock = request.app[_app.CLOCK]

@@ -75,6 +75,7 @@ from typing import Any
 
 from .clock import Clock, Sessions
 from .corporate_events import CorporateEvents
+from .crypto_orders import CryptoOrders
 from .history import Fill, as_fill, deposit_activity
 from .ledger import (DEFAULT_CONFIG, Account, Position)
 from .matching import EPS, Matching, round_price, trail_stop
@@ -101,7 +102,7 @@ def _money(value: float) -> str:
     return fmt_money(round(value, 6), 6)
 
 
-class Engine(CorporateEvents, Matching, Portfolio):
+class Engine(CorporateEvents, CryptoOrders, Matching, Portfolio):
     """The sandbox's trading back end (see the module docstring).
 
     Args:
@@ -488,7 +489,7 @@ class Engine(CorporateEvents, Matching, Portfolio):
             ApiError: 422 40010001/42210000 for invalid requests, 403 40310000 for buying power,
                 available quantity and shorting refusals. Nothing changes when it raises.
         """
-        req = parse_new_order(body)
+        req = parse_new_order(body, crypto=self._crypto_body(body))
         account = self._account(account_id)
         now = self.clock.now_ns()
         self._advance(now)
@@ -502,13 +503,16 @@ class Engine(CorporateEvents, Matching, Portfolio):
             raise unprocessable("client_order_id must be unique")
         quote = self.market.quote_at(symbol, now)
         trade = self.market.trade_at(symbol, now)
-        opening = self._check_quantity(account, req, asset, quote)
-        if req.order_class != "simple":
-            self._check_exit_prices(req, float(trade.price))
-            if not opening and req.order_class in ("bracket", "oto") and req.side == "buy":
-                self._check_short_sale(account, req, asset)   # its exits will sell short
-        if opening:
-            self._check_buying_power(account, req, asset, quote, now)
+        if asset.get("class") == "crypto":
+            opening = self._check_crypto_order(account, req, asset, quote, now)
+        else:
+            opening = self._check_quantity(account, req, asset, quote)
+            if req.order_class != "simple":
+                self._check_exit_prices(req, float(trade.price))
+                if not opening and req.order_class in ("bracket", "oto") and req.side == "buy":
+                    self._check_short_sale(account, req, asset)   # its exits will sell short
+            if opening:
+                self._check_buying_power(account, req, asset, quote, now)
 
         parent = self._build_order(account, req, asset, client_order_id, now, opening)
         self._schedule(parent, now)                 # may refuse opg/cls: nothing registered yet

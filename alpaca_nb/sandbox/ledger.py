@@ -216,7 +216,7 @@ def account_wire(account: Account, val: Valuation, *, holds: float, nonmarginabl
         "user_configurations": user_configurations(account),
         "account_number": account.account_number,
         "status": account.status,
-        "crypto_status": "INACTIVE",
+        "crypto_status": "ACTIVE",          # the sandbox trades crypto pairs
         "options_approved_level": 0,
         "options_trading_level": 0,
         "currency": "USD",

@@ -165,6 +165,9 @@ class Matching:
             order.auction = "open" if tif == "opg" else "close"
             order.auction_ns = order.active_from = order.expires_ns = self._auction(tif, now)
             return
+        if order.asset_class == "crypto":        # 24/7: gtc or ioc, trading from now on
+            order.active_from, order.expires_ns = now, None
+            return
         start, sess = self._first_tradable(order, now)
         order.active_from = start
         order.expires_ns = None
@@ -172,7 +175,7 @@ class Matching:
             order.expires_ns = self._window(sess, order.extended_hours)[1]
 
     def _can_trade(self: "Engine", order: Order, t: int) -> bool:
-        if self.sessions.is_open(t):
+        if self.sessions.is_open(t) or order.asset_class == "crypto":
             return True
         return order.extended_hours and self.sessions.is_extended(t)
 
@@ -195,12 +198,16 @@ class Matching:
             for t in (sess.premarket_open, sess.open, sess.close, sess.postmarket_close):
                 if a < t <= b:
                     points.add(t)
+        crypto = False
         for order in self._open.values():
+            crypto = crypto or order.asset_class == "crypto"
             for t in (order.active_from, order.expires_ns, order.auction_ns):
                 if t is not None and a < t <= b:
                     points.add(t)
         if b - a > MINUTE_NS:
             windows = [(max(s.premarket_open, a), min(s.postmarket_close, b)) for s in sessions]
+            if crypto:                       # crypto orders trade between sessions too
+                windows = [(a, b)]
             total = sum(max(0, hi - lo) for lo, hi in windows) // MINUTE_NS
             step = MINUTE_NS * max(1, -(-total // MAX_STEPS))
             for lo, hi in windows:
@@ -266,7 +273,8 @@ class Matching:
         if order.expires_ns is not None and t >= order.expires_ns:
             self._expire(order, order.expires_ns)
             return
-        if not (step.regular or (order.extended_hours and step.extended)):
+        if not (step.regular or (order.extended_hours and step.extended)
+                or order.asset_class == "crypto"):
             return
         if order.status == "accepted" and not self._route(order, t):
             return
@@ -280,7 +288,7 @@ class Matching:
         if order.expires_ns is not None and t >= order.expires_ns:
             self._expire(order, order.expires_ns)
             return False
-        return step.regular or (order.extended_hours and step.extended)
+        return step.regular or (order.extended_hours and step.extended) or order.asset_class == "crypto"
 
     def _route_if_due(self: "Engine", order: Order, step: Step) -> None:
         if self._due(order, step):
@@ -364,7 +372,7 @@ class Matching:
         seen = (quote.t, trade.t)
         if order.seen_ticks == seen:
             return                 # nothing new since this order last found nothing to do
-        regular = step.regular
+        regular = step.regular or order.asset_class == "crypto"
         buy = order.side == "buy"
         if order.type == "trailing_stop" and not order.triggered and regular:
             self._trail(order, float(trade.price), t)
@@ -400,6 +408,8 @@ class Matching:
             return                         # this quote's size was already consumed
         if order.total_qty is None:        # a notional order: its quantity at the first fill price
             order.target_qty = int(order.notional / price * 10 ** QTY_PLACES) / 10 ** QTY_PLACES
+            if order.asset_class == "crypto":
+                order.target_qty = self._crypto_notional_qty(order, order.target_qty)
             if order.target_qty <= 0:
                 self._cancel(order, t, reason="notional below one share increment")
                 return
@@ -463,12 +473,15 @@ class Matching:
             maintenance = asset.get("maintenance_margin_requirement")
             pos = Position(symbol=order.symbol, asset_id=order.asset_id,
                            exchange=asset.get("exchange", order.exchange),
+                           asset_class=asset.get("class", "us_equity"),
                            marginable=bool(asset.get("marginable", True)),
                            maintenance=float(maintenance) / 100 if maintenance else 0.30)
             account.positions[order.symbol] = pos
         day = ny_date(t)
         apply_fill(account, pos, qty=signed, price=price, day=day.isoformat(),
                    lastday_price=self._lastday_price(order.symbol, t))
+        if order.asset_class == "crypto":
+            self._crypto_fee(account, pos, order, qty, price, t)
         if abs(pos.qty) < EPS:
             del account.positions[order.symbol]
         self._dirty_position(account.id, order.symbol)

@@ -207,13 +207,14 @@ def parse_number(value: Any, name: str) -> float | None:
     return number
 
 
-def _price(value: Any, name: str) -> float | None:
+def _price(value: Any, name: str, *, penny: bool = True) -> float | None:
     price = parse_number(value, name)
     if price is None:
         return None
     if price <= 0:
         raise unprocessable(f"invalid {name}: must be > 0")
-    check_increment(price, name)
+    if penny:      # crypto prices follow the pair's price_increment instead (.crypto_orders)
+        check_increment(price, name)
     return price
 
 
@@ -267,8 +268,10 @@ def _nested(body: dict, name: str) -> dict | None:
     return value
 
 
-def parse_new_order(body: dict[str, Any]) -> NewOrder:
+def parse_new_order(body: dict[str, Any], *, crypto: bool = False) -> NewOrder:
     """Validate a ``POST /v2/orders`` body (everything that needs no account or market state).
+    ``crypto``: the symbol is a crypto pair, whose prices and fractional quantities follow the
+    pair's increments (checked in :mod:`.crypto_orders`), not the stock rules.
 
     Raises:
         ApiError: 422 40010001 for missing/malformed fields, 422 42210000 for rule violations.
@@ -311,8 +314,8 @@ def parse_new_order(body: dict[str, Any]) -> NewOrder:
                 raise unprocessable("stop_loss.stop_price is required")
             order.stop_loss_limit = _price(stop_loss.get("limit_price"), "stop_loss.limit_price")
 
-    limit = _price(body.get("limit_price"), "limit_price")
-    stop = _price(body.get("stop_price"), "stop_price")
+    limit = _price(body.get("limit_price"), "limit_price", penny=not crypto)
+    stop = _price(body.get("stop_price"), "stop_price", penny=not crypto)
     trail_price = parse_number(body.get("trail_price"), "trail_price")
     trail_percent = parse_number(body.get("trail_percent"), "trail_percent")
     if order_class == "oco":
@@ -321,9 +324,10 @@ def parse_new_order(body: dict[str, Any]) -> NewOrder:
         if limit is None:
             limit = order.take_profit_limit     # an oco's parent is its take-profit limit order
     _check_prices(order, limit, stop, trail_price, trail_percent)
-    _check_time_in_force(order)
+    if not crypto:           # crypto's time in force is its own (.crypto_orders)
+        _check_time_in_force(order)
     _check_class(order)
-    if order.fractional:
+    if order.fractional and not crypto:
         if order.order_class != "simple":
             raise rejected("fractional orders must be simple orders")
         if order.type != "market":
