@@ -13,7 +13,7 @@ from alpaca.trading.requests import (GetAssetsRequest, GetOrdersRequest, LimitOr
                                      MarketOrderRequest, StopLimitOrderRequest)
 
 from alpaca_nb.sandbox.crypto_market import CryptoMarket
-from sandbox_trading_support import advance, frozen, new_api, now_ns, num, ts
+from sandbox_trading_support import Api, advance, frozen, new_api, now_ns, num, set_clock, ts
 
 SATURDAY = "2025-06-07T12:00:30Z"        # no NYSE session: stocks wait, crypto trades
 
@@ -186,3 +186,50 @@ def test_alpaca_py_trading_client_places_lists_and_fills_crypto(calendar_sb):
     assert refused.value.status_code == 422
     client.cancel_orders()
     assert client.get_orders(GetOrdersRequest(status=QueryOrderStatus.OPEN)) == []
+
+
+def test_positions_by_pair_or_legacy_symbol_close_whole_and_history_covers_crypto(calendar_sb):
+    api = new_api(calendar_sb)
+    buy = crypto_order(api, symbol="DOGE/USD", qty="1000")
+    filled(api, calendar_sb, buy.json()["id"])
+    held = num(api.positions()["DOGE/USD"]["qty"])
+    assert held == pytest.approx(997.5)
+    for path in ("DOGE%2FUSD", "DOGEUSD", api.positions()["DOGE/USD"]["asset_id"]):
+        resp = api.get(f"/v2/positions/{path}")
+        assert resp.status_code == 200 and resp.json()["symbol"] == "DOGE/USD", path
+    set_clock(calendar_sb, "2025-06-09T21:00:00Z")            # Monday, after the NYSE close
+    history = api.get("/v2/account/portfolio/history", period="1W", timeframe="1D").json()
+    close = CryptoMarket(seed=7).trade_at("DOGE/USD", ts("2025-06-09T20:00:00Z") - 1).price
+    cash = num(api.account()["cash"])
+    assert history["equity"][-1] == pytest.approx(cash + held * close, abs=0.01)   # valued at the close
+    closed = api.delete("/v2/positions/DOGEUSD")
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["time_in_force"] == "gtc" and num(closed.json()["qty"]) == held
+    filled(api, calendar_sb, closed.json()["id"])
+    assert "DOGE/USD" not in api.positions()
+    kinds = {a["activity_type"] for a in api.get("/v2/account/activities").json()}
+    assert {"FILL", "CFEE"} <= kinds
+
+
+def test_a_restart_keeps_crypto_positions_fees_and_their_history(tmp_path):
+    db = str(tmp_path / "crypto.db")
+    with frozen("2025-06-09T15:00:00Z", market="calendar", db=db) as sb:     # Monday 11:00 ET
+        api = new_api(sb)
+        filled(api, sb, crypto_order(api, symbol="LINK/USD", qty="20").json()["id"])
+        sell = crypto_order(api, symbol="LINK/USD", side="sell", qty="5")
+        filled(api, sb, sell.json()["id"])
+        advance(sb, 1800)
+        before = (api.positions()["LINK/USD"], api.account()["cash"],
+                  api.get("/v2/account/activities", direction="asc").json(),
+                  api.get("/v2/account/portfolio/history", period="1D", timeframe="15Min").json())
+        fees = [a for a in before[2] if a["activity_type"] == "CFEE"]
+        assert fees and before[3]["equity"][-1] == pytest.approx(num(api.account()["equity"]), abs=0.01)
+        stop_at = now_ns(sb)
+    with frozen(stop_at, market="calendar", db=db) as sb:
+        again = Api(sb.url, api.key_id, api.secret_key)
+        after = (again.positions()["LINK/USD"], again.account()["cash"],
+                 again.get("/v2/account/activities", direction="asc").json(),
+                 again.get("/v2/account/portfolio/history", period="1D", timeframe="15Min").json())
+    assert after[0]["qty"] == before[0]["qty"] and after[0]["cost_basis"] == before[0]["cost_basis"]
+    assert after[1:3] == before[1:3]
+    assert after[3]["equity"] == before[3]["equity"]

@@ -9,7 +9,8 @@ Rules (Alpaca's crypto documentation, "Crypto Orders" and "Crypto Spot Trading")
 * types ``market``, ``limit``, ``stop_limit``; ``time_in_force`` ``gtc`` or ``ioc``; simple
   orders only, no extended-hours flag (crypto trades around the clock);
 * ``qty`` fractional, at least the pair's ``min_order_size`` and a multiple of its
-  ``min_trade_increment``, or ``notional`` (the quantity is floored to the increment at the fill
+  ``min_trade_increment`` (except a sell of the whole position, which fees leave off the
+  increment: the sandbox's choice), or ``notional`` (the quantity is floored to the increment at the fill
   price); limit and stop prices multiples of ``price_increment``;
 * no shorting: a sell beyond the position's available quantity is refused with Alpaca's
   ``insufficient balance for BTC (requested: 2, available: 1)`` (403 40310000, the wording
@@ -37,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import ny_midnight_ns
 from .crypto_market import CryptoMarket
-from .history import non_trade_activity
+from .history import Fill, non_trade_activity
 from .ledger import MONEY_PLACES, QTY_PLACES
 from .orders import NewOrder, Order, places
 from .wire import ApiError, fmt_money, forbidden, unprocessable
@@ -128,7 +129,10 @@ class CryptoOrders:
             raise unprocessable("extended_hours is not supported for crypto orders "
                                 "(crypto trades around the clock)")
         symbol = asset["symbol"]
-        if req.qty is not None:
+        pos = account.positions.get(symbol)
+        whole = req.side == "sell" and pos is not None and req.qty is not None \
+            and abs(req.qty - pos.qty) < 1e-12
+        if req.qty is not None and not whole:     # selling a whole position (fees left dust) is fine
             if req.qty < float(asset["min_order_size"]) - 1e-12:
                 raise unprocessable(f"qty must be >= {asset['min_order_size']} for {symbol} "
                                     "(min_order_size)")
@@ -144,7 +148,6 @@ class CryptoOrders:
         if req.side == "sell":
             price = float(quote.bid)
             requested = req.qty if req.qty is not None else req.notional / price
-            pos = account.positions.get(symbol)
             existing = pos.qty if pos is not None else 0.0
             held = self._held(account.id, symbol, "sell", price=price) if existing > 0 else 0.0
             available = max(round(existing - held, QTY_PLACES), 0.0)
@@ -190,6 +193,20 @@ class CryptoOrders:
                                                     f"({TAKER_BPS if taker else MAKER_BPS} bps), "
                                                     f"order {order.id}")
         self._add_activity(account.id, record)
+        self._fills.setdefault(account.id, []).extend(fee_fills(record))
+
+
+def fee_fills(record: dict) -> list[Fill]:
+    """A CFEE activity as portfolio history's replay sees it (cash moves by ``-qty * price``):
+    a coin fee is coin given away at no price; a cash fee is one unit bought at the fee and
+    given back at no price."""
+    if record.get("activity_type") != "CFEE" or record.get("_ns") is None:
+        return []
+    ns, symbol = record["_ns"], record["symbol"]
+    if record.get("qty") is not None:
+        return [Fill(ns, symbol, float(record["qty"]), 0.0)]
+    fee = -float(record.get("net_amount") or 0)
+    return [Fill(ns, symbol, 1.0, fee), Fill(ns, symbol, -1.0, 0.0)]
 
 
 def _insufficient_balance(coin: str, requested: float, available: float) -> ApiError:

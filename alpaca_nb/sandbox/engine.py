@@ -75,7 +75,7 @@ from typing import Any
 
 from .clock import Clock, Sessions
 from .corporate_events import CorporateEvents
-from .crypto_orders import CryptoOrders
+from .crypto_orders import CryptoOrders, fee_fills
 from .history import Fill, as_fill, deposit_activity
 from .ledger import (DEFAULT_CONFIG, Account, Position)
 from .matching import EPS, Matching, round_price, trail_stop
@@ -308,6 +308,7 @@ class Engine(CorporateEvents, CryptoOrders, Matching, Portfolio):
             fill = as_fill(record)
             if fill is not None:
                 self._fills.setdefault(account_id, []).append(fill)
+            self._fills.setdefault(account_id, []).extend(fee_fills(record))   # crypto fees
             self._activity_seq = max(self._activity_seq, int(record.get("_seq", 0)))
 
     def _register(self, order: Order) -> None:

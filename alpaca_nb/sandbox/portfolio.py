@@ -189,6 +189,9 @@ class Portfolio:
         pos = account.positions.get(symbol_or_id)
         if pos is None:
             pos = next((p for p in account.positions.values() if p.asset_id == symbol_or_id), None)
+        if pos is None and "/" not in symbol_or_id:     # a crypto pair written BTCUSD
+            asset = self._asset(symbol_or_id) or {}
+            pos = account.positions.get(asset.get("symbol", "")) if asset.get("class") == "crypto" else None
         if pos is None:
             raise not_found("position does not exist")
         return pos
@@ -245,7 +248,7 @@ class Portfolio:
             if size <= 0:
                 raise unprocessable("qty must be > 0")
         body = {"symbol": pos.symbol, "qty": fmt_money(size), "side": "sell" if pos.qty > 0 else "buy",
-                "type": "market", "time_in_force": "day"}
+                "type": "market", "time_in_force": "gtc" if pos.asset_class == "crypto" else "day"}
         return self.submit_order(account_id, body)
 
     def close_all_positions(self: "Engine", account_id: str, *,
