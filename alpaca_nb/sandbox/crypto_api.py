@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 from aiohttp import web
 
 from . import app as _app
@@ -35,14 +34,14 @@ from ._barjson import bar_json
 from .clock import DAY_NS, MINUTE_NS, rfc3339_array
 from .crypto_market import CryptoMarket, CryptoQuote, CryptoTrade, utc_day, utc_midnight_ns
 from .data_api import (
-    DEFAULT_LIMIT,
     MAX_LIMIT,
     TICK_BLOCK_MINUTES,
     Chunk,
     ChunkCache,
     bad,
     build_page,
-    decode_token,
+    multi_body,
+    parse_paging,
     parse_symbols,
 )
 from .market import UNIT_DAY, BarTick, Timeframe
@@ -216,23 +215,8 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> CryptoQu
     end = now if end is None or end > now else end
     if start is None:
         start = utc_midnight_ns(utc_day(min(now, end)))
-    raw_limit = q.get("limit")
-    if raw_limit in (None, ""):
-        limit = DEFAULT_LIMIT
-    else:
-        try:
-            limit = int(raw_limit)
-        except ValueError:
-            raise bad(f"Invalid format for parameter limit: error parsing '{raw_limit}' as integer") from None
-        if not 1 <= limit <= MAX_LIMIT:
-            raise bad(f"invalid limit: must be between 1 and {MAX_LIMIT}")
-    sort = q.get("sort") or "asc"
-    if sort not in ("asc", "desc"):
-        raise bad(f"invalid sort: {sort!r} (expected asc or desc)")
-    code = str(timeframe) if kind == "bars" else kind[0].upper()
-    raw_token = q.get("page_token")
-    token = decode_token(raw_token, code, symbols) if raw_token else None
-    return CryptoQuery(symbols, start, end, limit, sort == "desc", token, timeframe)
+    limit, desc, token = parse_paging(q, kind, timeframe, symbols)
+    return CryptoQuery(symbols, start, end, limit, desc, token, timeframe)
 
 
 def _location(request: web.Request) -> None:
@@ -259,16 +243,8 @@ def _historical(kind: str):
         series = CryptoSeries(market, request.app[CRYPTO_CHUNKS], kind, query.timeframe)
         page = build_page(series, known, start=query.start, end=query.end, limit=query.limit,
                           desc=query.desc, token=query.token, now=request.app[_app.CLOCK].now_ns())
-        out = [b'{"', kind.encode(), b'":{']
-        for i, (symbol, slices) in enumerate(page.parts):
-            out.append(b'"%s":[' % symbol.encode() if i == 0 else b'],"%s":[' % symbol.encode())
-            out.append(b",".join(slices))
-        if page.parts:
-            out.append(b"]")
-        token = b"null" if page.next_token is None else orjson.dumps(page.next_token)
-        out.append(b'},"next_page_token":' + token + b"}")
         elapsed_ms = (time.perf_counter() - started) * 1000
-        return json_response(b"".join(out), headers={"Server-Timing": f"page;dur={elapsed_ms:.3f}"})
+        return json_response(multi_body(kind, page), headers={"Server-Timing": f"page;dur={elapsed_ms:.3f}"})
     handler.__name__ = f"crypto_{kind}"
     return handler
 

@@ -563,6 +563,16 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     end_eff = horizon if end is None or end > horizon else end
     if start is None:
         start = ny_midnight_ns(ny_date(min(now, end_eff)))
+    limit, desc, token = parse_paging(q, kind, timeframe, symbols)
+    if too_recent:                      # after the 400s, as a request is checked before it is served
+        raise plans.recent_sip_refused()
+    return Query(symbols, start, end_eff, limit, desc, token, feed, currency, timeframe,
+                 horizon, adjustment)
+
+
+def parse_paging(q, kind: str, timeframe: Timeframe | None,
+                 symbols: list[str]) -> tuple[int, bool, tuple[str, int, int] | None]:
+    """``limit``, ``sort`` (True: desc) and ``page_token`` of a historical request (400s)."""
     raw_limit = q.get("limit")
     if raw_limit in (None, ""):
         limit = DEFAULT_LIMIT
@@ -579,10 +589,7 @@ def parse_query(request: web.Request, kind: str, symbols: list[str]) -> Query:
     series_code = str(timeframe) if kind == "bars" else kind[0].upper()
     raw_token = q.get("page_token")
     token = decode_token(raw_token, series_code, symbols) if raw_token else None
-    if too_recent:                      # after the 400s, as a request is checked before it is served
-        raise plans.recent_sip_refused()
-    return Query(symbols, start, end_eff, limit, sort == "desc", token, feed, currency, timeframe,
-                 horizon, adjustment)
+    return limit, sort == "desc", token
 
 
 def _series(request: web.Request, kind: str, timeframe: Timeframe | None,
@@ -678,20 +685,25 @@ def _timed(request: web.Request, body: bytes, started: float) -> web.Response:
     return json_response(body, headers={"Server-Timing": f"page;dur={elapsed_ms:.3f}, readahead;dur={ahead:.3f}"})
 
 
+def multi_body(kind: str, page: Page, tail: bytes = b"") -> bytes:
+    """``{"<kind>":{"SYM":[...],...},"next_page_token":...<tail>}`` of a multi-symbol page."""
+    out = [b'{"', kind.encode(), b'":{']
+    for i, (symbol, slices) in enumerate(page.parts):
+        out.append(b'"%s":[' % symbol.encode() if i == 0 else b'],"%s":[' % symbol.encode())
+        out.append(b",".join(slices))
+    if page.parts:
+        out.append(b"]")
+    out.append(b'},"next_page_token":' + _token_bytes(page.next_token) + tail + b"}")
+    return b"".join(out)
+
+
 def _historical_multi(kind: str):
     async def handler(request: web.Request) -> web.Response:
         started = time.perf_counter()
         symbols = parse_symbols(request.query.get("symbols"))
         query = parse_query(request, kind, symbols)
         page = _run_page(request, kind, query)
-        out = [b'{"', kind.encode(), b'":{']
-        for i, (symbol, slices) in enumerate(page.parts):
-            out.append(b'"%s":[' % symbol.encode() if i == 0 else b'],"%s":[' % symbol.encode())
-            out.append(b",".join(slices))
-        if page.parts:
-            out.append(b"]")
-        out.append(b'},"next_page_token":' + _token_bytes(page.next_token) + _tail(query) + b"}")
-        return _timed(request, b"".join(out), started)
+        return _timed(request, multi_body(kind, page, _tail(query)), started)
     handler.__name__ = f"multi_{kind}"
     return handler
 
