@@ -42,6 +42,7 @@ HEARTBEAT = 5.0
 EXPIRY = 20.0
 QUEUE_FRAMES = 10_000
 ACK_RETRY = 5.0
+BATCH = 2000                   # Redis messages read at once before they are delivered
 
 
 def _client(url: str) -> aioredis.Redis:
@@ -92,12 +93,16 @@ class Publisher:
                        loop.create_task(self._expire())]
         self._put((self.control_channel, orjson.dumps({"type": "hello"})))
 
+    def stopping(self) -> None:
+        """The relay is stopping: no loop of this object starts another round."""
+        self._closing = True
+
     async def close(self) -> None:
         # a flag as well as cancel(): redis-py may turn a cancellation inside a command into
         # a ConnectionError, which the loops would otherwise take for a broken connection
         self._closing = True
         self._wake.set()
-        for task in self._tasks:
+        for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         try:
@@ -179,10 +184,15 @@ class Publisher:
         if not isinstance(msg, dict) or not isinstance(msg.get("relay"), str):
             return
         if msg.get("type") == "subs" and isinstance(msg.get("path"), str) and isinstance(msg.get("subs"), dict):
-            asyncio.get_running_loop().create_task(self._apply(msg))
+            self._spawn(self._apply(msg))
         elif msg.get("type") == "bye":
             for key in [k for k in self._remotes if k[0] == msg["relay"]]:
-                asyncio.get_running_loop().create_task(self._forget(key))
+                self._spawn(self._forget(key))
+
+    def _spawn(self, work) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.append(task)
+        task.add_done_callback(self._tasks.remove)
 
     async def _apply(self, msg: dict[str, Any]) -> None:
         relay_id, path = msg["relay"], msg["path"]
@@ -264,11 +274,17 @@ class RedisSource:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._read()), loop.create_task(self._heartbeat())]
 
+    def stopping(self) -> None:
+        """The relay is stopping: no loop of this object starts another round (a flag, as
+        redis-py may turn a cancellation into a ConnectionError that a retry loop would catch)."""
+        self._closing = True
+
     async def close(self) -> None:
         self._closing = True           # (see Publisher.close)
         try:
-            await self._redis.publish(self.control_channel, orjson.dumps({"type": "bye", "relay": self.relay_id}))
-        except (RedisError, OSError):
+            await asyncio.wait_for(self._redis.publish(
+                self.control_channel, orjson.dumps({"type": "bye", "relay": self.relay_id})), 2.0)
+        except (RedisError, OSError, asyncio.TimeoutError):
             pass
         for task in self._tasks:
             task.cancel()
@@ -290,7 +306,7 @@ class RedisSource:
         """Listen to the Redis channels ``target`` needs, then have the publisher subscribe
         them upstream; returns its answer (None, or Alpaca's error code)."""
         await self._listen()
-        while True:
+        while not self._closing:
             seq = next(self._seq)
             future = self._acks[seq] = asyncio.get_running_loop().create_future()
             try:
@@ -305,6 +321,7 @@ class RedisSource:
                 await asyncio.sleep(1.0)
             finally:
                 self._acks.pop(seq, None)
+        return 500                       # the relay is stopping
 
     async def _publish_subs(self, path: str, target: dict[str, set[str]], seq: int | None) -> None:
         await self._redis.publish(self.control_channel, orjson.dumps(
@@ -346,36 +363,52 @@ class RedisSource:
 
     # ------------------------------------------------------------------ reading
     async def _read(self) -> None:
-        prefix = self.prefix + ":"
+        """Read Redis; the data messages that arrived together (one publish per symbol) are
+        delivered to the clients as one frame per endpoint, as the upstream sent them."""
+        pubsub = self._pubsub
         while not self._closing:
             try:
-                async for message in self._pubsub.listen():
-                    kind = message.get("type")
-                    if kind not in ("message", "pmessage"):
-                        continue
-                    channel = message["channel"].decode()
-                    data = message["data"]
-                    if channel == self.trade_channel:
-                        self.relay.trading_endpoint().on_frame(data)
-                    elif channel == self.control_channel:
-                        self._on_control(data)
-                    elif channel.startswith(prefix):
-                        path = channel[len(prefix):].rsplit(":", 1)[0]
-                        endpoint = self.relay.data.get(path)
-                        if endpoint is not None:
-                            endpoint.on_frame(data)
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None:
+                    continue
+                batch: dict[str, list[bytes]] = {}
+                while message is not None:
+                    self._take(message, batch)
+                    if sum(len(v) for v in batch.values()) >= BATCH:
+                        break
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+                for path, payloads in batch.items():
+                    endpoint = self.relay.data.get(path)
+                    if endpoint is not None:
+                        endpoint.on_frame(payloads[0] if len(payloads) == 1 else
+                                          b"[" + b",".join(p[1:-1] for p in payloads if len(p) > 2) + b"]")
             except (RedisError, OSError) as exc:
                 log.warning("relay: Redis connection lost (%s); reconnecting", exc)
-                for endpoint in list(self.relay.data.values()):
-                    endpoint.on_status(StreamStatus("reconnecting", "data", 1, "Redis connection lost"))
+                self._status("reconnecting", "Redis connection lost")
                 await asyncio.sleep(1.0)
                 try:
-                    await self._pubsub.subscribe(self.control_channel, self.trade_channel, *self._channels)
+                    await pubsub.subscribe(self.control_channel, self.trade_channel, *self._channels)
                     if self._patterns:
-                        await self._pubsub.psubscribe(*self._patterns)
+                        await pubsub.psubscribe(*self._patterns)
                     await self._resend()
+                    self._status("connected", None)
                 except (RedisError, OSError):
                     pass
+
+    def _take(self, message: dict[str, Any], batch: dict[str, list[bytes]]) -> None:
+        if message.get("type") not in ("message", "pmessage"):
+            return
+        channel, data = message["channel"].decode(), message["data"]
+        if channel == self.trade_channel:
+            self.relay.trading_endpoint().on_frame(data)
+        elif channel == self.control_channel:
+            self._on_control(data)
+        elif channel.startswith(self.prefix + ":"):
+            batch.setdefault(channel[len(self.prefix) + 1:].rsplit(":", 1)[0], []).append(data)
+
+    def _status(self, state: str, reason: str | None) -> None:
+        for endpoint in list(self.relay.data.values()):
+            endpoint.on_status(StreamStatus(state, "data", reason=reason))
 
     def _on_control(self, raw: bytes) -> None:
         try:

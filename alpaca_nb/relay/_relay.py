@@ -28,6 +28,7 @@ FEEDS = {path.rsplit("/", 1)[1]: path for path in DATA_PATHS}
 DEFAULT_PORT = 8766
 SLOW_CLIENT_BYTES = 16 * 1024 * 1024
 MAX_CLIENTS = 256
+CLOSE_TIMEOUT = 10.0
 
 
 class RelayError(RuntimeError):
@@ -222,7 +223,12 @@ class Relay:
         try:
             await self._stopping.wait()
         finally:
-            await self._close()
+            try:
+                await asyncio.wait_for(self._close(), CLOSE_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("relay: closing took longer than %.0f s; leaving the rest", CLOSE_TIMEOUT)
+            if self._discovery_file:
+                _config.remove_relay_discovery(self._discovery_file)
 
     async def _open(self) -> None:
         if not is_loopback(self.host):
@@ -275,6 +281,9 @@ class Relay:
         if self._discovery_file:
             _config.remove_relay_discovery(self._discovery_file)
             self._discovery_file = None
+        for part in (self._publisher, self._source):
+            if part is not None:
+                part.stopping()
         if self._runner is not None:          # clients first: their leaving starts no new work
             await self._runner.cleanup()
         for endpoint in self.data.values():

@@ -1,0 +1,278 @@
+"""The stream relay: the sandbox's quote flood fanned out to 10 local clients, and the latency the
+relay adds, direct / through one relay / through Redis, side by side in one run.
+
+Processes: the sandbox (``alpaca-nb sandbox --port 0``), the relay (``alpaca-nb relay --port 0``;
+its upstream URL carries ``?quote_rate=N``, so the sandbox floods the relay's one connection with
+pre-encoded quote batches whose ``t`` is the wall-clock send time), and for the Redis case a
+``redis-server``, a publishing relay (``--publish``) and a relay fed from Redis (``--source``).
+The clients are 10 processes, each with one WebSocket (websocket-client's upgrade, then
+alpaca_nb's FrameReader): they count the quotes of each frame (``"T":"q"`` occurrences, no
+decoding) and read the ``t`` of the frame's first quote.
+
+(a) Fan-out throughput: the flood asks for more than anything here can take; every client
+    subscribes the same 10 symbols. Quotes/s delivered to each client (the slowest client is
+    reported), against one client reading the sandbox directly. CPU of the relay process(es)
+    in cores (CPU seconds per second).
+(b) Added latency at 10,000 quotes/s: from the sandbox's send time to the client's receipt of
+    the frame (all 10 clients pooled); p50 and p99, direct vs relay vs Redis, and the relay's
+    CPU at that rate.
+
+Every figure is the median over ``--runs`` runs. Usage::
+
+    python benchmarks/bench_relay.py [--runs 3] [--seconds 4] [--clients 10] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack, contextmanager
+
+import orjson
+import psutil
+import requests
+from _common import HEADERS, sandbox_process
+
+from alpaca_nb.relay._fanout import iso_to_ns
+from alpaca_nb.stream._socket import FrameReader, open_socket
+
+SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX"]
+FLOOD = 2_000_000          # quotes/s asked for in the throughput runs (more than anyone takes)
+TOKEN = "bench-relay-token"
+
+
+def new_keys(url: str) -> tuple[str, str]:
+    resp = requests.post(url + "/sandbox/accounts", json={}, timeout=10, headers=HEADERS)
+    resp.raise_for_status()
+    body = resp.json()
+    return body["key_id"], body["secret_key"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def relay_process(env: dict[str, str], *args: str):
+    """``alpaca-nb relay --port 0 ...``; yields (ws URL, psutil.Process)."""
+    proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "relay", "--port", "0", "--no-discovery",
+                             "--log-level", "WARNING", *args], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        if "listening on " not in line:
+            raise RuntimeError(f"the relay did not start: {line!r}")
+        yield line.split("listening on ")[1].split()[0], psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def redis_process():
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0", psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def client_main(conn, url: str, key: str, secret: str) -> None:
+    """One client process: a raw data-stream connection that counts quotes (and, while asked,
+    samples the latency of each frame's first quote). Commands from ``conn``: "start", "stop"
+    (answered with the counts), "quit"."""
+    ws = open_socket(url, timeout=10, user_agent="bench-relay")
+    reader = FrameReader(ws.sock)
+    ws.sock.settimeout(15)
+
+    def expect(word: bytes) -> None:
+        while True:
+            for op, payload in reader.read():
+                if op <= 2 and word in bytes(payload):
+                    return
+
+    ws.send(orjson.dumps({"action": "auth", "key": key, "secret": secret}))
+    expect(b"authenticated")
+    ws.send(orjson.dumps({"action": "subscribe", "quotes": SYMBOLS}))
+    expect(b"subscription")
+    conn.send("ready")
+    state = {"count": 0, "samples": [], "sampling": False}
+    stop = threading.Event()
+
+    def read() -> None:
+        ws.sock.settimeout(0.5)
+        marker = b'"T":"q"'
+        while not stop.is_set():
+            try:
+                frames = reader.read()
+            except TimeoutError:
+                continue
+            except Exception:
+                return
+            now = time.time_ns()
+            for op, payload in frames:
+                if op > 2:
+                    continue
+                data = bytes(payload)
+                n = data.count(marker)
+                state["count"] += n
+                if n and state["sampling"]:
+                    i = data.find(b'"t":"')
+                    if i >= 0:
+                        end = data.index(b'"', i + 5)
+                        state["samples"].append(now - iso_to_ns(data[i + 5:end].decode()))
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    while True:
+        command, latency = conn.recv()
+        if command == "start":
+            state["samples"] = []
+            state["sampling"] = latency
+            start, count = time.monotonic(), state["count"]
+            conn.send("started")
+        elif command == "stop":
+            state["sampling"] = False
+            conn.send({"rate": (state["count"] - count) / (time.monotonic() - start), "samples": state["samples"]})
+        else:
+            break
+    stop.set()
+    thread.join(2)
+    ws.close(timeout=0.5)
+
+
+@contextmanager
+def clients(n: int, url: str, key: str, secret: str):
+    """``n`` client processes; yields their pipes once every one is subscribed."""
+    ctx = multiprocessing.get_context("fork")
+    pipes, procs = [], []
+    try:
+        for _ in range(n):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=client_main, args=(child, url, key, secret), daemon=True)
+            proc.start()
+            pipes.append(parent)
+            procs.append(proc)
+        for pipe in pipes:
+            if not pipe.poll(60) or pipe.recv() != "ready":
+                raise RuntimeError("a client did not start")
+        yield pipes
+    finally:
+        for pipe in pipes:
+            try:
+                pipe.send(("quit", False))
+            except OSError:
+                pass
+        for proc in procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+
+
+def measure(pipes, procs: list[psutil.Process], seconds: float, *, latency: bool) -> dict:
+    time.sleep(1.0)                                   # warm up
+    for pipe in pipes:
+        pipe.send(("start", latency))
+    for pipe in pipes:
+        pipe.recv()
+    cpu = [sum(p.cpu_times()[:2]) for p in procs]
+    start = time.monotonic()
+    time.sleep(seconds)
+    elapsed = time.monotonic() - start
+    used = [(sum(p.cpu_times()[:2]) - c0) / elapsed for p, c0 in zip(procs, cpu, strict=True)]
+    for pipe in pipes:
+        pipe.send(("stop", latency))
+    results = [pipe.recv() for pipe in pipes]
+    rates = [r["rate"] for r in results]
+    out = {"min_rate": min(rates), "mean_rate": statistics.mean(rates), "cpu": sum(used)}
+    if latency:
+        samples = sorted(s for r in results for s in r["samples"])
+        out["p50_ms"] = samples[len(samples) // 2] / 1e6
+        out["p99_ms"] = samples[int(len(samples) * 0.99)] / 1e6
+    return out
+
+
+def run_case(case: str, url: str, *, rate: int, n_clients: int, seconds: float, latency: bool) -> dict:
+    key, secret = new_keys(url)
+    stream = f"ws{url[4:]}?quote_rate={rate}"
+    env = {**os.environ, "APCA_API_KEY_ID": key, "APCA_API_SECRET_KEY": secret, "APCA_API_BASE_URL": url,
+           "APCA_API_DATA_URL": url, "APCA_API_STREAM_URL": stream, "ALPACA_NB_RELAY": "off",
+           "ALPACA_NB_RELAY_TOKEN": TOKEN}
+    with ExitStack() as stack:
+        procs: list[psutil.Process] = []
+        if case == "direct":
+            target, n_clients, who = stream.replace("?", "/v2/iex?"), 1, (key, secret)
+        elif case == "relay":
+            relay, proc = stack.enter_context(relay_process(env))
+            target, who, procs = relay + "/v2/iex", (key, secret), [proc]
+        else:
+            redis_url, redis_proc = stack.enter_context(redis_process())
+            publisher, pub_proc = stack.enter_context(relay_process(env, "--publish", redis_url))
+            source_env = {k: v for k, v in env.items() if not k.startswith("APCA_")}
+            source, src_proc = stack.enter_context(relay_process(source_env, "--source", redis_url))
+            target, who, procs = source + "/v2/iex", ("bench", TOKEN), [pub_proc, redis_proc, src_proc]
+        pipes = stack.enter_context(clients(n_clients, target, *who))
+        return measure(pipes, procs, seconds, latency=latency)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--out", help="write the medians as JSON to this file")
+    args = parser.parse_args()
+    results: dict[str, list[dict]] = {}
+    with sandbox_process() as url:
+        for run in range(args.runs):
+            for case in ("direct", "relay", "redis"):
+                for kind, rate in (("flood", FLOOD), ("10k", 10_000)):
+                    r = run_case(case, url, rate=rate, n_clients=args.clients, seconds=args.seconds,
+                                 latency=kind == "10k")
+                    results.setdefault(f"{case} {kind}", []).append(r)
+                    print(f"run {run + 1} {case:6} {kind:5} " + ", ".join(f"{k} {v:,.3f}" for k, v in r.items()),
+                          flush=True)
+    medians = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
+    print(f"\nmedians over {args.runs} runs, {args.clients} clients through the relays:")
+    print(f"{'case':14} {'quotes/s per client (min)':>26} {'p50 ms':>8} {'p99 ms':>8} {'relay CPU (cores)':>18}")
+    for name, m in medians.items():
+        p50 = f"{m['p50_ms']:.3f}" if "p50_ms" in m else "-"
+        p99 = f"{m['p99_ms']:.3f}" if "p99_ms" in m else "-"
+        cpu = f"{m['cpu']:.2f}" if not name.startswith("direct") else "-"
+        print(f"{name:14} {m['min_rate']:>26,.0f} {p50:>8} {p99:>8} {cpu:>18}")
+    for case in ("relay", "redis"):
+        d, r = medians["direct 10k"], medians[f"{case} 10k"]
+        print(f"added latency, {case} vs direct at 10,000 quotes/s: p50 {r['p50_ms'] - d['p50_ms']:+.3f} ms, "
+              f"p99 {r['p99_ms'] - d['p99_ms']:+.3f} ms")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(medians, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
