@@ -10,6 +10,7 @@ sandbox nor the client side.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import re
 import struct
@@ -20,7 +21,7 @@ import orjson
 from aiohttp import WSMsgType
 
 __all__ = ["CHANNELS", "ERRORS", "FOREIGN_CHANNELS", "MIRRORED", "SYMBOL_RE", "Codec",
-           "ForeignChannel", "ProtocolSyntaxError", "decode_client_message", "error_message",
+           "ForeignChannel", "ProtocolSyntaxError", "credentials", "decode_client_message", "error_message",
            "iso_ns", "parse_change", "subscription_message"]
 
 NS = 1_000_000_000
@@ -50,6 +51,19 @@ class ProtocolSyntaxError(Exception):
 
 class ForeignChannel(Exception):
     """A subscribe naming a channel of another stream: error 410."""
+
+
+def credentials(headers) -> tuple[str | None, str | None]:
+    """Key id and secret from APCA headers or ``Authorization: Basic`` (a request, or a
+    WebSocket upgrade that authenticates in its headers)."""
+    key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
+    auth = headers.get("Authorization", "")
+    if (not key or not secret) and auth[:6].lower() == "basic ":
+        try:
+            key, _, secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None, None
+    return key, secret
 
 
 def error_message(code: int) -> dict[str, Any]:

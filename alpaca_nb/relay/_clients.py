@@ -34,6 +34,7 @@ from .._stream_protocol import (
     Codec,
     ForeignChannel,
     ProtocolSyntaxError,
+    credentials,
     decode_client_message,
     error_message,
     parse_change,
@@ -69,20 +70,6 @@ class Credentials:
 
     def __repr__(self) -> str:
         return "Credentials(****)"
-
-
-def header_credentials(headers) -> tuple[str | None, str | None]:
-    """Key id and secret from APCA headers or ``Authorization: Basic`` on the upgrade."""
-    import base64
-
-    key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
-    auth = headers.get("Authorization", "")
-    if (not key or not secret) and auth[:6].lower() == "basic ":
-        try:
-            key, _, secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None, None
-    return key, secret
 
 
 class Outbox:
@@ -173,7 +160,7 @@ class DataClient(Subscriber):
 
     async def run(self, request: web.Request) -> None:
         self.send([{"T": "success", "msg": "connected"}])
-        key, secret = header_credentials(request.headers)
+        key, secret = credentials(request.headers)
         if key and secret:
             await self.authenticate(key, secret)
         timer = asyncio.get_running_loop().call_later(AUTH_TIMEOUT, self._auth_timeout)

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import orjson
 
 from ..stream._hub import StreamStatus
+from ._clients import DataClient
 from ._fanout import Frame, Subscriber, fan_out, union
 from ._upstream import UpstreamFatal
 
@@ -147,9 +148,8 @@ class DataEndpoint:
         else:
             text = f"relay: upstream {status.state}" + (f" ({status.reason})" if status.reason else "")
         for client in list(self.clients):
-            send = getattr(client, "send", None)
-            if send is not None and getattr(client, "authenticated", False):
-                send([{"T": "success", "msg": text}])
+            if isinstance(client, DataClient) and client.authenticated:
+                client.send([{"T": "success", "msg": text}])
         self.relay.status_changed(self.path, status)
 
 

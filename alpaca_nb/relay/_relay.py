@@ -394,7 +394,7 @@ class Relay:
         body = {
             "upstreams": {p: {"state": s.state, "reason": s.reason, "attempt": s.attempt}
                           for p, s in self._statuses.items()},
-            "clients": {p: sum(1 for c in e.clients if isinstance(c, DataClient)) for p, e in self.data.items()},
+            "clients": {p: sum(isinstance(c, DataClient) for c in e.clients) for p, e in self.data.items()},
             "trading_clients": len(self.trading.clients) if self.trading else 0,
             "connections": {u.url.split("?")[0]: u.connections for u in self._upstreams},
             "redis": "publish" if self._publisher else "source" if self._source else None,

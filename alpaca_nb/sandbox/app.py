@@ -12,7 +12,6 @@ accounts, move the virtual clock, change chaos at run time and drop stream conne
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import random
 import secrets
@@ -22,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .._stream_protocol import credentials
 from . import corporate_api, crypto_api, crypto_stream, data_api, trading_api
 from .crypto_market import CryptoMarket
 from .crypto_orders import MarketWithCrypto
@@ -192,18 +192,6 @@ ACCOUNT = web.RequestKey("account_id", str)   # request[ACCOUNT]: the authentica
 KEY_ID = web.RequestKey("key_id", str)        # request[KEY_ID]: the authenticated key id
 
 PUBLIC_PATHS = ("/sandbox/health",)
-
-
-def credentials(headers) -> tuple[str | None, str | None]:
-    """Key id and secret from APCA headers or ``Authorization: Basic``."""
-    key, secret = headers.get("APCA-API-KEY-ID"), headers.get("APCA-API-SECRET-KEY")
-    auth = headers.get("Authorization", "")
-    if (not key or not secret) and auth[:6].lower() == "basic ":
-        try:
-            key, _, secret = base64.b64decode(auth[6:].strip()).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None, None
-    return key, secret
 
 
 def _is_websocket(request: web.Request) -> bool:
