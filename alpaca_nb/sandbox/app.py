@@ -23,9 +23,9 @@ from aiohttp import web
 
 from .._stream_protocol import credentials
 from . import corporate_api, crypto_api, crypto_stream, data_api, trading_api
+from .clock import MARKET_MODES, Clock, MarketMode, Sessions
 from .crypto_market import CryptoMarket
 from .crypto_orders import MarketWithCrypto
-from .clock import MARKET_MODES, Clock, MarketMode, Sessions
 from .engine import Engine
 from .market import Market
 from .plans import DATA_PLANS, DEFAULT_DATA_PLAN, check_data_plan
