@@ -1,5 +1,5 @@
-"""The server side of Alpaca's market-data stream protocol (protocol section 5), shared by the
-sandbox's data stream and the stream relay.
+"""The server side of Alpaca's stream protocols (protocol sections 5 and 6), shared by the
+sandbox's streams and the stream relay.
 
 What is here is protocol, not behaviour: the error codes and their texts, the channel names, the
 two codecs (JSON text frames; msgpack binary frames with timestamps as msgpack Timestamp ext -1
@@ -21,8 +21,9 @@ import orjson
 from aiohttp import WSMsgType
 
 __all__ = ["CHANNELS", "ERRORS", "FOREIGN_CHANNELS", "MIRRORED", "SYMBOL_RE", "Codec",
-           "ForeignChannel", "ProtocolSyntaxError", "credentials", "decode_client_message", "error_message",
-           "iso_ns", "parse_change", "subscription_message"]
+           "ForeignChannel", "ProtocolSyntaxError", "authorization", "credentials",
+           "decode_client_message", "error_message", "iso_ns", "parse_change", "subscription_message",
+           "trading_auth"]
 
 NS = 1_000_000_000
 
@@ -64,6 +65,31 @@ def credentials(headers) -> tuple[str | None, str | None]:
         except (ValueError, UnicodeDecodeError):
             return None, None
     return key, secret
+
+
+def trading_auth(message: dict) -> tuple[Any, Any] | None:
+    """Key id and secret of a trade-updates auth message in either form (protocol 6.2):
+    ``{"action":"auth","key":...,"secret":...}`` or ``{"action":"authenticate","data":
+    {"key_id":...,"secret_key":...}}`` (alpaca-py); None for any other message."""
+    action = message.get("action")
+    if action == "auth":
+        return message.get("key"), message.get("secret")
+    if action == "authenticate":
+        data = message.get("data") if isinstance(message.get("data"), dict) else {}
+        return data.get("key_id"), data.get("secret_key")
+    return None
+
+
+def authorization(authorized: bool, *, action: str = "authenticate", missing: bool = False,
+                  message: str | None = None) -> dict[str, Any]:
+    """The trade-updates stream's ``authorization`` reply; ``missing`` (no key or secret given)
+    adds the text Alpaca sends then (alpaca-ts #23)."""
+    data: dict[str, Any] = {"status": "authorized" if authorized else "unauthorized", "action": action}
+    if missing and not authorized:
+        message = "must provide key_id and secret_key or oauth_token"
+    if message:
+        data["message"] = message
+    return {"stream": "authorization", "data": data}
 
 
 def error_message(code: int) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 
 from .._stream_protocol import (
     Codec,
+    authorization,
     ForeignChannel,
     ProtocolSyntaxError,
     credentials,
@@ -39,6 +40,7 @@ from .._stream_protocol import (
     error_message,
     parse_change,
     subscription_message,
+    trading_auth,
 )
 from ._fanout import Frame, Subscriber
 
@@ -256,23 +258,16 @@ class TradingClient:
             return
         action = message.get("action")
         data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        if action in ("auth", "authenticate"):
-            if action == "auth":
-                key, secret = message.get("key"), message.get("secret")
-            else:
-                key, secret = data.get("key_id"), data.get("secret_key")
-            if self.endpoint.relay.credentials.check(key, secret):
-                self.authorized = True
-                self.send({"stream": "authorization", "data": {"status": "authorized", "action": "authenticate"}})
-            else:
+        auth = trading_auth(message)
+        if auth is not None:
+            key, secret = auth
+            self.authorized = self.endpoint.relay.credentials.check(key, secret)
+            if not self.authorized:
                 log.info("relay: trade-updates client %s sent wrong credentials", self.name)
-                reply = {"status": "unauthorized", "action": "authenticate"}
-                if not key or not secret:
-                    reply["message"] = "must provide key_id and secret_key or oauth_token"
-                self.send({"stream": "authorization", "data": reply})
+            self.send(authorization(self.authorized, missing=not key or not secret))
         elif action == "listen":
             if not self.authorized:
-                self.send({"stream": "authorization", "data": {"status": "unauthorized", "action": "listen"}})
+                self.send(authorization(False, action="listen"))
                 return
             streams = data.get("streams")
             wanted = [s for s in streams if s == "trade_updates"] if isinstance(streams, list) else []

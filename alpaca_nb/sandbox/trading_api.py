@@ -23,6 +23,7 @@ import msgpack
 import orjson
 from aiohttp import WSMsgType, web
 
+from .._stream_protocol import authorization, trading_auth
 from .clock import NY, from_ns
 from .wire import (Connection, dumps, iso_ny, json_response, not_found, parse_bool, read_json,
                    unprocessable)
@@ -300,32 +301,21 @@ class _TradeStream:
             return
         action = message.get("action")
         data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        if action in ("auth", "authenticate"):
-            if action == "auth":
-                key, secret = message.get("key"), message.get("secret")
-            else:
-                key, secret = data.get("key_id"), data.get("secret_key")
+        auth = trading_auth(message)
+        if auth is not None:
+            key, secret = auth
             authorized = self.authenticate(key, secret)
             if authorized and self.holds_the_slot_elsewhere():
                 # Alpaca allows one trade_updates connection per account; the message text is
                 # the sandbox's own (the real one is unconfirmed)
                 self.account_id, self.conn.key_id = None, None
-                self.send({"stream": "authorization",
-                           "data": {"status": "unauthorized", "action": "authenticate",
-                                    "message": "connection limit exceeded"}})
+                self.send(authorization(False, message="connection limit exceeded"))
                 self.queue.put_nowait(_CLOSE)
-            elif authorized:
-                self.send({"stream": "authorization",
-                           "data": {"status": "authorized", "action": "authenticate"}})
             else:
-                reply = {"status": "unauthorized", "action": "authenticate"}
-                if not key or not secret:
-                    reply["message"] = "must provide key_id and secret_key or oauth_token"
-                self.send({"stream": "authorization", "data": reply})
+                self.send(authorization(authorized, missing=not key or not secret))
         elif action == "listen":
             if self.account_id is None:
-                self.send({"stream": "authorization",
-                           "data": {"status": "unauthorized", "action": "listen"}})
+                self.send(authorization(False, action="listen"))
                 return
             streams = data.get("streams")
             wanted = [s for s in streams if s == "trade_updates"] if isinstance(streams, list) else []
