@@ -220,9 +220,10 @@ class Transport:
         """A trading-API request (``path`` starts with /v2/), paced by the trading limiter."""
         return self.request(method, self.settings.base_url + path, api="trading", **kw)
 
-    def data(self, path: str, params: Mapping[str, Any] | None = None, *, raw: bool = False) -> Any:
+    def data(self, path: str, params: Mapping[str, Any] | None = None, *, raw: bool = False,
+             retry: bool | None = None) -> Any:
         """A market-data GET (``path`` starts with /v2/stocks/), paced by the data limiter."""
-        return self.request("GET", self.settings.data_url + path, params=params, raw=raw, api="data")
+        return self.request("GET", self.settings.data_url + path, params=params, raw=raw, api="data", retry=retry)
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 json: Any = None, raw: bool = False, retry: bool | None = None,

@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 from _http_proxy import RecordingProxy
-from _stream_helpers import FAST, connect, wait_for
+from _stream_helpers import FAST, wait_for
 from conftest import new_account
 
 import alpaca_nb as anb
@@ -70,15 +70,19 @@ def test_close_stops_both_threads_and_the_socket(api, sandbox_process):
     assert not open_hubs()
 
 
-def test_after_close_no_thread_is_left_and_no_request_is_sent():
-    """close() while the order reconciliation is failing and being retried: its threads are gone
-    when close() returns, and the proxy in front of the trading API sees nothing after that."""
-    with Sandbox(**FAST, chaos="503=1,scope=/v2/orders,methods=GET") as sb, RecordingProxy(sb.url) as proxy:
-        api = connect(new_account(sb), base_url=proxy.url)
+@pytest.mark.parametrize("chore", ["/v2/orders", "/v2/stocks/quotes/latest"])
+def test_after_close_no_thread_is_left_and_no_request_is_sent(chore):
+    """close() while a REST chore (the order reconciliation, the table's refill) is failing and
+    being retried: the threads are gone when close() returns, and the proxy in front of the
+    REST API sees nothing after that."""
+    with Sandbox(**FAST, chaos=f"503=1,scope={chore},methods=GET") as sb, RecordingProxy(sb.url) as proxy:
+        account = new_account(sb)
+        api = anb.connect(base_url=proxy.url, data_url=proxy.url, stream_url=account.stream_url,
+                          key_id=account.key_id, secret_key=account.secret_key)
         s = api.stream(quotes=["AAPL"], trade_updates=True)
         hubs = [s._data, s._trading]
         threads = [h._thread for h in hubs] + [h.fanout._thread for h in hubs]
-        wait_for(lambda: proxy.count("GET", "/v2/orders"), 10, "the reconciliation to list orders")
+        wait_for(lambda: proxy.count("GET", chore), 10, "the chore's first request")
         s.close()
         assert not any(t.is_alive() for t in threads)
         sent = proxy.requests

@@ -293,8 +293,8 @@ class DataHub(Hub):
             symbols = [s for s in subs.get(wire, ()) if s != "*" and s in wanted]
             for i in range(0, len(symbols), REFILL_CHUNK):
                 chunk = symbols[i:i + REFILL_CHUNK]
-                body = self.call_rest(self.rest, f"/v2/stocks/{kind}/latest",
-                                      {"symbols": ",".join(chunk), "feed": self.feed})
+                body = self.call_rest(self.rest, f"/v2/stocks/{kind}/latest",     # retried by the fan-out
+                                      {"symbols": ",".join(chunk), "feed": self.feed}, retry=False)
                 records = (body or {}).get(kind) if isinstance(body, dict) else None
                 if isinstance(records, dict):
                     with self.lock:     # so an unsubscribe cannot slip between check and merge
