@@ -221,8 +221,17 @@ def iso_nano(ns: int) -> str:
     fraction up to nanoseconds, trailing zeros trimmed, no fraction at all on a whole second:
     '2022-04-19T17:45:05.024916716Z', '2019-06-12T22:47:07.99658Z', '2024-01-02T14:31:10Z'."""
     secs, frac = divmod(int(ns), NS)
-    base = dt.datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{frac:09d}".rstrip("0").rstrip(".") + "Z"
+    base = _SECONDS.get(secs)
+    if base is None:                    # orders and events repeat a few seconds many times
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        base = _SECONDS[secs] = dt.datetime.fromtimestamp(secs, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if not frac:
+        return base + "Z"
+    return f"{base}.{frac:09d}".rstrip("0") + "Z"
+
+
+_SECONDS: dict[int, str] = {}           # epoch second -> "YYYY-MM-DDTHH:MM:SS" (UTC)
 
 
 def iso_us(ns: int | None) -> str | None:
