@@ -287,6 +287,10 @@ def test_the_relay_binds_loopback_unless_told(acct):
     with relay:
         addresses = relay._runner.addresses
         assert addresses and all(a[0] == "127.0.0.1" for a in addresses)
+        status = requests.get(f"http://127.0.0.1:{relay.port}/relay/status", timeout=10).json()
+        assert status["upstreams"]["v2/iex"]["state"] == "connected"
+        assert status["upstreams"]["stream"]["state"] == "connected"
+        assert acct.secret_key not in json.dumps(status)
 
 
 def test_connect_finds_a_running_relay_and_status_says_so(acct, relay_dir):

@@ -32,9 +32,9 @@ from aiohttp import WSMsgType, web
 
 from .._stream_protocol import (
     Codec,
-    authorization,
     ForeignChannel,
     ProtocolSyntaxError,
+    authorization,
     credentials,
     decode_client_message,
     error_message,
@@ -85,7 +85,6 @@ class Outbox:
         self._bytes = 0
         self._wake = asyncio.Event()
         self.cut = False
-        self.sent = 0
         self._task = asyncio.get_running_loop().create_task(self._write(), name=f"relay-out-{name}")
 
     def put(self, data: bytes, opcode: WSMsgType, *, slow_error: bytes | None = None) -> None:
@@ -128,7 +127,6 @@ class Outbox:
                     data, opcode = frames.popleft()
                     self._bytes -= len(data)
                     await ws.send_frame(data, opcode)
-                    self.sent += 1
         except (ConnectionError, RuntimeError):
             pass
         except asyncio.CancelledError:

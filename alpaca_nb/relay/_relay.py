@@ -390,15 +390,20 @@ class Relay:
         return ws
 
     async def _status_handler(self, request: web.Request) -> web.Response:
-        """GET /relay/status: upstream states and client counts (no secrets, no symbols)."""
+        """GET /relay/status: upstream states, client counts, upstream frames relayed and (when
+        publishing) frames published to / dropped for Redis; no secrets, no symbols."""
         body = {
             "upstreams": {p: {"state": s.state, "reason": s.reason, "attempt": s.attempt}
                           for p, s in self._statuses.items()},
             "clients": {p: sum(isinstance(c, DataClient) for c in e.clients) for p, e in self.data.items()},
             "trading_clients": len(self.trading.clients) if self.trading else 0,
             "connections": {u.url.split("?")[0]: u.connections for u in self._upstreams},
+            "frames": {**{p: e.frames for p, e in self.data.items()},
+                       "stream": self.trading.frames if self.trading else 0},
             "redis": "publish" if self._publisher else "source" if self._source else None,
         }
+        if self._publisher is not None:
+            body["published"], body["dropped"] = self._publisher.published, self._publisher.dropped
         return web.json_response(body)
 
 
