@@ -5,6 +5,14 @@ raw bytes and the next page is requested on a background thread, so the network 
 of the previous page overlap. Each page is turned into columns right away (see
 :class:`alpaca_nb.frames.SeriesAccumulator`), so the decoded JSON of only about one page is alive
 at a time.
+
+Crypto pairs (symbols with a slash, "BTC/USD") are routed to Alpaca's v1beta3 crypto endpoints
+(``/v1beta3/crypto/{loc}/...``, ``loc`` "us" by default), stocks to ``/v2/stocks/...``; a request
+that mixes both downloads each class from its endpoint into one frame with the same columns and
+dtypes (volume is float64 for both: crypto volumes are fractional). ``feed`` and ``adjustment``
+apply to stocks only: crypto has one feed per location and no corporate actions, so they are not
+sent for crypto pairs (their adjusted bars are their raw bars). Trades of a request that holds a
+crypto pair have one more column, ``taker_side`` ("B"/"S"; NA for stocks).
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -49,6 +57,10 @@ PAGE_SIZE = 10_000
 ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
 FEEDS = ("sip", "iex", "otc", "boats", "delayed_sip", "overnight")
 _SCHEMAS = {"bars": frames.BAR, "trades": frames.TRADE, "quotes": frames.QUOTE}
+CRYPTO_LOCATIONS = ("us", "us-1", "us-2", "bs-1")
+CRYPTO_TRADE = frames.Schema("trades", frames.TRADE.fields + (frames.Field("taker_side", "tks", "str"),),
+                             frames.TRADE.index)
+ORDERBOOK_COLUMNS = ("symbol", "side", "level", "price", "size", "timestamp")
 _MAX_SYMBOL_CHARS = 4000        # keep URLs well under common limits; longer lists are split
 _CACHE_MARGIN_NS = 15 * 60 * NS  # a real day counts as over 15 minutes after New York midnight
 
@@ -65,35 +77,55 @@ class SeriesRequest:
     adjustment: str | None = None
     feed: str | None = None
     limit: int | None = None
+    loc: str = "us"
 
     @property
     def schema(self) -> frames.Schema:
+        if self.kind == "trades" and any(map(is_crypto, self.symbols)):
+            return CRYPTO_TRADE
         return _SCHEMAS[self.kind]
+
+    def path(self, symbols: Sequence[str]) -> str:
+        """The endpoint of a chunk of one asset class (see :func:`_symbol_chunks`)."""
+        return data_path(self.kind, crypto=is_crypto(symbols[0]), loc=self.loc)
 
     def params(self, symbols: Sequence[str], start_ns: int | None, end_ns: int | None) -> dict[str, Any]:
         params: dict[str, Any] = {"symbols": ",".join(symbols)}
+        crypto = is_crypto(symbols[0])
         if self.timeframe is not None:
             params["timeframe"] = str(self.timeframe)
         if start_ns is not None:
             params["start"] = rfc3339(start_ns)
         if end_ns is not None:
             params["end"] = rfc3339(end_ns)
-        if self.adjustment is not None:
+        if self.adjustment is not None and not crypto:
             params["adjustment"] = self.adjustment
-        if self.feed is not None:
+        if self.feed is not None and not crypto:
             params["feed"] = self.feed
         return params
 
 
+def is_crypto(symbol: str) -> bool:
+    """Whether a (parsed, upper-case) symbol is a crypto pair: "BTC/USD" is, "BRK.B" is not."""
+    return "/" in symbol
+
+
+def data_path(kind: str, *, crypto: bool, loc: str = "us") -> str:
+    """``/v2/stocks/<kind>`` or ``/v1beta3/crypto/<loc>/<kind>`` (kind may be "latest/bars")."""
+    return f"/v1beta3/crypto/{loc}/{kind}" if crypto else f"/v2/stocks/{kind}"
+
+
+def parse_loc(loc: Any) -> str:
+    """A crypto data location: "us" (Alpaca), "us-1" (Kraken), "us-2" or "bs-1"."""
+    return parse_choice("us" if loc is None else loc, name="loc", choices=CRYPTO_LOCATIONS)
+
+
 def series_request(kind: str, symbols: Any, *, timeframe: Any = None, start: Any = None,
                    end: Any = None, adjustment: Any = None, feed: Any = None,
-                   limit: Any = None) -> SeriesRequest:
+                   limit: Any = None, loc: Any = "us") -> SeriesRequest:
     """Validate the arguments of bars()/trades()/quotes() (raises ValueError/TypeError)."""
     syms = parse_symbols(symbols)
-    crypto = [s for s in syms if "/" in s]
-    if crypto:
-        raise ValueError(f"symbols {crypto} look like crypto pairs; bars/trades/quotes cover US "
-                         "stocks only")
+    loc = parse_loc(loc)
     start_ns = parse_time(start, name="start")
     end_ns = parse_time(end, name="end", end=True)
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
@@ -109,7 +141,7 @@ def series_request(kind: str, symbols: Any, *, timeframe: Any = None, start: Any
     feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
     return SeriesRequest(kind, tuple(syms), start_ns, end_ns, tf,
                          adjustment if kind == "bars" else None, feed,
-                         parse_positive_int(limit, name="limit"))
+                         parse_positive_int(limit, name="limit"), loc)
 
 
 class MarketData:
@@ -124,6 +156,9 @@ class MarketData:
                progress: bool | None = None) -> pd.DataFrame:
         """All rows of a request as one frame (see Alpaca.bars)."""
         tz = parse_tz(tz)
+        crypto = [s for s in req.symbols if is_crypto(s)]
+        if cache and req.kind == "bars" and crypto and len(crypto) < len(req.symbols):
+            return self._mixed_series(req, crypto, tz=tz, progress=progress)
         bar_cache = self._bar_cache(req) if cache else None
         acc = frames.SeriesAccumulator(req.schema)
         bar = _Progress(req.kind, progress)
@@ -145,6 +180,19 @@ class MarketData:
         bar.close()
         return acc.frame(tz=tz, lo=req.start_ns, hi=req.end_ns)
 
+    def _mixed_series(self, req: SeriesRequest, crypto: list[str], *, tz: str | None,
+                      progress: bool | None) -> pd.DataFrame:
+        """Cached bars of stocks and crypto pairs: each class through its own cache (New York
+        days for stocks, UTC days for crypto), joined into one frame ordered by symbol."""
+        stocks = replace(req, symbols=tuple(s for s in req.symbols if not is_crypto(s)))
+        first = self.series(stocks, tz=tz, cache=True, progress=progress)
+        try:
+            second = self.series(replace(req, symbols=tuple(crypto)), tz=tz, cache=True, progress=progress)
+        except AlpacaError as exc:
+            exc.partial = _join(first, exc.partial)
+            raise
+        return _join(first, second)
+
     def pages(self, req: SeriesRequest, *, tz: str | None = None,
               progress: bool | None = None) -> Iterator[pd.DataFrame]:
         """One frame per downloaded page (same columns and dtypes as the full frame)."""
@@ -153,7 +201,7 @@ class MarketData:
         remaining = req.limit
         try:
             for chunk in _symbol_chunks(req.symbols):
-                for page in _pages(self.transport, f"/v2/stocks/{req.kind}",
+                for page in _pages(self.transport, req.path(chunk),
                                    req.params(chunk, req.start_ns, req.end_ns), remaining, bar):
                     acc = frames.SeriesAccumulator(req.schema)
                     n = acc.add(page.get(req.kind))
@@ -168,7 +216,7 @@ class MarketData:
 
     def _download(self, req: SeriesRequest, symbols: Sequence[str], start_ns: int | None,
                   end_ns: int | None, acc: frames.SeriesAccumulator, bar: _Progress) -> None:
-        for page in _pages(self.transport, f"/v2/stocks/{req.kind}", req.params(symbols, start_ns, end_ns),
+        for page in _pages(self.transport, req.path(symbols), req.params(symbols, start_ns, end_ns),
                            req.limit, bar):
             bar.update(acc.add(page.get(req.kind)))
             del page
@@ -183,8 +231,11 @@ class MarketData:
         if info is None:
             return None
         server, now_ns = info
-        feed = req.feed or _default_feed_label(self.transport.settings)
-        key = CacheKey(server, feed, req.adjustment or "raw", str(req.timeframe))
+        if is_crypto(req.symbols[0]):      # one class per request here (see series)
+            key = CacheKey(server, f"crypto-{req.loc}", "raw", str(req.timeframe))
+        else:
+            feed = req.feed or _default_feed_label(self.transport.settings)
+            key = CacheKey(server, feed, req.adjustment or "raw", str(req.timeframe))
         return BarCache(key), now_ns
 
     def _cached_series(self, req: SeriesRequest, acc: frames.SeriesAccumulator, bar: _Progress,
@@ -192,16 +243,18 @@ class MarketData:
         """Fill ``acc`` from the cache and downloads of what it lacks; or, when the cache holds
         every requested day, return the whole frame straight from the files."""
         margin = 0 if server_is_sandbox(cache.key.server) else _CACHE_MARGIN_NS
-        first = ny_date(req.start_ns).toordinal()
-        last = ny_date(min(req.end_ns if req.end_ns is not None else now_ns, max(now_ns, req.start_ns))).toordinal()
-        complete = ny_date(now_ns - margin).toordinal() - 1          # the last day that is over
-        bounds = _DayBounds()
+        crypto = is_crypto(req.symbols[0])     # crypto trades 24/7: its days are UTC days
+        day = _utc_date if crypto else ny_date
+        first = day(req.start_ns).toordinal()
+        last = day(min(req.end_ns if req.end_ns is not None else now_ns, max(now_ns, req.start_ns))).toordinal()
+        complete = day(now_ns - margin).toordinal() - 1          # the last day that is over
+        bounds = _UtcDayBounds() if crypto else _DayBounds()
         days = range(first, min(last, complete) + 1)
         tail = last > complete or req.end_ns is None or not days
 
         files = cache.open_many(req.symbols)
         marks = None
-        if req.adjustment is not None and set(req.adjustment.split(",")) != {"raw"}:
+        if not crypto and req.adjustment is not None and set(req.adjustment.split(",")) != {"raw"}:
             try:
                 marks = self._revalidate(req, cache, files, first, now_ns)
             except AlpacaError as exc:
@@ -316,35 +369,97 @@ class MarketData:
                         extra=extra)
 
     # ------------------------------------------------------------------ latest values
-    def latest(self, kind: str, symbols: Any, *, feed: Any = None, tz: str | None = None) -> pd.DataFrame:
+    def latest(self, kind: str, symbols: Any, *, feed: Any = None, loc: Any = "us",
+               tz: str | None = None) -> pd.DataFrame:
         """Latest bar/trade/quote per symbol, indexed by symbol in the order asked."""
         syms = parse_symbols(symbols)
         feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
-        tz = parse_tz(tz)
+        loc, tz = parse_loc(loc), parse_tz(tz)
         out: dict[str, Any] = {}
         for chunk in _symbol_chunks(syms):
-            body = self.transport.data(f"/v2/stocks/{kind}/latest", {"symbols": ",".join(chunk), "feed": feed})
+            crypto = is_crypto(chunk[0])
+            path = data_path(f"latest/{kind}", crypto=True, loc=loc) if crypto else f"/v2/stocks/{kind}/latest"
+            body = self.transport.data(path, {"symbols": ",".join(chunk), "feed": None if crypto else feed})
             out.update((body or {}).get(kind) or {})
-        return frames.latest_frame(out, _SCHEMAS[kind], syms, tz=tz)
+        schema = CRYPTO_TRADE if kind == "trades" and any(map(is_crypto, syms)) else _SCHEMAS[kind]
+        return frames.latest_frame(out, schema, syms, tz=tz)
 
-    def snapshots(self, symbols: Any, *, feed: Any = None, tz: str | None = None) -> pd.DataFrame:
+    def snapshots(self, symbols: Any, *, feed: Any = None, loc: Any = "us", tz: str | None = None) -> pd.DataFrame:
         syms = parse_symbols(symbols)
         feed = parse_choice(feed, name="feed", choices=FEEDS, allow_none=True)
-        tz = parse_tz(tz)
+        loc, tz = parse_loc(loc), parse_tz(tz)
         out: dict[str, Any] = {}
         for chunk in _symbol_chunks(syms):
-            body = self.transport.data("/v2/stocks/snapshots", {"symbols": ",".join(chunk), "feed": feed})
+            crypto = is_crypto(chunk[0])
+            body = self.transport.data(data_path("snapshots", crypto=crypto, loc=loc),
+                                       {"symbols": ",".join(chunk), "feed": None if crypto else feed})
             if isinstance(body, dict) and isinstance(body.get("snapshots"), dict):
-                body = body["snapshots"]          # the crypto-style wrapper, tolerated
+                body = body["snapshots"]          # the crypto wrapper
             out.update(body or {})
         return frames.snapshots_frame(out, syms, tz=tz)
 
+    def orderbooks(self, symbols: Any, *, loc: Any = "us", tz: str | None = None) -> pd.DataFrame:
+        """The latest order book of crypto pairs as a tidy frame (see Alpaca.orderbook)."""
+        syms = parse_symbols(symbols)
+        stocks = [s for s in syms if not is_crypto(s)]
+        if stocks:
+            raise ValueError(f"symbols: order books exist for crypto pairs only (e.g. 'BTC/USD'); "
+                             f"{stocks} are stocks")
+        loc, tz = parse_loc(loc), parse_tz(tz)
+        out: dict[str, Any] = {}
+        for chunk in _symbol_chunks(syms):
+            body = self.transport.data(data_path("latest/orderbooks", crypto=True, loc=loc),
+                                       {"symbols": ",".join(chunk)})
+            out.update((body or {}).get("orderbooks") or {})
+        return orderbook_frame(out, syms, tz=tz)
+
     def last_trade_price(self, symbol: str) -> float | None:
-        """The latest trade price of one stock (None when the server has none)."""
-        body = self.transport.data(f"/v2/stocks/{symbol}/trades/latest", None)
-        trade = (body or {}).get("trade") or {}
+        """The latest trade price of one stock or crypto pair (None when the server has none)."""
+        if is_crypto(symbol):
+            body = self.transport.data(data_path("latest/trades", crypto=True), {"symbols": symbol})
+            trade = ((body or {}).get("trades") or {}).get(symbol) or {}
+        else:
+            body = self.transport.data(f"/v2/stocks/{symbol}/trades/latest", None)
+            trade = (body or {}).get("trade") or {}
         price = trade.get("p")
         return float(price) if isinstance(price, (int, float)) and price > 0 else None
+
+
+def orderbook_frame(by_symbol: dict[str, Any], symbols: Sequence[str], *,
+                    tz: str | None = None) -> pd.DataFrame:
+    """Order books ``{"BTC/USD": {"t", "b": [{p, s}], "a": [...]}}`` as one row per level:
+    columns symbol (str), side ("bid"/"ask"), level (int64, 0 = best), price and size (float64),
+    timestamp (the book's time, UTC or ``tz``), in the order of ``symbols``, bids then asks, best
+    first; a symbol without a book has no rows (the columns are the same for an empty answer)."""
+    cols: dict[str, list[Any]] = {c: [] for c in ORDERBOOK_COLUMNS}
+    for symbol in symbols:
+        book = by_symbol.get(symbol) or {}
+        for side, key in (("bid", "b"), ("ask", "a")):
+            for level, entry in enumerate(book.get(key) or ()):
+                cols["symbol"].append(symbol)
+                cols["side"].append(side)
+                cols["level"].append(level)
+                cols["price"].append(entry.get("p"))
+                cols["size"].append(entry.get("s"))
+                cols["timestamp"].append(book.get("t"))
+    stamps = pd.to_datetime(pd.Series(cols["timestamp"], dtype=object), utc=True, format="ISO8601")
+    return pd.DataFrame({
+        "symbol": pd.Series(cols["symbol"], dtype=frames.STR),
+        "side": pd.Series(cols["side"], dtype=frames.STR),
+        "level": np.asarray(cols["level"], np.int64),
+        "price": np.asarray(cols["price"], np.float64),
+        "size": np.asarray(cols["size"], np.float64),
+        "timestamp": stamps.dt.tz_convert(tz or "UTC").astype(f"datetime64[ns, {tz or 'UTC'}]"),
+    }, columns=list(ORDERBOOK_COLUMNS))
+
+
+def _join(first: pd.DataFrame | None, second: pd.DataFrame | None) -> pd.DataFrame | None:
+    """Two (symbol, timestamp) frames of disjoint symbols as one, ordered by symbol (stable)."""
+    parts = [f for f in (first, second) if f is not None]
+    if len(parts) < 2:
+        return parts[0] if parts else None
+    joined = pd.concat(parts)
+    return joined.sort_index(level="symbol", sort_remaining=False, kind="stable")
 
 
 def server_is_sandbox(server: str) -> bool:
@@ -374,6 +489,19 @@ def _default_feed_label(settings) -> str:
     return "default-" + hashlib.sha256(settings.key_id.encode()).hexdigest()[:10]
 
 
+def _utc_date(ns: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=ns // (86_400 * NS))
+
+
+class _UtcDayBounds(dict):
+    """UTC day ordinal -> (first ns, last ns + 1): crypto's days."""
+
+    def __missing__(self, ordinal: int) -> tuple[int, int]:
+        start = (ordinal - dt.date(1970, 1, 1).toordinal()) * 86_400 * NS
+        self[ordinal] = value = (start, start + 86_400 * NS)
+        return value
+
+
 class _DayBounds(dict):
     """New York day ordinal -> (first ns, last ns + 1), computed on first use."""
 
@@ -398,11 +526,12 @@ def _runs(days) -> list[list[int]]:
 
 
 def _symbol_chunks(symbols: Sequence[str]) -> list[list[str]]:
-    """Sorted symbols in groups whose comma-joined length stays under the URL budget."""
+    """Sorted symbols in groups whose comma-joined length stays under the URL budget, stocks
+    first, then crypto pairs (a group holds one asset class: they have different endpoints)."""
     chunks: list[list[str]] = [[]]
     size = 0
-    for s in sorted(symbols):
-        if chunks[-1] and size + len(s) + 1 > _MAX_SYMBOL_CHARS:
+    for s in sorted(symbols, key=lambda s: (is_crypto(s), s)):
+        if chunks[-1] and (size + len(s) + 1 > _MAX_SYMBOL_CHARS or is_crypto(s) != is_crypto(chunks[-1][0])):
             chunks.append([])
             size = 0
         chunks[-1].append(s)

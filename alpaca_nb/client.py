@@ -274,21 +274,27 @@ class Alpaca:
     # ------------------------------------------------------------------ market data
     def bars(self, symbols: Any, timeframe: str = "1Day", start: Any = None, end: Any = None, *,
              adjustment: str = "raw", feed: str | None = None, limit: int | None = None,
-             tz: str | None = None, cache: bool = True, progress: bool | None = None) -> pd.DataFrame:
+             tz: str | None = None, cache: bool = True, progress: bool | None = None,
+             loc: str = "us") -> pd.DataFrame:
         """Historical bars, all pages, as one frame.
 
         Args:
-            symbols: "AAPL", "AAPL,MSFT" or a list.
+            symbols: "AAPL", "AAPL,MSFT" or a list; crypto pairs ("BTC/USD") too, alone or mixed
+                with stocks (one frame, the same columns; crypto volume is fractional).
             timeframe: "1Min".."59Min", "1Hour".."23Hour", "1Day", "1Week", "1Month"...
             start, end: inclusive bounds; str, date, datetime or pd.Timestamp. Naive times mean
                 America/New_York; a date means that whole New York day. ``start=None`` is the
                 server's default (the start of today).
-            adjustment: "raw", "split", "dividend", "spin-off" or "all" (comma-combinable).
-            feed: "sip", "iex", ... (None: the connection's feed, else the server's default).
+            adjustment: "raw", "split", "dividend", "spin-off" or "all" (comma-combinable); stocks
+                only (crypto has no corporate actions: it is not sent for crypto pairs).
+            feed: "sip", "iex", ... (None: the connection's feed, else the server's default);
+                stocks only (not sent for crypto pairs, whose source is ``loc``).
             limit: at most this many bars in total (bypasses the cache).
             tz: time zone of the timestamp level (default UTC).
-            cache: read and fill the on-disk cache of finished days (see alpaca_nb.cache).
+            cache: read and fill the on-disk cache of finished days (see alpaca_nb.cache; New
+                York days for stocks, UTC days for crypto, which trades 24/7).
             progress: tqdm progress bar (None: only for multi-page downloads; False: never).
+            loc: the crypto data location: "us" (Alpaca), "us-1" (Kraken), "us-2", "bs-1".
 
         Returns:
             DataFrame with a (symbol, timestamp) MultiIndex and float64 columns open, high, low,
@@ -299,64 +305,91 @@ class Alpaca:
             (with the rows received so far in ``.partial`` when a download fails midway).
         """
         req = series_request("bars", symbols, timeframe=timeframe, start=start, end=end,
-                             adjustment=adjustment, feed=feed or self._settings.feed, limit=limit)
+                             adjustment=adjustment, feed=feed or self._settings.feed, limit=limit, loc=loc)
         return self._market.series(req, tz=tz, cache=cache, progress=progress)
 
     def trades(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
-               limit: int | None = None, tz: str | None = None, progress: bool | None = None) -> pd.DataFrame:
+               limit: int | None = None, tz: str | None = None, progress: bool | None = None,
+               loc: str = "us") -> pd.DataFrame:
         """Historical trades (same rules as :meth:`bars`; never cached). Columns: price, size,
-        exchange, id, conditions, tape."""
+        exchange, id, conditions, tape, and taker_side ("B"/"S", NA for stocks) when a crypto
+        pair is asked for."""
         req = series_request("trades", symbols, start=start, end=end, feed=feed or self._settings.feed,
-                             limit=limit)
+                             limit=limit, loc=loc)
         return self._market.series(req, tz=tz, cache=False, progress=progress)
 
     def quotes(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
-               limit: int | None = None, tz: str | None = None, progress: bool | None = None) -> pd.DataFrame:
+               limit: int | None = None, tz: str | None = None, progress: bool | None = None,
+               loc: str = "us") -> pd.DataFrame:
         """Historical quotes (same rules as :meth:`bars`; never cached). Columns: bid_price,
-        bid_size, bid_exchange, ask_price, ask_size, ask_exchange, conditions, tape."""
+        bid_size, bid_exchange, ask_price, ask_size, ask_exchange, conditions, tape (the
+        exchanges, conditions and tape are NA for crypto pairs)."""
         req = series_request("quotes", symbols, start=start, end=end, feed=feed or self._settings.feed,
-                             limit=limit)
+                             limit=limit, loc=loc)
         return self._market.series(req, tz=tz, cache=False, progress=progress)
 
     def iter_bars(self, symbols: Any, timeframe: str = "1Day", start: Any = None, end: Any = None, *,
                   adjustment: str = "raw", feed: str | None = None, limit: int | None = None,
-                  tz: str | None = None, progress: bool | None = False) -> Iterator[pd.DataFrame]:
+                  tz: str | None = None, progress: bool | None = False,
+                  loc: str = "us") -> Iterator[pd.DataFrame]:
         """:meth:`bars` page by page: yields one frame per downloaded page (same columns and
         dtypes), for work that does not need everything in memory at once. Not cached."""
         req = series_request("bars", symbols, timeframe=timeframe, start=start, end=end,
-                             adjustment=adjustment, feed=feed or self._settings.feed, limit=limit)
+                             adjustment=adjustment, feed=feed or self._settings.feed, limit=limit, loc=loc)
         return self._market.pages(req, tz=tz, progress=progress)
 
     def iter_trades(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
                     limit: int | None = None, tz: str | None = None,
-                    progress: bool | None = False) -> Iterator[pd.DataFrame]:
+                    progress: bool | None = False, loc: str = "us") -> Iterator[pd.DataFrame]:
         """:meth:`trades` page by page."""
-        req = series_request("trades", symbols, start=start, end=end, feed=feed or self._settings.feed, limit=limit)
+        req = series_request("trades", symbols, start=start, end=end, feed=feed or self._settings.feed,
+                             limit=limit, loc=loc)
         return self._market.pages(req, tz=tz, progress=progress)
 
     def iter_quotes(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
                     limit: int | None = None, tz: str | None = None,
-                    progress: bool | None = False) -> Iterator[pd.DataFrame]:
+                    progress: bool | None = False, loc: str = "us") -> Iterator[pd.DataFrame]:
         """:meth:`quotes` page by page."""
-        req = series_request("quotes", symbols, start=start, end=end, feed=feed or self._settings.feed, limit=limit)
+        req = series_request("quotes", symbols, start=start, end=end, feed=feed or self._settings.feed,
+                             limit=limit, loc=loc)
         return self._market.pages(req, tz=tz, progress=progress)
 
-    def latest_bars(self, symbols: Any, *, feed: str | None = None, tz: str | None = None) -> pd.DataFrame:
-        """The latest minute bar per symbol, indexed by symbol (NA rows where there is none)."""
-        return self._market.latest("bars", symbols, feed=feed or self._settings.feed, tz=tz)
+    def latest_bars(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
+                    loc: str = "us") -> pd.DataFrame:
+        """The latest minute bar per symbol, indexed by symbol (NA rows where there is none). Stocks and crypto pairs (see :meth:`bars`)."""
+        return self._market.latest("bars", symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
 
-    def latest_trades(self, symbols: Any, *, feed: str | None = None, tz: str | None = None) -> pd.DataFrame:
-        """The latest trade per symbol, indexed by symbol."""
-        return self._market.latest("trades", symbols, feed=feed or self._settings.feed, tz=tz)
+    def latest_trades(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
+                    loc: str = "us") -> pd.DataFrame:
+        """The latest trade per symbol, indexed by symbol. Stocks and crypto pairs (see :meth:`bars`)."""
+        return self._market.latest("trades", symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
 
-    def latest_quotes(self, symbols: Any, *, feed: str | None = None, tz: str | None = None) -> pd.DataFrame:
-        """The latest quote per symbol, indexed by symbol."""
-        return self._market.latest("quotes", symbols, feed=feed or self._settings.feed, tz=tz)
+    def latest_quotes(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
+                    loc: str = "us") -> pd.DataFrame:
+        """The latest quote per symbol, indexed by symbol. Stocks and crypto pairs (see :meth:`bars`)."""
+        return self._market.latest("quotes", symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
 
-    def snapshots(self, symbols: Any, *, feed: str | None = None, tz: str | None = None) -> pd.DataFrame:
+    def snapshots(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
+                  loc: str = "us") -> pd.DataFrame:
         """Latest trade, quote, minute bar, daily bar and previous daily bar per symbol, flattened
-        into columns (trade_*, bid_*/ask_*, minute_*, daily_*, prev_daily_*)."""
-        return self._market.snapshots(symbols, feed=feed or self._settings.feed, tz=tz)
+        into columns (trade_*, bid_*/ask_*, minute_*, daily_*, prev_daily_*); stocks and crypto
+        pairs (a crypto pair's daily bars are UTC days)."""
+        return self._market.snapshots(symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
+
+    def orderbook(self, symbols: Any, *, tz: str | None = None, loc: str = "us") -> pd.DataFrame:
+        """The latest order book of crypto pairs, one row per price level.
+
+        Returns:
+            DataFrame with columns symbol, side ("bid"/"ask"), level (int64, 0 = best), price,
+            size (float64), timestamp (the book's time; UTC unless ``tz``): symbols in the order
+            asked, bids then asks, best first. The same columns when there is no book.
+
+        Raises:
+            ValueError: a stock symbol (order books are crypto only) or an unknown ``loc``.
+        """
+        return self._market.orderbooks(symbols, loc=loc, tz=tz)
+
+    latest_orderbooks = orderbook
 
     def corporate_actions(self, symbols: Any = None, *, types: Any = None, start: Any = None,
                           end: Any = None, ids: Any = None) -> pd.DataFrame:

@@ -280,7 +280,7 @@ def test_bad_market_data_arguments_name_the_argument(account):
         (dict(symbols="AAPL", feed="nasdaq"), ValueError, "feed must be one of"),
         (dict(symbols="AAPL", limit=0), ValueError, "limit must be a positive"),
         (dict(symbols="AAPL", tz="Mars/Olympus"), ValueError, "tz='Mars/Olympus' is not a time zone"),
-        (dict(symbols="BTC/USD"), ValueError, "crypto"),
+        (dict(symbols="BTC/USD", loc="eu"), ValueError, "loc must be one of"),
     ]
     for kwargs, exc, message in cases:
         with pytest.raises(exc, match=message):
