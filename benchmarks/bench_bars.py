@@ -19,7 +19,12 @@ subprocesses (network, alpaca-py and a cache hit): the growth of the peak RSS (`
 the call, against the size of the frame it returns (``memory_usage(deep=True)`` including the
 index).
 
-Results are printed and written to ``benchmarks/results/bench_bars.json``.
+The crypto row (``--crypto-only`` runs just it) is the same comparison for 1,000,000 minute bars
+across 20 crypto pairs (``/v1beta3/crypto/us/bars``, 24/7, fractional volumes): the floor, ours,
+alpaca-py's ``CryptoHistoricalDataClient(...).get_crypto_bars(...).df`` and a cache hit (UTC days).
+
+Results are printed and written to ``benchmarks/results/bench_bars.json``
+(``bench_bars_crypto.json`` with ``--crypto-only``).
 """
 
 from __future__ import annotations
@@ -55,6 +60,13 @@ def request_window(bars: int, symbols: int) -> tuple[pd.Timestamp, pd.Timestamp]
 
 # ------------------------------------------------------------------ the variants
 
+def crypto_pairs(url: str, count: int) -> list[str]:
+    """The first ``count`` active USD crypto pairs of the sandbox, sorted."""
+    assets = requests.get(f"{url}/v2/assets", params={"asset_class": "crypto"}, headers=HEADERS,
+                          timeout=30).json()
+    return sorted(a["symbol"] for a in assets if a["status"] == "active" and a["symbol"].endswith("/USD"))[:count]
+
+
 def floor(url: str, symbols: list[str], start, end) -> int:
     """Download every page and orjson.loads it: the least any client must do."""
     session = requests.Session()
@@ -65,7 +77,8 @@ def floor(url: str, symbols: list[str], start, end) -> int:
     rows = 0
     token = None
     while True:
-        page = orjson.loads(session.get(f"{url}/v2/stocks/bars", params={**params, "page_token": token},
+        path = "/v1beta3/crypto/us/bars" if "/" in symbols[0] else "/v2/stocks/bars"
+        page = orjson.loads(session.get(f"{url}{path}", params={**params, "page_token": token},
                                         timeout=60).content)
         rows += sum(len(v) for v in page["bars"].values())
         token = page.get("next_page_token")
@@ -82,9 +95,15 @@ def ours(url: str, symbols: list[str], start, end, *, cache: bool = False,
 
 
 def alpaca_py(url: str, symbols: list[str], start, end) -> pd.DataFrame:
-    from alpaca.data.historical import StockHistoricalDataClient
-    from alpaca.data.requests import StockBarsRequest
+    from alpaca.data.historical import CryptoHistoricalDataClient, StockHistoricalDataClient
+    from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
     from alpaca.data.timeframe import TimeFrame
+
+    if "/" in symbols[0]:
+        crypto = CryptoHistoricalDataClient(KEY_ID, SECRET, url_override=url)
+        return crypto.get_crypto_bars(CryptoBarsRequest(
+            symbol_or_symbols=symbols, timeframe=TimeFrame.Minute, start=start.tz_convert("UTC").to_pydatetime(),
+            end=end.tz_convert("UTC").to_pydatetime())).df
 
     client = StockHistoricalDataClient(KEY_ID, SECRET, url_override=url)
     req = StockBarsRequest(symbol_or_symbols=symbols, timeframe=TimeFrame.Minute,
@@ -163,7 +182,11 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--alpaca-py-rounds", type=int, default=3)
     parser.add_argument("--skip-alpaca-py", action="store_true")
+    parser.add_argument("--crypto-pairs", type=int, default=20)
+    parser.add_argument("--crypto-only", action="store_true", help="run only the crypto row")
     args = parser.parse_args(argv)
+    if args.crypto_only:
+        return crypto_main(args)
 
     with tempfile.TemporaryDirectory(prefix="anb-bench-cache-") as cache_dir, sandbox_process() as url:
         os.environ["ALPACA_NB_CACHE_DIR"] = cache_dir
@@ -176,24 +199,7 @@ def main(argv=None) -> int:
         times: dict[str, list[float]] = {"floor": [], "ours": [], "alpaca_py": [], "cache_hit": [],
                                          "cache_hit_adjusted": [], "fresh_process_network": [],
                                          "fresh_process_hit": []}
-        check = None
-        for r in range(args.rounds):
-            t, _ = timed(floor, url, symbols, start, end)
-            times["floor"].append(t)
-            t, df = timed(ours, url, symbols, start, end)
-            times["ours"].append(t)
-            assert len(df) == args.bars and df.index.is_unique
-            check = df
-            if not args.skip_alpaca_py and r < args.alpaca_py_rounds:
-                t, ref = timed(alpaca_py, url, symbols, start, end)
-                times["alpaca_py"].append(t)
-                assert len(ref) == args.bars
-                pd.testing.assert_frame_equal(
-                    ref.astype("float64"), df.set_axis(df.index.set_levels(
-                        df.index.levels[1].as_unit(ref.index.levels[1].unit), level=1)),
-                    check_dtype=False, check_index_type=False, check_names=False)
-                del ref
-            print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if len(v) > r))
+        check = compare(url, symbols, start, end, args, times)
 
         cold, filled = timed(ours, url, symbols, start, end, cache=True)      # fills the cache
         pd.testing.assert_frame_equal(filled, check)
@@ -254,6 +260,67 @@ def main(argv=None) -> int:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "bench_bars.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def compare(url: str, symbols: list[str], start, end, args, times: dict[str, list[float]]) -> pd.DataFrame:
+    """Interleaved rounds of floor, ours and alpaca-py on one request (asserting they agree);
+    appends to ``times`` and returns our frame."""
+    check = None
+    for r in range(args.rounds):
+        t, _ = timed(floor, url, symbols, start, end)
+        times["floor"].append(t)
+        t, df = timed(ours, url, symbols, start, end)
+        times["ours"].append(t)
+        assert len(df) == args.bars and df.index.is_unique
+        check = df
+        if not args.skip_alpaca_py and r < args.alpaca_py_rounds:
+            t, ref = timed(alpaca_py, url, symbols, start, end)
+            times["alpaca_py"].append(t)
+            assert len(ref) == args.bars
+            pd.testing.assert_frame_equal(
+                ref.astype("float64"), df.set_axis(df.index.set_levels(
+                    df.index.levels[1].as_unit(ref.index.levels[1].unit), level=1)),
+                check_dtype=False, check_index_type=False, check_names=False)
+            del ref
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items() if len(v) > r))
+    return check
+
+
+def crypto_main(args) -> int:
+    """The crypto row: ``args.bars`` minute bars across ``args.crypto_pairs`` pairs."""
+    with tempfile.TemporaryDirectory(prefix="anb-bench-cache-") as cache_dir, sandbox_process() as url:
+        os.environ["ALPACA_NB_CACHE_DIR"] = cache_dir
+        pairs = crypto_pairs(url, args.crypto_pairs)
+        start, end = request_window(args.bars, len(pairs))
+        print(f"sandbox {url}; {len(pairs)} crypto pairs, 1Min bars {start} .. {end} ({args.bars:,} bars expected)")
+        rows = floor(url, pairs, start, end)                         # warm the server's pages
+        assert rows == args.bars, rows
+        times: dict[str, list[float]] = {"floor": [], "ours": [], "alpaca_py": [], "cache_hit": []}
+        check = compare(url, pairs, start, end, args, times)
+        pd.testing.assert_frame_equal(ours(url, pairs, start, end, cache=True), check)   # fills the cache
+        for _ in range(args.rounds):
+            t, hit = timed(ours, url, pairs, start, end, cache=True)
+            times["cache_hit"].append(t)
+            pd.testing.assert_frame_equal(hit, check)
+            del hit
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    report = {
+        "bars": args.bars, "pairs": pairs, "rounds": args.rounds, "median_seconds": med, "all_seconds": times,
+        "ratios": {"alpaca_py_over_ours": med.get("alpaca_py", float("nan")) / med["ours"],
+                   "ours_over_floor": med["ours"] / med["floor"],
+                   "network_over_cache_hit": med["ours"] / med["cache_hit"]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "pandas": pd.__version__},
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    print("\ncrypto, median seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in med.items()))
+    r = report["ratios"]
+    print(f"alpaca-py / ours          {r['alpaca_py_over_ours']:.1f}x   (goal >= 10x)")
+    print(f"ours / floor              {r['ours_over_floor']:.2f}x  (goal <= 1.5x)")
+    print(f"network / cache hit       {r['network_over_cache_hit']:.1f}x")
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "bench_bars_crypto.json").write_text(json.dumps(report, indent=2))
     return 0
 
 
