@@ -157,7 +157,7 @@ class MarketData:
         """All rows of a request as one frame (see Alpaca.bars)."""
         tz = parse_tz(tz)
         crypto = [s for s in req.symbols if is_crypto(s)]
-        if cache and req.kind == "bars" and crypto and len(crypto) < len(req.symbols):
+        if cache and req.kind == "bars" and req.limit is None and crypto and len(crypto) < len(req.symbols):
             return self._mixed_series(req, crypto, tz=tz, progress=progress)
         bar_cache = self._bar_cache(req) if cache else None
         acc = frames.SeriesAccumulator(req.schema)
@@ -168,8 +168,14 @@ class MarketData:
                 if hit is not None:                   # everything came from the cache
                     return hit
             else:
+                remaining = req.limit                 # counts over every chunk (and both classes)
                 for chunk in _symbol_chunks(req.symbols):
-                    self._download(req, chunk, req.start_ns, req.end_ns, acc, bar)
+                    before = acc.rows
+                    self._download(req, chunk, req.start_ns, req.end_ns, acc, bar, limit=remaining)
+                    if remaining is not None:
+                        remaining -= acc.rows - before
+                        if remaining <= 0:
+                            break
         except AlpacaError as exc:
             bar.close()
             received = acc.rows
@@ -215,9 +221,10 @@ class MarketData:
             bar.close()
 
     def _download(self, req: SeriesRequest, symbols: Sequence[str], start_ns: int | None,
-                  end_ns: int | None, acc: frames.SeriesAccumulator, bar: _Progress) -> None:
+                  end_ns: int | None, acc: frames.SeriesAccumulator, bar: _Progress, *,
+                  limit: int | None = None) -> None:
         for page in _pages(self.transport, req.path(symbols), req.params(symbols, start_ns, end_ns),
-                           req.limit, bar):
+                           limit, bar):
             bar.update(acc.add(page.get(req.kind)))
             del page
 

@@ -97,6 +97,8 @@ def test_mixed_stocks_and_crypto_give_one_frame(pinned, proxy, cache_root):
                                       api.bars("BTC/USD", "1Hour", "2025-06-05", "2025-06-06",
                                                cache=False).copy(), check_index_type=False)
     assert len(mixed.loc["BTC/USD"]) == 48                       # two whole New York days, 24/7
+    capped = api.bars(["AAPL", "BTC/USD"], "1Hour", "2025-06-05", "2025-06-06", limit=30)
+    assert len(capped) == 30                                     # the limit counts both classes
 
 
 def test_trades_and_quotes_mixed_keep_every_field(pinned, proxy, cache_root):
