@@ -51,7 +51,7 @@ class PreTradeView:
         self._clock = clock
         self._lock = threading.Lock()
         self._sources: list[weakref.ref] = []
-        self._power: float | None = None
+        self._power: dict[str, float | None] = {}     # buying_power, non_marginable_buying_power
         self._power_until = -math.inf
         self._positions: dict[str, list[float]] | None = None    # symbol -> [lowest, highest]
         self._positions_until = -math.inf
@@ -91,20 +91,28 @@ class PreTradeView:
                 return price
         return self._market.last_trade_price(symbol)
 
-    def buying_power(self) -> float | None:
-        """The account's buying power in dollars (None when the server gives none)."""
+    def buying_power(self, *, cash_only: bool = False) -> float | None:
+        """The account's buying power in dollars (None when the server gives none);
+        ``cash_only``: its non-marginable buying power (what crypto, bought with cash, may use)."""
+        key = "non_marginable_buying_power" if cash_only else "buying_power"
         with self._lock:
             if self._clock() < self._power_until:
                 self._used_cache = True
-                return self._power
-        value = (self._transport.trading("GET", "/v2/account") or {}).get("buying_power")
-        try:
-            power: float | None = float(value)
-        except (TypeError, ValueError):
-            power = None
+                return self._power.get(key)
+        account = self._transport.trading("GET", "/v2/account") or {}
+        powers: dict[str, float | None] = {}
+        for name in ("buying_power", "non_marginable_buying_power"):
+            try:
+                powers[name] = float(account.get(name))
+            except (TypeError, ValueError):
+                powers[name] = None
         with self._lock:
-            self._power, self._power_until = power, self._clock() + self.ttl
-        return power
+            self._power, self._power_until = powers, self._clock() + self.ttl
+        return powers[key]
+
+    def cash_buying_power(self) -> float | None:
+        """:meth:`buying_power` with ``cash_only=True``."""
+        return self.buying_power(cash_only=True)
 
     def position_qty(self, symbol: str) -> float:
         """The signed position in ``symbol`` when it is surely long (> 0) or surely short (< 0)
@@ -141,8 +149,8 @@ class PreTradeView:
         with self._lock:
             if cost is None:
                 self._power_until = -math.inf
-            elif self._power is not None:
-                self._power -= cost
+            else:
+                self._power = {k: None if v is None else v - cost for k, v in self._power.items()}
             if self._positions is not None:
                 if "qty" not in body:
                     self._positions_until = -math.inf

@@ -78,6 +78,7 @@ class Alpaca:
         self._market = MarketData(self._transport, server_info=self._server_info)
         self._known = PreTradeView(self._transport, self._market, ttl=settings.guard_cache)
         self._status_cache: dict[str, Any] | None = None
+        self._crypto_assets: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ identity
     @property
@@ -430,7 +431,7 @@ class Alpaca:
 
     # ------------------------------------------------------------------ orders
     def submit_order(self, symbol: str, qty: Any = None, side: str = "buy", type: str = "market",
-                     time_in_force: str = "day", *, notional: Any = None, limit_price: Any = None,
+                     time_in_force: str | None = None, *, notional: Any = None, limit_price: Any = None,
                      stop_price: Any = None, trail_price: Any = None, trail_percent: Any = None,
                      extended_hours: bool = False, order_class: str | None = None,
                      take_profit: Any = None, stop_loss: Any = None,
@@ -438,9 +439,12 @@ class Alpaca:
         """Validate, check against the pre-trade guard, and place an order exactly once.
 
         Args:
-            symbol: e.g. "AAPL". qty: shares, or notional: dollars (exactly one).
-            side: "buy"/"sell". type: market, limit, stop, stop_limit, trailing_stop.
-            time_in_force: day, gtc, opg, cls, ioc, fok.
+            symbol: e.g. "AAPL" or a crypto pair "BTC/USD". qty: shares (or coins, fractional
+                to the pair's min_trade_increment), or notional: dollars (exactly one).
+            side: "buy"/"sell". type: market, limit, stop, stop_limit, trailing_stop (crypto:
+                market, limit, stop_limit).
+            time_in_force: day, gtc, opg, cls, ioc, fok (crypto: gtc or ioc). None: "day" for
+                stocks, "gtc" for crypto.
             limit_price, stop_price: for limit/stop_limit and stop/stop_limit orders.
             trail_price, trail_percent: one of them for trailing_stop orders.
             extended_hours: limit orders with day/gtc only.
@@ -469,6 +473,8 @@ class Alpaca:
                                   extended_hours=extended_hours, order_class=order_class,
                                   take_profit=take_profit, stop_loss=stop_loss,
                                   client_order_id=client_order_id, position_intent=position_intent)
+        if "/" in body["symbol"]:
+            _orders.check_crypto_increments(body, self._crypto_asset(body["symbol"]))
         cost = self.check_order(body)
         self._known.sending(body)
         try:
@@ -492,7 +498,8 @@ class Alpaca:
 
         def run() -> float | None:
             known.fresh_start()
-            return self._guard.check(body, last_price=known.last_price, buying_power=known.buying_power,
+            power = known.cash_buying_power if "/" in body["symbol"] else known.buying_power  # crypto: cash
+            return self._guard.check(body, last_price=known.last_price, buying_power=power,
                                      position_qty=known.position_qty, replacing=replacing)
         try:
             return run()
@@ -501,6 +508,13 @@ class Alpaca:
                 raise
             log.debug("the guard refused on cached figures (%s); checking again with fresh ones", exc.limit)
             return run()
+
+    def _crypto_asset(self, symbol: str) -> dict[str, Any]:
+        """A crypto pair's asset JSON (its increments), asked once per client."""
+        asset = self._crypto_assets.get(symbol)
+        if asset is None:
+            asset = self._crypto_assets[symbol] = self._transport.trading("GET", f"/v2/assets/{symbol}") or {}
+        return asset
 
     def buy(self, symbol: str, qty: Any = None, **kw: Any) -> pd.Series:
         """submit_order(symbol, qty, side="buy", **kw)."""

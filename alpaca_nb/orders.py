@@ -5,6 +5,11 @@ Everything here runs before anything is sent. Invalid arguments raise
 would be valid; the guard raises :class:`~alpaca_nb.errors.PreTradeCheckError` saying which limit
 refused the order, by how much, and how to raise the limit.
 
+Crypto pairs ("BTC/USD") take market, limit and stop_limit orders, time in force gtc (their
+default) or ioc, fractional qty at any type, no order classes and no extended hours; their
+asset's ``min_order_size``, ``min_trade_increment`` and ``price_increment`` are checked by
+:func:`check_crypto_increments` before sending.
+
 Numbers may be ``int``, ``float``, ``decimal.Decimal``, numpy numbers or numeric strings; they go
 on the wire as exact decimal strings (``"0.1"``, never ``"0.1000000000000000055"``). Booleans may
 be Python or numpy booleans.
@@ -42,6 +47,7 @@ __all__ = [
     "TIME_IN_FORCE",
     "TYPES",
     "Guard",
+    "check_crypto_increments",
     "new_client_order_id",
     "order_body",
     "order_differences",
@@ -55,6 +61,8 @@ TIME_IN_FORCE = ("day", "gtc", "opg", "cls", "ioc", "fok")
 ORDER_CLASSES = ("simple", "bracket", "oco", "oto")
 POSITION_INTENTS = ("buy_to_open", "buy_to_close", "sell_to_open", "sell_to_close")
 MAX_CLIENT_ORDER_ID = 128
+CRYPTO_TYPES = ("market", "limit", "stop_limit")
+CRYPTO_TIME_IN_FORCE = ("gtc", "ioc")
 
 _PRICE_FOR = {"limit_price": ("limit", "stop_limit"), "stop_price": ("stop", "stop_limit")}
 
@@ -145,13 +153,13 @@ def _leg(value: Any, name: str, main: str, *, stock: bool) -> dict[str, Decimal]
 
 
 def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "market",
-               time_in_force: Any = "day", *, notional: Any = None, limit_price: Any = None,
+               time_in_force: Any = None, *, notional: Any = None, limit_price: Any = None,
                stop_price: Any = None, trail_price: Any = None, trail_percent: Any = None,
                extended_hours: Any = False, order_class: Any = None, take_profit: Any = None,
                stop_loss: Any = None, client_order_id: Any = None,
                position_intent: Any = None) -> dict[str, Any]:
     """The JSON body of ``POST /v2/orders`` for these arguments, with a client_order_id
-    (generated when not given).
+    (generated when not given). ``time_in_force=None`` is "day" for stocks, "gtc" for crypto.
 
     Raises:
         OrderValidationError: with a message naming the argument.
@@ -163,9 +171,12 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
     stock = "/" not in symbol
     side = _choice(side, "side", SIDES)
     type = _choice(type, "type", TYPES)
-    tif = _choice(time_in_force, "time_in_force", TIME_IN_FORCE)
+    tif = _choice(time_in_force if time_in_force is not None else "day" if stock else "gtc",
+                  "time_in_force", TIME_IN_FORCE)
     extended = _flag(extended_hours, "extended_hours")
     klass = "simple" if order_class in (None, "") else _choice(order_class, "order_class", ORDER_CLASSES)
+    if not stock:
+        _check_crypto(symbol, type, tif, klass, extended)
 
     if (qty is None) == (notional is None):
         raise OrderValidationError("give exactly one of qty (shares) or notional (dollars); got "
@@ -199,7 +210,7 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
         raise OrderValidationError(f"time_in_force={tif!r} is only for market and limit orders, not {type}")
     if type == "trailing_stop" and tif not in ("day", "gtc"):
         raise OrderValidationError(f"a trailing_stop order needs time_in_force 'day' or 'gtc'; got {tif!r}")
-    if q is not None and q != q.to_integral_value() and (type != "market" or tif != "day" or klass != "simple"):
+    if stock and q is not None and q != q.to_integral_value() and (type != "market" or tif != "day" or klass != "simple"):
         raise OrderValidationError(f"fractional qty ({qty!r}) is only for simple market orders with "
                                    f"time_in_force 'day'; got type={type!r}, time_in_force={tif!r}")
 
@@ -226,6 +237,56 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
         body["position_intent"] = _choice(position_intent, "position_intent", POSITION_INTENTS)
     body["client_order_id"] = _client_order_id(client_order_id)
     return body
+
+
+def _check_crypto(symbol: str, type: str, tif: str, klass: str, extended: bool) -> None:
+    """What Alpaca accepts for a crypto pair (raises OrderValidationError)."""
+    if tif not in CRYPTO_TIME_IN_FORCE:
+        raise OrderValidationError(f"time_in_force={tif!r} is not accepted for crypto ({symbol}): crypto "
+                                   f"orders take time_in_force {' or '.join(map(repr, CRYPTO_TIME_IN_FORCE))} "
+                                   "(the default is 'gtc')")
+    if type not in CRYPTO_TYPES:
+        raise OrderValidationError(f"type={type!r} is not accepted for crypto ({symbol}): crypto orders are "
+                                   f"{', '.join(map(repr, CRYPTO_TYPES))}")
+    if klass != "simple":
+        raise OrderValidationError(f"order_class={klass!r} is not accepted for crypto ({symbol}): crypto "
+                                   "orders are simple orders")
+    if extended:
+        raise OrderValidationError(f"extended_hours=True is not for crypto ({symbol}): crypto trades 24/7")
+
+
+def check_crypto_increments(body: Mapping[str, Any], asset: Mapping[str, Any]) -> None:
+    """Refuse a crypto order body whose qty is under the asset's ``min_order_size`` or not a
+    multiple of its ``min_trade_increment``, or whose limit/stop price is not a multiple of its
+    ``price_increment`` (the asset's JSON, GET /v2/assets/{symbol}; absent fields are not checked).
+
+    Raises:
+        OrderValidationError: naming the argument, the asset's figure and the nearest valid value.
+    """
+    symbol = body["symbol"]
+
+    def figure(key: str) -> Decimal | None:
+        try:
+            return decimal(asset.get(key), key, places=18)
+        except OrderValidationError:
+            return None
+
+    minimum, step, tick = figure("min_order_size"), figure("min_trade_increment"), figure("price_increment")
+    if "qty" in body:
+        qty = Decimal(body["qty"])
+        if minimum is not None and qty < minimum:
+            raise OrderValidationError(f"qty={body['qty']} is below the minimum order size of {symbol}, "
+                                       f"{_wire(minimum)} (min_order_size)")
+        if step is not None and qty % step:
+            raise OrderValidationError(
+                f"qty={body['qty']} is not a multiple of {symbol}'s min_trade_increment {_wire(step)}; "
+                f"e.g. qty={_wire((qty // step) * step or step)}")
+    for name in ("limit_price", "stop_price"):
+        if name in body and tick is not None and Decimal(body[name]) % tick:
+            price = Decimal(body[name])
+            raise OrderValidationError(
+                f"{name}={body[name]} is not a multiple of {symbol}'s price_increment {_wire(tick)}; "
+                f"e.g. {name}={_wire((price // tick) * tick or tick)}")
 
 
 def _legs(klass: str, side: str, type: str, tif: str, take_profit: Any, stop_loss: Any, *,
