@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import requests
 from _http_proxy import RecordingProxy
-from conftest import new_account
+from conftest import new_account, poll
 
 import alpaca_nb as anb
 from alpaca_nb.orders import order_body
@@ -74,6 +74,24 @@ def test_increments_are_checked_before_sending(sandbox, account):
         assert len(proxy.matching("GET", "/v2/assets/BTC/USD")) == 1       # asked once per client
 
 
+def test_notional_and_fractional_buys_fill(sandbox, account):
+    api = client(account)
+    by_dollars = api.buy("BTC/USD", notional=100)
+    assert by_dollars["time_in_force"] == "gtc" and by_dollars["symbol"] == "BTC/USD"
+    by_coins = api.buy("BTC/USD", qty=0.0015)
+    limit = api.buy("ETH/USD", 0.01, type="limit", limit_price=1, time_in_force="gtc")
+    assert limit["status"] in ("new", "accepted", "pending_new")
+    filled = poll(lambda: [api.order(o["id"]) for o in (by_dollars, by_coins)],
+                  lambda rows: all(r["status"] == "filled" for r in rows), timeout=30)
+    assert [r["status"] for r in filled] == ["filled", "filled"]
+    assert float(filled[1]["filled_qty"]) == 0.0015
+    price, coins = float(filled[0]["filled_avg_price"]), float(filled[0]["filled_qty"])
+    assert 100 - price * 0.0001 < price * coins <= 100      # $100 of BTC, to the 0.0001 increment
+    positions = api.positions()
+    assert "BTCUSD" in positions.index or "BTC/USD" in positions.index
+    api.cancel_order(limit["id"])
+
+
 def test_the_guard_values_crypto_in_dollars_against_cash(sandbox):
     acct = new_account(sandbox, cash=1_000)
     api = client(acct, max_order_notional=None)
@@ -86,3 +104,4 @@ def test_the_guard_values_crypto_in_dollars_against_cash(sandbox):
     capped = client(acct, max_order_notional=500)
     with pytest.raises(PreTradeCheckError, match=r"max_order_notional.*\$500\.00"):
         capped.buy("ETH/USD", qty="0.2", type="limit", limit_price=3000)   # $600 of ETH
+    assert api.buy("BTC/USD", notional=900)["symbol"] == "BTC/USD"       # within the cash
