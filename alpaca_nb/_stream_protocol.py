@@ -20,16 +20,20 @@ import msgpack
 import orjson
 from aiohttp import WSMsgType
 
-__all__ = ["CHANNELS", "ERRORS", "FOREIGN_CHANNELS", "MIRRORED", "SYMBOL_RE", "Codec",
+__all__ = ["CHANNELS", "CRYPTO_CHANNELS", "ERRORS", "FOREIGN_CHANNELS", "MIRRORED", "SYMBOL_RE", "Codec",
            "ForeignChannel", "ProtocolSyntaxError", "authorization", "credentials",
-           "decode_client_message", "error_message", "iso_ns", "parse_change", "subscription_message",
-           "trading_auth"]
+           "decode_client_message", "error_message", "is_crypto", "iso_ns", "parse_change",
+           "subscription_message", "trading_auth"]
 
 NS = 1_000_000_000
 
 CHANNELS = ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds", "imbalances")
 MIRRORED = ("corrections", "cancelErrors")               # follow trades, never sent by clients
 FOREIGN_CHANNELS = ("orderbooks", "news", "trades_v2")   # offered by other streams -> 410
+# The crypto stream's (/v1beta3/crypto/{loc}, protocol 4.5): orderbooks are its own, the stock
+# channels and news are another stream's (410).
+CRYPTO_CHANNELS = ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")
+CRYPTO_FOREIGN = ("statuses", "lulds", "imbalances", "news", "trades_v2")
 SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./\-]{0,20}$")
 
 # The data stream's error messages (protocol 5.6). 400 a message that cannot be parsed, or a
@@ -165,21 +169,29 @@ def decode_client_message(msg) -> dict:
     return data
 
 
-def parse_change(data: dict) -> dict[str, list[str]]:
+def is_crypto(path: str) -> bool:
+    """Whether a stream path (``v1beta3/crypto/us``, with or without the leading slash) is the
+    crypto stream's."""
+    return path.lstrip("/").startswith("v1beta3/crypto/")
+
+
+def parse_change(data: dict, *, crypto: bool = False) -> dict[str, list[str]]:
     """The channels and symbols of a subscribe/unsubscribe message, ``{channel: [symbols]}``
-    (unknown keys and the mirrored corrections/cancelErrors are ignored, as Alpaca does).
+    (unknown keys and the mirrored corrections/cancelErrors are ignored, as Alpaca does);
+    ``crypto`` for the crypto stream's channels.
 
     Raises:
         ForeignChannel: a channel of another stream (410).
         ProtocolSyntaxError: a channel value that is not a list of well-formed symbols (400).
     """
+    channels, foreign = (CRYPTO_CHANNELS, CRYPTO_FOREIGN) if crypto else (CHANNELS, FOREIGN_CHANNELS)
     wanted: dict[str, list[str]] = {}
     for name, value in data.items():
         if name == "action" or name in MIRRORED:
             continue
-        if name in FOREIGN_CHANNELS:
+        if name in foreign:
             raise ForeignChannel(name)
-        if name not in CHANNELS:
+        if name not in channels:
             continue
         if not isinstance(value, list) or not all(
                 isinstance(s, str) and (s == "*" or SYMBOL_RE.match(s)) for s in value):
@@ -188,10 +200,12 @@ def parse_change(data: dict) -> dict[str, list[str]]:
     return wanted
 
 
-def subscription_message(subs: dict[str, Any]) -> dict[str, Any]:
+def subscription_message(subs: dict[str, Any], *, crypto: bool = False) -> dict[str, Any]:
     """The ``subscription`` acknowledgement for a connection's whole subscription ``subs``
     (``{channel: iterable of symbols}``): every channel listed, corrections and cancelErrors
-    mirroring trades."""
+    mirroring trades; ``crypto``: the crypto stream's six channels."""
+    if crypto:
+        return {"T": "subscription", **{name: list(subs.get(name, ())) for name in CRYPTO_CHANNELS}}
     msg: dict[str, Any] = {"T": "subscription"}
     for name in ("trades", "quotes", "bars", "updatedBars", "dailyBars", "statuses", "lulds"):
         msg[name] = list(subs.get(name, ()))

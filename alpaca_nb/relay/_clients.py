@@ -38,6 +38,7 @@ from .._stream_protocol import (
     credentials,
     decode_client_message,
     error_message,
+    is_crypto,
     parse_change,
     subscription_message,
     trading_auth,
@@ -209,9 +210,10 @@ class DataClient(Subscriber):
             if not self.authenticated:
                 self.send([error_message(401)])
                 return
-            change = parse_change(data)
+            crypto = is_crypto(self.endpoint.path)
+            change = parse_change(data, crypto=crypto)
             code = await self.endpoint.change(self, change, add=action == "subscribe")
-            self.send([error_message(code) if code else subscription_message(self.subs)])
+            self.send([error_message(code) if code else subscription_message(self.subs, crypto=crypto)])
         else:
             raise ProtocolSyntaxError
 

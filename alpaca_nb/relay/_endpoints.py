@@ -24,9 +24,10 @@ from ._upstream import UpstreamFatal
 
 log = logging.getLogger(__name__)
 
-# The market-data endpoints served (the path is the same upstream and downstream). Crypto
-# (issue 11) is one more entry here: "v1beta3/crypto/us".
-DATA_PATHS = ("v2/iex", "v2/sip", "v2/delayed_sip", "v2/test", "v1beta1/boats", "v1beta1/overnight")
+# The market-data endpoints served (the path is the same upstream and downstream), the stock
+# feeds' and crypto's (whose channels _stream_protocol.parse_change knows by the path).
+DATA_PATHS = ("v2/iex", "v2/sip", "v2/delayed_sip", "v2/test", "v1beta1/boats", "v1beta1/overnight",
+              "v1beta3/crypto/us")
 
 
 class Source(Protocol):

@@ -24,7 +24,8 @@ from .._stream_protocol import CHANNELS
 
 # message type -> the channel that carries it (corrections and cancel errors come with trades)
 TYPE_CHANNEL = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars",
-                "s": "statuses", "l": "lulds", "i": "imbalances", "c": "trades", "x": "trades"}
+                "s": "statuses", "l": "lulds", "i": "imbalances", "c": "trades", "x": "trades",
+                "o": "orderbooks"}
 ALL = object()         # a selection that is the whole frame
 
 

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .. import _config
 from .._config import Secret, Settings, mask_key_id
-from .._stream_protocol import Codec
+from .._stream_protocol import Codec, is_crypto
 from ..stream import Reconnect
 from ..stream._hub import StreamStatus
 from ._clients import Credentials, DataClient, TradingClient
@@ -24,7 +24,7 @@ from ._upstream import DataUpstream, TradingUpstream
 
 log = logging.getLogger(__name__)
 
-FEEDS = {path.rsplit("/", 1)[1]: path for path in DATA_PATHS}
+FEEDS = {path.rsplit("/", 1)[1]: path for path in DATA_PATHS if not is_crypto(path)}
 DEFAULT_PORT = 8766
 SLOW_CLIENT_BYTES = 16 * 1024 * 1024
 MAX_CLIENTS = 256
