@@ -20,6 +20,7 @@ import pytest
 import requests
 import websocket
 from _data_stream_client import CONNECTED, RawDataStream
+from _http_proxy import RecordingProxy
 from _relay_helpers import Target, raw_client, settings_for, start_relay
 from _stream_helpers import server_connections, wait_for
 from conftest import new_account
@@ -316,6 +317,33 @@ def test_connect_finds_a_running_relay_and_status_says_so(acct, relay_dir):
     api = anb.connect(base_url=acct.url, data_url=acct.url, stream_url=acct.stream_url,
                       key_id=acct.key_id, secret_key=acct.secret_key)
     assert api.settings.relay is None
+
+
+def test_clients_refill_their_table_from_rest_when_the_relays_upstream_comes_back(own_sandbox, acct, relay_dir):
+    """The relay's upstream drops and reconnects while its client stays connected: the client
+    refills its quote and trade tables from REST (as after a reconnect of its own), since what
+    came during the gap is lost."""
+    with start_relay(acct, discovery=True) as relay, RecordingProxy(acct.url) as rest:
+        api = anb.connect(base_url=acct.url, data_url=rest.url, stream_url=acct.stream_url,
+                          key_id=acct.key_id, secret_key=acct.secret_key)
+        with api.stream(quotes=["AAPL"], trades=["MSFT"]) as stream:
+            assert str(stream.status) == f"connected via relay {relay.url}"
+            wait_for(lambda: rest.count("GET", "/v2/stocks/quotes/latest")
+                     and rest.count("GET", "/v2/stocks/trades/latest"), what="the first refill")
+            quotes, trades = (rest.count("GET", "/v2/stocks/quotes/latest"),
+                              rest.count("GET", "/v2/stocks/trades/latest"))
+            upstream = relay.data["v2/iex"].source
+            connections = upstream.connections
+            requests.post(f"{own_sandbox.url}/sandbox/streams/drop", json={"kind": "data"}, timeout=10,
+                          headers={"APCA-API-KEY-ID": own_sandbox.key_id,
+                                   "APCA-API-SECRET-KEY": own_sandbox.secret_key})
+            wait_for(lambda: upstream.connections > connections, 30, what="the relay's upstream to reconnect")
+            wait_for(lambda: rest.count("GET", "/v2/stocks/quotes/latest") > quotes
+                     and rest.count("GET", "/v2/stocks/trades/latest") > trades, 30,
+                     what="the refill after the relay's reconnect")
+            assert stream.stats["data_connections"] == 1      # the client itself never reconnected
+            asked = rest.matching("GET", "/v2/stocks/quotes/latest")
+            assert all(q["symbols"] == "AAPL" and q["feed"] == "iex" for _, q in asked), asked
 
 
 def test_stale_discovery_files_are_ignored(acct, relay_dir):

@@ -7,7 +7,9 @@ a plan upgrade; 406 means another client holds the connection), then subscribe t
 JSON array of messages; data messages go straight into the :class:`Store`, control messages
 (``subscription``, ``error``) update the confirmed subscription set that ``subscribe()`` waits on.
 After every (re)connect and for every newly subscribed symbol the fan-out thread refills the
-table from REST (latest quotes, trades and bars), so it is never silently stale after a gap.
+table from REST (latest quotes, trades and bars), so it is never silently stale after a gap;
+through a stream relay also when the relay says its own upstream came back
+(``{"T":"success","msg":"relay: upstream connected"}``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..errors import AlpacaError
 
 log = logging.getLogger("alpaca_nb.stream")
 
+RELAY_RECONNECTED = "relay: upstream connected"     # alpaca_nb.relay's status message
 FATAL_CODES = {402: "auth failed", 409: "insufficient subscription", 408: "v2 not enabled",
                411: "insufficient scope"}
 REFILL_KINDS = (("quotes", "q", "quotes"), ("trades", "t", "trades"), ("bars", "b", "bars"))
@@ -236,6 +239,8 @@ class DataHub(Hub):
                     self._changed.notify_all()
             elif t == "success":
                 log.debug("data stream: %s", m.get("msg"))
+                if m.get("msg") == RELAY_RECONNECTED:    # a relay's upstream came back: a gap
+                    self._on_connected()
             elif t in ("c", "x", "l", "i", "n"):   # corrections, cancel errors, LULDs, imbalances
                 log.debug("data stream: ignored %s message", t)
             else:
