@@ -154,11 +154,30 @@ def _demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="headless tour against the embedded sandbox (no keys needed)",
                        description="Start the embedded sandbox, print the account, positions and "
                                    "a bars frame, place an order and watch it fill on the "
-                                   "trade-updates stream, then stream live quotes for a few seconds.")
+                                   "trade-updates stream, stream live quotes for a few seconds, and "
+                                   "write a candlestick chart to an HTML file.")
     p.add_argument("--symbol", default="AAPL", help="the stock to trade (default AAPL)")
     p.add_argument("--qty", type=int, default=10, help="shares to buy (default 10)")
     p.add_argument("--seconds", type=float, default=3.0,
                    help="how long to stream quotes (default 3)")
+    p.add_argument("--chart", default=None, metavar="PATH",
+                   help="where to write the chart (default: alpaca-nb-demo-chart.html in the temporary folder)")
+
+
+def write_chart(api, symbol: str, end, path: str | None) -> None:
+    """Three months of daily candles with volume and a 20-day average, as a standalone HTML file
+    (plotly.js included, so it opens offline)."""
+    import os
+    import tempfile
+
+    import pandas as pd
+
+    from .charts import candles
+
+    path = path or os.path.join(tempfile.gettempdir(), "alpaca-nb-demo-chart.html")
+    bars = api.bars(symbol, "1Day", end - pd.Timedelta(days=92), end.date(), progress=False)
+    candles(bars, ma=20, title=f"{symbol}, daily").write_html(path, include_plotlyjs=True)
+    print(f"\n== chart ==\n{len(bars)} daily candles of {symbol} written to {path}")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -186,6 +205,7 @@ def run_demo(args: argparse.Namespace) -> int:
         bars = api.bars([args.symbol, "MSFT"], "1Day", end - pd.Timedelta(days=6), end.date(),
                         tz="America/New_York", progress=False)
         show(f"daily bars, last week ({len(bars)} rows, index {list(bars.index.names)})", bars)
+        write_chart(api, args.symbol, end, args.chart)
         symbols = [args.symbol, "MSFT"]
         with api.stream(quotes=symbols, trades=symbols, trade_updates=True) as stream:
             order = api.buy(args.symbol, args.qty)

@@ -3,6 +3,10 @@ LiveChart following a fast sandbox clock (a minute bar closes every wall second)
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -139,3 +143,15 @@ def test_live_chart_rejects_bad_arguments(fast):
             LiveChart(api, "  ")
     finally:
         api.close()
+
+
+def test_demo_writes_a_chart_to_html(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APCA_")}
+    env["ALPACA_NB_CACHE_DIR"] = str(tmp_path / "demo-cache")
+    path = tmp_path / "chart.html"
+    done = subprocess.run([sys.executable, "-m", "alpaca_nb.cli", "demo", "--seconds", "0.2", "--chart", str(path)],
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"written to {path}" in done.stdout
+    page = path.read_text()
+    assert '"type":"candlestick"' in page and "AAPL, daily" in page and "MA 20" in page
