@@ -108,7 +108,7 @@ def _by_symbol(bars: pd.DataFrame) -> dict[str, pd.DataFrame]:
             raise ValueError("bars must be indexed by (symbol, timestamp) or by timestamp")
         return {str(sym): frame.droplevel(0) for sym, frame in bars.groupby(level=0, sort=False)}
     if not isinstance(bars.index, pd.DatetimeIndex):
-        raise ValueError("bars must be indexed by (symbol, timestamp) or by a DatetimeIndex")
+        raise TypeError("bars must be indexed by (symbol, timestamp) or by a DatetimeIndex")
     return {"": bars}
 
 
@@ -126,7 +126,8 @@ def _style_axes(fig: go.Figure) -> None:
     """Grid, spikes and a transparent background with mid-grey text, so a figure reads the same
     under the default plotly template in a light notebook and in JupyterLab's dark theme."""
     fig.update_layout(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
-                      font=dict(color=INK), legend=dict(bgcolor="rgba(0,0,0,0)"))
+                      font={"color": INK}, legend={"bgcolor": "rgba(0,0,0,0)"},
+                      modebar={"bgcolor": "rgba(0,0,0,0)", "color": INK})
     fig.update_xaxes(linecolor=GRID, showgrid=True, gridcolor=GRID, zeroline=False, rangeslider_visible=False,
                      showspikes=True, spikemode="across", spikesnap="cursor", spikethickness=1,
                      spikedash="dot", spikecolor="rgba(128,128,128,0.6)")
@@ -183,13 +184,13 @@ def candles(bars: pd.DataFrame, *, ma: int | Sequence[int] | None = None, volume
         fig.add_trace(go.Candlestick(
             x=x, open=frame["open"], high=frame["high"], low=frame["low"], close=frame["close"],
             name=label, showlegend=False,
-            increasing=dict(line=dict(color=UP, width=1), fillcolor=UP),
-            decreasing=dict(line=dict(color=DOWN, width=1), fillcolor=DOWN)), row=row, col=col)
+            increasing={"line": {"color": UP, "width": 1}, "fillcolor": UP},
+            decreasing={"line": {"color": DOWN, "width": 1}, "fillcolor": DOWN}), row=row, col=col)
         for k, w in enumerate(windows):
             fig.add_trace(go.Scatter(
                 x=x, y=frame["close"].rolling(w, min_periods=w).mean(), mode="lines",
                 name=f"MA {w}", legendgroup=f"ma{w}", showlegend=(i == 0),
-                line=dict(color=MA_COLOURS[k % len(MA_COLOURS)], width=1.4),
+                line={"color": MA_COLOURS[k % len(MA_COLOURS)], "width": 1.4},
                 hovertemplate=f"MA {w} %{{y:,.2f}}<extra></extra>"), row=row, col=col)
         breaks = rangebreaks(x)
         fig.update_xaxes(rangebreaks=breaks, row=row, col=col)
@@ -197,7 +198,7 @@ def candles(bars: pd.DataFrame, *, ma: int | Sequence[int] | None = None, volume
             up = (frame["close"] >= frame["open"]).to_numpy()
             fig.add_trace(go.Bar(
                 x=x, y=frame["volume"], name=f"{label} volume", showlegend=False,
-                marker=dict(color=np.where(up, UP, DOWN).tolist(), opacity=0.55, line=dict(width=0)),
+                marker={"color": np.where(up, UP, DOWN).tolist(), "opacity": 0.55, "line": {"width": 0}},
                 hovertemplate="vol %{y:,.0f}<extra></extra>"), row=row + 1, col=col)
             fig.update_xaxes(rangebreaks=breaks, matches=_axis_name(fig, row, col), showticklabels=True,
                              row=row + 1, col=col)
@@ -207,11 +208,11 @@ def candles(bars: pd.DataFrame, *, ma: int | Sequence[int] | None = None, volume
     if title is None and n == 1:
         title = names[0] or None
     fig.update_layout(
-        title=dict(text=title, x=0.01, xanchor="left") if title else None,
+        title={"text": title, "x": 0.01, "xanchor": "left"} if title else None,
         height=height or (520 if n == 1 else 330 * grid_rows),
-        margin=dict(l=10, r=10, t=50 if (title or n > 1) else 20, b=10),
+        margin={"l": 10, "r": 10, "t": 50 if (title or n > 1) else 20, "b": 10},
         hovermode="x unified" if n == 1 else "closest", bargap=0.15,
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
     )
     return fig
 
@@ -242,11 +243,11 @@ def equity_figure(hist: pd.DataFrame, *, height: int = 420) -> go.Figure:
     x = _ny_naive(hist.index)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
     fig.add_trace(go.Scatter(x=x, y=hist["equity"], mode="lines", name="Equity",
-                             line=dict(color="#29b6f6", width=2), fill="tozeroy",
+                             line={"color": "#29b6f6", "width": 2}, fill="tozeroy",
                              fillcolor="rgba(41,182,246,0.08)",
                              hovertemplate="equity $%{y:,.2f}<extra></extra>"), row=1, col=1)
     pl = hist["profit_loss"].fillna(0.0)
-    fig.add_trace(go.Bar(x=x, y=pl, name="P&L", marker=dict(color=np.where(pl >= 0, UP, DOWN).tolist()),
+    fig.add_trace(go.Bar(x=x, y=pl, name="P&L", marker={"color": np.where(pl >= 0, UP, DOWN).tolist()},
                          hovertemplate="P&L $%{y:,.2f}<extra></extra>"), row=2, col=1)
     low, high = hist["equity"].min(), hist["equity"].max()
     if pd.notna(low) and pd.notna(high):
@@ -256,8 +257,8 @@ def equity_figure(hist: pd.DataFrame, *, height: int = 420) -> go.Figure:
     fig.update_yaxes(tickprefix="$", tickformat=",.0f", row=2, col=1)
     fig.update_xaxes(rangebreaks=rangebreaks(x))
     _style_axes(fig)
-    fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
-                      title=dict(text="Equity and P&L", x=0.01, xanchor="left"), hovermode="x unified")
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
+                      title={"text": "Equity and P&L", "x": 0.01, "xanchor": "left"}, hovermode="x unified")
     return fig
 
 
@@ -305,9 +306,9 @@ class LiveChart(go.FigureWidget):
         self._forming: dict[str, Any] | None = None
         self._last_closed: pd.Timestamp | None = seed.index[-1] if len(seed) else None
         x = _x(seed.index)
-        candle_style = dict(increasing=dict(line=dict(color=UP, width=1), fillcolor=UP),
-                            decreasing=dict(line=dict(color=DOWN, width=1), fillcolor=DOWN),
-                            showlegend=False, name=symbol)
+        candle_style = {"increasing": {"line": {"color": UP, "width": 1}, "fillcolor": UP},
+                            "decreasing": {"line": {"color": DOWN, "width": 1}, "fillcolor": DOWN},
+                            "showlegend": False, "name": symbol}
         self._candle_style = candle_style
         with self.batch_update():
             self.add_trace(go.Candlestick(x=x, open=seed["open"], high=seed["high"], low=seed["low"],
@@ -321,8 +322,8 @@ class LiveChart(go.FigureWidget):
             self.add_trace(_volume_bars([], None), row=2, col=1)
             _style_axes(self)
             self.update_yaxes(tickformat="~s", row=2, col=1)
-            self.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=10), showlegend=False,
-                               title=dict(text=f"{symbol} · 1 min · live", x=0.01, xanchor="left"),
+            self.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False,
+                               title={"text": f"{symbol} · 1 min · live", "x": 0.01, "xanchor": "left"},
                                hovermode="x unified", bargap=0.15, uirevision=symbol)
             self.update_xaxes(type="date", rangebreaks=rangebreaks(_ny_naive(seed.index)))
         self._stream = api.stream(trades=[symbol], bars=[symbol], updated_bars=[symbol])
@@ -363,7 +364,7 @@ class LiveChart(go.FigureWidget):
 
     def _on_trade(self, trade: dict[str, Any]) -> None:
         price, ts = trade.get("price"), trade.get("timestamp")
-        if price is None or not price == price or ts is None or pd.isna(ts):
+        if not isinstance(price, (int, float)) or not math.isfinite(price) or ts is None or pd.isna(ts):
             return
         minute = ts.floor("min")
         with self._lock:
@@ -426,11 +427,11 @@ class LiveChart(go.FigureWidget):
 
 def _volume_bars(x: Any, frame: pd.DataFrame | None) -> go.Bar:
     if frame is None:
-        return go.Bar(x=[], y=[], marker=dict(color=[], opacity=0.55, line=dict(width=0)),
+        return go.Bar(x=[], y=[], marker={"color": [], "opacity": 0.55, "line": {"width": 0}},
                       showlegend=False, hovertemplate="vol %{y:,.0f}<extra></extra>")
     up = (frame["close"] >= frame["open"]).to_numpy()
     return go.Bar(x=x, y=frame["volume"], showlegend=False,
-                  marker=dict(color=np.where(up, UP, DOWN).tolist(), opacity=0.55, line=dict(width=0)),
+                  marker={"color": np.where(up, UP, DOWN).tolist(), "opacity": 0.55, "line": {"width": 0}},
                   hovertemplate="vol %{y:,.0f}<extra></extra>")
 
 

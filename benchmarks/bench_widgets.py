@@ -30,11 +30,11 @@ import psutil
 from comm.base_comm import BaseComm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import KEY_ID, SECRET, sandbox_process, tradable_symbols  # noqa: E402
+from _common import KEY_ID, SECRET, sandbox_process, tradable_symbols
 
-import alpaca_nb as anb  # noqa: E402
-from alpaca_nb.charts import LiveChart  # noqa: E402
-from alpaca_nb.widgets import OrderTicket, QuoteBoard  # noqa: E402
+import alpaca_nb as anb
+from alpaca_nb.charts import LiveChart
+from alpaca_nb.widgets import OrderTicket, QuoteBoard
 
 
 class RecordingComm(BaseComm):

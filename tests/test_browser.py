@@ -134,7 +134,7 @@ class Lab:
         try:
             import psutil
             self.pids |= {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}
-        except Exception:                  # noqa: BLE001 - best effort; stop() also asks the server
+        except Exception:
             pass
 
     def stop(self) -> None:

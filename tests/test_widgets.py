@@ -13,7 +13,14 @@ from _stream_helpers import FAST, connect, wait_for
 from conftest import new_account
 
 from alpaca_nb.sandbox import Sandbox
-from alpaca_nb.widgets import AccountCard, Dashboard, OrdersPanel, OrderTicket, PositionsPanel, QuoteBoard
+from alpaca_nb.widgets import (
+    AccountCard,
+    Dashboard,
+    OrdersPanel,
+    OrderTicket,
+    PositionsPanel,
+    QuoteBoard,
+)
 from alpaca_nb.widgets._panels import parse_close_amount
 from alpaca_nb.widgets._ticket import _labelled
 
@@ -422,7 +429,7 @@ def test_quote_board_rejects_bad_arguments(api):
 # ------------------------------------------------------------------ the whole dashboard
 
 def _all_widgets() -> dict:
-    from ipywidgets.widgets.widget import _instances     # Widget.widgets is deprecated
+    from ipywidgets.widgets.widget import _instances  # Widget.widgets is deprecated
     return _instances
 
 

@@ -27,6 +27,7 @@ import ipywidgets as _w
 
 from ._base import Panel, style_sheet
 from ._board import QuoteBoard
+from ._board import _symbols as _board_symbols
 from ._panels import AccountCard, OrdersPanel, PositionsPanel
 from ._ticket import OrderTicket
 
@@ -44,8 +45,9 @@ class Dashboard(_w.VBox):
     """
 
     def __init__(self, api: Any, symbols: Any = DEFAULT_SYMBOLS, *, max_hz: float = 4.0):
+        symbols = _board_symbols(symbols)
         self.account = AccountCard(api)
-        self.ticket = OrderTicket(api, symbol=list(symbols)[0] if symbols else None)
+        self.ticket = OrderTicket(api, symbol=symbols[0])
         self.board = QuoteBoard(api, symbols, max_hz=max_hz, ticket=self.ticket)
         self.positions = PositionsPanel(api)
         self.orders = OrdersPanel(api)

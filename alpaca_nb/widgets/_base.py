@@ -108,6 +108,11 @@ def error_text(exc: BaseException) -> str:
     return text if isinstance(exc, (ValueError, TypeError)) else f"{type(exc).__name__}: {text}"
 
 
+def price_ok(value: Any) -> bool:
+    """A usable price: a positive finite number (not None, NaN or 0)."""
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
 def money(value: Any, *, sign: bool = False, places: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"

@@ -110,7 +110,7 @@ function render({ model, el }) {
           td.textContent = text;
           if (old !== undefined && old !== null && value !== null && i < 3 && value !== old) flash(td, value > old);
         }
-        if (i >= 3) td.className = "num " + (v[3] > 0 ? "up" : v[3] < 0 ? "down" : "");
+        if (i === 3 || i === 4) td.className = "num " + (v[3] > 0 ? "up" : v[3] < 0 ? "down" : "");
       });
       r.values = shown;
     }

@@ -203,7 +203,7 @@ class QuoteBoard(anywidget.AnyWidget):
             stream._add_listener(_BoardFeed(self._deliver, self.max_hz, stream), ("data",))
             stream.on("status", lambda status: self._post({"t": "status", "text": str(status)}))
             self._post({"t": "status", "text": str(stream.status)})
-        except Exception as exc:            # shown in the board's header, never as a traceback
+        except Exception as exc:  # noqa: BLE001 - shown in the board's header, never as a traceback
             log.info("QuoteBoard could not start: %s", exc)
             self.error = str(exc)
             self._post({"t": "status", "text": f"not streaming: {exc}"})
@@ -228,7 +228,7 @@ class QuoteBoard(anywidget.AnyWidget):
             self._seed(symbols)
             if self._stream is not None:
                 self._stream.subscribe(quotes=symbols, trades=symbols, daily_bars=symbols)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - shown in the board's header
             log.info("QuoteBoard could not add %s: %s", symbols, exc)
             self._post({"t": "status", "text": f"could not add {', '.join(symbols)}: {exc}"})
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import logging
-import re
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +17,7 @@ import ipywidgets as w
 import pandas as pd
 
 from ..errors import OrderValidationError
-from ._base import Message, Panel, confirm_row, error_text, money, number, pct, qty_text, tone
+from ._base import Panel, confirm_row, money, number, pct, price_ok, qty_text, tone
 
 log = logging.getLogger("alpaca_nb.widgets")
 
@@ -47,6 +46,14 @@ def _small_button(text: str, style: str = "", tooltip: str = "") -> w.Button:
                       layout=w.Layout(width="auto", height="26px", margin="1px 2px"))
     button.add_class("anb-small-button")
     return button
+
+
+def _show_rows(table: w.VBox, rows: list[w.Widget], empty: str) -> None:
+    """Put new rows in the table (or a line saying it is empty) and close the old ones."""
+    previous = table.children
+    table.children = tuple(rows) or (w.HTML(f'<div class="anb-muted" style="padding:8px 6px">{empty}</div>'),)
+    for child in previous:
+        child.close()
 
 
 def parse_close_amount(text: str) -> dict[str, Any]:
@@ -146,13 +153,8 @@ class PositionsPanel(Panel):
             row.add_class("anb-row")
             rows[symbol] = {"row": row, "cells": cells, "amount": amount, "button": button}
             children.append(row)
-        if not children:
-            children = [w.HTML('<div class="anb-muted" style="padding:8px 6px">No open positions.</div>')]
-        previous = self.table.children
-        self.table.children = tuple(children)
+        _show_rows(self.table, children, "No open positions.")
         self.rows = rows
-        for child in previous:
-            child.close()
 
     def _render_row(self, symbol: str, pos: pd.Series, last: float | None = None) -> None:
         row = self.rows.get(symbol)
@@ -184,7 +186,7 @@ class PositionsPanel(Panel):
 
     def _on_trade(self, trade: dict[str, Any]) -> None:
         symbol, price = trade.get("symbol"), trade.get("price")
-        if not price or price != price:
+        if not price_ok(price):
             return
         with self._lock:
             if symbol in self.rows and symbol in self.frame.index:
@@ -341,13 +343,8 @@ class OrdersPanel(Panel):
             entry["row"] = row
             rows[str(oid)] = entry
             children.append(row)
-        if not children:
-            children = [w.HTML('<div class="anb-muted" style="padding:8px 6px">No orders yet.</div>')]
-        previous = self.table.children
-        self.table.children = tuple(children)
+        _show_rows(self.table, children, "No orders yet.")
         self.rows = rows
-        for child in previous:
-            child.close()
 
     # -- actions
     def cancel(self, order_id: str) -> None:
@@ -474,5 +471,3 @@ class AccountCard(Panel):
     def __repr__(self) -> str:
         return f"<AccountCard {self._api.mode}>"
 
-
-__all__ = ["AccountCard", "Message", "OrdersPanel", "PositionsPanel", "error_text", "parse_close_amount"]

@@ -21,9 +21,18 @@ from typing import Any
 
 import ipywidgets as w
 
-from ..orders import new_client_order_id, order_body
 from ..errors import OrderValidationError, PreTradeCheckError
-from ._base import Message, Panel, confirm_row, error_text, money, number, qty_text
+from ..orders import new_client_order_id, order_body
+from ._base import (
+    Message,
+    Panel,
+    confirm_row,
+    error_text,
+    money,
+    number,
+    price_ok,
+    qty_text,
+)
 
 log = logging.getLogger("alpaca_nb.widgets")
 
@@ -199,7 +208,7 @@ class OrderTicket(Panel):
             symbols = sorted(s for s in assets.index[assets["tradable"].fillna(False).astype(bool)])
             self._assets = set(symbols)
             self.symbol.options = symbols
-        except Exception as exc:           # suggestions are a convenience; the ticket works without
+        except Exception as exc:  # noqa: BLE001 - suggestions are a convenience; the ticket works without
             log.info("OrderTicket: no asset list for suggestions (%s)", exc)
         self._refresh_account()
         stream = self.open_stream(trade_updates=True)
@@ -242,7 +251,7 @@ class OrderTicket(Panel):
                 trade = self._api.latest_trades([wanted])
                 if wanted in trade.index:
                     self._on_trade({"symbol": wanted, "price": trade.loc[wanted, "price"]})
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the stream fills the quote in soon
                 log.info("OrderTicket: no latest quote for %s (%s)", wanted, exc)
             stream.subscribe(quotes=[wanted], trades=[wanted])
         self._render_quote()
@@ -419,10 +428,10 @@ class OrderTicket(Panel):
             power = self._buying_power
             body = self._body
         bid, ask = q.get("bid_price"), q.get("ask_price")
-        rows = [("Bid", f"{number(bid)} × {qty_text(q.get('bid_size'))}" if bid == bid and bid else "—"),
-                ("Ask", f"{number(ask)} × {qty_text(q.get('ask_size'))}" if ask == ask and ask else "—"),
+        rows = [("Bid", f"{number(bid)} × {qty_text(q.get('bid_size'))}" if price_ok(bid) else "—"),
+                ("Ask", f"{number(ask)} × {qty_text(q.get('ask_size'))}" if price_ok(ask) else "—"),
                 ("Last", number(last))]
-        if bid and ask and bid == bid and ask == ask and ask >= bid:
+        if price_ok(bid) and price_ok(ask) and ask >= bid:
             rows.append(("Spread", number(ask - bid)))
         estimate = _estimate(body, bid, ask, last)
         rows.append(("Est. cost" if self.side.value == "buy" else "Est. proceeds", money(estimate)))
@@ -502,7 +511,7 @@ class OrderTicket(Panel):
     def _place(self, args: dict[str, Any], coid: str) -> None:
         try:
             order = self._api.submit_order(**args, client_order_id=coid)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is shown on the ticket
             with self._submit_lock:
                 self._state = "armed"          # same client_order_id: a retry cannot duplicate
             self.status.show(f"Not placed: {error_text(exc)}", "error")
@@ -594,7 +603,7 @@ def _estimate(body: dict[str, Any] | None, bid: Any, ask: Any, last: Any) -> flo
     price = body.get("limit_price") or body.get("stop_price")
     if price is None:
         price = ask if body["side"] == "buy" else bid
-        if not price or price != price:
+        if not price_ok(price):
             price = last
     return qty * float(price) if price else None
 
