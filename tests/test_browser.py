@@ -183,10 +183,16 @@ CANDLES_JS = """() => {
 
 def _shot(page, locator, path: Path) -> None:
     """A screenshot of one element as it is now (a ticking element is never "stable", so
-    Playwright's element screenshot would wait for ever)."""
-    locator.evaluate("e => e.scrollIntoView({block: 'center'})")
-    box = locator.bounding_box()
-    page.screenshot(path=str(path), clip=box)
+    Playwright's element screenshot would wait for ever). Screenshots are for people to look at,
+    not assertions: on a machine too loaded to draw a frame in time the test goes on without."""
+    try:
+        clip = None
+        if locator is not None:
+            locator.evaluate("e => e.scrollIntoView({block: 'center'})")
+            clip = locator.bounding_box()
+        page.screenshot(path=str(path), clip=clip, animations="disabled", timeout=30_000)
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        print(f"screenshot {path.name} skipped: {exc}".splitlines()[0])
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -282,7 +288,7 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
         _wait(lambda: max(page.evaluate(CANDLES_JS)) > before, 60, "the LiveChart to gain a candle")
         chart = page.locator(".js-plotly-plot").first
         _shot(page, chart, shots / "live-chart.png")
-        page.screenshot(path=str(shots / "notebook.png"), full_page=True)
+        _shot(page, None, shots / "notebook.png")
 
         # ---- the secret key never reached the page (widget state is saved with the notebook)
         assert account.secret_key not in page.content()
@@ -290,7 +296,7 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
         print(f"\nscreenshots ({kernel}): {shots}")
     except BaseException:
         if context is not None and context.pages:
-            context.pages[0].screenshot(path=str(shots / "failure.png"), full_page=True)
+            _shot(context.pages[0], None, shots / "failure.png")
         raise
     finally:
         if context is not None:
