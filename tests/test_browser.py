@@ -230,7 +230,7 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
             viewport={"width": 1400, "height": 1000})
         page = context.pages[0] if context.pages else context.new_page()
-        page.set_default_timeout(60_000)
+        page.set_default_timeout(120_000)
         page.set_default_navigation_timeout(60_000)
         # the notebook's session (on our kernelspec) exists before the page opens it: no kernel dialog
         resp = requests.post(f"{lab.url}/api/sessions", params={"token": lab.token}, timeout=60,
@@ -255,14 +255,16 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
         ticket = page.locator(".anb-panel", has_text="Order ticket").first
         ticket.wait_for(timeout=120_000)
         qty = ticket.locator("xpath=.//span[text()='Qty (shares)']/ancestor::div[contains(@class,'widget-vbox')][1]//input")
-        qty.click()
-        qty.type("5")
-        qty.press("Tab")
+        # typed into the focused field; clicks skip Playwright's "stable" wait, which a panel that
+        # ticks every quarter second can keep waiting on a loaded machine
+        qty.focus()
+        page.keyboard.type("5")
+        page.keyboard.press("Tab")
         submit = ticket.locator("button", has_text="Buy 5 AAPL at market")
         submit.wait_for()
         _wait(lambda: submit.is_enabled(), 30, "Submit to be enabled")
         _shot(page, ticket, shots / "ticket-filled-in.png")
-        submit.click()
+        submit.click(force=True)
         status = ticket.locator(".anb-msg-ok", has_text="Filled 5 at")
         status.wait_for(timeout=60_000)
         orders = _wait(lambda: [o for o in _orders(account) if o["status"] == "filled"], 30, "the filled order")
