@@ -284,9 +284,9 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
         _shot(page, board, shots / "quote-board.png")
 
         # ---- the live chart renders and gains a candle
-        _wait(lambda: page.evaluate(CANDLES_JS), 60, "the LiveChart to render (.js-plotly-plot)")
+        _wait(lambda: max(page.evaluate(CANDLES_JS) or [0]) >= 100, 120,
+              "the LiveChart to render (.js-plotly-plot) with its 120 seed bars")
         before = max(page.evaluate(CANDLES_JS))
-        assert before >= 100
         _wait(lambda: max(page.evaluate(CANDLES_JS)) > before, 60, "the LiveChart to gain a candle")
         chart = page.locator(".js-plotly-plot").first
         _shot(page, chart, shots / "live-chart.png")
