@@ -3,15 +3,24 @@ and a relay fed from it with no upstream connection of its own."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
+import shutil
+import subprocess
 
 import msgpack
 import pytest
 import redis
+import requests
 import websocket
 from _data_stream_client import CONNECTED, RawDataStream
-from _relay_helpers import Target, raw_client, start_relay
+from _relay_helpers import Target, free_port, raw_client, start_relay
 from _stream_helpers import wait_for
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 import alpaca_nb as anb
 from alpaca_nb.relay import Relay
@@ -150,3 +159,101 @@ def test_trade_updates_reach_clients_of_the_redis_fed_relay(account, pair, redis
     spy.close()
     assert {c for c, d in seen if '"trade_updates"' in d} == {"alpaca-nb:trade_updates"}
     assert not [c for c, d in seen if account.secret_key in d or TOKEN in d]
+
+
+def test_a_plan_limit_405_reaches_the_client_of_the_redis_fed_relay(sandbox, redis_server):
+    """The publishing relay's keys are on the basic plan (30 trades + quotes symbols): a remote
+    client asking past it gets Alpaca's 405 through Redis, with its subscriptions unchanged."""
+    basic = requests.post(f"{sandbox.url}/sandbox/accounts", json={"data_plan": "basic"},
+                          headers={"APCA-API-KEY-ID": sandbox.key_id,
+                                   "APCA-API-SECRET-KEY": sandbox.secret_key}, timeout=10).json()
+
+    class Basic:
+        key_id, secret_key = basic["key_id"], basic["secret_key"]
+        url, stream_url = sandbox.url, sandbox.stream_url
+
+    with start_relay(Basic, publish=redis_server.url) as publisher:
+        source = Relay(source=redis_server.url, token=TOKEN, port=0, discovery=False).start()
+        try:
+            remote = raw_client(source, TokenKeys)
+            remote.send({"action": "subscribe", "quotes": ["AAPL"]})
+            remote.until("subscription")
+            remote.send({"action": "subscribe", "trades": [f"Z{i:03d}" for i in range(35)]})
+            err, _ = remote.until("error", 30)
+            assert err == {"T": "error", "code": 405, "msg": "symbol limit exceeded"}
+            remote.send({"action": "subscribe", "quotes": ["MSFT"]})
+            ack, _ = remote.until("subscription", 30)
+            assert ack["trades"] == [] and ack["quotes"] == ["AAPL", "MSFT"]
+            assert publisher.data["v2/iex"].source.server == {"quotes": {"AAPL", "MSFT"}}
+            remote.close()
+        finally:
+            source.stop()
+
+
+@pytest.fixture
+def tls_redis_server(tmp_path):
+    """A real redis-server speaking TLS only, on a free loopback port, with a self-signed
+    certificate for 127.0.0.1 made here; yields the ``rediss://`` URL that trusts it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "redis.crt", tmp_path / "redis.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    port, password = free_port(), "relay-tls-pw"
+    proc = subprocess.Popen([binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                             "--tls-cert-file", str(cert_file), "--tls-key-file", str(key_file),
+                             "--tls-ca-cert-file", str(cert_file), "--tls-auth-clients", "no",
+                             "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
+                             "--requirepass", password],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"rediss://:{password}@127.0.0.1:{port}/0?ssl_ca_certs={cert_file}"
+    try:
+        wait_for(lambda: proc.poll() is not None or _pings(url), 20, what="the TLS redis-server")
+        if proc.poll() is not None:
+            pytest.fail(f"redis-server with TLS did not start: {proc.stdout.read()[-400:]!r}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _pings(url: str) -> bool:
+    try:
+        return redis.Redis.from_url(url, socket_timeout=2).ping()
+    except (redis.RedisError, OSError):
+        return False
+
+
+def test_relays_through_a_tls_redis(account, tls_redis_server):
+    """``rediss://``: the publishing relay and the Redis-fed relay talk to redis-server over TLS
+    (the certificate checked against the CA given in the URL), and a quote goes through."""
+    assert tls_redis_server.startswith("rediss://")
+    with pytest.raises(redis.ConnectionError):        # plain text is refused: it is TLS for real
+        redis.Redis.from_url(tls_redis_server.replace("rediss://", "redis://").split("?")[0],
+                             socket_timeout=2).ping()
+    with start_relay(account, publish=tls_redis_server):
+        source = Relay(source=tls_redis_server, token=TOKEN, port=0, discovery=False).start()
+        try:
+            remote = raw_client(source, TokenKeys)
+            remote.send({"action": "subscribe", "quotes": ["AAPL"]})
+            remote.until("subscription", 30)
+            got = remote.collect(60, stop=lambda ms: any(m.get("T") == "q" for m in ms))
+            assert {m["S"] for m in got if m.get("T") == "q"} == {"AAPL"}
+            remote.close()
+        finally:
+            source.stop()
