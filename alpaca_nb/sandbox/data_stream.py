@@ -19,8 +19,10 @@ and the other channels have no limit). ``unlimited`` accounts (the default) may 
 with up to :data:`SYMBOL_LIMIT` trades + quotes symbols.
 
 Data: the stream replays the synthetic market's own trades and quotes at their timestamps as the
-sandbox clock passes them, so it continues the REST history exactly; ``b`` bars as each minute
-closes, ``d`` (the partial daily bar) every minute after the open, ``u`` at :30 past the next
+sandbox clock passes them, so it continues the REST history exactly (NYSE sessions with extended
+hours in both market modes: nothing on weekends, holidays or overnight); ``b`` bars as each
+minute closes, ``d`` (the partial daily bar, regular hours) every minute from the open to the
+close, ``u`` at :30 past the next
 minute for the minutes that had a late-reported trade (their ``b`` lacks that trade, the late
 trade itself is sent then, and ``u`` equals the REST bar); ``s`` statuses when
 ``POST /sandbox/halt`` halts or resumes a symbol. ``delayed_sip`` runs 15 minutes behind;
@@ -80,6 +82,7 @@ FRAME_MESSAGES = 1000          # data messages per frame
 POLL_SECONDS = 0.05            # longest wait between two looks at the clock (wall seconds)
 
 STREAMS = web.AppKey("data_streams", set)
+_CHANNEL_OF = {"t": "trades", "q": "quotes", "b": "bars", "d": "dailyBars", "u": "updatedBars"}
 
 # halt/resume status codes and reasons by tape (UTP for tape C, CTA for A and B)
 _STATUS = {True: {"C": ("H", "Trading Halt", "T1", "Halt News Pending"),
@@ -147,6 +150,19 @@ class StreamSession:
             if self.ws.closed:
                 return
             await self.send_raw(self.codec.encode(messages[i:i + FRAME_MESSAGES]))
+
+    async def _send_data(self, messages: list[dict], version: int) -> None:
+        """Send replayed data frame by frame; once the subscriptions change (the client may
+        already hold the new subscription's ack), what is left goes only if still wanted."""
+        for i in range(0, len(messages), FRAME_MESSAGES):
+            if self.ws.closed:
+                return
+            frame = messages[i:i + FRAME_MESSAGES]
+            if self.version != version:
+                frame = [m for m in frame if self.wants(_CHANNEL_OF[m["T"]], m["S"])]
+                if not frame:
+                    continue
+            await self.send_raw(self.codec.encode(frame))
 
     async def error(self, code: int) -> None:
         await self.send([error_message(code)])
@@ -312,7 +328,7 @@ class StreamSession:
                 cursor = now
                 if events:
                     events.sort(key=lambda e: (e[0], e[1]))
-                    await self.send([e[2] for e in events])
+                    await self._send_data([e[2] for e in events], sets_version)
             next_minute = (cursor // MINUTE_NS + 1) * MINUTE_NS
             delay = self.clock.wall_seconds(next_minute + (DELAY_NS if self.feed == "delayed_sip" else 0))
             await asyncio.sleep(min(max(delay, 0.002), POLL_SECONDS))
@@ -360,7 +376,7 @@ class StreamSession:
                     await asyncio.sleep(0)
                 seq += 1
                 events.append((end, seq, self._bar("b", symbol, minute, sess, late_removed=True)))
-            if daily and end > sess.open:
+            if daily and sess.open < end <= sess.close:     # the daily bar covers regular hours
                 for j, symbol in enumerate(daily):
                     if j % 64 == 63:
                         await asyncio.sleep(0)

@@ -98,6 +98,7 @@ class DataHub(Hub):
                     sent |= self.send({"action": "unsubscribe", **lost})
                 if gained:
                     sent |= self.send({"action": "subscribe", **gained})
+        dead: set[str] = set()
         if lost:
             gone = {s for v in lost.values() for s in v}
             with self.lock:
@@ -120,13 +121,15 @@ class DataHub(Hub):
                     raise SubscriptionError(f"the stream refused the subscription: {message}",
                                             code=code if isinstance(code, int) else None)
                 if self._confirmed(gained, lost):
-                    return
+                    break
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._live:
                     log.info("data stream: subscription change not confirmed yet (%s); it is "
                              "resent on reconnect", self._status)
                     return
                 self._changed.wait(left)
+        if dead:    # what the server sent before it confirmed has been applied by now: purge again
+            self.store.purge(dead, [t for _, t in CHANNELS.values()])
 
     def _confirmed(self, gained: dict[str, list[str]], lost: dict[str, list[str]]) -> bool:
         server = self._server
