@@ -210,7 +210,7 @@ def test_assets_clock_calendar(account):
     assert str(clock["timestamp"].tz) == "UTC"
     assert str(api.clock(tz="America/New_York")["next_open"].tz) == "America/New_York"
     cal = api.calendar("2024-01-01", "2024-01-10")
-    assert list(cal.index) == list(pd.date_range("2024-01-01", "2024-01-10"))   # always-open market
+    assert list(cal.index) == list(pd.bdate_range("2024-01-02", "2024-01-10"))  # NYSE sessions in every mode
     assert cal["open"].dtype == UTC_NS
 
 
@@ -261,9 +261,9 @@ def test_start_end_types(account, start):
     api = client(account)
     df = api.bars("AAPL", "1Hour", start, dt.date(2024, 1, 3), cache=False)
     stamps = df.index.get_level_values("timestamp")
-    assert stamps[0] == pd.Timestamp("2024-01-03 05:00", tz="UTC")
-    assert stamps[-1] == pd.Timestamp("2024-01-04 04:00", tz="UTC")    # the whole New York day
-    assert len(df) == 24
+    assert stamps[0] == pd.Timestamp("2024-01-03 09:00", tz="UTC")     # 04:00 New York
+    assert stamps[-1] == pd.Timestamp("2024-01-04 00:00", tz="UTC")    # to 20:00 New York
+    assert len(df) == 16
 
 
 def test_bad_market_data_arguments_name_the_argument(account):
@@ -300,12 +300,12 @@ def test_empty_answers_keep_the_shape():
 def test_multi_page_bars_lose_and_repeat_nothing(account):
     api = client(account)
     symbols = ["AAPL", "IBM", "MSFT", "NVDA", "SPY"]
-    together = api.bars(symbols, "1Min", "2024-02-05", "2024-02-07", cache=False, progress=False)
-    assert len(together) == 5 * 3 * 1440 > 2 * 10_000                  # three pages at least
+    together = api.bars(symbols, "1Min", "2024-02-05", "2024-02-09", cache=False, progress=False)
+    assert len(together) == 5 * 5 * 960 > 2 * 10_000                   # three pages at least
     assert together.index.is_unique and together.index.is_monotonic_increasing
-    singles = pd.concat([api.bars(s, "1Min", "2024-02-05", "2024-02-07", cache=False) for s in symbols])
+    singles = pd.concat([api.bars(s, "1Min", "2024-02-05", "2024-02-09", cache=False) for s in symbols])
     pd.testing.assert_frame_equal(together, singles)
-    pages = list(api.iter_bars(symbols, "1Min", "2024-02-05", "2024-02-07"))
+    pages = list(api.iter_bars(symbols, "1Min", "2024-02-05", "2024-02-09"))
     assert len(pages) >= 3
     assert all(dict(p.dtypes) == dict(together.dtypes) for p in pages)
     pd.testing.assert_frame_equal(pd.concat(pages), together)
@@ -313,9 +313,9 @@ def test_multi_page_bars_lose_and_repeat_nothing(account):
 
 def test_limit_caps_rows_over_pages(account):
     api = client(account)
-    df = api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-12", limit=12_345, progress=False)
+    df = api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-20", limit=12_345, progress=False)
     assert len(df) == 12_345
-    assert sum(len(p) for p in api.iter_bars("AAPL", "1Min", "2024-02-05", "2024-02-12", limit=10_001)) == 10_001
+    assert sum(len(p) for p in api.iter_bars("AAPL", "1Min", "2024-02-05", "2024-02-20", limit=10_001)) == 10_001
 
 
 def test_trades_and_quotes_multi_page(account):
@@ -332,9 +332,9 @@ def test_trades_and_quotes_multi_page(account):
 
 def test_progress_bar_only_when_asked(account, capsys):
     api = client(account)
-    api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-08", cache=False, progress=False)
+    api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-12", cache=False, progress=False)
     assert "bars" not in capsys.readouterr().err
-    api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-08", cache=False)   # multi-page: auto
+    api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-12", cache=False)   # multi-page: auto
     assert "bars" in capsys.readouterr().err
     api.bars("AAPL", "1Day", "2024-02-05", "2024-02-08", cache=False)             # one page: silent
     assert "bars" not in capsys.readouterr().err
@@ -362,7 +362,7 @@ def test_failure_midway_keeps_what_arrived():
     with Sandbox(chaos=f"503=0.5,scope=/v2/stocks/bars,seed={seed}") as sb:
         api = anb.connect(sandbox=sb, retries=1)
         with pytest.raises(anb.ServerError) as info:
-            api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-08", cache=False, progress=False)
+            api.bars(["AAPL", "MSFT"], "1Min", "2024-02-05", "2024-02-12", cache=False, progress=False)
     partial = info.value.partial
     assert len(partial) == 10_000                       # exactly the first page
     assert_series_frame(partial, frames.BAR)

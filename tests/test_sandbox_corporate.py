@@ -143,7 +143,8 @@ def test_a_split_is_in_the_raw_prices_and_adjustment_follows_the_clock(sb):
     move_clock(sb, "2024-06-28T15:00:00Z")
     raw = daily(sb, "WM", "2024-06-17", "2024-06-27")
     by_day = {r["t"][:10]: r for r in raw}
-    before, after = by_day["2024-06-23"], by_day["2024-06-24"]
+    prev = max(d for d in by_day if d < ex.isoformat())    # the last session before (a Friday)
+    before, after = by_day[prev], by_day["2024-06-24"]
     assert 0.4 < after["o"] / before["c"] < 0.6        # the raw price halves at the ex-date
     assert after["v"] > before["v"] * 0.6
     adjusted = daily(sb, "WM", "2024-06-17", "2024-06-27", adjustment="split")
@@ -156,7 +157,7 @@ def test_a_split_is_in_the_raw_prices_and_adjustment_follows_the_clock(sb):
             assert a == r
     # adjusted history is continuous across the ex-date
     adj = {r["t"][:10]: r for r in adjusted}
-    assert 0.9 < adj["2024-06-24"]["o"] / adj["2024-06-23"]["c"] < 1.1
+    assert 0.9 < adj["2024-06-24"]["o"] / adj[prev]["c"] < 1.1
     # trades are never adjusted
     trades = ok(sb, "/v2/stocks/trades", symbols="WM", start="2024-06-21T15:00:00Z",
                 end="2024-06-21T15:00:10Z")["trades"]["WM"]

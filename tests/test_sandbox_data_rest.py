@@ -86,8 +86,13 @@ RANGE = {"start": "2024-03-04T14:00:00Z", "end": "2024-03-04T15:59:59Z"}
 
 # ---------------------------------------------------------------- consistency across timeframes
 
+def regular_hours(minutes):
+    """The bars of 09:30-16:00 New York time (a daily bar covers these, as Alpaca's does)."""
+    return [b for b in minutes if "09:30" <= ts(b["t"]).astimezone(NY).strftime("%H:%M") < "16:00"]
+
+
 @pytest.mark.parametrize("symbol", ["AAPL", "SPY", "ZOM", "BRK.A"])
-def test_a_daily_bar_is_exactly_the_aggregate_of_its_minutes(sandbox, symbol):
+def test_a_daily_bar_is_exactly_the_aggregate_of_its_regular_hours_minutes(sandbox, symbol):
     day = ok(sandbox, f"/v2/stocks/{symbol}/bars", timeframe="1Day", start=DAY.isoformat(),
              end=DAY.isoformat())["bars"]
     assert len(day) == 1 and ts(day[0]["t"]) == ny_midnight(DAY)
@@ -95,8 +100,9 @@ def test_a_daily_bar_is_exactly_the_aggregate_of_its_minutes(sandbox, symbol):
                  start=ny_midnight(DAY).isoformat(),
                  end=(ny_midnight(DAY + dt.timedelta(days=1)) - dt.timedelta(seconds=1)).isoformat())
     minutes = minutes["bars"][symbol]
-    assert len(minutes) == 1440        # always-open: every minute of the New York day
-    assert {k: day[0][k] for k in "ohlcvn"} == aggregate(minutes)
+    assert len(minutes) == 960         # 04:00-20:00 New York time, in both market modes
+    assert len(regular_hours(minutes)) == 390
+    assert {k: day[0][k] for k in "ohlcvn"} == aggregate(regular_hours(minutes))
     check_bar_shape(day[0])
     for bar in minutes:
         check_bar_shape(bar)
@@ -159,7 +165,7 @@ def test_calendar_market_days_weeks_and_extended_hours():
         assert len(minutes) == 960
         assert ts(minutes[0]["t"]).astimezone(NY).strftime("%H:%M") == "04:00"
         assert ts(minutes[-1]["t"]).astimezone(NY).strftime("%H:%M") == "19:59"
-        assert {k: days["bars"][0][k] for k in "ohlcvn"} == aggregate(minutes)
+        assert {k: days["bars"][0][k] for k in "ohlcvn"} == aggregate(regular_hours(minutes))
         # pre-market trades carry the Form T condition
         trades = ok(sb, "/v2/stocks/AAPL/trades", start="2024-01-16T09:00:00Z",
                     end="2024-01-16T09:00:59Z")["trades"]
@@ -243,7 +249,7 @@ def test_nothing_exists_after_now():
         assert len(today) == 1
         day_minutes = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Min", start="2024-03-06",
                          limit=10000)["bars"]
-        assert {k: today[0][k] for k in "ohlcvn"} == aggregate(day_minutes)
+        assert {k: today[0][k] for k in "ohlcvn"} == aggregate(regular_hours(day_minutes))
         assert ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Day", start="2024-03-07")["bars"] == []
         week = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Week", start="2024-03-04")["bars"]
         days = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Day", start="2024-03-04")["bars"]
@@ -255,21 +261,23 @@ def test_nothing_exists_after_now():
 def test_a_date_only_range_covers_whole_new_york_days(sandbox):
     bars = ok(sandbox, "/v2/stocks/AAPL/bars", timeframe="1Min", start="2024-03-06", end="2024-03-06",
               limit=10000)["bars"]
-    assert len(bars) == 1440
-    assert ts(bars[0]["t"]) == ny_midnight(DAY)
-    assert ts(bars[-1]["t"]) == ny_midnight(DAY + dt.timedelta(days=1)) - dt.timedelta(minutes=1)
+    assert len(bars) == 960
+    assert ts(bars[0]["t"]) == ny_midnight(DAY) + dt.timedelta(hours=4)
+    assert ts(bars[-1]["t"]) == ny_midnight(DAY) + dt.timedelta(hours=20) - dt.timedelta(minutes=1)
 
 
 def test_default_window_is_today_and_end_is_capped_at_now():
     with Sandbox(start="2024-03-06T15:01:30Z") as sb:
         bars = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Hour")["bars"]
-        # the 15:00 hour is the partial aggregate of its one complete minute
-        assert ts(bars[0]["t"]) == ny_midnight(DAY) and ts(bars[-1]["t"]).hour == 15
+        # from the pre-market's 04:00 ET (09:00Z); the 15:00 hour is the partial aggregate of
+        # its one complete minute
+        assert ts(bars[0]["t"]) == ny_midnight(DAY) + dt.timedelta(hours=4) and ts(bars[-1]["t"]).hour == 15
         minute = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Min", start="2024-03-06T15:00:00Z")["bars"]
         assert len(minute) == 1 and {k: bars[-1][k] for k in "ohlcvn"} == aggregate(minute)
         # only an earlier end: the window is that end's day
         bars = ok(sb, "/v2/stocks/AAPL/bars", timeframe="1Hour", end="2024-03-05T12:00:00Z")["bars"]
-        assert ts(bars[0]["t"]) == ny_midnight(dt.date(2024, 3, 5)) and ts(bars[-1]["t"]).hour == 12
+        assert ts(bars[0]["t"]) == ny_midnight(dt.date(2024, 3, 5)) + dt.timedelta(hours=4)
+        assert ts(bars[-1]["t"]).hour == 12
 
 
 # ---------------------------------------------------------------- pagination
@@ -305,7 +313,7 @@ def test_every_page_but_the_last_is_full_and_tokens_are_opaque_base64(sandbox):
 
 @pytest.mark.parametrize("kind,limit", [("trades", 97), ("quotes", 13)])
 def test_trades_and_quotes_paginate_across_symbols(sandbox, kind, limit):
-    window = {"start": "2024-03-04T14:00:00Z", "end": "2024-03-04T14:01:59.999999999Z"}
+    window = {"start": "2024-03-04T15:00:00Z", "end": "2024-03-04T15:01:59.999999999Z"}
     big, pages = all_pages(sandbox, f"/v2/stocks/{kind}", symbols="AAPL,ZOM", limit=10000, **window)
     assert pages == 1 and len(big) > limit
     rows, pages = all_pages(sandbox, f"/v2/stocks/{kind}", symbols="AAPL,ZOM", limit=limit, **window)
@@ -406,11 +414,11 @@ def test_bad_symbols_and_tokens_from_another_query(sandbox):
 
 def test_latest_endpoints_agree_with_history_and_omit_unknown_symbols():
     with Sandbox(start="2024-03-06T15:00:30Z") as sb:
-        latest = ok(sb, "/v2/stocks/trades/latest", symbols="AAPL,NOSUCH,SPY")
-        assert list(latest) == ["trades"] and set(latest["trades"]) == {"AAPL", "SPY"}
         history = ok(sb, "/v2/stocks/AAPL/trades", start="2024-03-06T15:00:00Z", limit=10000)["trades"]
+        latest = ok(sb, "/v2/stocks/trades/latest", symbols="AAPL,NOSUCH,SPY")   # the clock runs
         later = ok(sb, "/v2/stocks/AAPL/trades", start="2024-03-06T15:00:00Z", limit=10000)["trades"]
-        assert history[-1]["t"] <= latest["trades"]["AAPL"]["t"] <= later[-1]["t"]
+        assert list(latest) == ["trades"] and set(latest["trades"]) == {"AAPL", "SPY"}
+        assert ns_of(history[-1]["t"]) <= ns_of(latest["trades"]["AAPL"]["t"]) <= ns_of(later[-1]["t"])
         assert latest["trades"]["AAPL"] in later
         quote = ok(sb, "/v2/stocks/AAPL/quotes/latest")
         assert list(quote) == ["symbol", "quote"] and quote["quote"]["bp"] < quote["quote"]["ap"]

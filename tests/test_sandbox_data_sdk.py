@@ -62,7 +62,7 @@ def stamp(value: str) -> dt.datetime:
 
 
 def test_bars_across_symbols_and_pages_and_their_dataframe(sandbox):
-    start, end = dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 8, tzinfo=UTC)
+    start, end = dt.datetime(2024, 3, 4, tzinfo=UTC), dt.datetime(2024, 3, 12, tzinfo=UTC)
     barset = client(sandbox).get_stock_bars(StockBarsRequest(
         symbol_or_symbols=["MSFT", "AAPL"], timeframe=TimeFrame.Minute, start=start, end=end,
         adjustment=Adjustment.ALL, feed=DataFeed.SIP))
@@ -71,7 +71,7 @@ def test_bars_across_symbols_and_pages_and_their_dataframe(sandbox):
     assert pages >= 2                        # the SDK had to follow next_page_token
     for symbol in ("AAPL", "MSFT"):
         bars = barset[symbol]
-        assert len(bars) == len(raw[symbol]) == 4 * 1440 + 1
+        assert len(bars) == len(raw[symbol]) == 6 * 960       # Monday to Monday, 04:00-20:00 ET
         for bar, rec in zip(bars[::97], raw[symbol][::97]):
             assert bar.timestamp == stamp(rec["t"])
             assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count, bar.vwap) == \
@@ -79,7 +79,7 @@ def test_bars_across_symbols_and_pages_and_their_dataframe(sandbox):
     df = barset.df
     assert list(df.index.names) == ["symbol", "timestamp"]
     assert list(df.columns) == ["open", "high", "low", "close", "volume", "trade_count", "vwap"]
-    assert len(df) == 2 * (4 * 1440 + 1) and str(df.index.levels[1].tz) == "UTC"
+    assert len(df) == 2 * 6 * 960 and str(df.index.levels[1].tz) == "UTC"
     assert df.loc["AAPL"]["high"].ge(df.loc["AAPL"]["low"]).all()
 
 

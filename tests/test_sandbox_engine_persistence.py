@@ -77,12 +77,13 @@ def test_clean_restart_keeps_everything_and_only_hashes_of_secrets(tmp_path):
 
 def test_open_orders_resume_matching_after_a_restart(tmp_path):
     db = tmp_path / "sandbox.db"
-    with Sandbox(db=str(db)) as sb:
+    # in regular hours (the market data follows NYSE sessions), at real-time speed
+    with Sandbox(db=str(db), start="2024-03-06T15:00:00Z") as sb:
         api = new_api(sb, cash=50_000_000)
         placed = api.order(symbol=SYMBOL, qty=200_000, time_in_force="gtc")
         filled_before = float(api.get_order(placed["id"])["filled_qty"])
     assert 0 < filled_before < 200_000
-    with Sandbox(db=str(db)) as sb2:
+    with Sandbox(db=str(db), start="2024-03-06T15:05:00Z") as sb2:
         api2 = Api(sb2.url, api.key_id, api.secret_key)
         for _ in range(300):            # real time: new quotes arrive every few hundred ms
             order = api2.get_order(placed["id"])

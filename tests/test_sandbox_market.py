@@ -1,6 +1,6 @@
 """The synthetic market's contract with the trading engine (CONTRACTS.md): assets, quote_at,
-trade_at, daily_bar, opening_price and closing_price, in both market modes. Market is a pure
-function of (seed, mode, symbol, time), so it is exercised directly here; everything it serves
+trade_at, daily_bar, opening_price and closing_price, in both market modes (whose history is the
+same: NYSE sessions). Market is a pure function of (seed, symbol, time), so it is exercised directly here; everything it serves
 over HTTP and WebSocket is tested in test_sandbox_data_*.py."""
 
 from __future__ import annotations
@@ -87,29 +87,55 @@ def test_outside_the_data_window_the_last_session_answers():
     assert market.trade_at("MSFT", early).t < friday_end
 
 
-def test_daily_bars_aggregate_minutes_and_auction_prices(market):
+def test_daily_bars_aggregate_regular_minutes_and_auction_prices(market):
+    """In both modes the market trades NYSE sessions, and the daily bar covers the regular
+    hours (as Alpaca's does): the aggregate of the 09:30-16:00 minutes."""
     day = dt.date(2024, 3, 6)
     bar, minutes = market.daily_bar("SPY", day), market.minute_bars("SPY", day)
-    assert bar.t == ny_midnight_ns(day)
-    assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count) == (
-        minutes.o[0], minutes.h.max(), minutes.l.min(), minutes.c[-1], minutes.v.sum(), minutes.n.sum())
-    assert bar.low <= bar.vwap <= bar.high
     sess = market.sessions.session(day)
     first_regular = (sess.open - sess.premarket_open) // MINUTE_NS
     last_regular = (sess.close - sess.premarket_open) // MINUTE_NS - 1
-    assert market.opening_price("SPY", day) == minutes.o[first_regular]
-    assert market.closing_price("SPY", day) == minutes.c[last_regular]
-    if market.sessions.mode == "calendar":
-        assert minutes.t[first_regular] == ny("2024-03-06", 9, 30)
-        assert minutes.t[last_regular] == ny("2024-03-06", 15, 59)
-        assert market.daily_bar("SPY", dt.date(2024, 3, 9)) is None        # a Saturday
-        assert market.opening_price("SPY", dt.date(2024, 12, 25)) is None
-        early = market.sessions.session(dt.date(2024, 11, 29))
-        bars = market.minute_bars("SPY", early.date)
-        assert market.closing_price("SPY", early.date) == bars.c[(early.close - early.premarket_open) // MINUTE_NS - 1]
-        assert early.close == ny("2024-11-29", 13)
-    else:
-        assert market.opening_price("SPY", day) == bar.open and market.closing_price("SPY", day) == bar.close
+    regular = minutes.take(slice(first_regular, last_regular + 1))
+    assert bar.t == ny_midnight_ns(day)
+    assert (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trade_count) == (
+        regular.o[0], regular.h.max(), regular.l.min(), regular.c[-1], regular.v.sum(), regular.n.sum())
+    assert bar.low <= bar.vwap <= bar.high
+    assert market.opening_price("SPY", day) == bar.open == minutes.o[first_regular]
+    assert market.closing_price("SPY", day) == bar.close == minutes.c[last_regular]
+    assert minutes.t[0] == ny("2024-03-06", 4) and minutes.t[-1] == ny("2024-03-06", 19, 59)
+    assert minutes.t[first_regular] == ny("2024-03-06", 9, 30)
+    assert minutes.t[last_regular] == ny("2024-03-06", 15, 59)
+    assert len(minutes) == 960 and np.all(np.diff(minutes.t) == MINUTE_NS)
+    # the extended hours: a few percent of the day's volume, fewer prints a minute, own prices
+    extended = np.r_[0:first_regular, last_regular + 1:len(minutes)]
+    assert 0.01 < minutes.v[extended].sum() / bar.volume < 0.2
+    assert minutes.n[extended].mean() < regular.n.mean() / 5
+    pre_close, post_open = minutes.c[first_regular - 1], minutes.o[last_regular + 1]
+    assert abs(pre_close / bar.open - 1) < 0.01 and abs(post_open / bar.close - 1) < 0.01
+    assert minutes.o[0] != bar.open and minutes.c[-1] != bar.close       # they move on their own
+    assert market.daily_bar("SPY", dt.date(2024, 3, 9)) is None        # a Saturday
+    assert not len(market.minute_bars("SPY", dt.date(2024, 3, 9)))
+    early = market.sessions.session(dt.date(2024, 11, 29))
+    bars = market.minute_bars("SPY", early.date)
+    assert early.close == ny("2024-11-29", 13) and bars.t[-1] == ny("2024-11-29", 16, 59)
+    assert market.closing_price("SPY", early.date) == bars.c[(early.close - early.premarket_open) // MINUTE_NS - 1]
+    christmas = dt.date(2024, 12, 25)
+    if market.mode == "calendar":
+        assert market.opening_price("SPY", christmas) is None
+    else:       # the engine trades on a holiday in always-open mode, at the last price
+        assert market.opening_price("SPY", christmas) == market.trade_at("SPY", ny("2024-12-25", 0)).price
+        assert market.trade_at("SPY", ny("2024-12-25", 12)).t < ny("2024-12-24", 17)
+
+
+def test_both_modes_have_the_same_sessions():
+    days = [dt.date(2024, 3, 6), dt.date(2024, 3, 9), dt.date(2024, 11, 29), dt.date(2024, 12, 25)]
+    markets = [Market(seed=7, sessions=Sessions(mode), clock=Clock()) for mode in ("always-open", "calendar")]
+    for day in days:
+        a, b = (m.minute_bars("AAPL", day) for m in markets)
+        assert np.array_equal(a.t, b.t)
+        assert (markets[0].daily_bar("AAPL", day) is None) == (markets[1].daily_bar("AAPL", day) is None)
+    one, other = (m.day_bars("AAPL", dt.date(2024, 3, 4), dt.date(2024, 3, 10))[1] for m in markets)
+    assert np.array_equal(one.t, other.t) and len(one) == 5     # a week of daily bars: Monday to Friday
 
 
 def test_prices_move_like_a_market_and_continue_across_days():
@@ -137,8 +163,7 @@ def test_timeframe_grammar():
             Timeframe.parse(text)
 
 
-# Sessions of every shape: DST switches (23 and 25 hours in always-open mode), early closes, a
-# holiday, year ends, a weekend.
+# Sessions of every shape: DST switches, early closes, a holiday, year ends, a weekend.
 EDGE_DAYS = [dt.date.fromisoformat(d) for d in (
     "2023-12-29", "2023-12-31", "2024-01-02", "2024-03-08", "2024-03-09", "2024-03-10", "2024-03-11",
     "2024-07-03", "2024-11-03", "2024-11-04", "2024-11-28", "2024-11-29", "2024-12-24", "2024-12-31")]
@@ -159,7 +184,10 @@ def test_minutes_generated_together_are_the_minutes_generated_one_day_at_a_time(
             if bar is None:
                 assert not len(batch)
             else:
-                assert (batch.o[0], batch.c[-1], batch.v.sum()) == (bar.open, bar.close, bar.volume)
+                sess = together.sessions.session(day)
+                first = (sess.open - sess.premarket_open) // MINUTE_NS
+                regular = batch.take(slice(first, first + (sess.close - sess.open) // MINUTE_NS))
+                assert (regular.o[0], regular.c[-1], regular.v.sum()) == (bar.open, bar.close, bar.volume)
 
 
 def _reference_records(bars) -> bytes:

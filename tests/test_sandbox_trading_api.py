@@ -434,7 +434,8 @@ def test_last_equity_and_position_day_values_roll_at_the_session_boundary(fsb):
     api.order(symbol=SYMBOL, qty=4)
     clock = api.get("/v2/clock").json()
     today = dt.date.fromisoformat(clock["timestamp"][:10])
-    advance(fsb, (ts(clock["next_close"]) - ts(clock["timestamp"])) / 1e9 + 60)
+    midnight = ts(f"{today + dt.timedelta(days=1)}T00:00:00-05:00")   # always-open: the day ends
+    advance(fsb, (midnight - ts(clock["timestamp"])) / 1e9 + 60)
     acct = api.account()
     close_price = market.closing_price(SYMBOL, today)
     assert acct["balance_asof"] == today.isoformat()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,6 +17,7 @@ from alpaca_nb.sandbox import Sandbox
 from sandbox_trading_support import (Api, frozen, new_api, ny, num, reference_market, set_clock, ts)
 
 SYMBOL = "AAPL"
+NY = ZoneInfo("America/New_York")
 
 
 @pytest.fixture
@@ -49,16 +51,37 @@ def test_clock_in_calendar_mode(cal):
     assert clock["next_open"] == "2024-03-11T09:30:00-04:00"
 
 
-def test_clock_in_always_open_mode(account):
+def _expected_next(days: list[dict], now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The first regular open and close strictly after ``now`` among /v2/calendar rows."""
+    def at(day, hhmm):
+        return dt.datetime.fromisoformat(f"{day['date']}T{hhmm}").replace(tzinfo=NY)
+    opens = [at(d, d["open"]) for d in days if at(d, d["open"]) > now]
+    closes = [at(d, d["close"]) for d in days if at(d, d["close"]) > now]
+    return opens[0], closes[0]
+
+
+def test_clock_in_always_open_mode_is_open_and_names_the_calendars_next_open_and_close(account):
     api = Api(account.url, account.key_id, account.secret_key)
     clock = api.get("/v2/clock").json()
-    assert clock["is_open"] is True
-    assert clock["next_open"] == clock["next_close"]
-    nxt = dt.datetime.fromisoformat(clock["next_open"])
-    assert (nxt.hour, nxt.minute, nxt.second) == (0, 0, 0)          # the next NY midnight
+    assert clock["is_open"] is True                                  # the sandbox trades at any hour
     now = dt.datetime.fromisoformat(clock["timestamp"])
-    assert dt.timedelta(0) < nxt - now <= dt.timedelta(days=1)
-    assert nxt.date() == now.date() + dt.timedelta(days=1)
+    days = api.get("/v2/calendar", start=now.date().isoformat(),
+                   end=(now.date() + dt.timedelta(days=14)).isoformat()).json()
+    nxt_open, nxt_close = (dt.datetime.fromisoformat(clock[k]) for k in ("next_open", "next_close"))
+    assert nxt_open != nxt_close
+    assert (nxt_open, nxt_close) == _expected_next(days, now)
+
+
+@pytest.mark.parametrize("when,expected", [
+    (("2024-03-09", 12), ("2024-03-11T09:30:00-04:00", "2024-03-11T16:00:00-04:00")),   # Saturday
+    (("2024-03-05", 10), ("2024-03-06T09:30:00-05:00", "2024-03-05T16:00:00-05:00")),   # in a session
+    (("2024-11-29", 14), ("2024-12-02T09:30:00-05:00", "2024-12-02T16:00:00-05:00")),   # after an early close
+])
+def test_always_open_clock_on_a_weekend_in_a_session_and_after_an_early_close(when, expected):
+    with frozen(start=ny(*when), market="always-open") as sandbox:
+        clock = new_api(sandbox).get("/v2/clock").json()
+        assert clock["is_open"] is True
+        assert (clock["next_open"], clock["next_close"]) == expected
 
 
 # ---------------------------------------------------------------- calendar
@@ -80,13 +103,32 @@ def test_calendar_in_calendar_mode(cal):
     assert api.get("/v2/calendar", start="soon").status_code == 422
 
 
-def test_calendar_in_always_open_mode(account):
+def test_calendar_in_always_open_mode_lists_the_real_sessions(account):
     api = Api(account.url, account.key_id, account.secret_key)
-    days = api.get("/v2/calendar", start="2024-11-28", end="2024-12-01").json()
-    assert [d["date"] for d in days] == ["2024-11-28", "2024-11-29", "2024-11-30", "2024-12-01"]
-    assert all((d["open"], d["close"], d["session_open"], d["session_close"]) ==
-               ("00:00", "23:59", "0000", "2359") for d in days)
-    assert days[0]["settlement_date"] == "2024-11-29"
+    days = api.get("/v2/calendar", start="2024-11-25", end="2024-12-02").json()
+    assert [d["date"] for d in days] == ["2024-11-25", "2024-11-26", "2024-11-27", "2024-11-29",
+                                        "2024-12-02"]         # Thanksgiving and the weekend
+    assert days[-2] == {"date": "2024-11-29", "open": "09:30", "close": "13:00", "session_open": "0400",
+                        "session_close": "1700", "settlement_date": "2024-12-02"}
+    assert list(days[0]) == ["date", "open", "close", "session_open", "session_close", "settlement_date"]
+
+
+def test_settlement_dates_fall_on_business_days(account):
+    api = Api(account.url, account.key_id, account.secret_key)
+    days = api.get("/v2/calendar", start="2016-01-01", end="2026-01-10").json()
+    trading = {d["date"] for d in days}
+    days = [d for d in days if d["date"] < "2026"]
+    by_date = {d["date"]: d for d in days}
+    for d in days:
+        settle = dt.date.fromisoformat(d["settlement_date"])
+        assert settle.weekday() < 5 and settle.isoformat() in trading and settle > dt.date.fromisoformat(d["date"])
+    # T+2 until 2024-05-27, T+1 from 2024-05-28 (both settle on the 29th); T+3 before 2017-09-05
+    assert by_date["2024-05-24"]["settlement_date"] == by_date["2024-05-28"]["settlement_date"] == "2024-05-29"
+    assert by_date["2017-09-01"]["settlement_date"] == "2017-09-07"      # over Labor Day
+    # Columbus Day and Veterans Day: the exchange trades, the banks do not settle
+    assert "2023-10-09" in trading and by_date["2023-10-06"]["settlement_date"] == "2023-10-11"
+    assert by_date["2024-11-08"]["settlement_date"] == "2024-11-12"
+    assert by_date["2024-11-11"]["settlement_date"] == "2024-11-12"
 
 
 # ---------------------------------------------------------------- session-aware matching

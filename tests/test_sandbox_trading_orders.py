@@ -172,6 +172,17 @@ def test_fok_fills_entirely_or_not_at_all(rich, market):
     assert small["status"] == "filled" and small["filled_qty"] == "2"
 
 
+def next_ny_midnight(clock_timestamp: str) -> int:
+    """The next New York midnight after a /v2/clock timestamp (ns): where an always-open
+    sandbox's trading day ends (/v2/clock's next_close is the NYSE calendar's close)."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    now = dt.datetime.fromisoformat(clock_timestamp).astimezone(ZoneInfo("America/New_York"))
+    return ts((dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(0),
+                                   tzinfo=ZoneInfo("America/New_York"))).isoformat())
+
+
 def test_day_orders_expire_at_ny_midnight_and_gtc_orders_stay(sb, api, market):
     ask = market.quote_at(SYMBOL, ts(api.get("/v2/clock").json()["timestamp"])).ask
     day = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=round(ask * 0.5, 2))
@@ -179,11 +190,12 @@ def test_day_orders_expire_at_ny_midnight_and_gtc_orders_stay(sb, api, market):
                     time_in_force="gtc")
     expires = api.get_order(day["id"])["expires_at"]
     clock = api.get("/v2/clock").json()
-    assert ts(expires) == ts(clock["next_close"])          # always-open: the next NY midnight
-    advance(sb, (ts(clock["next_close"]) - ts(clock["timestamp"])) / 1e9 + 1)
+    midnight = next_ny_midnight(clock["timestamp"])
+    assert ts(expires) == midnight                         # always-open: the next NY midnight
+    advance(sb, (midnight - ts(clock["timestamp"])) / 1e9 + 1)
     expired = api.get_order(day["id"])
     assert expired["status"] == "expired"
-    assert ts(expired["expired_at"]) == ts(clock["next_close"])
+    assert ts(expired["expired_at"]) == midnight
     assert api.get_order(gtc["id"])["status"] == "new"
 
 
@@ -192,7 +204,7 @@ def test_opg_and_cls_execute_in_the_auctions(sb, api, market):
     opg = api.order(symbol=SYMBOL, qty=2, time_in_force="opg")
     cls = api.order(symbol=SYMBOL, qty=3, time_in_force="cls")
     assert opg["status"] == "accepted" and cls["status"] == "accepted"
-    midnight = ts(clock["next_close"])                        # today's close = tomorrow's open
+    midnight = next_ny_midnight(clock["timestamp"])          # always-open: today's close = tomorrow's open
     advance(sb, (midnight - ts(clock["timestamp"])) / 1e9 + 1)
     o, c = api.get_order(opg["id"]), api.get_order(cls["id"])
     assert o["status"] == "filled" and c["status"] == "filled"
@@ -205,8 +217,17 @@ def test_opg_and_cls_execute_in_the_auctions(sb, api, market):
 
 # ---------------------------------------------------------------- quantities
 
+def in_regular_hours(sb, api) -> None:
+    """Move the clock to the NYSE calendar's regular hours if it is outside them: the market
+    data follows NYSE sessions even in always-open mode, so quotes only move inside them."""
+    clock = api.get("/v2/clock").json()
+    if ts(clock["next_open"]) < ts(clock["next_close"]):       # the market is closed
+        advance(sb, (ts(clock["next_open"]) - ts(clock["timestamp"])) / 1e9 + 60)
+
+
 def test_large_orders_fill_partially_against_each_displayed_quote(sb, rich, market):
     api = rich
+    in_regular_hours(sb, api)
     placed = api.order(symbol=SYMBOL, qty=3000, time_in_force="gtc")
     order = api.get_order(placed["id"])
     assert order["status"] == "partially_filled"
@@ -234,6 +255,7 @@ def test_large_orders_fill_partially_against_each_displayed_quote(sb, rich, mark
 
 def test_orders_on_one_side_share_each_quotes_displayed_size(sb, rich, market):
     api = rich
+    in_regular_hours(sb, api)
     first = api.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")
     second = api.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")
     a, b = api.get_order(first["id"]), api.get_order(second["id"])
@@ -538,6 +560,7 @@ def test_replace_of_a_partially_filled_order_continues_its_chain(sb, rich, marke
     """Alpaca's replace continues the order chain: the new qty is the total including what
     already filled (hence "qty must be > filled_qty"), and the replacement carries filled_qty."""
     api = rich
+    in_regular_hours(sb, api)
     placed = api.order(symbol=SYMBOL, qty=20_000, time_in_force="gtc")
     order = api.get_order(placed["id"])
     assert order["status"] == "partially_filled"

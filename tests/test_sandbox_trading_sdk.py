@@ -177,11 +177,11 @@ def test_assets_clock_calendar_and_portfolio_history(client):
     aapl = client.get_asset(SYMBOL)
     assert aapl.symbol == SYMBOL and aapl.fractionable is True
     assert client.get_asset(aapl.id).symbol == SYMBOL
-    clock = client.get_clock()
-    assert clock.is_open is True and clock.next_open == clock.next_close
+    clock = client.get_clock()        # always-open: trading at any hour, the NYSE's next open/close
+    assert clock.is_open is True and clock.next_open != clock.next_close
     days = client.get_calendar(GetCalendarRequest(start=dt.date(2024, 1, 1), end=dt.date(2024, 1, 7)))
-    assert len(days) == 7 and all(isinstance(d, Calendar) for d in days)
-    assert days[0].open == dt.datetime(2024, 1, 1, 0, 0)
+    assert len(days) == 4 and all(isinstance(d, Calendar) for d in days)     # NYSE sessions
+    assert days[0].open == dt.datetime(2024, 1, 2, 9, 30) and days[0].close == dt.datetime(2024, 1, 2, 16, 0)
     last_price(client)
     hist = client.get_portfolio_history(GetPortfolioHistoryRequest(period="1W", timeframe="1D"))
     assert isinstance(hist, PortfolioHistory) and hist.timeframe == "1D"

@@ -172,8 +172,8 @@ def test_partial_fills_expiry_and_bracket_legs_on_a_moving_clock():
         assert seen == 4000
         day = api.order(symbol=SYMBOL, qty=1, type="limit", limit_price=1)
         events(ws, "new", day["id"])
-        clock = api.get("/v2/clock").json()
-        advance(sb, (ts(clock["next_close"]) - ts(clock["timestamp"])) / 1e9 + 1)
+        expires = ts(api.get(f"/v2/orders/{day['id']}").json()["expires_at"])   # NY midnight
+        advance(sb, (expires - ts(api.get("/v2/clock").json()["timestamp"])) / 1e9 + 1)
         expired = events(ws, "expired", day["id"])[-1]
         assert expired["order"]["status"] == "expired"
         bracket = api.order(symbol=SYMBOL, qty=1, order_class="bracket",

@@ -1,15 +1,16 @@
 """The minute layer of the synthetic market, and the price helpers every layer shares.
 
-:func:`minute_columns` turns sessions' daily bars into their minute bars: a bridge path from
-the open through the day's high and low (at drawn minutes) to the close, folded into [low, high]
-and rounded to the tick; volumes and trade counts from an intraday profile, distributed with
-exact integer sums (so the minutes aggregate exactly to the daily bar). Sessions of the same
-shape (number of minutes, regular-hours window) are computed together, as rows of 2-D arrays:
-every element goes through exactly the operations the one-session computation applies to it, so
-a session's minutes are the same bytes whichever sessions it is computed with. Scans and
-reductions (cumulative sums, interpolation, exact allocation) run row by row.
+:func:`minute_columns` turns the bars of a session's parts (pre-market, regular hours,
+after-hours) into their minute bars: a bridge path from the part's open through its high and
+low (at drawn minutes) to its close, folded into [low, high] and rounded to the tick; volumes
+and trade counts from the part's intraday profile, distributed with exact integer sums (so the
+minutes aggregate exactly to the part's bar). Parts of the same shape (segment and number of
+minutes) are computed together, as rows of 2-D arrays: every element goes through exactly the
+operations the one-part computation applies to it, so a part's minutes are the same bytes
+whichever parts it is computed with. Scans and reductions (cumulative sums, interpolation,
+exact allocation) run row by row.
 
-Random numbers come from :mod:`._noise` (a per-session key, the draw indices 0 .. 2 + 8m).
+Random numbers come from :mod:`._noise` (a per-part key, the draw indices 0 .. 2 + 8m).
 Prices are dollars (cents at or above $1, 4 decimals below); instants are epoch nanoseconds.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 from ._noise import uniform_grid
 from .clock import MINUTE_NS
 
-__all__ = ["DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns", "reflect",
+__all__ = ["POST", "PRE", "REGULAR", "SEGMENTS", "DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns", "reflect",
            "round_price", "tick_size"]
 
 # ---------------------------------------------------------------- price helpers
@@ -100,16 +101,19 @@ def allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- the minute layer
 
+PRE, REGULAR, POST = "pre", "regular", "post"     # the parts of a session (SEGMENTS)
+SEGMENTS = (PRE, REGULAR, POST)
+
+
 @dataclass(frozen=True)
 class DaySpec:
-    """One session to generate: its random key, first minute (ns), number of minutes, the
-    regular-hours window as minute indices [reg_lo, reg_hi), and its daily bar."""
+    """One part of a session to generate (pre-market, regular hours or after-hours): its
+    random key, first minute (ns), number of minutes, and the bar its minutes aggregate to."""
 
     key: int
     start_ns: int
     minutes: int
-    reg_lo: int
-    reg_hi: int
+    segment: str
     open: float
     high: float
     low: float
@@ -120,10 +124,8 @@ class DaySpec:
 
 @dataclass(frozen=True, eq=False)
 class _Shape:
-    """What every session with the same minutes and regular window shares."""
+    """What every part with the same segment and number of minutes shares."""
 
-    regular: np.ndarray
-    step_scale: np.ndarray
     profile: np.ndarray
     grid: np.ndarray
     offsets: np.ndarray      # minute starts relative to the first minute, ns
@@ -132,23 +134,20 @@ class _Shape:
 
 
 @lru_cache(maxsize=64)
-def _shape(calendar: bool, m: int, reg_lo: int, reg_hi: int) -> _Shape:
-    regular = np.zeros(m, dtype=bool)
-    regular[reg_lo:reg_hi] = True
-    lo_i, hi_i = max(1, reg_lo), min(m - 1, reg_hi)
-    if hi_i - lo_i < 2:
-        lo_i, hi_i = 1, m - 1
+def _shape(segment: str, m: int) -> _Shape:
+    """The intraday activity profile of a part: U-shaped over regular hours, rising towards the
+    open in the pre-market, fading after the close."""
     j = np.arange(m, dtype=np.float64)
-    if calendar:
-        r = j - reg_lo
-        u = 1.0 + 2.5 * np.exp(-r / 25.0) + 1.6 * np.exp(-(reg_hi - 1 - j) / 20.0)
-        profile = np.where(regular, u, 0.06)
+    if segment == REGULAR:
+        profile = 1.0 + 2.5 * np.exp(-j / 25.0) + 1.6 * np.exp(-(m - 1 - j) / 20.0)
+    elif segment == PRE:
+        profile = 0.25 + 2.0 * np.exp(-(m - 1 - j) / 40.0)
     else:
-        profile = 1.0 + 1.8 * np.exp(-j / 90.0) + 1.4 * np.exp(-(m - 1 - j) / 90.0)
-    shape = _Shape(regular, np.where(regular, 1.0, 0.35), profile,
-                   np.arange(m + 1, dtype=np.float64),
+        profile = 0.25 + 2.0 * np.exp(-j / 30.0)
+    lo_i, hi_i = 1, m - 1
+    shape = _Shape(profile, np.arange(m + 1, dtype=np.float64),
                    np.arange(m, dtype=np.int64) * MINUTE_NS, lo_i, hi_i)
-    for arr in (shape.regular, shape.step_scale, shape.profile, shape.grid, shape.offsets):
+    for arr in (shape.profile, shape.grid, shape.offsets):
         arr.flags.writeable = False
     return shape
 
@@ -177,17 +176,16 @@ def _column(values: list[float]) -> np.ndarray:
     return np.array(values, dtype=np.float64)[:, None]
 
 
-def minute_columns(specs: list[DaySpec], *, calendar: bool) -> list[tuple[np.ndarray, ...]]:
-    """The minute bars of each session, in the order given: per session the columns ``t``
-    (minute start, ns), open, high, low, close (dollars), volume, trade count (shares,
-    trades) and VWAP. ``calendar`` selects the NYSE-calendar volume profile (U-shaped over
-    regular hours, thin outside) instead of the always-open one."""
+def minute_columns(specs: list[DaySpec]) -> list[tuple[np.ndarray, ...]]:
+    """The minute bars of each part, in the order given: per part the columns ``t`` (minute
+    start, ns), open, high, low, close (dollars), volume, trade count (shares, trades) and
+    VWAP. Parts of the same segment and length are computed together."""
     out: list[tuple[np.ndarray, ...] | None] = [None] * len(specs)
-    groups: dict[tuple[int, int, int], list[int]] = {}
+    groups: dict[tuple[str, int], list[int]] = {}
     for i, spec in enumerate(specs):
-        groups.setdefault((spec.minutes, spec.reg_lo, spec.reg_hi), []).append(i)
-    for (m, reg_lo, reg_hi), members in groups.items():
-        rows = _generate([specs[i] for i in members], _shape(calendar, m, reg_lo, reg_hi), m)
+        groups.setdefault((spec.segment, spec.minutes), []).append(i)
+    for (segment, m), members in groups.items():
+        rows = _generate([specs[i] for i in members], _shape(segment, m), m)
         for i, cols in zip(members, rows):
             out[i] = cols
     return out   # type: ignore[return-value]
@@ -215,7 +213,7 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
     # Path x[0..m]: x[j] opens minute j, x[j+1] closes it; pinned at O, H, L, C. The bridge
     # through the anchors is interpolated for all rows at once, each row shifted by
     # r * (m + 1) on the axis (whole numbers: the same differences and slopes as alone).
-    steps = _normal(uniform(2, m), uniform(2 + m, m)) * shape.step_scale * step
+    steps = _normal(uniform(2, m), uniform(2 + m, m)) * step
     walk = np.empty((count, m + 1), dtype=np.float64)
     walk[:, 0] = 0.0
     walk[:, 1:] = np.cumsum(steps, axis=1)
@@ -241,8 +239,8 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
     np.log1p(wiggle, out=wiggle)
     np.negative(wiggle, out=wiggle)
     wiggle *= wig
-    h = np.clip(ceil_price(np.maximum(o, c) + wiggle[:, :m] * shape.step_scale), l_d, h_d)
-    low = np.clip(floor_price(np.minimum(o, c) - wiggle[:, m:] * shape.step_scale), l_d, h_d)
+    h = np.clip(ceil_price(np.maximum(o, c) + wiggle[:, :m]), l_d, h_d)
+    low = np.clip(floor_price(np.minimum(o, c) - wiggle[:, m:]), l_d, h_d)
     h = np.maximum(h, np.maximum(o, c))
     low = np.minimum(low, np.minimum(o, c))
 

@@ -8,12 +8,17 @@ notebook can pin the sandbox to a fixed moment (``Clock(start=...)``), run time 
 Two market modes:
 
 ``always-open`` (the default)
-    A 24/7 market: every New York calendar day is one session from 00:00 to 24:00 ET, all of it
-    regular hours. Demos and tests work at any hour; day orders expire at New York midnight.
+    The sandbox *trades* at any hour: every New York calendar day is one trading session from
+    00:00 to 24:00 ET, all of it regular hours, so demos and tests can fill an order on a
+    Sunday; day orders expire at New York midnight. Only the live present is open out of hours:
+    market data (history, the data stream) follows the NYSE calendar below, as in calendar mode.
 ``calendar``
     Real NYSE sessions from ``exchange_calendars`` (holidays and early closes included), with
     extended hours 04:00-09:30 and 16:00-20:00 ET (17:00 on early-close days). Outside hours a
     day order waits for the open, as Alpaca's does.
+
+:attr:`Sessions.calendar` is the NYSE calendar in both modes (what the market, ``/v2/calendar``
+and ``/v2/clock``'s next open and close follow).
 """
 
 from __future__ import annotations
@@ -132,6 +137,20 @@ class Clock:
         return (virtual_ns - self.now_ns()) / self.speed / NS
 
 
+_SETTLEMENT_LAGS = ((dt.date(2024, 5, 28), 1), (dt.date(2017, 9, 5), 2), (dt.date(1995, 6, 7), 3),
+                    (dt.date.min, 5))
+
+
+def _bank_holiday(day: dt.date) -> bool:
+    """Columbus Day (second Monday of October) or Veterans Day (November 11, the 12th when the
+    11th is a Sunday): Federal Reserve holidays on which the NYSE trades."""
+    if day.month == 10:
+        return day.weekday() == 0 and 8 <= day.day <= 14
+    if day.month == 11:
+        return (day.day == 11 and day.weekday() < 5) or (day.day == 12 and day.weekday() == 0)
+    return False
+
+
 @dataclass(frozen=True)
 class Session:
     """One trading day. All instants are epoch nanoseconds (UTC)."""
@@ -161,8 +180,19 @@ class Sessions:
         self.mode = mode
         self._dates: list[dt.date] = []
         self._table: dict[dt.date, tuple[int, int]] = {}
+        self._calendar: Sessions | None = None
         if mode == "calendar":
             self._load_calendar()
+
+    @property
+    def calendar(self) -> Sessions:
+        """The NYSE sessions (this object in calendar mode): what the market's data follows in
+        every mode."""
+        if self.mode == "calendar":
+            return self
+        if self._calendar is None:
+            self._calendar = Sessions("calendar")
+        return self._calendar
 
     # The NYSE calendar is loaded once per process: exchange_calendars takes ~1 s to import.
     _calendar_cache: tuple[list[dt.date], dict[dt.date, tuple[int, int]]] | None = None
@@ -246,6 +276,21 @@ class Sessions:
             return self.session(day - dt.timedelta(days=1))
         i = bisect.bisect_left(self._dates, day)
         return self.session(self._dates[i - 1]) if i > 0 else None
+
+    def settlement_date(self, day: dt.date) -> dt.date:
+        """The settlement date of a trade on NY date ``day``, on this calendar's sessions: US
+        equities settle T+1 business days since 2024-05-28 (T+2 from 2017-09-05, T+3 from
+        1995-06-07, T+5 before). Business days are the NYSE sessions less the bank holidays on
+        which the exchange trades (Columbus Day, Veterans Day): a Friday trade before Columbus
+        Day settles on Tuesday."""
+        lag = next(n for since, n in _SETTLEMENT_LAGS if day >= since)
+        while lag:
+            sess = self.next_session(ny_midnight_ns(day + dt.timedelta(days=1)))
+            if sess is None:                    # past the calendar's end: calendar days
+                return day + dt.timedelta(days=lag)
+            day = sess.date
+            lag -= not _bank_holiday(day)
+        return day
 
     def next_open(self, ns: int) -> int:
         """The next regular open strictly after ``ns``."""

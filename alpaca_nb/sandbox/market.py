@@ -1,20 +1,28 @@
 """Deterministic synthetic market: bars, trades and quotes for any symbol of the asset list, any
 date, any timeframe, computed on demand from a seed.
 
+The market trades in NYSE sessions in every market mode (``exchange_calendars``; holidays and
+early closes included): pre-market 04:00-09:30 ET, regular hours, after-hours until 20:00 ET
+(17:00 on early-close days), the hours Alpaca's SIP feed covers. There are no bars, trades or
+quotes on weekends, holidays or overnight. (In ``always-open`` mode the sandbox's *engine*
+trades at any hour, at the last price; the history never shows it.)
+
 Three layers, each derived from the one above so that they agree exactly:
 
 Daily layer
-    Every session day gets open, high, low, close, volume and trade count in O(1) from a
-    multi-scale value-noise path of the log price (hash-based lattice noise at 1, 2, 4, ... 512
-    days, amplitudes scaled like Brownian motion, with a slowly varying volatility regime). No
-    day depends on iterating from an origin, and the open is the previous close plus a small gap
-    (the noise path is continuous), so weekends and holidays become realistic gaps.
+    Every session gets open, high, low, close, volume and trade count of its regular hours
+    (Alpaca's daily bar covers the regular session) in O(1) from a multi-scale value-noise path
+    of the log price (hash-based lattice noise at 1, 2, 4, ... 512 days, amplitudes scaled like
+    Brownian motion, with a slowly varying volatility regime). No day depends on iterating from
+    an origin, and the open is the previous close plus a small gap (the noise path is
+    continuous), so weekends and holidays become realistic gaps.
 Minute layer
-    One session's minutes are generated from its daily bar: a bridge path from the open through
-    the day's high and low (at chosen minutes) to the close, clipped to [low, high]; volumes and
-    trade counts from a U-shaped intraday profile, distributed with exact integer sums. So a 1Day
-    bar *is* the aggregation of its minutes (first open, max high, min low, last close, summed
-    volume and trade count).
+    One session's minutes are generated in three parts: the regular hours from the daily bar
+    (a bridge path from the open through the day's high and low to the close, volumes and trade
+    counts from a U-shaped intraday profile distributed with exact integer sums, so the 1Day
+    bar *is* the aggregation of its regular-hours minutes), and the pre-market and after-hours
+    from bars of their own (drifting from an overnight move to the open, and away from the
+    close) with a few percent of the regular volume and fewer prints per minute.
 Tick layer
     Each minute's trades and quotes are generated from its minute bar: ``n`` trades at
     nanosecond times inside the minute, first at the open, last at the close, touching high and
@@ -22,14 +30,13 @@ Tick layer
     A large print is sometimes followed by a few prints at the very same nanosecond (a burst),
     so trades, and the quotes before them, can share a timestamp as on the real feed.
 
-Everything is a pure function of (seed, market mode, symbol, time): no state, no wall clock
-(the stable keys, counter-based hashing, random draws and the noise path are in
-:mod:`._noise`).
+Everything is a pure function of (seed, market mode, symbol, time): no state, no wall clock (the
+stable keys, counter-based hashing, random draws and the noise path are in :mod:`._noise`).
 What is "visible" is decided by the caller's ``now`` (the sandbox clock): a minute bar exists once
-its minute has closed, today's daily bar is the aggregate of today's complete minutes, trades
-and quotes exist up to ``now``. Every feed (sip, iex, ...) gives the same data. The raw prices
-carry the corporate actions of :mod:`.corporate` (a 2-for-1 split halves the price from its
-ex-date on); adjusted bars are served by :mod:`.adjusted`.
+its minute has closed, today's daily bar is the aggregate of today's complete regular-hours
+minutes, trades and quotes exist up to ``now``. Every feed (sip, iex, ...) gives the same data.
+The raw prices carry the corporate actions of :mod:`.corporate` (a 2-for-1 split halves the
+price from its ex-date on); adjusted bars are served by :mod:`.adjusted`.
 
 Prices are rounded to cents at or above $1 and to 4 decimals below. All instants are integer
 nanoseconds since the epoch (UTC); dates are New York dates.
@@ -52,6 +59,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._minutes import (
+    POST,
+    PRE,
+    REGULAR,
+    SEGMENTS,
     DaySpec,
     allocate,
     ceil_price,
@@ -291,7 +302,6 @@ class _SessionArrays:
     def __init__(self, sessions: list[Session]):
         self.sessions = sessions
         self.ords = np.array([x.date.toordinal() for x in sessions], dtype=np.int64)
-        self.minutes = np.array([x.n_minutes for x in sessions], dtype=np.int64)
         self.regular = np.array([(x.close - x.open) // MINUTE_NS for x in sessions], dtype=np.int64)
         self.t = np.array([ny_midnight_ns(x.date) for x in sessions], dtype=np.int64)
 
@@ -354,7 +364,10 @@ class Market:
 
     Args:
         seed: market seed; the same seed and market mode give the same data in every process.
-        sessions: which days and minutes trade (always-open or the NYSE calendar).
+        sessions: the sandbox's trading sessions. The market's history follows their NYSE
+            calendar (:attr:`Sessions.calendar`) in every mode; the mode decides the corporate
+            actions' schedule (:mod:`.corporate`) and what the auction prices of a day without
+            a session are (see :meth:`opening_price`).
         clock: the sandbox clock, kept for callers; every method takes its instant explicitly,
             so nothing here depends on when it is called.
 
@@ -368,7 +381,8 @@ class Market:
 
     def __init__(self, *, seed: int, sessions: Sessions, clock: Clock):
         self.seed = int(seed)
-        self.sessions = sessions
+        self.mode = sessions.mode
+        self.sessions = sessions.calendar
         self.clock = clock
         self.halted: set[str] = set()
         self._instruments: dict[str, _Instrument] = {}
@@ -391,7 +405,7 @@ class Market:
 
     def _instrument(self, row: dict) -> _Instrument:
         symbol = row["symbol"]
-        key = key_of("sandbox-market", self.seed, self.sessions.mode, symbol)
+        key = key_of("sandbox-market", self.seed, "calendar", symbol)
         jitter = unit(hash_at(key, np.arange(3)))
         price, volume = float(row["price"]), int(row["volume"])
         sigma = float(row["volatility"]) * (0.9 + 0.2 * jitter[0]) / math.sqrt(252)
@@ -429,7 +443,8 @@ class Market:
     # ------------------------------------------------------------ daily layer
 
     def _daily(self, inst: _Instrument, year: _SessionArrays) -> Bars:
-        """Full-day bars for the sessions of ``year`` (no notion of now)."""
+        """The daily bars of the sessions of ``year``: their regular hours, as Alpaca's daily
+        bars are (no notion of now)."""
         if not len(year.ords):
             return EMPTY_BARS
         ords = year.ords
@@ -457,16 +472,13 @@ class Market:
         low = round_price(np.minimum(o, c) * np.exp(-0.3 * sig * e[1]))
         h = np.maximum(h, np.maximum(o, c))
         low = np.minimum(low, np.minimum(o, c))
-        minutes, regular = year.minutes, year.regular
-        if self.sessions.mode == "calendar":
-            length = (regular / 390.0) ** 0.8
-        else:
-            length = minutes / 1440.0
+        regular = year.regular
+        length = (regular / 390.0) ** 0.8
         move = np.abs(x_close - x_open) / np.maximum(sig, 1e-9)
         v = inst.volume * shares * length * np.exp(0.3 * z[1] - 0.045) * (0.85 + 0.15 * move) * np.sqrt(vol)
-        n = np.clip(np.round(v / (inst.trade_size * shares * np.exp(0.1 * z[2]))), 4 * minutes, 600 * minutes)
+        n = np.clip(np.round(v / (inst.trade_size * shares * np.exp(0.1 * z[2]))), 4 * regular, 600 * regular)
         n = n.astype(np.int64)
-        v = np.maximum(np.round(v).astype(np.int64), n + minutes)
+        v = np.maximum(np.round(v).astype(np.int64), n + regular)
         typical = (o + h + low + 2.0 * c) / 5.0
         vw = np.clip(np.round(typical * np.exp(0.1 * sig * z[3]), 4), low, h)
         return Bars(year.t, o, h, low, c, v, n, vw)
@@ -566,11 +578,12 @@ class Market:
     def _generate_minutes(self, inst: _Instrument, days: list[dt.date]) -> list[Bars]:
         """Minute bars of ``days`` (empty for days without a session), cached."""
         found = list(zip(days, self._days(inst, days)))
-        specs = [self._day_spec(inst, *hit) for _, hit in found if hit is not None]
-        columns = iter(minute_columns(specs, calendar=self.sessions.mode == "calendar"))
+        columns = iter(minute_columns(self._part_specs(inst, [hit for _, hit in found if hit])))
         out = []
         for day, hit in found:
-            bars = EMPTY_BARS if hit is None else Bars(*next(columns))
+            bars = EMPTY_BARS
+            if hit is not None:
+                bars = Bars.concat([Bars(*next(columns)) for _ in SEGMENTS])
             self._minutes[(inst.symbol, day)] = bars
             out.append(bars)
         while len(self._minutes) > self.MINUTE_CACHE:
@@ -578,13 +591,45 @@ class Market:
         return out
 
     @staticmethod
-    def _day_spec(inst: _Instrument, sess: Session, day: BarTick) -> DaySpec:
-        return DaySpec(key=key_of(inst.key, "minutes", sess.date.toordinal()),
-                       start_ns=sess.premarket_open, minutes=sess.n_minutes,
-                       reg_lo=int((sess.open - sess.premarket_open) // MINUTE_NS),
-                       reg_hi=int((sess.close - sess.premarket_open) // MINUTE_NS),
-                       open=day.open, high=day.high, low=day.low, close=day.close,
-                       volume=day.volume, trade_count=day.trade_count)
+    def _part_specs(inst: _Instrument, found: list[tuple[Session, BarTick]]) -> list[DaySpec]:
+        """The parts of each session, in :data:`SEGMENTS` order: the pre-market (drifting from
+        an overnight move towards the open), the regular hours (the daily bar) and the
+        after-hours (drifting away from the close), the extended parts with a few percent of
+        the regular volume and fewer prints per minute."""
+        if not found:
+            return []
+        ords = np.array([sess.date.toordinal() for sess, _ in found], dtype=np.int64)
+        z = normal_at(inst.key ^ 0x5E55, ords[:, None] * 8 + np.arange(6)).T
+        e = -np.log1p(-unit(hash_at(inst.key ^ 0x5E56, ords[:, None] * 8 + np.arange(4)))).T
+        o = np.array([bar.open for _, bar in found])
+        c = np.array([bar.close for _, bar in found])
+        sig = inst.sigma
+        ends = {PRE: (round_price(o * np.exp(0.4 * sig * z[0])), round_price(o * np.exp(0.05 * sig * z[1]))),
+                POST: (round_price(c * np.exp(0.03 * sig * z[2])), round_price(c * np.exp(0.3 * sig * z[3])))}
+        wiggle = {PRE: (e[0], e[1]), POST: (e[2], e[3])}
+        share = {PRE: 0.03 * np.exp(0.4 * z[4] - 0.08), POST: 0.025 * np.exp(0.4 * z[5] - 0.08)}
+        specs = []
+        for i, (sess, bar) in enumerate(found):
+            day = sess.date.toordinal()
+            for segment in SEGMENTS:
+                if segment == REGULAR:
+                    specs.append(DaySpec(key_of(inst.key, "minutes", day), sess.open,
+                                         int((sess.close - sess.open) // MINUTE_NS), REGULAR,
+                                         bar.open, bar.high, bar.low, bar.close, bar.volume,
+                                         bar.trade_count))
+                    continue
+                first, last = (sess.premarket_open, sess.open) if segment == PRE else \
+                    (sess.close, sess.postmarket_close)
+                m = int((last - first) // MINUTE_NS)
+                po, pc = float(ends[segment][0][i]), float(ends[segment][1][i])
+                up, down = wiggle[segment]
+                high = max(float(round_price(max(po, pc) * math.exp(0.15 * sig * up[i]))), po, pc)
+                low = min(float(round_price(min(po, pc) * math.exp(-0.15 * sig * down[i]))), po, pc)
+                n = max(4 * m, round(bar.trade_count * share[segment][i]))
+                v = max(round(bar.volume * share[segment][i]), 2 * n)
+                specs.append(DaySpec(key_of(inst.key, segment, day), first, m, segment,
+                                     po, high, low, pc, v, n))
+        return specs
 
     # ------------------------------------------------------------ tick layer
 
@@ -716,26 +761,38 @@ class Market:
                          int(tk.trade_id[i]))
 
     def daily_bar(self, symbol: str, date: dt.date) -> BarTick | None:
-        """The full day's bar of NY date ``date`` (stamped NY midnight), None without a session.
-        Raises KeyError for an unknown symbol."""
+        """The daily bar of NY date ``date`` (its regular hours, stamped NY midnight), None
+        without a session. Raises KeyError for an unknown symbol."""
         found = self._day(self._inst(symbol), date)
         return None if found is None else found[1]
 
     def opening_price(self, symbol: str, date: dt.date) -> float | None:
-        """Open of the first regular-hours minute (the opening auction), None without a session."""
-        bars = self.minute_bars(symbol, date)
-        if not len(bars):
-            return None
+        """Open of the first regular-hours minute (the opening auction). A day without a
+        session has none (None), except in always-open mode, where the sandbox trades at any
+        hour: there it is the last trade before the day begins."""
         sess = self.sessions.session(date)
-        return float(bars.o[(sess.open - sess.premarket_open) // MINUTE_NS])
+        if sess is None:
+            return self._live_price(symbol, ny_midnight_ns(date))
+        return float(self.minute_bars(symbol, date).o[(sess.open - sess.premarket_open) // MINUTE_NS])
 
     def closing_price(self, symbol: str, date: dt.date) -> float | None:
-        """Close of the last regular-hours minute (the closing auction), None without a session."""
-        bars = self.minute_bars(symbol, date)
-        if not len(bars):
-            return None
+        """Close of the last regular-hours minute (the closing auction). A day without a
+        session has none (None), except in always-open mode: there it is the last trade
+        before the day ends."""
         sess = self.sessions.session(date)
-        return float(bars.c[(sess.close - sess.premarket_open) // MINUTE_NS - 1])
+        if sess is None:
+            return self._live_price(symbol, ny_midnight_ns(date + dt.timedelta(days=1)) - 1)
+        return float(self.minute_bars(symbol, date).c[(sess.close - sess.premarket_open) // MINUTE_NS - 1])
+
+    def _live_price(self, symbol: str, ns: int) -> float | None:
+        """The price an always-open sandbox trades at out of hours: the last trade at or before
+        ``ns`` (None in calendar mode, or before the calendar's first session)."""
+        if self.mode != "always-open":
+            return None
+        try:
+            return float(self.trade_at(symbol, ns).price)
+        except LookupError:
+            return None
 
     # ------------------------------------------------------------ bars as of now
 
@@ -770,24 +827,26 @@ class Market:
         return minutes.aggregate(starts, day0 + bucket[starts] * width)
 
     def today_bar(self, symbol: str, sess: Session, now_ns: int) -> BarTick | None:
-        """The daily bar of ``sess`` as of ``now_ns``: the full day once its data window has
-        ended, the aggregate of its complete minutes while it runs, None before its first
-        minute closes."""
-        if sess.postmarket_close <= now_ns:
+        """The daily bar of ``sess`` as of ``now_ns``: the full bar once its regular hours have
+        ended, the aggregate of its complete regular-hours minutes while they run, None before
+        the first of them closes."""
+        if sess.close <= now_ns:
             return self.daily_bar(symbol, sess.date)
-        bars = self.visible_minutes(symbol, sess.date, now_ns)
-        if not len(bars):
+        done = int((now_ns - sess.open) // MINUTE_NS)
+        if done <= 0:
             return None
+        first = int((sess.open - sess.premarket_open) // MINUTE_NS)
+        bars = self.minute_bars(symbol, sess.date).take(slice(first, first + done))
         return bars.aggregate(np.array([0]), np.array([ny_midnight_ns(sess.date)])).row(0)
 
     def daily_bars(self, symbol: str, first: dt.date, last: dt.date, now_ns: int) -> Bars:
         """1Day bars for sessions in [first, last] as of ``now_ns`` (stamped NY midnight)."""
         sessions, bars = self.day_bars(symbol, first, last)
-        if not len(bars) or sessions[-1].postmarket_close <= now_ns:
+        if not len(bars) or sessions[-1].close <= now_ns:
             return bars
-        done = int(np.searchsorted([s.postmarket_close for s in sessions], now_ns, side="right"))
+        done = int(np.searchsorted([s.close for s in sessions], now_ns, side="right"))
         part = bars.take(slice(0, done))
-        if done < len(sessions) and sessions[done].premarket_open < now_ns:
+        if done < len(sessions) and sessions[done].open < now_ns:
             today = self.today_bar(symbol, sessions[done], now_ns)
             if today is not None:
                 part = Bars.concat([part, Bars(*(np.array([x]) for x in today))])
@@ -825,11 +884,12 @@ class Market:
         return bars.row(int((minute - sess.premarket_open) // MINUTE_NS))
 
     def snapshot(self, symbol: str, now_ns: int) -> dict[str, Any]:
-        """Latest trade, quote and minute bar, today's (or the last session's) daily bar and
-        the previous session's, as of ``now_ns``; values are the tick/bar tuples or None."""
+        """Latest trade, quote and minute bar, today's daily bar once its regular hours have a
+        complete minute (before that, the last session's) and the previous session's, as of
+        ``now_ns``; values are the tick/bar tuples or None."""
         day = ny_date(now_ns)
         sess = self.sessions.session(day)
-        if sess is None or sess.premarket_open + MINUTE_NS > now_ns:
+        if sess is None or sess.open + MINUTE_NS > now_ns:
             sess = self.sessions.previous_session(day)
         daily = prev = None
         if sess is not None:

@@ -31,7 +31,6 @@ from .wire import (Connection, dumps, iso_ny, json_response, not_found, parse_bo
 log = logging.getLogger(__name__)
 
 ASSET_CLASSES = ("us_equity", "us_option", "crypto")
-SETTLEMENT_T1_FROM = dt.date(2024, 5, 28)     # US equities settle T+1 from this date (T+2 before)
 CALENDAR_FIRST = dt.date(1970, 1, 1)
 CALENDAR_LAST = dt.date(2029, 12, 31)
 
@@ -178,12 +177,18 @@ async def get_asset(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- clock and calendar
 
 async def get_clock(request: web.Request) -> web.Response:
+    """``GET /v2/clock``. ``next_open``/``next_close`` are the next regular open and close of the
+    NYSE calendar that ``/v2/calendar`` lists, strictly after now, in every market mode. In
+    always-open mode ``is_open`` is always true (the sandbox trades at any hour), and
+    ``next_open``/``next_close`` say when the real market's regular hours, which the sandbox's
+    market data follows, next begin and end."""
     keys = _app_keys()
     now = request.app[keys.CLOCK].now_ns()
     sessions = request.app[keys.SESSIONS]
+    calendar = sessions.calendar
     return json_response({"timestamp": iso_ny(now, fraction=True), "is_open": sessions.is_open(now),
-                          "next_open": iso_ny(sessions.next_open(now)),
-                          "next_close": iso_ny(sessions.next_close(now))})
+                          "next_open": iso_ny(calendar.next_open(now)),
+                          "next_close": iso_ny(calendar.next_close(now))})
 
 
 def _calendar_date(value: str | None, name: str, default: dt.date) -> dt.date:
@@ -201,26 +206,16 @@ def _hhmm(ns: int, *, sep: str = ":") -> str:
 
 
 async def get_calendar(request: web.Request) -> web.Response:
-    """Sessions from ``start`` to ``end`` (inclusive; default 1970 to 2029, as Alpaca)."""
-    sessions = request.app[_app_keys().SESSIONS]
+    """NYSE sessions from ``start`` to ``end`` (inclusive; default 1970 to 2029, as Alpaca), in
+    every market mode."""
+    calendar = request.app[_app_keys().SESSIONS].calendar
     start = _calendar_date(request.query.get("start"), "start", CALENDAR_FIRST)
     end = _calendar_date(request.query.get("end"), "end", CALENDAR_LAST)
-    always_open = sessions.mode == "always-open"
-    days = sessions.sessions_between(start, end + dt.timedelta(days=10))
-    out = []
-    for i, sess in enumerate(days):
-        if sess.date > end:
-            break
-        lag = 1 if sess.date >= SETTLEMENT_T1_FROM else 2
-        settle = days[i + lag].date if i + lag < len(days) else sess.date + dt.timedelta(days=lag)
-        if always_open:
-            opens, closes, s_open, s_close = "00:00", "23:59", "0000", "2359"
-        else:
-            opens, closes = _hhmm(sess.open), _hhmm(sess.close)
-            s_open, s_close = _hhmm(sess.premarket_open, sep=""), _hhmm(sess.postmarket_close, sep="")
-        out.append({"date": sess.date.isoformat(), "open": opens, "close": closes,
-                    "session_open": s_open, "session_close": s_close,
-                    "settlement_date": settle.isoformat()})
+    out = [{"date": sess.date.isoformat(), "open": _hhmm(sess.open), "close": _hhmm(sess.close),
+            "session_open": _hhmm(sess.premarket_open, sep=""),
+            "session_close": _hhmm(sess.postmarket_close, sep=""),
+            "settlement_date": calendar.settlement_date(sess.date).isoformat()}
+           for sess in calendar.sessions_between(start, end)]
     return json_response(out)
 
 
