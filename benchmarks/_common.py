@@ -19,10 +19,12 @@ __all__ = ["KEY_ID", "SECRET", "HEADERS", "sandbox_process", "tradable_symbols"]
 
 
 @contextmanager
-def sandbox_process(extra: Sequence[str] = ()) -> Iterator[str]:
-    """``alpaca-nb sandbox --port 0 [extra]`` in a child process; yields its base URL."""
+def sandbox_process(extra: Sequence[str] = (), *, source: str | None = None) -> Iterator[str]:
+    """``alpaca-nb sandbox --port 0 [extra]`` in a child process; yields its base URL.
+    ``source``: run the ``alpaca_nb`` of that checkout directory instead (side-by-side runs)."""
     proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "sandbox", "--port", "0",
-                             "--log-level", "WARNING", *extra], stdout=subprocess.PIPE, text=True)
+                             "--log-level", "WARNING", *extra], stdout=subprocess.PIPE, text=True,
+                            cwd=source)
     try:
         line = proc.stdout.readline()
         if "listening on " not in line:

@@ -197,14 +197,15 @@ def test_a_buying_power_refusal_is_an_insufficient_buying_power(sandbox, monkeyp
 # ------------------------------------------------------------------ replacing a partly filled order
 
 def test_replacing_a_partly_filled_order_values_what_remains():
-    """800 shares, 700 filled against the displayed size (the clock nearly stands still, so the
-    quote does not move): re-pricing the 100 left is well within the buying power, and so is
-    raising the order to 805 (105 left); the whole chain (800 or 805 shares) would not be."""
+    """The displayed size plus 100 shares, the displayed size filled (the clock nearly stands
+    still, so the quote does not move): re-pricing the 100 left is well within the buying power,
+    and so is raising the order by 5 (105 left); the whole chain would not be. The buying power
+    is 1.1 times the order's cost (the market's displayed size decides the order's size)."""
     with Sandbox(start="2024-01-03T15:00:00Z", speed=1e-6) as sb:
-        acct = new_account(sb, cash=60_000)                   # buying power 120,000
-        api = client(acct, max_order_notional=None)
-        quote = api.latest_quotes("AAPL").loc["AAPL"]
+        quote = client(new_account(sb), max_order_notional=None).latest_quotes("AAPL").loc["AAPL"]
         qty = int(quote["ask_size"]) + 100
+        acct = new_account(sb, cash=round(0.55 * qty * quote["ask_price"]))
+        api = client(acct, max_order_notional=None)
         order = api.buy("AAPL", qty, type="limit", limit_price=round(quote["ask_price"], 2), time_in_force="gtc")
         order = poll(lambda: api.order(order.name), lambda o: o["status"] == "partially_filled")
         assert order["filled_qty"] == qty - 100

@@ -33,8 +33,9 @@ from alpaca_nb.sandbox import Sandbox
 
 @pytest.fixture(scope="module")
 def own_sandbox():
-    """A sandbox of this module's own, so its connection counts are this module's."""
-    with Sandbox(seed=7) as sb:
+    """A sandbox of this module's own, so its connection counts are this module's (in a
+    session, at real speed: the market data follows NYSE sessions)."""
+    with Sandbox(seed=7, start="2024-03-06T15:00:00Z") as sb:
         yield sb
 
 

@@ -86,8 +86,9 @@ class ClientProcess:
 @pytest.fixture
 def world(relay_dir):
     """A sandbox of its own (so its connection counts are this test's), an account, a proxy on
-    the trading path that can hold the trade-updates connection down, and a relay."""
-    with Sandbox(seed=7) as sb:
+    the trading path that can hold the trade-updates connection down, and a relay (in a
+    session, at real speed: the market data follows NYSE sessions)."""
+    with Sandbox(seed=7, start="2024-03-06T15:00:00Z") as sb:
         account = new_account(sb)
         with WsProxy(sb.url) as proxy:
             yield sb, account, proxy

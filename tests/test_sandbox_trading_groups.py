@@ -110,9 +110,11 @@ def test_exit_legs_that_would_open_a_position_need_the_buying_power(sb):
     """Closing a margined long with a bracket whose buy exits reopen it: the exits hold buying
     power as any buy does (a buy stop at its price plus Alpaca's 2.5%/4% market buffer)."""
     for stop_markup, armed in ((1.08, False), (1.01, True)):
-        api = new_api(sb, cash=10_000)
-        last = last_price(api)
-        qty = int(19_000 // last)                                 # ~1.9x equity, on margin
+        probe = new_api(sb)
+        quote = probe.get(f"/v2/stocks/{SYMBOL}/quotes/latest").json()["quote"]
+        last = last_price(probe)
+        qty = min(quote["as"], quote["bs"])                       # fills at once both ways
+        api = new_api(sb, cash=round(qty * last / 1.9, 2))        # ~1.9x equity, on margin
         api.order(symbol=SYMBOL, qty=qty)
         assert held(api) == qty
         ws = authed(api)

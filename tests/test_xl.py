@@ -124,8 +124,9 @@ def test_bdh_header_row_types_and_date_serials(api):
     table = xl.ALPACA_BDH([["AAPL"]], [["close", "PX_VOLUME"]], serial, serial + 6)
     assert table[0] == ["timestamp", "close", "PX_VOLUME"]
     stamps = [row[0] for row in table[1:]]
-    assert stamps[0] == dt.datetime(2025, 11, 1) and stamps[-1] == dt.datetime(2025, 11, 7)
-    assert stamps == sorted(stamps) and len(stamps) == 7        # the end day counts in full
+    # NYSE sessions: Saturday 1 and Sunday 2 have no bar; the end day counts in full
+    assert stamps[0] == dt.datetime(2025, 11, 3) and stamps[-1] == dt.datetime(2025, 11, 7)
+    assert stamps == sorted(stamps) and len(stamps) == 5
     assert all(isinstance(v, float) for row in table[1:] for v in row[1:])
     frame = api.bars("AAPL", "1Day", "2025-11-01", "2025-11-07")
     assert [row[1] for row in table[1:]] == frame["close"].tolist()

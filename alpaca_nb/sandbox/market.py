@@ -405,7 +405,7 @@ class Market:
 
     def _instrument(self, row: dict) -> _Instrument:
         symbol = row["symbol"]
-        key = key_of("sandbox-market", self.seed, "calendar", symbol)
+        key = key_of("sandbox-market", self.seed, self.mode, symbol)
         jitter = unit(hash_at(key, np.arange(3)))
         price, volume = float(row["price"]), int(row["volume"])
         sigma = float(row["volatility"]) * (0.9 + 0.2 * jitter[0]) / math.sqrt(252)
