@@ -14,6 +14,11 @@ The sandbox runs in its own process (``alpaca-nb sandbox --port 0``); every figu
 of several runs. Usage::
 
     python benchmarks/bench_sandbox.py [--runs 3] [--seconds 3] [--symbols 100] [--json results/bench_sandbox.json]
+    python benchmarks/bench_sandbox.py --compare DIR [--runs 5]     # (a), this checkout and DIR's
+
+Stocks are read from 2024-01-02 over the first minutes with bars of the sandbox's own
+``/v2/calendar`` sessions, so a version whose market trades 24/7 and one that follows NYSE
+sessions both serve the same number of bars.
 """
 
 from __future__ import annotations
@@ -24,13 +29,12 @@ import json
 import statistics
 import sys
 import time
+from zoneinfo import ZoneInfo
 
 import orjson
 import requests
 import websocket
 from _common import HEADERS, KEY_ID, SECRET, sandbox_process, tradable_symbols
-
-
 
 CRYPTO_BARS = "/v1beta3/crypto/us/bars"
 CRYPTO_PAIRS = ["AAVE/USD", "AVAX/USD", "BAT/USD", "BCH/USD", "BTC/USD", "CRV/USD", "DOGE/USD",
@@ -38,13 +42,37 @@ CRYPTO_PAIRS = ["AAVE/USD", "AVAX/USD", "BAT/USD", "BCH/USD", "BTC/USD", "CRV/US
                 "SHIB/USD", "SOL/USD", "SUSHI/USD", "UNI/USD", "XRP/USD", "XTZ/USD"]
 
 
+def bar_window(url: str, per_symbol: int) -> tuple[dt.datetime, dt.datetime]:
+    """The first ``per_symbol`` minutes with stock bars from 2024-01-02 on, as (start, end): the
+    sandbox has a bar in every minute of its ``/v2/calendar`` sessions (``session_open`` to
+    ``session_close``, New York time; "2359" closes at midnight)."""
+    days = requests.get(f"{url}/v2/calendar", params={"start": "2024-01-02", "end": "2024-12-31"},
+                        headers=HEADERS, timeout=30).json()
+    ny = ZoneInfo("America/New_York")
+    left, start = per_symbol, None
+    for day in days:
+        date = dt.date.fromisoformat(day["date"])
+        opens, close = day["session_open"], day["session_close"]
+        first = dt.datetime.combine(date, dt.time(int(opens[:2]), int(opens[2:])), ny)
+        last = dt.datetime.combine(date + dt.timedelta(days=1), dt.time(0), ny) if close == "2359" else \
+            dt.datetime.combine(date, dt.time(int(close[:2]), int(close[2:])), ny)
+        start = start or first
+        minutes = int((last - first).total_seconds() // 60)
+        if minutes >= left:
+            return start, first + dt.timedelta(minutes=left - 1)
+        left -= minutes
+    raise ValueError(f"2024 has fewer than {per_symbol} minutes of bars")
+
+
 def pull_bars(url: str, symbols: list[str], per_symbol: int, path: str = "/v2/stocks/bars") -> dict:
     """Read every page of ``path``; returns totals and per-page server/parse/request times (ms)."""
     session = requests.Session()
     session.headers.update(HEADERS)
-    # the always-open market (and crypto) has a bar every minute: per_symbol bars = that many minutes
-    start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
-    end = start + dt.timedelta(minutes=per_symbol - 1)
+    if path == "/v2/stocks/bars":       # stocks trade in the sessions of the sandbox's calendar
+        start, end = bar_window(url, per_symbol)
+    else:                               # crypto has a bar every minute
+        start = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+        end = start + dt.timedelta(minutes=per_symbol - 1)
     params = {"symbols": ",".join(symbols), "timeframe": "1Min", "start": start.isoformat(),
               "end": end.isoformat(), "limit": 10_000}
     bars = pages = 0
@@ -103,6 +131,30 @@ def flood(url: str, symbols: list[str], *, use_msgpack: bool, seconds: float, ra
     return count / elapsed
 
 
+def compare(args, per_symbol: int) -> int:
+    """(a) for this checkout and ``args.compare`` side by side (see ``--compare``)."""
+    versions = {"this": None, "compare": args.compare}
+    rows: dict[tuple[str, str], list[dict]] = {(v, p): [] for v in versions for p in ("cold", "warm")}
+    for run in range(args.runs):
+        for name in (list(versions) if run % 2 == 0 else list(versions)[::-1]):
+            with sandbox_process(source=versions[name]) as url:
+                symbols = tradable_symbols(url, args.symbols)
+                for phase in ("cold", "warm"):
+                    rows[name, phase].append(pull_bars(url, symbols, per_symbol))
+            print(f"run {run + 1} {name}: cold {rows[name, 'cold'][-1]['bars_per_s']:,.0f}, "
+                  f"warm {rows[name, 'warm'][-1]['bars_per_s']:,.0f} bars/s", file=sys.stderr)
+    med = lambda r, k: statistics.median(x[k] for x in r)     # noqa: E731
+    print(f"\n(a) side by side, {rows['this', 'cold'][0]['bars']:,} bars, median of {args.runs} runs")
+    print(f"{'':14} {'bars/s':>12} {'server ms/page':>15} {'read-ahead ms':>14} {'parse ms/page':>14}")
+    for (name, phase), r in rows.items():
+        print(f"{phase + ' ' + name:14} {med(r, 'bars_per_s'):>12,.0f} {med(r, 'server_ms'):>15.2f} "
+              f"{med(r, 'ahead_ms'):>14.2f} {med(r, 'parse_ms'):>14.2f}")
+    for phase in ("cold", "warm"):
+        ratio = med(rows["this", phase], "bars_per_s") / med(rows["compare", phase], "bars_per_s")
+        print(f"{phase}: this / compare = {ratio:.2f}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -112,8 +164,14 @@ def main(argv=None) -> int:
     parser.add_argument("--rate", type=int, default=5_000_000, help="flood quote_rate asked for")
     parser.add_argument("--crypto-pairs", type=int, default=20, help="crypto pairs of (c)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    parser.add_argument("--compare", metavar="DIR",
+                        help="(a) only: this checkout and the sandbox of checkout DIR (e.g. an export "
+                             "of main), alternating which goes first in every run; prints both and "
+                             "their ratio")
     args = parser.parse_args(argv)
     per_symbol = args.bars // args.symbols
+    if args.compare:
+        return compare(args, per_symbol)
 
     cold, warm = [], []
     for run in range(args.runs):

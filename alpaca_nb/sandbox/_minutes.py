@@ -25,7 +25,7 @@ import numpy as np
 from ._noise import uniform_grid
 from .clock import MINUTE_NS
 
-__all__ = ["POST", "PRE", "REGULAR", "SEGMENTS", "DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns", "reflect",
+__all__ = ["ALL_DAY", "POST", "PRE", "REGULAR", "SEGMENTS", "DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns", "reflect",
            "round_price", "tick_size"]
 
 # ---------------------------------------------------------------- price helpers
@@ -103,6 +103,7 @@ def allocate(total: int, weights: np.ndarray, minimum: int) -> np.ndarray:
 
 PRE, REGULAR, POST = "pre", "regular", "post"     # the parts of a session (SEGMENTS)
 SEGMENTS = (PRE, REGULAR, POST)
+ALL_DAY = "all-day"     # a market that never closes (crypto): busier at both ends of the UTC day
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ def _shape(segment: str, m: int) -> _Shape:
     j = np.arange(m, dtype=np.float64)
     if segment == REGULAR:
         profile = 1.0 + 2.5 * np.exp(-j / 25.0) + 1.6 * np.exp(-(m - 1 - j) / 20.0)
+    elif segment == ALL_DAY:
+        profile = 1.0 + 1.8 * np.exp(-j / 90.0) + 1.4 * np.exp(-(m - 1 - j) / 90.0)
     elif segment == PRE:
         profile = 0.25 + 2.0 * np.exp(-(m - 1 - j) / 40.0)
     else:

@@ -39,7 +39,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._minutes import DaySpec, allocate, minute_columns, reflect, round_price
+from ._minutes import ALL_DAY, DaySpec, allocate, minute_columns, reflect, round_price
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
 from .clock import DAY_NS, MINUTE_NS
 from .market import EMPTY_BARS, UNIT_WEEK, Bars, BarTick, Timeframe
@@ -269,11 +269,11 @@ class CryptoMarket:
         ords = np.array([d.toordinal() - epoch for d in missing], dtype=np.int64)
         o, h, low, c, v, n = self._daily(pair, ords)
         specs = [DaySpec(key=key_of(pair.key, "minutes", int(d)), start_ns=int(d) * DAY_NS,
-                         minutes=1440, reg_lo=0, reg_hi=1440, open=float(o[i]), high=float(h[i]),
+                         minutes=1440, segment=ALL_DAY, open=float(o[i]), high=float(h[i]),
                          low=float(low[i]), close=float(c[i]), volume=int(v[i]),
                          trade_count=int(n[i]))
                  for i, d in enumerate(ords)]
-        for day, cols in zip(missing, minute_columns(specs, calendar=False)):
+        for day, cols in zip(missing, minute_columns(specs)):
             t, mo, mh, ml, mc, mv, mn, mvw = cols
             bars = Bars(t, pair.prices(mo), pair.prices(mh), pair.prices(ml), pair.prices(mc),
                         mv, mn, np.clip(pair.prices(mvw), pair.prices(ml), pair.prices(mh)))
