@@ -8,9 +8,11 @@ Alpaca's own stream protocol on loopback::
     alpaca-nb relay                      # foreground until Ctrl-C; keys from the environment
     api = alpaca_nb.connect()            # finds the running relay; api.stream(...) unchanged
     # alpaca-py: StockDataStream(key, secret, url_override="ws://127.0.0.1:8766/v2/iex")
+    #            CryptoDataStream(key, secret, url_override="ws://127.0.0.1:8766/v1beta3/crypto/us")
     #            TradingStream(key, secret, url_override="ws://127.0.0.1:8766/stream")
 
-* Data (``/v2/{feed}``) and trade updates (``/stream``) with Alpaca's handshake, messages,
+* Data (``/v2/{feed}``, ``/v1beta1/{boats,overnight}``, crypto's ``/v1beta3/crypto/us`` with
+  its order books) and trade updates (``/stream``) with Alpaca's handshake, messages,
   errors and JSON or msgpack framing, so alpaca_nb, the Excel live cells and the unchanged
   official SDKs work through it.
 * Subscriptions are reference-counted: upstream carries the union of what the clients want;
@@ -18,8 +20,10 @@ Alpaca's own stream protocol on loopback::
   unsubscribed upstream when its last client leaves; a request over the plan's limit gets
   Alpaca's error (405) for that client only.
 * Upstream drops are handled once, here: reconnect with backoff, resubscribe, and a status
-  message to the clients, which stay connected. A client that cannot keep up is cut off with
-  407 "slow client" without slowing the others; nothing queues without bound.
+  message to the clients, which stay connected (alpaca_nb clients then refill their tables
+  from REST and reconcile their order book, as after a reconnect of their own). A client
+  that cannot keep up is cut off with 407 "slow client" without slowing the others; nothing
+  queues without bound.
 * Security: loopback by default; clients authenticate with the same keys the relay holds
   (compared in constant time) or with a token; the secret is never logged nor written to the
   discovery file.
