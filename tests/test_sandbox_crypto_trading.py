@@ -233,3 +233,21 @@ def test_a_restart_keeps_crypto_positions_fees_and_their_history(tmp_path):
     assert after[0]["qty"] == before[0]["qty"] and after[0]["cost_basis"] == before[0]["cost_basis"]
     assert after[1:3] == before[1:3]
     assert after[3]["equity"] == before[3]["equity"]
+
+
+def test_trade_updates_carry_crypto_fills_with_fractional_quantities(calendar_sb):
+    from test_sandbox_trading_stream import authed, events
+
+    api = new_api(calendar_sb)
+    ws = authed(api)
+    try:
+        resp = crypto_order(api, symbol="SOL/USD", qty="0.125", time_in_force="ioc")
+        assert resp.status_code == 200, resp.text
+        seen = events(ws, "fill", resp.json()["id"])
+    finally:
+        ws.close()
+    assert [e["event"] for e in seen] == ["accepted", "pending_new", "new", "fill"]
+    fill = seen[-1]
+    assert fill["order"]["symbol"] == "SOL/USD" and fill["order"]["asset_class"] == "crypto"
+    assert fill["qty"] == "0.125" and fill["order"]["time_in_force"] == "ioc"
+    assert float(fill["position_qty"]) == pytest.approx(0.125 * 0.9975)   # the coin fee is taken
