@@ -144,6 +144,12 @@ class PreTradeView:
         with self._lock:
             self._own.append(body["client_order_id"])
 
+    def is_own(self, client_order_id: Any) -> bool:
+        """Whether this client generated or sent ``client_order_id`` (among its last
+        ``OWN_ORDERS_KEPT`` submissions)."""
+        with self._lock:
+            return client_order_id in self._own
+
     def placed(self, body: Mapping[str, Any], cost: float | None) -> None:
         """An order of this client was accepted: count it in the kept figures."""
         with self._lock:

@@ -637,9 +637,11 @@ class Alpaca:
         """Close all of a position, ``qty`` shares of it, or ``percentage`` (0-100) of it, with a
         market order; returns that order.
 
-        The closing order has no client id, so if the answer is lost the client looks among
-        this symbol's orders created since the call began for the closing market order (of
-        ``qty`` when given) before anything else. Closing the whole position is sent again if
+        The closing order's client id is the server's, so if the answer is lost the client looks
+        among this symbol's orders created since the call began for the closing market day order:
+        of ``qty`` when given, on the side that reduces the position (when the position, kept or
+        asked for once, is not already flat), and not one this client submitted itself. Two such
+        orders (another program closing too) raise OrderStateUnknown rather than guess. Closing the whole position is sent again if
         none shows (a second close cannot sell what the first holds); a partial close never is.
 
         Raises:
@@ -659,13 +661,17 @@ class Alpaca:
             params["percentage"] = _orders._wire(pct)
         started = time.monotonic()
         since: list[pd.Timestamp] = []
+        sides: list[str | None] = []
         path = f"/v2/positions/{symbol.replace('/', '')}"
 
         def look() -> Any:
             if not since:
                 since.append(self._settler.server_since(started))
+                held = self._known.position_qty(symbol)     # a close never flips the position's sign
+                sides.append("sell" if held > 0 else "buy" if held < 0 else None)
             found = [o for o in self._recent_orders(since[0], symbols=[symbol])
-                     if _is_close_order(o, qty=params.get("qty"))]
+                     if o.get("symbol") == symbol and _is_close_order(o, qty=params.get("qty"), side=sides[0])
+                     and not self._known.is_own(o.get("client_order_id"))]
             if len(found) > 1:
                 raise OrderStateUnknown(
                     f"closing {symbol}: the answer was lost and {len(found)} market orders for {symbol} "
@@ -708,7 +714,8 @@ class Alpaca:
             if not since:
                 since.append(self._settler.server_since(started))
             return {o["symbol"]: o for o in reversed(self._recent_orders(since[0]))
-                    if _is_close_order(o) and o.get("symbol") not in exclude}
+                    if _is_close_order(o) and o.get("symbol") not in exclude
+                    and not self._known.is_own(o.get("client_order_id"))}
 
         def look() -> Any:
             found = closing_orders(set())
@@ -806,12 +813,13 @@ def _replacement(current: dict[str, Any], change: dict[str, Any]) -> dict[str, A
     return merged
 
 
-def _is_close_order(order: dict[str, Any], *, qty: str | None = None) -> bool:
+def _is_close_order(order: dict[str, Any], *, qty: str | None = None, side: str | None = None) -> bool:
     """Whether an order looks like one ``DELETE /v2/positions`` creates: a simple market day
-    order (for ``qty`` shares when given)."""
+    order (for ``qty`` shares and on ``side`` when given)."""
     return (order.get("type") == "market" and (order.get("order_class") or "simple") == "simple"
             and order.get("time_in_force") == "day" and order.get("notional") is None
-            and (qty is None or _orders._same_number(order.get("qty"), qty)))
+            and (qty is None or _orders._same_number(order.get("qty"), qty))
+            and (side is None or order.get("side") == side))
 
 
 _MULTI_CONTEXT = ("available", "existing_qty", "held_for_orders")

@@ -258,3 +258,31 @@ def test_close_all_keeps_the_order_and_the_refusal_context(acct):
     assert msft["order_status"] in ("filled", "new", "accepted", "pending_new")
     assert pd.isna(msft["message"]) and pd.isna(msft["available"])
     assert str(result["message"].dtype) == str(result.reset_index()["symbol"].dtype)
+
+
+def test_a_lost_close_does_not_adopt_another_programs_order_on_the_other_side(sb, acct):
+    api = client(acct)
+    api.buy("AAPL", 10)
+    poll(api.positions, lambda df: "AAPL" in df.index)
+    # another program buys 4 more at market just before (its client_order_id is the server's)
+    requests.post(f"{acct.url}/v2/orders", json={"symbol": "AAPL", "qty": "4", "side": "buy", "type": "market",
+                                                 "time_in_force": "day"}, headers=acct.headers,
+                  timeout=10).raise_for_status()
+    chaos(sb, "lose=1,scope=/v2/positions,methods=DELETE")
+    closing = client(acct).close_position("AAPL", qty=4)
+    assert closing["side"] == "sell" and closing["qty"] == 4.0
+    chaos(sb, "")
+    sells = [o for o in server_orders(sb, acct) if o["side"] == "sell"]
+    assert [o["id"] for o in sells] == [closing.name]
+
+
+def test_a_lost_close_does_not_adopt_this_clients_own_market_order(sb, acct):
+    api = client(acct)
+    api.buy("AAPL", 10)
+    poll(api.positions, lambda df: "AAPL" in df.index)
+    own = api.sell("AAPL", 4)                            # the same shape as the closing order
+    chaos(sb, "lose=1,scope=/v2/positions,methods=DELETE")
+    closing = api.close_position("AAPL", qty=4)
+    chaos(sb, "")
+    assert closing.name != own.name and closing["side"] == "sell" and closing["qty"] == 4.0
+    assert {o["id"] for o in server_orders(sb, acct) if o["side"] == "sell"} == {own.name, closing.name}
