@@ -184,9 +184,14 @@ close_all_positions = _shortcut("close_all_positions")
 
 def __getattr__(name: str) -> Any:
     """``anb.widgets`` and ``anb.charts`` are imported on first use (one line opens the
-    dashboard: ``anb.widgets.Dashboard(api)``), so ``import alpaca_nb`` stays light."""
+    dashboard: ``anb.widgets.Dashboard(api)``), so ``import alpaca_nb`` stays light; so is
+    ``anb.main``, the entry point of the Excel workbook's buttons (:func:`alpaca_nb.xl.main`)."""
     if name in ("widgets", "charts"):
         import importlib
 
         return importlib.import_module(f".{name}", __name__)
+    if name == "main":          # the Excel buttons: xlwings' SampleCall runs alpaca_nb.main()
+        from .xl import main
+
+        return main
     raise AttributeError(f"module 'alpaca_nb' has no attribute {name!r}")

@@ -8,8 +8,9 @@ so no add-in is needed for the macros), then with openpyxl: the config sheet is 
 ``xlwings.conf`` with ``UDF Modules = alpaca_nb.xl`` and ``Use UDF Server = TRUE`` (the buttons'
 Python runs in the same process as the formulas, so the live-quote thread outlives the click);
 the sheets Quotes, History, Portfolio and Ticket get their formulas, named ranges and a chart;
-last, buttons (shapes whose macro is xlwings' ``RunPython``) are added to the drawing parts,
-which openpyxl does not write. No key is written anywhere: the formulas connect with the keys
+last, buttons (shapes named after their Python entry point, each running the template's
+``SampleCall`` macro, which calls ``alpaca_nb.main()``) are added to the drawing parts, which
+openpyxl does not write. No key is written anywhere: the formulas connect with the keys
 of the environment, or to the embedded sandbox.
 """
 
@@ -45,7 +46,7 @@ TICKET_COLUMNS = ["symbol", "side", "qty", "type", "limit_price", "stop_price", 
 TICKET_ROWS = 10
 MODE = '=ALPACA_BDS("mode")'
 
-# sheet -> [(label, macro, first column, first row, last column, last row)] (0-based cells)
+# sheet -> [(label, entry point = shape name, first column, first row, last column, last row)] (0-based cells)
 BUTTONS = {
     "Quotes": [("Start live", "start_quotes", 14, 1, 16, 2), ("Stop live", "stop_quotes", 17, 1, 19, 2),
                ("Refresh", "refresh", 20, 1, 22, 2)],
@@ -59,10 +60,12 @@ HEAD = PatternFill("solid", fgColor="DDEBF7")
 LIVE = PatternFill("solid", fgColor="FF0000")
 
 
-def run_macro(name: str) -> str:
-    """The button's macro: xlwings' RunPython (a function of the embedded xlwings module) with
-    the Python call as its argument."""
-    return f"'RunPython \"import {MODULE}; {MODULE}.{name}()\"'"
+# Every button runs the template's own macro, ``SampleCall`` (RunPython "import <workbook name>;
+# <workbook name>.main()", i.e. ``alpaca_nb.main()``), which dispatches on Application.Caller: the
+# name of the clicked shape, which is the entry point's name. "[0]!Name" is how Excel stores a
+# shape's macro of the same workbook; a call with arguments in a shape's macro attribute is not
+# a documented form, and the template has no other Sub to assign.
+BUTTON_MACRO = "[0]!SampleCall"
 
 
 def quickstart(workdir: Path) -> Path:
@@ -194,13 +197,13 @@ DRAWING_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationshi
 DRAWING_TYPE = "application/vnd.openxmlformats-officedocument.drawing+xml"
 
 
-def shape(shape_id: int, label: str, macro: str, c0: int, r0: int, c1: int, r1: int) -> str:
+def shape(shape_id: int, label: str, entry: str, c0: int, r0: int, c1: int, r1: int) -> str:
     return (
         f'<xdr:twoCellAnchor editAs="absolute">'
         f'<xdr:from><xdr:col>{c0}</xdr:col><xdr:colOff>0</xdr:colOff><xdr:row>{r0}</xdr:row><xdr:rowOff>0</xdr:rowOff></xdr:from>'
         f'<xdr:to><xdr:col>{c1}</xdr:col><xdr:colOff>0</xdr:colOff><xdr:row>{r1}</xdr:row><xdr:rowOff>0</xdr:rowOff></xdr:to>'
-        f'<xdr:sp macro={quoteattr(run_macro(macro))} textlink="">'
-        f'<xdr:nvSpPr><xdr:cNvPr id="{shape_id}" name="Button {label}"/><xdr:cNvSpPr/></xdr:nvSpPr>'
+        f'<xdr:sp macro={quoteattr(BUTTON_MACRO)} textlink="">'
+        f'<xdr:nvSpPr><xdr:cNvPr id="{shape_id}" name={quoteattr(entry)} descr={quoteattr(label)}/><xdr:cNvSpPr/></xdr:nvSpPr>'
         f'<xdr:spPr><a:prstGeom prst="roundRect"><a:avLst/></a:prstGeom>'
         f'<a:solidFill><a:srgbClr val="2F5597"/></a:solidFill></xdr:spPr>'
         f'<xdr:txBody><a:bodyPr vertOverflow="clip" horzOverflow="clip" rtlCol="0" anchor="ctr"/><a:lstStyle/>'
@@ -240,9 +243,9 @@ def add_buttons(source: Path, out: Path, buttons: dict[str, list[tuple]]) -> Non
         rels = files.get(rels_name, b'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>'
                                     b'<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"></Relationships>')
         anchors = ""
-        for label, macro, *box in specs:
+        for label, entry, *box in specs:
             next_id += 1
-            anchors += shape(next_id, label, macro, *box)
+            anchors += shape(next_id, label, entry, *box)
         existing = [r["Target"] for r in _relationships(rels) if r.get("Type") == DRAWING_REL]
         if existing:
             part = "xl/drawings/" + existing[0].rsplit("/", 1)[1]

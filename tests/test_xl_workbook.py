@@ -106,20 +106,49 @@ def test_named_ranges_of_the_live_quotes(book):
     assert [book["Quotes"][f"H{r}"].value for r in range(5, 10)] == ["AAPL", "MSFT", "NVDA", "SPY", "QQQ"]
 
 
-def test_buttons_run_existing_macros_through_xlwings(book):
-    with zipfile.ZipFile(WORKBOOK) as z:
-        vba = z.read("xl/vbaProject.bin")
-        macros = [m for n in z.namelist() if n.startswith("xl/drawings/drawing")
-                  for m in re.findall(r'macro="([^"]+)"', z.read(n).decode())]
+def embedded_vba(path: Path) -> dict[str, str]:
+    """The VBA modules of a workbook (name -> source), as Excel's VBA editor shows them."""
+    from oletools.olevba import VBA_Parser
+
+    parser = VBA_Parser(str(path))
+    try:
+        return {name.rsplit(".", 1)[0]: code for _, _, name, code in parser.extract_macros()}
+    finally:
+        parser.close()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")      # oletools' use of pyparsing
+def test_buttons_run_the_templates_sample_call_which_dispatches_on_the_clicked_shape():
+    """Every button is assigned the quickstart template's own Sub ``SampleCall`` (no macro call
+    with arguments, a form Excel does not document for a shape), that Sub runs ``main()`` of the
+    module named like the workbook, i.e. ``alpaca_nb.main``, and each shape's name is a button
+    of :data:`alpaca_nb.xl.BUTTONS`."""
+    import alpaca_nb
     import xlwings
 
+    with zipfile.ZipFile(WORKBOOK) as z:
+        vba = z.read("xl/vbaProject.bin")
+        shapes = [(name, macro) for n in z.namelist() if n.startswith("xl/drawings/drawing")
+                  for macro, name in re.findall(r'<xdr:sp macro="([^"]*)".*?<xdr:cNvPr id="\d+" name="([^"]+)"',
+                                                z.read(n).decode())]
     template = Path(xlwings.__file__).parent / "quickstart_standalone.xlsm"
     with zipfile.ZipFile(template) as z:
-        assert vba == z.read("xl/vbaProject.bin")      # xlwings' VBA module (RunPython), unchanged
-    called = {re.search(r"alpaca_nb\.xl\.(\w+)\(\)", m.replace("&quot;", '"')).group(1) for m in macros}
-    assert called == {"send_tickets", "start_quotes", "stop_quotes", "refresh"}
-    for name in called:
-        assert callable(getattr(xl, name))
+        assert vba == z.read("xl/vbaProject.bin")      # xlwings' VBA modules, unchanged
+    sample = embedded_vba(WORKBOOK)["Module1"]
+    assert re.search(r"^Sub SampleCall\(\)", sample, re.M)
+    assert 'mymodule = Left(ThisWorkbook.Name, (InStrRev(ThisWorkbook.Name, "."' in sample
+    assert 'RunPython "import " & mymodule & ";" & mymodule & ".main()"' in sample
+    assert "RunPython" in embedded_vba(WORKBOOK)["xlwings"]
+    assert WORKBOOK.stem == "alpaca_nb" and alpaca_nb.main is xl.main
+    assert sorted(shapes) == sorted([("refresh", "[0]!SampleCall")] * 4 + [
+        ("send_tickets", "[0]!SampleCall"), ("start_quotes", "[0]!SampleCall"), ("stop_quotes", "[0]!SampleCall")])
+    assert set(xl.BUTTONS) == {"send_tickets", "start_quotes", "stop_quotes", "refresh"}
+
+
+def test_a_button_name_runs_its_macro_and_an_unknown_one_is_refused():
+    with pytest.raises(ValueError, match=r"no alpaca_nb button is named 'Button 1'; the buttons are 'send_tickets'"):
+        xl.run_button("Button 1")
+    assert xl.run_button("stop_quotes") is None         # no writer running: nothing to stop
 
 
 def test_no_key_is_stored_anywhere_in_the_file():

@@ -10,8 +10,9 @@ Formulas (xlwings user-defined functions; set ``UDF Modules`` to ``alpaca_nb.xl`
     =ALPACA_TICKET(A2, B2, C2, D2, E2, F2, G2, H2)   stages an order: [ticket id, "ready" | why not]
     =ALPACA_STATUS(I2)                               [status, filled qty, average fill price]
 
-Macros (buttons, ``RunPython``): :func:`send_tickets`, :func:`start_quotes`, :func:`stop_quotes`,
-:func:`refresh`.
+Macros (buttons): :func:`send_tickets`, :func:`start_quotes`, :func:`stop_quotes`,
+:func:`refresh`; the workbook's buttons all run xlwings' ``SampleCall`` macro, which calls
+:func:`main` (as ``alpaca_nb.main()``), which runs the macro named like the clicked shape.
 
 Rules the formulas keep: they never place an order (only :func:`send_tickets` does, once per
 ticket); they are not volatile; the same arguments within a few seconds make no new request
@@ -70,8 +71,8 @@ except ImportError:  # pragma: no cover - the [excel] extra is not installed: pl
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ALPACA_BDH", "ALPACA_BDP", "ALPACA_BDS", "ALPACA_STATUS", "ALPACA_TICKET", "clear_caches",
-           "refresh", "send_tickets", "start_quotes", "stop_quotes"]
+__all__ = ["ALPACA_BDH", "ALPACA_BDP", "ALPACA_BDS", "ALPACA_STATUS", "ALPACA_TICKET", "BUTTONS", "clear_caches",
+           "main", "refresh", "run_button", "send_tickets", "start_quotes", "stop_quotes"]
 
 ERROR = "#ALPACA! "
 LATEST_SECONDS = 5.0         # BDP values are reused this long
@@ -528,6 +529,40 @@ def refresh(book: Any = None) -> None:
         wb.app.api.CalculateFull()
     else:
         _sheets.fill_formulas(wb, FORMULAS)
+
+
+BUTTONS: dict[str, Callable[[], Any]] = {
+    "send_tickets": send_tickets, "start_quotes": start_quotes, "stop_quotes": stop_quotes, "refresh": refresh,
+}
+
+
+def run_button(name: str) -> Any:
+    """Run the macro of the button named ``name`` (a key of :data:`BUTTONS`).
+
+    Raises:
+        ValueError: no button has that name.
+    """
+    if name not in BUTTONS:
+        raise ValueError(f"no alpaca_nb button is named {name!r}; the buttons are "
+                         f"{', '.join(repr(b) for b in BUTTONS)} (the shape's name picks its macro)")
+    return BUTTONS[name]()
+
+
+def main() -> Any:
+    """The workbook's buttons, through the macro that xlwings' quickstart template embeds:
+    ``SampleCall`` runs ``import alpaca_nb; alpaca_nb.main()`` (the module named like the
+    workbook), which comes here. The clicked shape's name (Excel's ``Application.Caller``) is
+    the macro to run (see :data:`BUTTONS`). Where Excel does not say which shape was clicked
+    (macOS), a dialog asks whether to send the active sheet's tickets or only refresh: no order
+    is sent without that answer.
+    """
+    book = _sheets.caller_book()
+    name = _sheets.clicked_button(book)
+    if name is None:
+        name = _sheets.ask_send_or_refresh(book)
+        if name is None:
+            return None
+    return run_button(name)
 
 
 FORMULAS: dict[str, Callable[..., Any]] = {

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-__all__ = ["FormulaError", "XwGrid", "caller_book", "confirm_with", "fill_formulas", "named_values",
+__all__ = ["FormulaError", "XwGrid", "caller_book", "ask_send_or_refresh", "clicked_button", "confirm_with", "fill_formulas", "named_values",
            "open_book", "parse_formula"]
 
 STORE_SHEET = "_alpaca_formulas"
@@ -42,6 +42,17 @@ def caller_book() -> Any:
     return _xw().Book.caller()
 
 
+def clicked_button(book: Any) -> str | None:
+    """The name of the shape whose macro is running (Excel's ``Application.Caller``), or None
+    when Excel does not tell (macOS, where xlwings reaches Excel through AppleScript, or a
+    macro run from the VBA editor)."""
+    try:
+        caller = book.app.api.Caller
+    except Exception:
+        return None
+    return caller if isinstance(caller, str) else None
+
+
 def open_book(book: Any) -> Any:
     """An open workbook by name or path (or an xlwings Book as is)."""
     return _xw().Book(book) if isinstance(book, str) else book
@@ -62,6 +73,14 @@ def confirm_with(book: Any) -> Callable[[str], bool]:
         return book.app.alert(message, title="alpaca_nb: LIVE trading", buttons="ok_cancel",
                               mode="critical") == "ok"
     return confirm
+
+
+def ask_send_or_refresh(book: Any) -> str | None:
+    """Where the clicked button is unknown (macOS): a dialog asks whether to send the tickets of
+    the active sheet (Yes) or only refresh (No); returns "send_tickets", "refresh" or None."""
+    answer = book.app.alert("Send the ready tickets of this sheet?\n\nYes: send them. No: only refresh "
+                            "the sheets. Cancel: do nothing.", title="alpaca_nb", buttons="yes_no_cancel")
+    return {"yes": "send_tickets", "no": "refresh"}.get(answer)
 
 
 class XwGrid:
