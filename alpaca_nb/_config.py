@@ -265,8 +265,10 @@ def resolve(*, key_id: str | None = None, secret_key: str | None = None, paper: 
     if (key_id is None) != (secret_key is None):
         missing = "secret_key" if secret_key is None else "key_id"
         raise ValueError(f"give both key_id and secret_key ({missing} is missing)")
+    names = ("key_id", "secret_key")
     if key_id is None:
         key_id, secret_key = env.get("APCA_API_KEY_ID"), env.get("APCA_API_SECRET_KEY")
+        names = ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
         if bool(key_id) != bool(secret_key):
             missing = "APCA_API_SECRET_KEY" if not secret_key else "APCA_API_KEY_ID"
             raise ValueError(f"{missing} is not set while its partner is; set both or neither")
@@ -280,6 +282,13 @@ def resolve(*, key_id: str | None = None, secret_key: str | None = None, paper: 
         return Settings("sandbox", sb.key_id, Secret(sb.secret_key), sb.url, sb.url, sb.stream_url, **guard)
     if not isinstance(key_id, str) or not isinstance(secret_key, str):
         raise TypeError("key_id and secret_key must be strings")
+    for name, value in zip(names, (key_id, secret_key)):
+        if not value.isascii() or not value.isprintable() or " " in value:
+            # an HTTP library would refuse the header and quote its value in the error (or a
+            # server would echo it back): the key must not get that far
+            raise ValueError(f"{name} contains a space, a line break or a character that is not "
+                             f"printable ASCII (copied with the key?); Alpaca keys are letters and "
+                             f"digits. Its {len(value)} characters are not shown.")
 
     base_url = (base_url or env.get("APCA_API_BASE_URL") or (PAPER_URL if paper else LIVE_URL)).rstrip("/")
     base_url = base_url.removesuffix("/v2")

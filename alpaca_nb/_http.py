@@ -286,6 +286,8 @@ class Transport:
                              method, path, status, delay, attempt, self.max_attempts)
                     time.sleep(delay)
                     continue
+            # an answer that quotes the secret (a proxy or server echoing the request) loses it here
+            content = content.replace(self.settings.secret.reveal().encode(), b"********")
             raise error_from_response(status, _decode(content), method=method, path=path,
                                       attempts=attempt, retry_after=retry_after)
 

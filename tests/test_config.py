@@ -158,3 +158,58 @@ def test_sandbox_objects_do_not_show_the_secret():
         assert "sandbox-private-secret" not in repr(sb) + repr(sb.config)
         api = anb.connect(sandbox=sb)
         assert "sandbox-private-secret" not in _everything_about(api)
+
+
+@pytest.mark.parametrize("secret", ["s3cret-VALUE\n", " s3cret-VALUE", "s3cret\x00VALUE", "s3cret VALUE"])
+def test_a_key_copied_with_a_line_break_or_a_control_character_is_refused_unseen(sandbox, monkeypatch, secret):
+    """requests would refuse the header quoting its value, and a server may echo it: the key is
+    refused at connect(), and the message names the argument, never the value."""
+    with pytest.raises(ValueError, match=r"^secret_key contains a space, a line break") as given:
+        anb.connect(base_url=sandbox.url, data_url=sandbox.url, key_id="PKTEST", secret_key=secret)
+    errors = [given.value]
+    if "\x00" not in secret:                            # an environment cannot hold a NUL
+        monkeypatch.setenv("APCA_API_KEY_ID", "PKTEST")
+        monkeypatch.setenv("APCA_API_SECRET_KEY", secret)
+        monkeypatch.setenv("APCA_API_BASE_URL", sandbox.url)
+        with pytest.raises(ValueError, match=r"^APCA_API_SECRET_KEY contains a space") as from_env:
+            anb.connect()
+        errors.append(from_env.value)
+    with pytest.raises(ValueError, match=r"^key_id contains a space"):
+        anb.connect(base_url=sandbox.url, key_id="PK TEST", secret_key="fine")
+    for exc in errors:
+        assert "s3cret" not in str(exc) + repr(exc) + "".join(traceback.format_exception(exc))
+
+
+def test_an_answer_that_echoes_the_secret_loses_it(caplog):
+    """A server (or a proxy) quoting the request's headers in an error answer: the error, its body
+    and the log show a mask instead of the secret."""
+    import http.server
+    import threading
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = ('{"code": 40010000, "message": "bad header APCA-API-SECRET-KEY: %s"}'
+                    % self.headers["APCA-API-SECRET-KEY"]).encode()
+            self.send_response(400)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        secret = "echoed-s3cret-VALUE"
+        api = anb.connect(base_url=url, data_url=url, key_id="PKTEST", secret_key=secret)
+        with caplog.at_level(logging.DEBUG), pytest.raises(anb.AlpacaError) as info:
+            api.account()
+        assert info.value.message == "bad header APCA-API-SECRET-KEY: ********"
+        assert secret not in _everything_about(api, info.value)
+        assert secret not in "\n".join(r.getMessage() for r in caplog.records)
+    finally:
+        server.shutdown()
+        server.server_close()
