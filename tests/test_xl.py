@@ -256,3 +256,20 @@ def test_date_serials(serial, expected):
 def test_bad_date_serials_name_the_argument(bad):
     with pytest.raises(ValueError, match="start="):
         serial_to_datetime(bad, name="start")
+
+
+def test_formulas_are_paced_by_the_clients_own_limiters(account):
+    """Market-data formulas count against the client's data limiter, tables against its trading
+    limiter: the formulas have no limiter of their own that a download could bypass."""
+    api = connect_to(account, rate_limit={"trading": 50, "data": 50})
+    limiters = api._transport.limiters
+    try:
+        used = {name: len(limiter._done) + limiter._in_flight for name, limiter in limiters.items()}
+        assert isinstance(xl.ALPACA_BDP([["AAPL"], ["MSFT"]], [["last"]]), list)
+        assert isinstance(xl.ALPACA_BDP([["AAPL"], ["MSFT"]], [["last"]]), list)   # from the cache
+        assert len(limiters["data"]._done) == used["data"] + 1
+        assert isinstance(xl.ALPACA_BDS("account"), list)
+        assert len(limiters["trading"]._done) == used["trading"] + 1
+        assert len(limiters["data"]._done) == used["data"] + 1
+    finally:
+        api.close()
