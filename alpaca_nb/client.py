@@ -590,7 +590,9 @@ class Alpaca:
         """Cancel every open order; one row per order: id, status (HTTP), code, message, then the
         order's own fields when Alpaca sends them (order_status, symbol, qty, ...).
 
-        The open orders are listed first (one GET). If the DELETE's answer is lost, their state
+        The open orders are listed first (one GET): Alpaca cannot list orders by the time they
+        were canceled, so what a DELETE whose answer was lost canceled can only be told from what
+        was open before it. If the DELETE's answer is lost, their state
         is looked at: when none is open any more, the rows are those now canceled; otherwise the
         DELETE is sent again (repeating it cannot cancel more than "all") and the rows are its
         answer plus the listed orders that the lost one canceled.
