@@ -161,8 +161,9 @@ def test_the_sdk_stream_receives_quotes_trades_and_bars_and_stops_cleanly():
         assert trade.symbol == "AAPL" and trade.price > 0 and trade.timestamp.year == 2024
         assert bar.symbol in ("AAPL", "MSFT") and bar.timestamp.second == 0 and bar.vwap > 0
         # the streamed bar is the REST bar of that minute (or lacks one late-reported trade)
-        rest = client(sb).get_stock_bars(StockBarsRequest(
-            symbol_or_symbols=bar.symbol, timeframe=TimeFrame.Minute, start=bar.timestamp, end=bar.timestamp))
+        rest = client(sb).get_stock_bars(StockBarsRequest(             # the stream's feed: IEX
+            symbol_or_symbols=bar.symbol, timeframe=TimeFrame.Minute, start=bar.timestamp, end=bar.timestamp,
+            feed=DataFeed.IEX))
         ref = rest[bar.symbol][0]
         assert (ref.open, ref.high, ref.low, ref.close) == (bar.open, bar.high, bar.low, bar.close)
         assert ref.trade_count - bar.trade_count in (0, 1)

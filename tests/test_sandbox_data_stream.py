@@ -199,7 +199,7 @@ def test_every_channel_delivers_and_continues_the_rest_history():
     start = late_minute - dt.timedelta(seconds=100)
     with Sandbox(start=start.isoformat(), speed=60) as fast:
         account = new_account(fast)
-        c = connect(fast, account)
+        c = connect(fast, account, "/v2/sip")          # the SIP, REST's default feed
         c.send({"action": "subscribe", "trades": ["AAPL"], "quotes": ["AAPL"], "bars": ["AAPL", "SPY"],
                 "updatedBars": ["AAPL", "SPY"], "dailyBars": ["SPY"]})
         msgs = c.collect(30, lambda m: any(x["T"] == "u" and x["S"] == "AAPL" for x in m))

@@ -7,9 +7,11 @@ quotes (multi and single); snapshots (multi, with ``null`` for unknown symbols, 
 
 What the sandbox decides where Alpaca's behaviour is not pinned down:
 
-* Every feed (``sip``, ``iex``, ``otc``, ``boats``; ``delayed_sip`` and ``overnight`` on the
-  latest/snapshot endpoints) serves the same data, up to the sandbox's now.
-  ``feed=delayed_sip`` on latest/snapshot answers as of 15 minutes ago.
+* ``feed=iex`` serves IEX's share of the market (:mod:`._iex`: a few percent of the SIP's volume
+  and prints, IEX's own bars, trades on ``V`` and IEX quotes); every other feed (``sip``,
+  ``otc``, ``boats``; ``delayed_sip`` and ``overnight`` on the latest/snapshot endpoints) serves
+  the SIP data, up to the sandbox's now. ``feed=delayed_sip`` on latest/snapshot answers as of
+  15 minutes ago.
 * What a key may read depends on its account's market-data plan (:mod:`.plans`). ``unlimited``
   (the default) reads every feed in real time. ``basic`` (Alpaca's free plan) gets
   ``403 {"message":"subscription does not permit querying recent SIP data"}`` for SIP data of
@@ -63,6 +65,7 @@ from .._stream_protocol import iso_ns
 from . import adjusted, plans
 from . import app as _app
 from ._barjson import bar_json
+from ._iex import FeedCache, IexMarket
 from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns, rfc3339_array
 from .market import (
     UNIT_DAY,
@@ -89,6 +92,7 @@ SYMBOL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9./\-]{0,20}$")
 _ASOF_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 CHUNKS = web.AppKey("data_chunks", object)
+IEX_MARKET = web.AppKey("data_iex_market", object)
 READ_AHEAD = web.AppKey("data_read_ahead", object)
 
 
@@ -462,8 +466,9 @@ class Query:
     adjustment: frozenset[str] = frozenset()    # corporate-action types to adjust bars for
 
 
-def _market(request: web.Request) -> Market:
-    return request.app[_app.MARKET]
+def _market(request: web.Request, feed: str = "sip") -> Market:
+    """The market as ``feed`` shows it: IEX's share for ``iex``, the SIP for every other feed."""
+    return request.app[IEX_MARKET] if feed == "iex" else request.app[_app.MARKET]
 
 
 def _now(request: web.Request) -> int:
@@ -593,8 +598,10 @@ def parse_paging(q, kind: str, timeframe: Timeframe | None,
 
 
 def _series(request: web.Request, kind: str, timeframe: Timeframe | None,
-            adjustment: frozenset[str] = frozenset()) -> Series:
-    market, cache = _market(request), request.app[CHUNKS]
+            adjustment: frozenset[str] = frozenset(), feed: str = "sip") -> Series:
+    market, cache = _market(request, feed), request.app[CHUNKS]
+    if feed == "iex":
+        cache = FeedCache(cache, feed)
     if adjustment:
         market, cache = adjusted.view(market, cache, adjustment, ny_date(_now(request)))
     return Series(market, cache, kind, timeframe)
@@ -613,7 +620,7 @@ def _run_page(request: web.Request, kind: str, query: Query) -> Page:
     known = [s for s in query.symbols if market.has(s)]
     if query.token is not None and query.token[0] not in known:
         raise bad("invalid page token")
-    series = _series(request, kind, query.timeframe, query.adjustment)
+    series = _series(request, kind, query.timeframe, query.adjustment, query.feed)
     now = query.horizon if query.horizon is not None else _now(request)
     page = build_page(series, known, start=query.start, end=query.end, limit=query.limit,
                       desc=query.desc, token=query.token, now=now)
@@ -758,7 +765,7 @@ def _latest_multi(kind: str):
     async def handler(request: web.Request) -> web.Response:
         symbols = parse_symbols(request.query.get("symbols"))
         feed, currency = parse_latest(request)
-        market, now = _market(request), _latest_now(request, feed)
+        market, now = _market(request, feed), _latest_now(request, feed)
         found = {}
         for symbol in symbols:
             if market.has(symbol):
@@ -779,7 +786,7 @@ def _latest_single(kind: str):
     async def handler(request: web.Request) -> web.Response:
         symbol = check_symbol(request.match_info["symbol"])
         feed, currency = parse_latest(request)
-        market = _market(request)
+        market = _market(request, feed)
         record = None
         if market.has(symbol):
             record = _latest_record(market, kind, symbol, _latest_now(request, feed))
@@ -806,7 +813,7 @@ def snapshot_dict(market: Market, symbol: str, now: int) -> dict:
 async def snapshots(request: web.Request) -> web.Response:
     symbols = parse_symbols(request.query.get("symbols"))
     feed, currency = parse_latest(request)
-    market, now = _market(request), _latest_now(request, feed)
+    market, now = _market(request, feed), _latest_now(request, feed)
     body: dict[str, Any] = {s: snapshot_dict(market, s, now) if market.has(s) else None for s in symbols}
     if currency:
         body["currency"] = currency
@@ -816,7 +823,7 @@ async def snapshots(request: web.Request) -> web.Response:
 async def snapshot(request: web.Request) -> web.Response:
     symbol = check_symbol(request.match_info["symbol"])
     feed, currency = parse_latest(request)
-    market = _market(request)
+    market = _market(request, feed)
     if not market.has(symbol):
         raise ApiError(404, None, f"no snapshot found for {symbol}")
     body: dict[str, Any] = {"symbol": symbol, **snapshot_dict(market, symbol, _latest_now(request, feed))}
@@ -830,6 +837,7 @@ async def snapshot(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     """Add the market-data REST routes, the data WebSocket and ``POST /sandbox/halt``."""
     app[CHUNKS] = ChunkCache()
+    app[IEX_MARKET] = IexMarket(app[_app.MARKET])
     app[READ_AHEAD] = ReadAhead()
 
     async def stop_read_ahead(app: web.Application) -> None:

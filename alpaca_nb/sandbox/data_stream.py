@@ -58,7 +58,7 @@ from .._stream_protocol import (
 from . import app as _app
 from . import plans
 from .clock import MINUTE_NS, NS
-from .data_api import DELAY_NS, TRADE_CONDITIONS
+from .data_api import DELAY_NS, IEX_MARKET, TRADE_CONDITIONS
 from .market import Market, Ticks
 from .wire import (
     ApiError,
@@ -116,7 +116,7 @@ class StreamSession:
         self.endpoint = endpoint
         self.feed = feed or ENDPOINTS[endpoint]     # feed: a subclass's own (.crypto_stream)
         self.codec = codec
-        self.market: Market = request.app[_app.MARKET]
+        self.market: Market = request.app[IEX_MARKET if self.feed == "iex" else _app.MARKET]
         self.clock = request.app[_app.CLOCK]
         self.conn = Connection(ws, kind="data", endpoint=endpoint)
         self.authenticated = False

@@ -34,7 +34,8 @@ Everything is a pure function of (seed, market mode, symbol, time): no state, no
 stable keys, counter-based hashing, random draws and the noise path are in :mod:`._noise`).
 What is "visible" is decided by the caller's ``now`` (the sandbox clock): a minute bar exists once
 its minute has closed, today's daily bar is the aggregate of today's complete regular-hours
-minutes, trades and quotes exist up to ``now``. Every feed (sip, iex, ...) gives the same data.
+minutes, trades and quotes exist up to ``now``. This is the SIP (every feed but
+``iex``); the IEX feed is a few percent of it (:mod:`._iex`).
 The raw prices carry the corporate actions of :mod:`.corporate` (a 2-for-1 split halves the
 price from its ex-date on); adjusted bars are served by :mod:`.adjusted`.
 
@@ -378,6 +379,9 @@ class Market:
     MINUTE_CACHE = 768
     TICK_CACHE = 8192
     YEAR_CACHE = 4096
+    FEED = "sip"                  # the feed this market is (the IEX feed is a view: :mod:`._iex`)
+    TICK_SALT = "ticks"           # the tick layer's key salt and late-report key for this feed
+    LATE_SALT = 0x1A7E
 
     def __init__(self, *, seed: int, sessions: Sessions, clock: Clock):
         self.seed = int(seed)
@@ -659,7 +663,7 @@ class Market:
         o, h, low, c = float(bars.o[i]), float(bars.h[i]), float(bars.l[i]), float(bars.c[i])
         v, n = int(bars.v[i]), int(bars.n[i])
         minute_no = t0 // MINUTE_NS
-        rnd = Draws(key_of(inst.key, "ticks", minute_no))
+        rnd = Draws(key_of(inst.key, self.TICK_SALT, minute_no))
         offsets = np.sort(rnd.integers(0, MINUTE_NS - 2 * n - 1, n)) + 2 * np.arange(n, dtype=np.int64) + 1
         # prices: bridge o -> c through h and l at two interior trades
         a, b = rnd.integers(1, n - 1, 2)
@@ -693,12 +697,13 @@ class Market:
             interior = [k for k in range(1, n - 1) if k not in (int(a), int(b))]
             late = interior[len(interior) // 2]
         trade_t = t0 + offsets[_bursts(rnd, size, v / n)]
+        if self.FEED == "iex":       # IEX's own prints and top of book
+            trade_x = bid_x = ask_x = np.full(n, "V")
         return Ticks(trade_t, price, size, trade_x, trade_id, flags, trade_t - 1, bid, bid_size,
                      ask, ask_size, bid_x, ask_x, late)
 
-    @staticmethod
-    def _late_minute(inst: _Instrument, minute_no: int) -> bool:
-        return bool(hash_at(inst.key ^ 0x1A7E, np.array([minute_no]))[0] % np.uint64(12) == 0)
+    def _late_minute(self, inst: _Instrument, minute_no: int) -> bool:
+        return bool(hash_at(inst.key ^ self.LATE_SALT, np.array([minute_no]))[0] % np.uint64(12) == 0)
 
     def may_have_late(self, symbol: str, minute_ns: int) -> bool:
         """Cheap pre-check: False means the minute certainly has no late-reported trade

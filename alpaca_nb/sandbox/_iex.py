@@ -1,0 +1,172 @@
+"""The IEX feed of the synthetic market: what ``feed=iex`` and the ``/v2/iex`` stream serve.
+
+Alpaca's IEX feed carries only the trades executed on IEX (exchange code ``V``) and IEX's own
+top of book, a few percent of the consolidated (SIP) volume. :class:`IexMarket` derives it from
+the SIP market, deterministically from the seed:
+
+* each IEX minute bar from the SIP minute: 1-5 % of its volume and prints (at least four, at
+  most all of them), prices inside the SIP minute's range, so IEX's bars are not the SIP's;
+* IEX's daily bars aggregate its regular-hours minutes, weeks and months those days (as on the
+  SIP); its trades and quotes are generated from its minute bars by the market's tick layer
+  (trades on ``V``, quotes ``V`` on both sides), so every layer agrees with the one above.
+
+It is a view of a :class:`~.market.Market`: whatever it does not define (sessions, assets,
+corporate actions ...) is the market's, and the market's bar methods that build on
+``minute_bars``/``day_bars``/``daily_bar``/``ticks`` run on it unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from ._minutes import ceil_price, floor_price, round_price
+from ._noise import hash_at, key_of, unit
+from .clock import MINUTE_NS, Session, ny_midnight_ns
+from .market import EMPTY_BARS, BarTick, Bars, Market
+
+__all__ = ["FeedCache", "IexMarket"]
+
+MIN_SHARE, MAX_SHARE = 0.01, 0.05      # IEX's share of a SIP minute's volume and prints
+
+
+def iex_minutes(key: int, sip: Bars) -> Bars:
+    """IEX's minute bars from the SIP's of one session (same minutes, ``key`` the session's)."""
+    m = len(sip)
+    if not m:
+        return EMPTY_BARS
+    u = unit(hash_at(key, np.arange(5 * m, dtype=np.int64))).reshape(5, m)
+    share = MIN_SHARE + (MAX_SHARE - MIN_SHARE) * u[0]
+    n = np.minimum(sip.n, np.maximum(4, np.rint(sip.n * share))).astype(np.int64)
+    v = np.minimum(sip.v, np.maximum(2 * n, np.rint(sip.v * share))).astype(np.int64)
+    low, high = sip.l, sip.h
+    width = high - low
+    o = np.clip(round_price(low + width * u[1]), low, high)
+    c = np.clip(round_price(low + width * u[2]), low, high)
+    top, bottom = np.maximum(o, c), np.minimum(o, c)
+    h = np.maximum(np.clip(floor_price(top + (high - top) * u[3]), low, high), top)
+    lo = np.minimum(np.clip(ceil_price(bottom - (bottom - low) * u[4]), low, high), bottom)
+    vw = np.clip(np.round((h + lo + c) / 3.0, 4), lo, h)
+    return Bars(sip.t, o, h, lo, c, v, n, vw)
+
+
+def _regular(sess: Session) -> slice:
+    """The regular-hours minutes of a session's minute bars."""
+    first = int((sess.open - sess.premarket_open) // MINUTE_NS)
+    return slice(first, first + int((sess.close - sess.open) // MINUTE_NS))
+
+
+class IexMarket:
+    """The market as Alpaca's IEX feed shows it (see the module docstring)."""
+
+    FEED = "iex"
+    TICK_SALT = "iex-ticks"          # the tick layer's keys differ from the SIP's
+    LATE_SALT = 0x1E7E
+    MINUTE_CACHE = Market.MINUTE_CACHE
+    TICK_CACHE = Market.TICK_CACHE
+    YEAR_CACHE = 256
+
+    def __init__(self, market: Market):
+        self._market = market
+        self._minutes: OrderedDict[tuple[str, dt.date], Bars] = OrderedDict()
+        self._ticks: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
+
+    def __getattr__(self, name: str):
+        return getattr(self._market, name)
+
+    def minute_bars(self, symbol: str, day: dt.date) -> Bars:
+        """IEX's minute bars of the session on NY date ``day`` (empty without one). Cached."""
+        key = (symbol, day)
+        hit = self._minutes.get(key)
+        if hit is not None:
+            self._minutes.move_to_end(key)
+            return hit
+        bars = self._derive(symbol, day, self._market.minute_bars(symbol, day))
+        self._minutes[key] = bars
+        while len(self._minutes) > self.MINUTE_CACHE:
+            self._minutes.popitem(last=False)
+        return bars
+
+    def _derive(self, symbol: str, day: dt.date, sip: Bars) -> Bars:
+        return iex_minutes(key_of(self._market._inst(symbol).key, "iex", day.toordinal()), sip)
+
+    def daily_bar(self, symbol: str, date: dt.date) -> BarTick | None:
+        """IEX's daily bar: the aggregate of its regular-hours minutes (None without a session)."""
+        sess = self.sessions.session(date)
+        if sess is None:
+            return None
+        regular = self.minute_bars(symbol, date).take(_regular(sess))
+        return regular.aggregate(np.array([0]), np.array([ny_midnight_ns(date)])).row(0)
+
+    def day_bars(self, symbol: str, first: dt.date, last: dt.date) -> tuple[list[Session], Bars]:
+        """Sessions with ``first <= date <= last`` and IEX's daily bars (ignores now)."""
+        sessions: list[Session] = []
+        parts: list[Bars] = []
+        for year in range(first.year, last.year + 1):
+            ys, yb = self._year(symbol, year)
+            keep = [i for i, s in enumerate(ys) if first <= s.date <= last]
+            if keep:
+                sessions.extend(ys[keep[0]:keep[-1] + 1])
+                parts.append(yb.take(slice(keep[0], keep[-1] + 1)))
+        return sessions, Bars.concat(parts)
+
+    def _year(self, symbol: str, year: int) -> tuple[list[Session], Bars]:
+        key = (symbol, year)
+        hit = self._years.get(key)
+        if hit is not None:
+            self._years.move_to_end(key)
+            return hit
+        sessions = self.sessions.sessions_between(dt.date(year, 1, 1), dt.date(year, 12, 31))
+        days = [s.date for s in sessions]
+        self._market.prefetch_minutes(symbol, days)
+        regular = [self._derive(symbol, s.date, self._market.minute_bars(symbol, s.date)).take(_regular(s))
+                   for s in sessions]
+        starts = np.cumsum([0] + [len(r) for r in regular[:-1]]) if regular else np.empty(0, np.int64)
+        bars = Bars.concat(regular).aggregate(np.asarray(starts, dtype=np.int64),
+                                              np.array([ny_midnight_ns(d) for d in days], dtype=np.int64))
+        value = (sessions, bars)
+        self._years[key] = value
+        while len(self._years) > self.YEAR_CACHE:
+            self._years.popitem(last=False)
+        return value
+
+    # the market's own methods, on IEX's bars and ticks
+    ticks = Market.ticks
+    _make_ticks = Market._make_ticks
+    _late_minute = Market._late_minute
+    may_have_late = Market.may_have_late
+    _tick_before = Market._tick_before
+    quote_at = Market.quote_at
+    trade_at = Market.trade_at
+    visible_minutes = Market.visible_minutes
+    intraday_bars = Market.intraday_bars
+    today_bar = Market.today_bar
+    daily_bars = Market.daily_bars
+    period_bars = Market.period_bars
+    latest_bar = Market.latest_bar
+    snapshot = Market.snapshot
+
+
+class FeedCache:
+    """The chunk cache with the feed in the keys (``1Min@iex``), so feeds never share chunks."""
+
+    def __init__(self, cache, feed: str):
+        self._cache = cache
+        self._feed = feed
+
+    def _key(self, key: tuple) -> tuple:
+        kind, code, symbol, period = key
+        return (kind, f"{code}@{self._feed}", symbol, period)
+
+    def __contains__(self, key: tuple) -> bool:
+        return self._key(key) in self._cache
+
+    def get(self, key: tuple):
+        return self._cache.get(self._key(key))
+
+    def put(self, key: tuple, chunk) -> None:
+        self._cache.put(self._key(key), chunk)
