@@ -262,12 +262,12 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
         page.keyboard.press("Tab")
         submit = ticket.locator("button", has_text="Buy 5 AAPL at market")
         submit.wait_for()
-        _wait(lambda: submit.is_enabled(), 30, "Submit to be enabled")
+        _wait(lambda: submit.is_enabled(), 120, "Submit to be enabled")
         _shot(page, ticket, shots / "ticket-filled-in.png")
         submit.click(force=True)
         status = ticket.locator(".anb-msg-ok", has_text="Filled 5 at")
-        status.wait_for(timeout=60_000)
-        orders = _wait(lambda: [o for o in _orders(account) if o["status"] == "filled"], 30, "the filled order")
+        status.wait_for(timeout=180_000)
+        orders = _wait(lambda: [o for o in _orders(account) if o["status"] == "filled"], 120, "the filled order")
         assert len(_orders(account)) == 1
         (order,) = orders
         assert order["symbol"] == "AAPL" and float(order["qty"]) == 5 and order["side"] == "buy"
@@ -278,16 +278,16 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
 
         # ---- the quote board ticks
         board = page.locator(".anb-board").first
-        _wait(lambda: "—" not in _board_row(page, "AAPL")[1:4], 60, "the board's AAPL row to fill")
+        _wait(lambda: "—" not in _board_row(page, "AAPL")[1:4], 180, "the board's AAPL row to fill")
         first = {s: _board_row(page, s) for s in ("AAPL", "MSFT", "NVDA")}
-        _wait(lambda: any(_board_row(page, s) != first[s] for s in first), 60, "the board's numbers to change")
+        _wait(lambda: any(_board_row(page, s) != first[s] for s in first), 180, "the board's numbers to change")
         _shot(page, board, shots / "quote-board.png")
 
         # ---- the live chart renders and gains a candle
         _wait(lambda: max(page.evaluate(CANDLES_JS) or [0]) >= 100, 120,
               "the LiveChart to render (.js-plotly-plot) with its 120 seed bars")
         before = max(page.evaluate(CANDLES_JS))
-        _wait(lambda: max(page.evaluate(CANDLES_JS)) > before, 60, "the LiveChart to gain a candle")
+        _wait(lambda: max(page.evaluate(CANDLES_JS)) > before, 180, "the LiveChart to gain a candle")
         chart = page.locator(".js-plotly-plot").first
         _shot(page, chart, shots / "live-chart.png")
         _shot(page, None, shots / "notebook.png")
