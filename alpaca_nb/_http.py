@@ -85,10 +85,13 @@ class RateLimiter:
                 return None
             return self._server_remaining
 
-    def acquire(self) -> float:
-        """Wait until a request may be sent; returns its slot (the send time)."""
+    def acquire(self, cancel: threading.Event | None = None) -> float | None:
+        """Wait until a request may be sent; returns its slot (the send time), or None when
+        ``cancel`` was set before a slot was free (then no slot is held)."""
         with self._cond:
             while True:
+                if cancel is not None and cancel.is_set():
+                    return None
                 now = self._clock()
                 delay = self._delay_locked(now)
                 if delay == 0.0:
@@ -96,6 +99,8 @@ class RateLimiter:
                     return now
                 if self._sleep is None:        # a release wakes the waiters early
                     started = time.monotonic()
+                    if cancel is not None:     # an Event cannot wake a Condition: look often
+                        delay = _CANCEL_POLL if delay == _UNTIL_RELEASE else min(delay, _CANCEL_POLL)
                     self._cond.wait(None if delay == _UNTIL_RELEASE else delay)
                     self.waited += time.monotonic() - started
                 else:
@@ -154,6 +159,7 @@ class RateLimiter:
 
 
 _UNTIL_RELEASE = -1.0
+_CANCEL_POLL = 0.02     # seconds between looks at a cancel event while waiting for a slot
 
 
 class _AlpacaAuth(requests.auth.AuthBase):
@@ -221,23 +227,26 @@ class Transport:
         return self.request(method, self.settings.base_url + path, api="trading", **kw)
 
     def data(self, path: str, params: Mapping[str, Any] | None = None, *, raw: bool = False,
-             retry: bool | None = None) -> Any:
+             retry: bool | None = None, cancel: threading.Event | None = None) -> Any:
         """A market-data GET (``path`` starts with /v2/stocks/), paced by the data limiter."""
-        return self.request("GET", self.settings.data_url + path, params=params, raw=raw, api="data", retry=retry)
+        return self.request("GET", self.settings.data_url + path, params=params, raw=raw, api="data",
+                            retry=retry, cancel=cancel)
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 json: Any = None, raw: bool = False, retry: bool | None = None,
-                api: str = "trading") -> Any:
+                api: str = "trading", cancel: threading.Event | None = None) -> Any:
         """Send one request and return its decoded JSON (None for an empty body; the raw bytes
         when ``raw``).
 
         ``retry`` defaults to True for GET/HEAD and False otherwise. ``api`` ("trading" or
         "data") names the rate limiter that paces it and reads its answer's rate headers.
+        Once ``cancel`` is set no attempt starts any more (a wait for a rate-limit slot or
+        between retries ends at once); an attempt already on the wire is not interrupted.
 
         Raises:
             AlpacaError subclass for an error answer (after retries if retried);
             AlpacaConnectionError when no answer arrived (``sent=False`` when the request
-            certainly never reached the server).
+            certainly never reached the server, as when ``cancel`` stopped it first).
         """
         method = method.upper()
         retry = method in READ_METHODS if retry is None else retry
@@ -250,7 +259,10 @@ class Transport:
         attempt = 0
         while True:
             attempt += 1
-            slot = limiter.acquire()
+            slot = limiter.acquire(cancel)
+            if slot is None:
+                raise AlpacaConnectionError(f"{method} {path} canceled before it was sent", method=method,
+                                            path=path, attempts=attempt - 1, sent=attempt > 1)
             t0 = time.perf_counter()
             try:
                 resp = self._session.request(method, url, params=params, data=body, headers=headers,
@@ -265,7 +277,7 @@ class Transport:
                     raise AlpacaConnectionError(
                         f"no answer from {urlsplit(url).netloc}: {reason}", method=method,
                         path=path, attempts=attempt, sent=not _not_sent(exc)) from None
-                time.sleep(delay)
+                _pause(delay, cancel)
                 continue
             except BaseException:
                 limiter.release(slot)
@@ -284,7 +296,7 @@ class Transport:
                 if delay is not None:
                     log.info("%s %s answered %d; retrying in %.2f s (attempt %d of %d)",
                              method, path, status, delay, attempt, self.max_attempts)
-                    time.sleep(delay)
+                    _pause(delay, cancel)
                     continue
             # an answer that quotes the secret (a proxy or server echoing the request) loses it here
             content = content.replace(self.settings.secret.reveal().encode(), b"********")
@@ -303,6 +315,14 @@ class Transport:
         if time.monotonic() - started + delay > self.max_retry_time:
             return None
         return delay
+
+
+def _pause(seconds: float, cancel: threading.Event | None) -> None:
+    """Sleep ``seconds``, or less once ``cancel`` is set."""
+    if cancel is None:
+        time.sleep(seconds)
+    else:
+        cancel.wait(seconds)
 
 
 def _read_body(resp: requests.Response) -> bytes:

@@ -571,7 +571,8 @@ def peek_next_page_token(raw: bytes) -> str | None:
 class _Fetcher:
     """A daemon thread that downloads the pages of one paginated request, one at a time, so that
     the next page is on the wire while the current one is parsed. Owned by :func:`_pages`, which
-    closes it (the thread ends after the request in flight, if any)."""
+    closes it when the pages are done, the download failed or the consumer left early: then no
+    further request or retry goes out."""
 
     def __init__(self, transport, path: str):
         self._transport = transport
@@ -579,6 +580,7 @@ class _Fetcher:
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._results: queue.SimpleQueue = queue.SimpleQueue()
         self.pending = False
+        self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alpaca-nb-pages", daemon=True)
         self._thread.start()
 
@@ -595,15 +597,21 @@ class _Fetcher:
         return value
 
     def close(self) -> None:
+        """No request or retry starts from now on; waits up to a second for the thread to end
+        (a request already on the wire is not interrupted)."""
+        self._cancel.set()
         self._jobs.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(1.0)
 
     def _run(self) -> None:
         while True:
             params = self._jobs.get()
-            if params is None:
+            if params is None or self._cancel.is_set():
                 return
             try:
-                self._results.put((True, self._transport.data(self._path, params, raw=True)))
+                self._results.put((True, self._transport.data(self._path, params, raw=True,
+                                                              cancel=self._cancel)))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
                 self._results.put((False, exc))
 

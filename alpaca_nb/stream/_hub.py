@@ -183,14 +183,20 @@ class Hub:
             self._thread.join(max(0.05, deadline - time.monotonic()))
 
     def call_rest(self, fn: Any, *args: Any, **kw: Any) -> Any:
-        """``fn(*args, **kw)`` (a REST call of a chore) unless the hub is closed.
+        """``fn(*args, cancel=<the hub's stop event>, **kw)`` (a REST call of a chore, through
+        :meth:`Transport.request`) unless the hub is closed.
 
         Raises:
             Stopped: the hub closed before the call, or while it ran (its answer is dropped).
         """
         if self._stop.is_set():
             raise Stopped(self.kind)
-        result = fn(*args, **kw)
+        try:
+            result = fn(*args, cancel=self._stop, **kw)    # close() ends a wait for a rate-limit slot
+        except Exception:
+            if self._stop.is_set():
+                raise Stopped(self.kind) from None
+            raise
         if self._stop.is_set():
             raise Stopped(self.kind)
         return result
