@@ -118,3 +118,21 @@ def test_an_ex_date_passed_while_down_is_applied_once_after_a_restart(tmp_path):
         api = Api(sb.url, *keys)
         assert num(api.positions()["WM"]["qty"]) == 6
         assert len(activities(api, "SPLIT")) == 1
+
+
+def test_portfolio_history_after_a_restart_replays_the_split_as_before(tmp_path):
+    db = str(tmp_path / "sandbox.db")
+    with frozen(START, db=db) as sb:
+        api = new_api(sb)
+        api.order(symbol="WM", qty=3)
+        keys = (api.key_id, api.secret_key)
+    query = dict(period="1M", timeframe="1D")
+    with frozen("2024-06-26T15:00:00Z", db=db) as sb:        # applies the split (ex-date 06-24)
+        api = Api(sb.url, *keys)
+        assert len(activities(api, "SPLIT")) == 1
+        before = api.get("/v2/account/portfolio/history", **query).json()
+    with frozen("2024-06-26T15:00:00Z", db=db) as sb:        # a restart replays the stored state
+        after = Api(sb.url, *keys).get("/v2/account/portfolio/history", **query).json()
+    assert after["equity"] == before["equity"] and after["profit_loss"] == before["profit_loss"]
+    equity = [e for e in after["equity"] if e]
+    assert min(equity) > 0.9 * max(equity)           # no fake halving of the position's value

@@ -83,15 +83,6 @@ class CorporateEvents:
                 self._commit()
         super()._advance(now)
 
-    def _load(self) -> None:
-        super()._load()
-        for account_id, records in self._activities.items():
-            booked = [f for r in records for f in booked_fills(r)]
-            if booked:
-                fills = self._fills.setdefault(account_id, [])
-                fills.extend(booked)
-                fills.sort(key=lambda f: f.ns)
-
     def _book(self, account_id: str, record: dict) -> None:
         self._add_activity(account_id, record)
         self._fills.setdefault(account_id, []).extend(booked_fills(record))

@@ -74,7 +74,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .clock import Clock, Sessions
-from .corporate_events import CorporateEvents
+from .corporate_events import CorporateEvents, booked_fills
 from .crypto_orders import CryptoOrders, fee_fills
 from .history import Fill, as_fill, deposit_activity
 from .ledger import (DEFAULT_CONFIG, Account, Position)
@@ -309,6 +309,7 @@ class Engine(CorporateEvents, CryptoOrders, Matching, Portfolio):
             if fill is not None:
                 self._fills.setdefault(account_id, []).append(fill)
             self._fills.setdefault(account_id, []).extend(fee_fills(record))   # crypto fees
+            self._fills[account_id].extend(booked_fills(record))    # splits, cash in lieu, payments
             self._activity_seq = max(self._activity_seq, int(record.get("_seq", 0)))
 
     def _register(self, order: Order) -> None:
