@@ -64,6 +64,13 @@ class MarketWithCrypto:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.stocks, name)
 
+    @property
+    def halted(self) -> set[str]:
+        """The stock market's halted symbols, looked up once per order in every matching pass:
+        a property, since reaching it through ``__getattr__`` (a failed lookup first) doubled
+        the cost of a pass."""
+        return self.stocks.halted
+
     def asset(self, symbol_or_id: str) -> dict | None:
         return self.stocks.asset(symbol_or_id) or self.crypto.asset(symbol_or_id)
 

@@ -198,15 +198,14 @@ class Matching:
             for t in (sess.premarket_open, sess.open, sess.close, sess.postmarket_close):
                 if a < t <= b:
                     points.add(t)
-        crypto = False
         for order in self._open.values():
-            crypto = crypto or order.asset_class == "crypto"
             for t in (order.active_from, order.expires_ns, order.auction_ns):
                 if t is not None and a < t <= b:
                     points.add(t)
         if b - a > MINUTE_NS:
             windows = [(max(s.premarket_open, a), min(s.postmarket_close, b)) for s in sessions]
-            if crypto:                       # crypto orders trade between sessions too
+            if any(o.asset_class == "crypto" for o in self._open.values()):
+                # crypto orders trade between sessions too (looked for only on long steps)
                 windows = [(a, b)]
             total = sum(max(0, hi - lo) for lo, hi in windows) // MINUTE_NS
             step = MINUTE_NS * max(1, -(-total // MAX_STEPS))
