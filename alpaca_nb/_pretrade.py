@@ -187,7 +187,7 @@ def _stream_price(stream: Any, symbol: str) -> float | None:
     carries ``symbol``; None otherwise."""
     if getattr(stream, "closed", True):
         return None
-    status = stream.connections.get("data")
+    status = stream.connections.get("crypto" if "/" in symbol else "data")
     if status is None or not status.connected:
         return None
     subs = stream.subscriptions

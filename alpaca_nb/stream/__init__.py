@@ -27,6 +27,10 @@ Drops (including a silent socket) are retried with capped exponential backoff an
 subscription is restored and the table is refilled from REST; 402 (bad keys) stops at once and
 406 (another client holds the connection) waits long before trying again.
 
+Crypto pairs ("BTC/USD", any symbol with a "/") travel on Alpaca's crypto stream
+(``/v1beta3/crypto/us``), a second shared hub: ``api.stream(quotes=["BTC/USD", "AAPL"])`` opens
+(or joins) both sockets and fills one set of tables from both.
+
 Layout of this package (imports run one way, top to bottom; none of them imports the client):
 
 * ``__init__``  the public face: :class:`Stream` (a view), :func:`open_stream`, ``live_table``
@@ -87,6 +91,7 @@ EVENTS: dict[str, tuple[str, str] | None] = {
     "trading_status": ("s", "statuses"), "trade_update": None, "status": None,
 }
 FEEDS = ("iex", "sip", "delayed_sip", "boats", "overnight", "test")
+CRYPTO_LOC = "us"
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9./\-]{0,20}$")
 _STATE_RANK = {"connected": 0, "connecting": 1, "reconnecting": 2, "stopped": 3}
 
@@ -164,6 +169,19 @@ def data_stream_url(settings: Settings, feed: str) -> str:
     return f"{base.rstrip('/')}/{version}/{feed}" + (f"?{query}" if query else "")
 
 
+def crypto_stream_url(settings: Settings, loc: str = CRYPTO_LOC) -> str:
+    """``{stream_url}/v1beta3/crypto/{loc}`` (a query string on ``stream_url`` is kept)."""
+    base, _, query = settings.stream_url.partition("?")
+    return f"{base.rstrip('/')}/v1beta3/crypto/{loc}" + (f"?{query}" if query else "")
+
+
+def _split(changes: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """{wire: symbols} -> (stock part, crypto part); a symbol with a "/" is a crypto pair."""
+    stocks = {w: [s for s in v if "/" not in s] for w, v in changes.items()}
+    crypto = {w: [s for s in v if "/" in s] for w, v in changes.items()}
+    return {w: v for w, v in stocks.items() if v}, {w: v for w, v in crypto.items() if v}
+
+
 # ------------------------------------------------------------------ the view
 
 class Orders:
@@ -221,10 +239,12 @@ class Stream:
         self._options = reconnect
         self._subs: dict[str, dict[str, None]] = {}
         self._data: DataHub | None = None
+        self._crypto: DataHub | None = None
         self._trading: TradingHub | None = None
         self._lock = threading.RLock()
         self._closed = False
         self._since = 0
+        self._crypto_since = 0
         self._listeners: list[tuple[Listener, tuple[str, ...]]] = []
         self.table = LiveTable(self)
         self.quotes = LiveTable(self, "quotes")
@@ -236,9 +256,12 @@ class Stream:
         self.orders = Orders(self)
 
     # ------------------------------------------------------------------ for LiveTable & listeners
-    def _store(self):
-        hub = self._data
-        return hub.store if hub is not None else None
+    def _stores(self) -> list[tuple[Any, Callable[[str], bool]]]:
+        """(store, takes-symbol) of each market-data hub this view uses (stocks, crypto)."""
+        return [(h.store, h.takes) for h in (self._data, self._crypto) if h is not None]
+
+    def _hubs(self) -> list[Hub]:
+        return [h for h in (self._data, self._crypto, self._trading) if h is not None]
 
     def _subscribed(self, channel: str) -> list[str]:
         return list(self._subs.get(CHANNELS[channel][0], ()))
@@ -256,6 +279,8 @@ class Stream:
         settings = self._settings
         if kind == "data":
             url = data_stream_url(settings, self._feed)
+        elif kind == "crypto":
+            url = crypto_stream_url(settings)
         else:
             url = settings.trading_stream_url
         key = (kind, url, settings.key_id)
@@ -265,22 +290,26 @@ class Stream:
             if new:
                 common = dict(url=url, key_id=settings.key_id, secret=settings.secret, options=self._options,
                               via=getattr(settings, "relay", None))
-                hub = (DataHub(feed=self._feed, rest=self._data_rest, **common) if kind == "data"
-                       else TradingHub(rest=self._trading_rest, **common))
+                if kind == "trading":
+                    hub = TradingHub(rest=self._trading_rest, **common)
+                else:
+                    hub = DataHub(feed=self._feed, rest=self._data_rest,
+                                  crypto_loc=CRYPTO_LOC if kind == "crypto" else None, **common)
                 _HUBS[key] = hub
             elif hub.options != self._options:
                 log.info("%s stream %s is already open; its reconnect settings apply", kind, url)
             with hub.lock:
                 hub.views.add(self)
             if kind == "data":
-                self._data = hub
-                self._since = hub.generation
-                if subs:
-                    hub.change(self, add=subs, wait=None)
+                self._data, self._since = hub, hub.generation
+            elif kind == "crypto":
+                self._crypto, self._crypto_since = hub, hub.generation
             else:
                 self._trading = hub
+            if subs:
+                hub.change(self, add=subs, wait=None)
             for listener, kinds in self._listeners:
-                if kind in kinds:
+                if ("data" if kind == "crypto" else kind) in kinds:
                     hub.fanout.add(listener)
             if new:
                 hub.start()
@@ -303,15 +332,14 @@ class Stream:
         return hub
 
     def _add_listener(self, listener: Listener, kinds: Sequence[str]) -> Listener:
-        """Register a listener on the fan-out of the named hubs ("data", "trading"), now and
-        when they attach later."""
+        """Register a listener on the fan-out of the named hubs ("data": stocks and crypto,
+        "trading"), now and when they attach later."""
         kinds = tuple(kinds)
         with self._lock:
             self._check_open()
             self._listeners.append((listener, kinds))
-            for kind in kinds:
-                hub = self._data if kind == "data" else self._trading
-                if hub is not None:
+            for hub in self._hubs():
+                if ("data" if hub.kind == "crypto" else hub.kind) in kinds:
                     hub.fanout.add(listener)
         return listener
 
@@ -321,15 +349,16 @@ class Stream:
         """The worst state of this stream's connections (``stopped`` once closed)."""
         if self._closed:
             return StreamStatus("stopped", "stream", reason="closed")
-        states = [h.status for h in (self._data, self._trading) if h is not None]
+        states = [h.status for h in self._hubs()]
         if not states:
             return StreamStatus("connecting", "stream")
         return max(states, key=lambda s: _STATE_RANK.get(s.state, 0))
 
     @property
     def connections(self) -> dict[str, StreamStatus]:
-        """Status per connection: ``{"data": ..., "trading": ...}`` (those this stream uses)."""
-        return {h.kind: h.status for h in (self._data, self._trading) if h is not None}
+        """Status per connection: ``{"data": ..., "crypto": ..., "trading": ...}`` (those this
+        stream uses)."""
+        return {h.kind: h.status for h in self._hubs()}
 
     @property
     def closed(self) -> bool:
@@ -350,6 +379,9 @@ class Stream:
             out.update(data_frames=self._data.frames, messages=self._data.store.applied,
                        malformed=self._data.malformed, data_connections=self._data.connections,
                        data_fanout_cycles=self._data.fanout.cycles)
+        if self._crypto is not None:
+            out.update(crypto_frames=self._crypto.frames, crypto_messages=self._crypto.store.applied,
+                       crypto_connections=self._crypto.connections)
         if self._trading is not None:
             out.update(trading_frames=self._trading.frames, trading_connections=self._trading.connections,
                        reconciliations=self._trading.reconciled)
@@ -361,8 +393,9 @@ class Stream:
         """Add symbols to channels (from any thread, before or after the connection is up).
 
         Each argument is a symbol, a comma-separated string or a list; ``"*"`` means every
-        symbol. When connected, waits up to ``timeout`` seconds for the server to confirm;
-        otherwise the subscription is sent as soon as the connection is (re)established.
+        stock symbol; crypto pairs ("BTC/USD") go to the crypto stream. When connected, waits up
+        to ``timeout`` seconds for the server to confirm; otherwise the subscription is sent as
+        soon as the connection is (re)established.
 
         Raises:
             ValueError/TypeError: no channel given, an empty list, a non-string symbol.
@@ -376,10 +409,10 @@ class Stream:
         timeout = _timeout(timeout)
         with self._lock:
             self._check_open()
-            hub = self._data
-        if hub is None:
-            hub = self._attach("data", timeout)
-        hub.change(self, add=changes, wait=timeout)
+        for kind, part in zip(("data", "crypto"), _split(changes)):
+            if part:
+                hub = (self._data if kind == "data" else self._crypto) or self._attach(kind, timeout)
+                hub.change(self, add=part, wait=timeout)
 
     def unsubscribe(self, quotes: Any = None, trades: Any = None, bars: Any = None, *,
                     updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
@@ -404,9 +437,9 @@ class Stream:
                     name = next(n for n, (w, _) in CHANNELS.items() if w == wire)
                     raise ValueError(f"not subscribed to {name} for {', '.join(missing)}; "
                                      f"subscribed: {', '.join(self._subs.get(wire, {})) or 'nothing'}")
-            hub = self._data
-        if hub is not None:
-            hub.change(self, remove=changes, wait=timeout)
+        for hub, part in zip((self._data, self._crypto), _split(changes)):
+            if hub is not None and part:
+                hub.change(self, remove=part, wait=timeout)
 
     def on(self, event: str, fn: Callable[[Any], Any], *, max_hz: float | None = None) -> Listener:
         """Call ``fn`` for updates, off the socket thread, at most ``max_hz`` times per second.
@@ -480,9 +513,8 @@ class Stream:
                 listener.finish()
             else:
                 listener.cancel()
-        for hub in (self._data, self._trading):
-            if hub is not None:
-                _detach(self, hub)
+        for hub in self._hubs():
+            _detach(self, hub)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -505,9 +537,11 @@ def _detach(view: Stream, hub: Hub) -> None:
     fanout.remove_owner(view)
     with _HUBS_LOCK, hub.lock:
         shared = len(hub.views) > 1
-    if shared and isinstance(hub, DataHub) and view._subs:
+    mine = {w: [s for s in v if hub.takes(s)] for w, v in view._subs.items()} if isinstance(hub, DataHub) else {}
+    mine = {w: v for w, v in mine.items() if v}
+    if shared and mine:
         try:
-            hub.change(view, remove={w: list(v) for w, v in view._subs.items() if v}, wait=None)
+            hub.change(view, remove=mine, wait=None)
         except Exception:                 # the socket may be down; the union is resent on reconnect
             log.debug("unsubscribe on close failed", exc_info=True)
     with _HUBS_LOCK:
@@ -555,13 +589,20 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
     stream = Stream(settings, feed=_feed(feed, settings), data_rest=data_rest, trading_rest=trading_rest,
                     reconnect=reconnect)
     deadline = time.monotonic() + timeout
+    stocks, crypto = _split(subs)
     try:
         if trade_updates:
             stream._attach("trading", timeout)
-        if subs or not trade_updates:
-            hub = stream._attach("data", max(0.1, deadline - time.monotonic()), subs)
-            if subs and hub.status.connected:
-                hub.wait_confirmed(subs, max(0.1, deadline - time.monotonic()), since=stream._since)
+        if stocks or not (trade_updates or crypto):
+            hub = stream._attach("data", max(0.1, deadline - time.monotonic()), stocks)
+            if stocks and hub.status.connected:
+                hub.wait_confirmed(stocks, max(0.1, deadline - time.monotonic()), since=stream._since)
+        if crypto:
+            hub = stream._attach("crypto", max(0.1, deadline - time.monotonic()), crypto)
+            if hub.status.connected:
+                hub.wait_confirmed(crypto, max(0.1, deadline - time.monotonic()), since=stream._crypto_since)
+        for wire, symbols in subs.items():       # the rows in the order asked, stocks and crypto mixed
+            stream._subs[wire] = dict.fromkeys(s for s in symbols if s in stream._subs.get(wire, {}))
     except BaseException:
         stream.close()
         raise

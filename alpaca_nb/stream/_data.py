@@ -10,6 +10,10 @@ After every (re)connect and for every newly subscribed symbol the fan-out thread
 table from REST (latest quotes, trades and bars), so it is never silently stale after a gap;
 through a stream relay also when the relay says its own upstream came back
 (``{"T":"success","msg":"relay: upstream connected"}``).
+
+The same hub serves Alpaca's crypto stream (``/v1beta3/crypto/{loc}``, same handshake and
+messages) when made with ``crypto_loc``: it then carries only symbols with a "/" ("BTC/USD")
+and refills from ``/v1beta3/crypto/{loc}/latest/...``; the stock hub carries the others.
 """
 
 from __future__ import annotations
@@ -48,7 +52,10 @@ class SubscriptionError(AlpacaError):
 class DataHub(Hub):
     kind = "data"
 
-    def __init__(self, *, feed: str, rest: DataRest | None, **kw: Any):
+    def __init__(self, *, feed: str, rest: DataRest | None, crypto_loc: str | None = None, **kw: Any):
+        self.crypto_loc = crypto_loc
+        if crypto_loc is not None:
+            self.kind = "crypto"
         super().__init__(**kw)
         self.feed = feed
         self.rest = rest
@@ -64,10 +71,16 @@ class DataHub(Hub):
     def union(self) -> dict[str, dict[str, None]]:
         """What the open views want, per wire channel, in first-asked order (lock held)."""
         out: dict[str, dict[str, None]] = {wire: {} for wire, _ in CHANNELS.values()}
+        takes = self.takes
         for view in self.views:
             for wire, symbols in view._subs.items():
-                out[wire].update(symbols)
+                out[wire].update((s, None) for s in symbols if takes(s))
         return out
+
+    def takes(self, symbol: str) -> bool:
+        """Does this hub carry ``symbol``? Crypto pairs ("BTC/USD") go to the crypto hub, the
+        rest (and "*") to the stock hub."""
+        return ("/" in symbol) == (self.crypto_loc is not None)
 
     def change(self, view: Any, *, add: dict[str, list[str]] | None = None,
                remove: dict[str, list[str]] | None = None, wait: float | None = 5.0) -> None:
@@ -293,7 +306,7 @@ class DataHub(Hub):
     def refill(self, subs: dict[str, list[str]]) -> None:
         """Latest quotes/trades/bars from REST for the given subscriptions (fan-out thread).
         Symbols unsubscribed meanwhile are left out, before and after the request."""
-        if self.rest is None or self.feed not in REST_FEEDS or self._stop.is_set():
+        if self.rest is None or self._stop.is_set() or (self.crypto_loc is None and self.feed not in REST_FEEDS):
             return
         for wire, wire_type, kind in REFILL_KINDS:
             with self.lock:
@@ -301,8 +314,11 @@ class DataHub(Hub):
             symbols = [s for s in subs.get(wire, ()) if s != "*" and s in wanted]
             for i in range(0, len(symbols), REFILL_CHUNK):
                 chunk = symbols[i:i + REFILL_CHUNK]
-                body = self.call_rest(self.rest, f"/v2/stocks/{kind}/latest",     # retried by the fan-out
-                                      {"symbols": ",".join(chunk), "feed": self.feed}, retry=False)
+                if self.crypto_loc is None:
+                    path, params = f"/v2/stocks/{kind}/latest", {"symbols": ",".join(chunk), "feed": self.feed}
+                else:
+                    path, params = f"/v1beta3/crypto/{self.crypto_loc}/latest/{kind}", {"symbols": ",".join(chunk)}
+                body = self.call_rest(self.rest, path, params, retry=False)     # retried by the fan-out
                 records = (body or {}).get(kind) if isinstance(body, dict) else None
                 if isinstance(records, dict):
                     with self.lock:     # so an unsubscribe cannot slip between check and merge

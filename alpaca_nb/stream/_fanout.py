@@ -68,6 +68,7 @@ class Listener:
         self.dropped = 0                  # events dropped because the consumer fell behind
         self._last_drop_log = -1e9
         self._fanouts: list[Fanout] = []
+        self.lock = threading.RLock()     # a view's listener may sit on two hubs' fan-outs (stocks, crypto)
 
     def _drop(self, n: int = 1) -> None:
         """Count ``n`` events dropped from a full queue; warn (at most every ERROR_LOG_INTERVAL)."""
@@ -369,10 +370,12 @@ class Fanout:
         now = time.monotonic()
         for li in listeners:
             if li.active:
-                li.offer(changes)
+                with li.lock:
+                    li.offer(changes)
         for li in listeners:
-            if li.active and li.pending() and (final or now >= li.due):
-                li.run(now)
+            with li.lock:
+                if li.active and li.pending() and (final or now >= li.due):
+                    li.run(now)
 
 
 def _name(fn: Any) -> str:

@@ -231,10 +231,9 @@ class LiveTable:
     @property
     def symbols(self) -> list[str]:
         """The rows' symbols, in order."""
-        store = self._stream._store()
-        return self._rows(store)
+        return self._rows(self._stream._stores())
 
-    def _rows(self, store: Store | None) -> list[str]:
+    def _rows(self, stores: list[tuple[Store, Any]]) -> list[str]:
         wanted: dict[str, None] = {}
         star = False
         for ch in self._channels:
@@ -243,9 +242,10 @@ class LiveTable:
                     star = True
                 else:
                     wanted[s] = None
-        if star and store is not None:
-            for s in store.symbols(self._types):
-                wanted.setdefault(s, None)
+        if star:
+            for store, _ in stores:
+                for s in store.symbols(self._types):
+                    wanted.setdefault(s, None)
         return list(wanted)
 
     @property
@@ -255,17 +255,22 @@ class LiveTable:
 
     def snapshot(self, *, tz: str | None = None, symbols: Sequence[str] | None = None) -> pd.DataFrame:
         """Like :attr:`df`, with timestamps converted to ``tz`` and optionally only ``symbols``."""
-        store = self._stream._store()
-        syms = self._rows(store) if symbols is None else [s for s in symbols if isinstance(s, str)]
-        if store is None:
-            recs: dict[str, list[Any]] = {t: [None] * len(syms) for t in self._types}
-            counts, seen = [0] * len(syms), [None] * len(syms)
-        else:
+        stores = self._stream._stores()
+        syms = self._rows(stores) if symbols is None else [s for s in symbols if isinstance(s, str)]
+        recs: dict[str, list[Any]] = {t: [None] * len(syms) for t in self._types}
+        counts: list[int] = [0] * len(syms)
+        seen: list[Any] = [None] * len(syms)
+        for store, takes in stores:          # stocks and crypto live in different hubs' stores
+            rows = [i for i, s in enumerate(syms) if takes(s)]
             with store.lock:
-                recs = {t: [store.tables[t].get(s) for s in syms] for t in self._types}
+                for t in self._types:
+                    table, column = store.tables[t], recs[t]
+                    for i in rows:
+                        column[i] = table.get(syms[i])
                 if self._channel is None:
-                    counts = [store.counts.get(s, 0) for s in syms]
-                    seen = [store.seen.get(s) for s in syms]
+                    for i in rows:
+                        counts[i] = store.counts.get(syms[i], 0)
+                        seen[i] = store.seen.get(syms[i])
         if self._channel is None:
             bars = [_latest(b, u) for b, u in zip(recs["b"], recs["u"])]
             by_symbol = {s: {"q": q, "t": t, "b": b, "d": d, "s": st}

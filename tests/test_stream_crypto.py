@@ -1,0 +1,112 @@
+"""Crypto pairs in ``api.stream(...)`` against a real sandbox: "BTC/USD" travels on the crypto
+stream (/v1beta3/crypto/us), "AAPL" on the stock stream, and one set of tables shows both; each
+endpoint has one connection per process however many views use it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from _stream_helpers import FAST, connect, counts, server_connections, wait_for
+from conftest import new_account
+
+from alpaca_nb.sandbox import Sandbox
+from alpaca_nb.stream import open_hubs
+
+
+@pytest.fixture(scope="module")
+def fast():
+    with Sandbox(**FAST) as sb:
+        yield sb
+
+
+@pytest.fixture
+def api(fast):
+    return connect(new_account(fast))
+
+
+def _mine(api):
+    return [h for h in open_hubs() if h.key_id == api.settings.key_id]
+
+
+def test_a_mixed_stream_fills_one_table_from_two_sockets(api, fast):
+    threads_before = {t.ident for t in threading.enumerate()}
+    with api.stream(quotes=["BTC/USD", "AAPL"], trades=["ETH/USD"]) as s:
+        assert s.status.connected
+        assert set(s.connections) == {"data", "crypto"}
+        assert sorted(h.url.rsplit("/", 3)[-3:][-1] for h in _mine(api)) == ["iex", "us"]
+        assert s.subscriptions == {"quotes": ["BTC/USD", "AAPL"], "trades": ["ETH/USD"]}
+        wait_for(lambda: all(v >= 2 for v in counts(s, ["BTC/USD", "AAPL", "ETH/USD"]).values()), 30,
+                 "updates for the stock and both crypto pairs")
+        table = s.table.df
+        assert list(table.index) == ["BTC/USD", "AAPL", "ETH/USD"]
+        assert (table.loc[["BTC/USD", "AAPL"], "bid_price"] < table.loc[["BTC/USD", "AAPL"], "ask_price"]).all()
+        assert table.loc["BTC/USD", "bid_price"] > 1000            # a bitcoin price, not a stock's
+        assert table.loc["ETH/USD", "last_price"] > 0
+        quotes = s.quotes.df
+        assert list(quotes.index) == ["BTC/USD", "AAPL"]
+        assert quotes.dtypes.equals(api.latest_quotes(["BTC/USD", "AAPL"]).dtypes)
+        assert s.table["BTC/USD"]["bid_price"] > 0
+
+        seen: list[str] = []
+        handle = s.on("quote", lambda q: seen.append(q["symbol"]))
+        wait_for(lambda: {"BTC/USD", "AAPL"} <= set(seen), 30, "quote callbacks from both sockets")
+        handle.cancel()
+
+        # unsubscribing a crypto pair leaves the stock alone and drops the pair's row
+        s.unsubscribe(quotes=["BTC/USD"])
+        assert s.subscriptions["quotes"] == ["AAPL"]
+        assert list(s.quotes.df.index) == ["AAPL"]
+        crypto = next(h for h in _mine(api) if h.kind == "crypto")
+        wait_for(lambda: "BTC/USD" not in crypto._server.get("quotes", set()), 10, "the server to confirm")
+        before = counts(s, ["AAPL"])["AAPL"]
+        wait_for(lambda: counts(s, ["AAPL"])["AAPL"] > before, 30, "AAPL still streaming")
+
+        # a crypto pair subscribed later joins the running crypto socket
+        s.subscribe(bars=["SOL/USD"])
+        wait_for(lambda: s.bars.df.loc["SOL/USD", "close"] > 0, 30, "a SOL/USD bar (REST refill or stream)")
+        assert crypto.connections == 1
+    assert not _mine(api)
+    wait_for(lambda: not [t for t in threading.enumerate()
+                          if t.ident not in threads_before and t.name.startswith("alpaca-nb-")], 10,
+             "the stream threads to end")
+
+
+def test_one_connection_per_endpoint_however_many_views(api, fast):
+    first = api.stream(quotes=["BTC/USD"])
+    second = api.stream(trades=["BTC/USD", "ETH/USD"], quotes=["MSFT"])
+    third = api.stream(quotes=["AAPL"])
+    try:
+        hubs = _mine(api)
+        assert sorted(h.kind for h in hubs) == ["crypto", "data"]
+        assert first._crypto is second._crypto and second._data is third._data
+        wait_for(lambda: counts(second, ["ETH/USD"])["ETH/USD"] > 0 and counts(first, ["BTC/USD"])["BTC/USD"] > 0,
+                 30, "crypto updates in both views")
+        # each view shows only its own symbols
+        assert list(first.table.df.index) == ["BTC/USD"]
+        assert list(third.table.df.index) == ["AAPL"]
+        # the sandbox's data connections: exactly one per endpoint (stock + crypto) for this account
+        wait_for(lambda: server_connections(fast)["data"] == 2, 10, "two data connections in the sandbox")
+        crypto = first._crypto
+        first.close()
+        # BTC/USD quotes: nobody needs them now; BTC/USD trades: still the second view's
+        wait_for(lambda: crypto._server.get("quotes", set()) == set()
+                 and {"BTC/USD", "ETH/USD"} <= crypto._server.get("trades", set()), 10, "the union shrinking")
+        assert not crypto.closed
+        second.close()
+        wait_for(lambda: crypto.closed, 10, "the crypto socket closing with its last view")
+        assert [h.kind for h in _mine(api)] == ["data"]
+    finally:
+        for s in (first, second, third):
+            s.close()
+    assert not _mine(api)
+
+
+def test_the_guard_prices_a_crypto_pair_from_the_stream(api):
+    with api.stream(trades=["BTC/USD"]) as s:
+        wait_for(lambda: s.trades.df.loc["BTC/USD", "price"] > 0, 30, "a BTC/USD trade")
+        from alpaca_nb._pretrade import _stream_price
+        price = _stream_price(s, "BTC/USD")
+        assert price is not None and price > 1000
+        assert _stream_price(s, "ETH/USD") is None        # not carried by this stream
