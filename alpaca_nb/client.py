@@ -754,7 +754,8 @@ class Alpaca:
     # ------------------------------------------------------------------ streaming
     def stream(self, quotes: Any = None, trades: Any = None, bars: Any = None, trade_updates: bool = False,
                feed: str | None = None, *, updated_bars: Any = None, daily_bars: Any = None,
-               statuses: Any = None, reconnect: Any = None, timeout: float = 10.0) -> Any:
+               statuses: Any = None, orderbooks: Any = None, reconnect: Any = None,
+               timeout: float = 10.0) -> Any:
         """A live stream in a background thread (see :mod:`alpaca_nb.stream`): tables, callbacks,
         notebook display and, with ``trade_updates=True``, the session's order book.
 
@@ -768,7 +769,7 @@ class Alpaca:
 
         return open_stream(self._settings, quotes=quotes, trades=trades, bars=bars,
                            updated_bars=updated_bars, daily_bars=daily_bars, statuses=statuses,
-                           trade_updates=trade_updates, feed=feed, data_rest=self._transport.data,
+                           orderbooks=orderbooks, trade_updates=trade_updates, feed=feed, data_rest=self._transport.data,
                            trading_rest=self._transport.trading, reconnect=reconnect, timeout=timeout,
                            observer=self._known)
 

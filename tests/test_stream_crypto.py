@@ -110,3 +110,31 @@ def test_the_guard_prices_a_crypto_pair_from_the_stream(api):
         price = _stream_price(s, "BTC/USD")
         assert price is not None and price > 1000
         assert _stream_price(s, "ETH/USD") is None        # not carried by this stream
+
+
+def test_order_books_stream_into_the_book_table(api):
+    with pytest.raises(ValueError, match="crypto pairs only.*AAPL"):
+        api.stream(orderbooks=["AAPL"])
+    with api.stream(orderbooks=["BTC/USD"], quotes=["AAPL"]) as s:
+        assert s.subscriptions == {"quotes": ["AAPL"], "orderbooks": ["BTC/USD"]}
+        crypto = s._crypto
+        wait_for(lambda: len(s.orderbooks.df) > 0, 30, "a BTC/USD book")
+        first = s.orderbooks.df
+        assert list(first.columns) == list(api.orderbook(["BTC/USD"]).columns)
+        assert first.dtypes.equals(api.orderbook(["BTC/USD"]).dtypes)
+        assert set(first["side"]) == {"bid", "ask"} and set(first["symbol"]) == {"BTC/USD"}
+        bids, asks = first[first.side == "bid"], first[first.side == "ask"]
+        assert bids["price"].is_monotonic_decreasing and asks["price"].is_monotonic_increasing
+        assert bids["price"].max() < asks["price"].min() and (first["size"] > 0).all()
+        assert list(bids["level"]) == list(range(len(bids)))
+        # the book moves with updates (changed levels) after the full book
+        applied = crypto.store.applied
+        wait_for(lambda: crypto.store.applied > applied + 5 and s.orderbooks.df["timestamp"].max()
+                 > first["timestamp"].max(), 30, "book updates")
+        later = s.orderbooks.df
+        assert (later[later.side == "bid"]["price"].max() < later[later.side == "ask"]["price"].min())
+        # levels whose size went to 0 left the book: each side keeps the depth of the full book
+        assert later.groupby("side").size().to_dict() == first.groupby("side").size().to_dict()
+        assert "BTC/USD" not in s.table.df.index          # the wide table is for quotes/trades/bars
+        s.unsubscribe(orderbooks="BTC/USD")
+        assert len(s.orderbooks.df) == 0 and s.subscriptions == {"quotes": ["AAPL"]}

@@ -63,7 +63,7 @@ from ._display import LiveDisplay
 from ._display import show as _show
 from ._fanout import EventListener, Listener, MarketListener, StatusListener
 from ._hub import Hub, Reconnect, StreamStatus
-from ._table import CHANNELS, LiveTable, to_update
+from ._table import CHANNELS, BookTable, LiveTable, to_update
 from ._trading import OrderBook, TradingHub, book_frame, order_update
 from ..errors import AlpacaConnectionError, AuthenticationError
 
@@ -136,7 +136,10 @@ def _channel_args(args: dict[str, Any], *, allow_empty: bool) -> dict[str, list[
             raise ValueError(f"unknown channel {name!r}; expected one of {', '.join(CHANNELS)}")
         if value is None or (allow_empty and isinstance(value, (list, tuple, set)) and not value):
             continue
-        out[CHANNELS[name][0]] = _symbols(value, name)
+        out[CHANNELS[name][0]] = symbols = _symbols(value, name)
+        if name == "orderbooks" and any("/" not in s for s in symbols):
+            raise ValueError(f"orderbooks: order books stream for crypto pairs only (such as 'BTC/USD'); "
+                             f"got {', '.join(s for s in symbols if '/' not in s)}")
     return out
 
 
@@ -227,6 +230,7 @@ class Stream:
     Attributes:
         table: the wide :class:`LiveTable` (every channel, one row per symbol).
         quotes, trades, bars, updated_bars, daily_bars, statuses: one-channel LiveTables.
+        orderbooks: the crypto order books (a :class:`BookTable`, ``df`` like ``api.orderbook()``).
         orders: the local order book (with ``trade_updates=True``).
     """
 
@@ -253,6 +257,7 @@ class Stream:
         self.updated_bars = LiveTable(self, "updated_bars")
         self.daily_bars = LiveTable(self, "daily_bars")
         self.statuses = LiveTable(self, "statuses")
+        self.orderbooks = BookTable(self)
         self.orders = Orders(self)
 
     # ------------------------------------------------------------------ for LiveTable & listeners
@@ -389,7 +394,7 @@ class Stream:
 
     def subscribe(self, quotes: Any = None, trades: Any = None, bars: Any = None, *,
                   updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
-                  timeout: float = 5.0) -> None:
+                  orderbooks: Any = None, timeout: float = 5.0) -> None:
         """Add symbols to channels (from any thread, before or after the connection is up).
 
         Each argument is a symbol, a comma-separated string or a list; ``"*"`` means every
@@ -403,7 +408,8 @@ class Stream:
             SubscriptionError: the server refused (e.g. 405 symbol limit exceeded).
         """
         changes = _channel_args(dict(quotes=quotes, trades=trades, bars=bars, updated_bars=updated_bars,
-                                     daily_bars=daily_bars, statuses=statuses), allow_empty=False)
+                                     daily_bars=daily_bars, statuses=statuses, orderbooks=orderbooks),
+                               allow_empty=False)
         if not changes:
             raise ValueError("subscribe() needs at least one channel, e.g. subscribe(quotes=['AAPL'])")
         timeout = _timeout(timeout)
@@ -416,7 +422,7 @@ class Stream:
 
     def unsubscribe(self, quotes: Any = None, trades: Any = None, bars: Any = None, *,
                     updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
-                    timeout: float = 5.0) -> None:
+                    orderbooks: Any = None, timeout: float = 5.0) -> None:
         """Remove symbols from channels. The server is told only about symbols that no other open
         stream in this process still needs; their rows leave this stream's tables at once.
 
@@ -425,7 +431,8 @@ class Stream:
             RuntimeError: the stream is closed.
         """
         changes = _channel_args(dict(quotes=quotes, trades=trades, bars=bars, updated_bars=updated_bars,
-                                     daily_bars=daily_bars, statuses=statuses), allow_empty=False)
+                                     daily_bars=daily_bars, statuses=statuses, orderbooks=orderbooks),
+                               allow_empty=False)
         if not changes:
             raise ValueError("unsubscribe() needs at least one channel, e.g. unsubscribe(quotes=['AAPL'])")
         timeout = _timeout(timeout)
@@ -559,7 +566,7 @@ def _detach(view: Stream, hub: Hub) -> None:
 
 def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, bars: Any = None,
                 updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
-                trade_updates: bool = False, feed: str | None = None,
+                orderbooks: Any = None, trade_updates: bool = False, feed: str | None = None,
                 data_rest: Callable[..., Any] | None = None, trading_rest: Callable[..., Any] | None = None,
                 reconnect: Reconnect | None = None, timeout: float = 10.0, observer: Any = None) -> Stream:
     """Open a stream view (``api.stream(...)`` calls this with the client's REST callables).
@@ -578,7 +585,8 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
         with status "reconnecting" and keeps trying with a long backoff.
     """
     subs = _channel_args(dict(quotes=quotes, trades=trades, bars=bars, updated_bars=updated_bars,
-                              daily_bars=daily_bars, statuses=statuses), allow_empty=True)
+                              daily_bars=daily_bars, statuses=statuses, orderbooks=orderbooks),
+                         allow_empty=True)
     if not isinstance(trade_updates, bool):
         raise TypeError(f"trade_updates must be True or False, got {trade_updates!r}")
     if reconnect is None:

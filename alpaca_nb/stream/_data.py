@@ -308,7 +308,8 @@ class DataHub(Hub):
         Symbols unsubscribed meanwhile are left out, before and after the request."""
         if self.rest is None or self._stop.is_set() or (self.crypto_loc is None and self.feed not in REST_FEEDS):
             return
-        for wire, wire_type, kind in REFILL_KINDS:
+        kinds = REFILL_KINDS + ((("orderbooks", "o", "orderbooks"),) if self.crypto_loc else ())
+        for wire, wire_type, kind in kinds:
             with self.lock:
                 wanted = self.union()[wire]
             symbols = [s for s in subs.get(wire, ()) if s != "*" and s in wanted]

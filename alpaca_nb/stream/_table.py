@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .. import frames
+from .._marketdata import orderbook_frame
 from ..frames import Field, Schema
 
-__all__ = ["CHANNELS", "LIVE", "STATUS", "WIRE_CHANNELS", "LiveTable", "Store", "to_update"]
+__all__ = ["CHANNELS", "LIVE", "STATUS", "WIRE_CHANNELS", "BookTable", "LiveTable", "Store", "to_update"]
 
 # public channel name -> (wire subscription key, message type "T")
 CHANNELS: dict[str, tuple[str, str]] = {
@@ -29,6 +30,7 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "updated_bars": ("updatedBars", "u"),
     "daily_bars": ("dailyBars", "d"),
     "statuses": ("statuses", "s"),
+    "orderbooks": ("orderbooks", "o"),      # crypto only: the book per pair (see BookTable)
 }
 WIRE_CHANNELS = {wire: name for name, (wire, _) in CHANNELS.items()}
 DATA_TYPES = frozenset(t for _, t in CHANNELS.values())
@@ -87,8 +89,11 @@ class Store:
             for m in messages:
                 try:
                     s = m["S"]
-                    tables[m["T"]][s] = m
-                except (KeyError, TypeError, IndexError):
+                    if m["T"] == "o":
+                        _book(tables["o"], s, m)
+                    else:
+                        tables[m["T"]][s] = m
+                except (KeyError, TypeError, IndexError, ValueError):
                     if other is None:
                         other = [m]
                     else:
@@ -112,7 +117,11 @@ class Store:
                 current = table.get(symbol)
                 if current is not None and not later(rec.get("t"), current.get("t")):
                     continue
-                table[symbol] = {"T": wire_type, "S": symbol, **rec}
+                if wire_type == "o":       # a full book from REST
+                    table.pop(symbol, None)
+                    _book(table, symbol, {**rec, "r": True})
+                else:
+                    table[symbol] = {"T": wire_type, "S": symbol, **rec}
                 self.seen[symbol] = now_ns
                 self.dirty.add(symbol)
                 changed += 1
@@ -150,6 +159,26 @@ class Store:
             for t in types:
                 found.update(self.tables[t])
         return sorted(s for s in found if isinstance(s, str))
+
+
+def _book(books: dict[str, dict[str, Any]], symbol: str, m: Mapping[str, Any]) -> None:
+    """Apply one orderbooks message: ``r`` (reset) brings the full book; otherwise the changed
+    levels, a size of 0 removing the level. Books are kept as {"t", "b": {price: size}, "a": ...}.
+    Raises KeyError/TypeError for a malformed message (the caller skips it)."""
+    book = books.get(symbol)
+    if m.get("r") or book is None:
+        book = {"T": "o", "S": symbol, "t": m["t"], "b": {}, "a": {}}
+    else:
+        book = {**book, "t": m["t"], "b": dict(book["b"]), "a": dict(book["a"])}   # readers hold the old one
+    for key in ("b", "a"):
+        side = book[key]
+        for level in m.get(key) or ():
+            price, size = float(level["p"]), float(level["s"])
+            if size == 0:
+                side.pop(price, None)
+            else:
+                side[price] = size
+    books[symbol] = book
 
 
 def later(a: Any, b: Any) -> bool:
@@ -212,7 +241,7 @@ class LiveTable:
         self._channel = channel
         if channel is None:
             self._types: tuple[str, ...] = ("q", "t", "b", "u", "d", "s")
-            self._channels: tuple[str, ...] = tuple(CHANNELS)
+            self._channels: tuple[str, ...] = tuple(c for c in CHANNELS if c != "orderbooks")
         else:
             self._types = ("b", "u") if channel == "bars" else (CHANNELS[channel][1],)
             self._channels = (channel,)
@@ -319,3 +348,40 @@ def _latest(bar: Any, updated: Any) -> Any:
         return updated
     return updated if later(updated.get("t"), bar.get("t")) else bar
 
+
+
+class BookTable:
+    """The order books of a stream's ``orderbooks`` subscriptions (crypto pairs): ``df`` is the
+    tidy frame of ``api.orderbook()`` (symbol, side, level, price, size, timestamp; bids best
+    first, then asks), kept current from the stream's full books and level updates."""
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+
+    @property
+    def symbols(self) -> list[str]:
+        return self._stream._subscribed("orderbooks")
+
+    @property
+    def df(self) -> pd.DataFrame:
+        return self.snapshot()
+
+    def snapshot(self, *, tz: str | None = None) -> pd.DataFrame:
+        """Like :attr:`df`, with the timestamps in ``tz`` (default UTC)."""
+        syms = self.symbols
+        books: dict[str, Any] = {}
+        for store, takes in self._stream._stores():
+            with store.lock:
+                books.update((s, store.tables["o"][s]) for s in syms if takes(s) and s in store.tables["o"])
+        by_symbol = {s: {"t": b["t"], "b": [{"p": p, "s": z} for p, z in sorted(b["b"].items(), reverse=True)],
+                         "a": [{"p": p, "s": z} for p, z in sorted(b["a"].items())]} for s, b in books.items()}
+        return orderbook_frame(by_symbol, syms, tz=tz)
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def _repr_html_(self) -> str:
+        return self.df._repr_html_()
+
+    def __repr__(self) -> str:
+        return f"<BookTable orderbooks: {len(self)} symbol(s)>"
