@@ -222,8 +222,10 @@ def test_a_month_bar_that_spans_the_ex_date_aggregates_adjusted_days(sb):
     assert month["v"] == sum(d["v"] for d in days) and month["n"] == raw_month["n"]
     # raw: the month's high is a pre-split price, about twice its close
     assert raw_month["h"] == max(d["h"] for d in raw_days) > 1.8 * raw_month["c"]
-    # the minutes of a pre-split day, adjusted, aggregate to that day's adjusted bar
-    minutes = ok(sb, "/v2/stocks/bars", symbols="WM", timeframe="1Hour", start="2024-06-21",
-                 end="2024-06-21", adjustment="split", limit=100)["bars"]["WM"]
+    # the regular-hours minutes of a pre-split day (the daily bar is the regular session's),
+    # adjusted, aggregate to that day's adjusted bar
+    minutes = ok(sb, "/v2/stocks/bars", symbols="WM", timeframe="1Min", start="2024-06-21T13:30:00Z",
+                 end="2024-06-21T19:59:59Z", adjustment="split", limit=1000)["bars"]["WM"]
+    assert len(minutes) == 390
     day = next(d for d in days if d["t"].startswith("2024-06-21"))
     assert minutes[0]["o"] == day["o"] and max(m["h"] for m in minutes) == day["h"]
