@@ -21,13 +21,11 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from .._stream_protocol import SYMBOL_RE, Codec, ProtocolSyntaxError
+from .._stream_protocol import CRYPTO_CHANNELS, Codec, ForeignChannel, parse_change, subscription_message
 from .clock import MINUTE_NS
 from .crypto_api import CRYPTO_MARKET, LOCATIONS
 from .crypto_market import CryptoMarket, CryptoTicks, utc_day
 from .data_stream import CATCHUP_BARS, CATCHUP_NS, SYMBOL_LIMIT, StreamSession, _Sub
-
-CRYPTO_CHANNELS = ("trades", "quotes", "orderbooks", "bars", "updatedBars", "dailyBars")
 
 
 class CryptoStreamSession(StreamSession):
@@ -43,19 +41,11 @@ class CryptoStreamSession(StreamSession):
         self._book_symbols: tuple[int, set[str]] = (-1, set())
 
     async def change(self, data: dict, *, add: bool) -> None:
-        wanted: dict[str, list[str]] = {}
-        for name, value in data.items():
-            if name == "action" or name in ("corrections", "cancelErrors"):
-                continue
-            if name in ("statuses", "lulds", "imbalances", "news", "trades_v2"):
-                await self.error(410)
-                return
-            if name not in CRYPTO_CHANNELS:
-                continue
-            if not isinstance(value, list) or not all(
-                    isinstance(s, str) and (s == "*" or SYMBOL_RE.match(s)) for s in value):
-                raise ProtocolSyntaxError
-            wanted[name] = value
+        try:
+            wanted = parse_change(data, crypto=True)
+        except ForeignChannel:
+            await self.error(410)
+            return
         if add:
             symbols = {s for ch in ("trades", "quotes", "orderbooks") for s in
                        list(self.subs[ch].items) + wanted.get(ch, [])}
@@ -75,7 +65,7 @@ class CryptoStreamSession(StreamSession):
         await self.send([self.subscription()])
 
     def subscription(self) -> dict:
-        return {"T": "subscription", **{name: list(self.subs[name].items) for name in CRYPTO_CHANNELS}}
+        return subscription_message({name: self.subs[name].items for name in CRYPTO_CHANNELS}, crypto=True)
 
     def symbols(self, channel: str) -> set[str]:
         items = self.subs[channel].items
