@@ -4,7 +4,6 @@ upstream connection per endpoint (or from Redis), run in the foreground or a bac
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import itertools
 import logging
 import os
@@ -14,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from .. import _config
-from .._config import Secret, Settings, mask_key_id
+from .._config import Secret, Settings, is_loopback_host, mask_key_id
 from .._stream_protocol import Codec, is_crypto
 from ..stream import Reconnect
 from ..stream._hub import StreamStatus
@@ -33,15 +32,6 @@ CLOSE_TIMEOUT = 10.0
 
 class RelayError(RuntimeError):
     """The relay could not start (port taken, keys refused, Redis unreachable...)."""
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Relay:
@@ -231,7 +221,7 @@ class Relay:
                 _config.remove_relay_discovery(self._discovery_file)
 
     async def _open(self) -> None:
-        if not is_loopback(self.host):
+        if not is_loopback_host(self.host):
             log.warning("relay: listening on %s, which is not a loopback address: clients send "
                         "the account's keys (or the token) over plain ws://; keep it on a network "
                         "you trust", self.host)

@@ -52,16 +52,9 @@ class CryptoStreamSession(StreamSession):
             if len(symbols - {"*"}) > SYMBOL_LIMIT:
                 await self.error(405)
                 return
-        for name, symbols in wanted.items():
-            items = self.subs[name].items
-            for symbol in symbols:
-                if add:
-                    items.setdefault(symbol, None)
-                else:
-                    items.pop(symbol, None)
-                if name == "orderbooks":
-                    self._books.clear()      # a (re)subscribed book starts again with r: true
-        self.version += 1
+        self.apply(wanted, add=add)
+        if wanted.get("orderbooks"):
+            self._books.clear()              # a (re)subscribed book starts again with r: true
         await self.send([self.subscription()])
 
     def subscription(self) -> dict:

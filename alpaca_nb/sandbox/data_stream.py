@@ -281,6 +281,11 @@ class StreamSession:
             if over:
                 await self.error(405)
                 return
+        self.apply(wanted, add=add)
+        await self.send([self.subscription()])
+
+    def apply(self, wanted: dict[str, list[str]], *, add: bool) -> None:
+        """Add or remove the symbols of a parsed subscribe/unsubscribe (see ``parse_change``)."""
         for name, symbols in wanted.items():
             items = self.subs[name].items
             for symbol in symbols:
@@ -289,7 +294,6 @@ class StreamSession:
                 else:
                     items.pop(symbol, None)
         self.version += 1
-        await self.send([self.subscription()])
 
     def subscription(self) -> dict:
         return subscription_message({name: sub.items for name, sub in self.subs.items()})
