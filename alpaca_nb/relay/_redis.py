@@ -106,14 +106,7 @@ class Publisher:
         # a ConnectionError, which the loops would otherwise take for a broken connection
         self._closing = True
         self._wake.set()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await self._pubsub.aclose()
-            await self._redis.aclose()
-        except (RedisError, OSError):
-            pass
+        await _stop(self._tasks, self._pubsub, self._redis)
 
     # ------------------------------------------------------------------ publishing
     def _put(self, item: Any) -> None:
@@ -298,14 +291,7 @@ class RedisSource:
                 self.control_channel, orjson.dumps({"type": "bye", "relay": self.relay_id})), 2.0)
         except (RedisError, OSError, asyncio.TimeoutError):
             pass
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        try:
-            await self._pubsub.aclose()
-            await self._redis.aclose()
-        except (RedisError, OSError):
-            pass
+        await _stop(self._tasks, self._pubsub, self._redis)
 
     def data_source(self, path: str) -> _EndpointSource:
         source = self._endpoints.get(path)
@@ -443,3 +429,17 @@ class RedisSource:
                     self.relay.trading.on_status(status)
             elif msg["path"] in self.relay.data:
                 self.relay.data[msg["path"]].on_status(status)
+
+
+async def _stop(tasks, pubsub, redis) -> None:
+    """Cancel a Redis side's loops, wait for them, then close its pub/sub and connection (an
+    error while closing a connection that is already broken changes nothing)."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await pubsub.aclose()
+        await redis.aclose()
+    except (RedisError, OSError):
+        pass
