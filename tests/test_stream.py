@@ -192,6 +192,24 @@ def test_callbacks_are_coalesced_and_rate_limited(api):
         assert threads == {"alpaca-nb-data-fanout"}
 
 
+def test_a_batched_callback_gets_the_latest_of_several_events_in_one_call(api):
+    with api.stream(quotes=["AAPL", "MSFT"], trades=["AAPL"]) as s:
+        batches: list[dict[str, list[dict]]] = []
+        s.on(["quote", "trade"], batches.append, max_hz=5, batch=True)
+        wait_for(lambda: len(batches) >= 3 and any({"quote", "trade"} <= set(b) for b in batches), 20,
+                 "three batches, one with quotes and trades")
+        for batch in batches:
+            assert batch and set(batch) <= {"quote", "trade"} and all(batch.values())
+            for event, updates in batch.items():
+                symbols = [u["symbol"] for u in updates]
+                assert len(symbols) == len(set(symbols))            # the latest per symbol only
+                assert set(symbols) <= ({"AAPL", "MSFT"} if event == "quote" else {"AAPL"})
+        quote = next(b["quote"][0] for b in batches if "quote" in b)
+        assert 0 < quote["bid_price"] < quote["ask_price"] and str(quote["timestamp"].tz) == "UTC"
+        trade = next(b["trade"][0] for b in batches if "trade" in b)
+        assert trade["symbol"] == "AAPL" and trade["price"] > 0
+
+
 def test_a_slow_callback_never_slows_the_socket(api):
     with api.stream(quotes=UNIVERSE) as s:
         delivered: list[dict] = []
@@ -289,6 +307,12 @@ def test_bad_input_gets_a_clear_error(api):
             s.on("quote", print, max_hz=0)
         with pytest.raises(ValueError, match="trade_updates=True"):
             s.on("trade_update", print)
+        with pytest.raises(ValueError, match="needs batch=True"):
+            s.on(["quote", "trade"], print)
+        with pytest.raises(ValueError, match="batch=True is for market-data events"):
+            s.on("status", print, batch=True)
+        with pytest.raises(TypeError, match="batch must be True or False"):
+            s.on("quote", print, batch=1)
         with pytest.raises(TypeError, match="LiveTables"):
             s.show(table="quotes")
         assert s.subscriptions == {"quotes": ["AAPL"]}        # nothing changed

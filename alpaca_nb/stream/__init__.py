@@ -448,7 +448,8 @@ class Stream:
             if hub is not None and part:
                 hub.change(self, remove=part, wait=timeout)
 
-    def on(self, event: str, fn: Callable[[Any], Any], *, max_hz: float | None = None) -> Listener:
+    def on(self, event: str | Sequence[str], fn: Callable[[Any], Any], *, max_hz: float | None = None,
+           batch: bool = False) -> Listener:
         """Call ``fn`` for updates, off the socket thread, at most ``max_hz`` times per second.
 
         Events: ``"quote"``, ``"trade"``, ``"bar"``, ``"updated_bar"``, ``"daily_bar"``,
@@ -463,16 +464,31 @@ class Stream:
         happens from its registration on, never earlier events. An exception in ``fn`` is logged
         and the stream goes on. Returns a handle whose ``cancel()`` stops it.
 
+        With ``batch=True`` (market-data events only) ``fn`` is called once per delivery with
+        ``{event: [update, ...]}``, the latest update per symbol since the previous delivery;
+        ``event`` may then be a list of market-data events delivered together, e.g.
+        ``stream.on(["quote", "trade"], fn, max_hz=4, batch=True)``.
+
         Raises:
-            ValueError: unknown event, bad max_hz, trade updates on a stream without them.
-            TypeError: ``fn`` is not callable.
+            ValueError: unknown event, bad max_hz, trade updates on a stream without them, a list
+                of events without ``batch=True``, ``batch=True`` for trade updates or status.
+            TypeError: ``fn`` is not callable, ``batch`` is not a bool.
         """
-        if event not in EVENTS:
-            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}")
+        if not isinstance(batch, bool):
+            raise TypeError(f"batch must be True or False, got {batch!r}")
+        events = list(event) if batch and isinstance(event, (list, tuple)) else [event]
+        for name in events:
+            if not isinstance(name, str) or name not in EVENTS:
+                raise ValueError(f"unknown event {name!r}; expected one of {', '.join(EVENTS)}"
+                                 + (" (a list of events needs batch=True)" if isinstance(name, (list, tuple)) else ""))
+        if not events:
+            raise ValueError("event is an empty list; give at least one market-data event, e.g. ['quote']")
         if not callable(fn):
             raise TypeError(f"the callback must be callable, got {type(fn).__name__}")
         hz = _max_hz(max_hz)
-        spec = EVENTS[event]
+        if batch and any(EVENTS[name] is None for name in events):
+            raise ValueError("batch=True is for market-data events (quote, trade, bar, updated_bar, "
+                             "daily_bar, trading_status); trade_update and status arrive one by one")
         if event == "trade_update":
             if self._trading is None:
                 raise ValueError("this stream has no trade updates; open it with "
@@ -480,8 +496,8 @@ class Stream:
             return self._add_listener(EventListener(fn, hz, self, order_update), ("trading",))
         if event == "status":
             return self._add_listener(StatusListener(fn, hz, self), ("data", "trading"))
-        wire_type, channel = spec
-        return self._add_listener(MarketListener(fn, hz, self, wire_type, channel, to_update), ("data",))
+        kinds = {name: EVENTS[name] for name in events}
+        return self._add_listener(MarketListener(fn, hz, self, kinds, to_update, batch=batch), ("data",))
 
     def off(self, handle: Listener) -> None:
         """Stop a callback registered with :meth:`on` (same as ``handle.cancel()``)."""

@@ -111,36 +111,48 @@ class Listener:
 
 
 class MarketListener(Listener):
-    """Latest record per symbol of one market-data type, converted by ``convert``."""
+    """Latest record per symbol of some market-data events (``{event: (wire type, channel)}``),
+    converted by ``convert``: ``fn(update)`` per record, or with ``batch`` one
+    ``fn({event: [update, ...]})`` per delivery."""
 
-    def __init__(self, fn, max_hz, owner, wire_type: str, channel: str, convert: Callable[[str, dict], Any]):
+    def __init__(self, fn, max_hz, owner, kinds: dict[str, tuple[str, str]],
+                 convert: Callable[[str, dict], Any], *, batch: bool = False):
         super().__init__(fn, max_hz, owner)
-        self.types = frozenset((wire_type,))
-        self.wire_type = wire_type
-        self.channel = channel
+        self.kinds = {wire_type: (event, channel) for event, (wire_type, channel) in kinds.items()}
+        self.types = frozenset(self.kinds)
         self.convert = convert
-        self._pending: dict[str, Any] = {}
-        self._last: dict[str, Any] = {}
+        self.batch = batch
+        self._pending: dict[tuple[str, str], Any] = {}     # (wire type, symbol) -> record
+        self._last: dict[tuple[str, str], Any] = {}
 
     def offer(self, changes: Changes) -> None:
-        records = changes.market.get(self.wire_type)
-        if not records:
-            return
-        wants = self.owner._wants(self.channel)
-        last = self._last
-        for symbol, rec in records.items():
-            if rec is not None and rec is not last.get(symbol) and wants(symbol):
-                self._pending[symbol] = rec
+        last, pending = self._last, self._pending
+        for wire_type, (_, channel) in self.kinds.items():
+            records = changes.market.get(wire_type)
+            if not records:
+                continue
+            wants = self.owner._wants(channel)
+            for symbol, rec in records.items():
+                key = (wire_type, symbol)
+                if rec is not None and rec is not last.get(key) and wants(symbol):
+                    pending[key] = rec
 
     def pending(self) -> bool:
         return bool(self._pending)
 
     def deliver(self) -> None:
         batch, self._pending = self._pending, {}
-        last, fn, convert, wire_type = self._last, self.fn, self.convert, self.wire_type
-        for symbol, rec in batch.items():
-            last[symbol] = rec
-            fn(convert(wire_type, rec))
+        last, fn, convert = self._last, self.fn, self.convert
+        out: dict[str, list[Any]] = {}
+        for key, rec in batch.items():
+            last[key] = rec
+            wire_type = key[0]
+            if self.batch:
+                out.setdefault(self.kinds[wire_type][0], []).append(convert(wire_type, rec))
+            else:
+                fn(convert(wire_type, rec))
+        if out:
+            fn(out)
 
 
 class EventListener(Listener):

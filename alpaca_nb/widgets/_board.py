@@ -1,8 +1,8 @@
 """QuoteBoard: bid/ask/last/change/volume per symbol, ticking from the stream.
 
-The board listens on the stream's fan-out thread (never the socket thread) at most ``max_hz``
-times per second; between deliveries only the latest quote, trade and daily bar per symbol is
-kept. Each delivery becomes one custom message to the browser with the rows that changed (one
+The board listens with one batched callback (``stream.on([...], batch=True)``) on the stream's
+fan-out thread (never the socket thread) at most ``max_hz`` times per second; between deliveries
+only the latest quote, trade and daily bar per symbol is kept. Each delivery becomes one custom message to the browser with the rows that changed (one
 message, whatever the number of changed cells), so a slow browser never makes the kernel queue
 grow: at most ``max_hz`` messages per second leave the kernel. A view that appears (a re-run
 cell, a reloaded page) asks for the whole table with a "hello" message.
@@ -24,14 +24,14 @@ import orjson
 import pandas as pd
 import traitlets
 
-from ..stream._fanout import Changes, Listener
-
 log = logging.getLogger("alpaca_nb.widgets")
 
 _HERE = Path(__file__).parent
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9./\-]{0,20}$")
 COLUMNS = ("bid", "ask", "last", "change", "change_pct", "volume")
-_CHANNELS = (("q", "quotes"), ("t", "trades"), ("d", "daily_bars"))
+# stream event -> (board column, update key) of each value it carries
+_FIELDS = {"quote": (("bid", "bid_price"), ("ask", "ask_price")), "trade": (("last", "price"),),
+           "daily_bar": (("volume", "volume"),)}
 
 
 def _symbols(value: Any) -> list[str]:
@@ -55,32 +55,6 @@ def _f(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None
-
-
-class _BoardFeed(Listener):
-    """The board's listener: latest quote/trade/daily bar per symbol, one delivery per period."""
-
-    types = frozenset(t for t, _ in _CHANNELS)
-
-    def __init__(self, fn: Callable[[dict], None], max_hz: float, owner: Any):
-        super().__init__(fn, max_hz, owner)
-        self._pending: dict[tuple[str, str], dict] = {}
-
-    def offer(self, changes: Changes) -> None:
-        for wire_type, channel in _CHANNELS:
-            records = changes.market.get(wire_type)
-            if records:
-                wants = self.owner._wants(channel)
-                for symbol, rec in records.items():
-                    if rec is not None and wants(symbol):
-                        self._pending[(wire_type, symbol)] = rec
-
-    def pending(self) -> bool:
-        return bool(self._pending)
-
-    def deliver(self) -> None:
-        batch, self._pending = self._pending, {}
-        self.fn(batch)
 
 
 class QuoteBoard(anywidget.AnyWidget):
@@ -200,7 +174,7 @@ class QuoteBoard(anywidget.AnyWidget):
                     stream.close()
                     return
                 self._stream = stream
-            stream._add_listener(_BoardFeed(self._deliver, self.max_hz, stream), ("data",))
+            stream.on(list(_FIELDS), self._deliver, max_hz=self.max_hz, batch=True)
             stream.on("status", lambda status: self._post({"t": "status", "text": str(status)}))
             self._post({"t": "status", "text": str(stream.status)})
         except Exception as exc:  # noqa: BLE001 - shown in the board's header, never as a traceback
@@ -263,19 +237,16 @@ class QuoteBoard(anywidget.AnyWidget):
         self._rows[symbol] = new
         return True
 
-    def _deliver(self, batch: dict[tuple[str, str], dict]) -> None:
-        """One fan-out delivery: merge the latest records, send one message with the changed rows."""
+    def _deliver(self, batch: dict[str, list[dict[str, Any]]]) -> None:
+        """One batched delivery: merge the latest updates, send one message with the changed rows."""
         changed: dict[str, list[float | None]] = {}
         with self._lock:
-            for (wire_type, symbol), rec in batch.items():
-                if wire_type == "q":
-                    hit = self._update(symbol, bid=_f(rec.get("bp")), ask=_f(rec.get("ap")))
-                elif wire_type == "t":
-                    hit = self._update(symbol, last=_f(rec.get("p")))
-                else:
-                    hit = self._update(symbol, volume=_f(rec.get("v")))
-                if hit:
-                    changed[symbol] = self._rows[symbol]
+            for event, updates in batch.items():
+                fields = _FIELDS[event]
+                for update in updates:
+                    symbol = update["symbol"]
+                    if self._update(symbol, **{column: _f(update[key]) for column, key in fields}):
+                        changed[symbol] = self._rows[symbol]
         if changed:
             self._post({"t": "rows", "rows": changed})
 
