@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import _config
 from .._config import Secret, Settings, is_loopback_host, mask_key_id
 from .._stream_protocol import Codec, is_crypto
-from ..stream import Reconnect
+from ..stream import Reconnect, stream_url
 from ..stream._hub import StreamStatus
 from ._clients import Credentials, DataClient, TradingClient
 from ._endpoints import DATA_PATHS, DataEndpoint, TradingEndpoint
@@ -302,8 +302,7 @@ class Relay:
             if self._source is not None:
                 endpoint.source = self._source.data_source(path)
             else:
-                base, _, query = self.settings.stream_url.partition("?")
-                upstream = DataUpstream(url=f"{base.rstrip('/')}/{path}" + (f"?{query}" if query else ""),
+                upstream = DataUpstream(url=stream_url(self.settings, path),
                                         key_id=self.settings.key_id, secret=self.settings.secret,
                                         options=self.reconnect, wanted=endpoint.committed,
                                         on_frame=endpoint.on_frame, on_status=endpoint.on_status)

@@ -164,18 +164,21 @@ def _feed(value: Any, settings: Settings) -> str:
     return feed
 
 
-def data_stream_url(settings: Settings, feed: str) -> str:
-    """``{stream_url}/v2/{feed}`` (``/v1beta1/{feed}`` for boats and overnight). A query string
-    on ``stream_url`` is kept at the end (the sandbox's load options use one)."""
-    version = "v1beta1" if feed in ("boats", "overnight") else "v2"
+def stream_url(settings: Settings, path: str) -> str:
+    """``{stream_url}/{path}``; a query string on ``stream_url`` is kept at the end (the
+    sandbox's load options use one)."""
     base, _, query = settings.stream_url.partition("?")
-    return f"{base.rstrip('/')}/{version}/{feed}" + (f"?{query}" if query else "")
+    return f"{base.rstrip('/')}/{path}" + (f"?{query}" if query else "")
+
+
+def data_stream_url(settings: Settings, feed: str) -> str:
+    """``{stream_url}/v2/{feed}`` (``/v1beta1/{feed}`` for boats and overnight)."""
+    return stream_url(settings, f"{'v1beta1' if feed in ('boats', 'overnight') else 'v2'}/{feed}")
 
 
 def crypto_stream_url(settings: Settings, loc: str = CRYPTO_LOC) -> str:
-    """``{stream_url}/v1beta3/crypto/{loc}`` (a query string on ``stream_url`` is kept)."""
-    base, _, query = settings.stream_url.partition("?")
-    return f"{base.rstrip('/')}/v1beta3/crypto/{loc}" + (f"?{query}" if query else "")
+    """``{stream_url}/v1beta3/crypto/{loc}``."""
+    return stream_url(settings, f"v1beta3/crypto/{loc}")
 
 
 def _split(changes: dict[str, list[str]]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
