@@ -289,3 +289,16 @@ def confirm_row(text: str, on_yes: Callable[[], None], on_no: Callable[[], None]
     row = w.HBox([label, ok, cancel], layout=w.Layout(align_items="center"))
     row.add_class("anb-confirm")
     return row
+
+
+class ConfirmBox(w.VBox):
+    """Where a panel asks "text [Confirm] [Cancel]" before a destructive action."""
+
+    def ask(self, text: str, action: Callable[[], Any]) -> None:
+        """Show the question; Confirm hides it and runs ``action``, Cancel hides it."""
+        self.children = (confirm_row(text, lambda: (self.hide(), action()), self.hide),)
+
+    def hide(self) -> None:
+        for child in self.children:
+            child.close()
+        self.children = ()

@@ -17,7 +17,7 @@ import ipywidgets as w
 import pandas as pd
 
 from ..errors import OrderValidationError
-from ._base import Panel, confirm_row, money, number, pct, price_ok, qty_text, tone
+from ._base import ConfirmBox, Panel, money, number, pct, price_ok, qty_text, tone
 
 log = logging.getLogger("alpaca_nb.widgets")
 
@@ -99,7 +99,7 @@ class PositionsPanel(Panel):
         self.table = w.VBox()
         self.close_all_button = _small_button("Close all", "danger", "close every position with market orders")
         self.close_all_button.on_click(lambda _: self.ask_close_all())
-        self._confirm = w.VBox()
+        self._confirm = ConfirmBox()
         self.summary = w.HTML()
         toolbar = w.HBox([self.summary, self.close_all_button],
                          layout=w.Layout(justify_content="space-between", align_items="center"))
@@ -208,7 +208,7 @@ class PositionsPanel(Panel):
         what = ("all of " if not amount else f"{amount['percentage']:g}% of " if "percentage" in amount
                 else f"{amount['qty']:g} shares of ") + symbol
         if self._api.mode == "live" and not confirmed:
-            self._ask(f"Close {what} with a market order?", lambda: self.close_position(symbol, confirmed=True))
+            self._confirm.ask(f"Close {what} with a market order?", lambda: self.close_position(symbol, confirmed=True))
             return False
         row["button"].disabled = True
         self.message.show(f"Closing {what}…", "info")
@@ -223,11 +223,11 @@ class PositionsPanel(Panel):
     def ask_close_all(self) -> None:
         """What Close all does: asks for confirmation first."""
         n = len(self.rows)
-        self._ask(f"Close all {n} position(s) and cancel open orders?", self.close_all)
+        self._confirm.ask(f"Close all {n} position(s) and cancel open orders?", self.close_all)
 
     def close_all(self) -> None:
         """Close every position (cancelling open orders first), without asking."""
-        self._hide()
+        self._confirm.hide()
         self.message.show("Closing all positions…", "info")
 
         def done(result: pd.DataFrame) -> None:
@@ -239,14 +239,6 @@ class PositionsPanel(Panel):
                 self.message.show(f"Close orders sent for {len(result)} position(s)", "ok")
 
         self.run("Closing all positions", lambda: self._api.close_all_positions(cancel_orders=True), done)
-
-    def _ask(self, text: str, action: Any) -> None:
-        self._confirm.children = (confirm_row(text, lambda: (self._hide(), action()), self._hide),)
-
-    def _hide(self) -> None:
-        for child in self._confirm.children:
-            child.close()
-        self._confirm.children = ()
 
     def __repr__(self) -> str:
         return f"<PositionsPanel {self._api.mode}>"
@@ -273,7 +265,7 @@ class OrdersPanel(Panel):
         self.table = w.VBox()
         self.cancel_all_button = _small_button("Cancel all", "danger", "cancel every open order")
         self.cancel_all_button.on_click(lambda _: self.ask_cancel_all())
-        self._confirm = w.VBox()
+        self._confirm = ConfirmBox()
         self.editor = w.VBox()
         self.summary = w.HTML()
         toolbar = w.HBox([self.summary, self.cancel_all_button],
@@ -407,19 +399,13 @@ class OrdersPanel(Panel):
 
     def ask_cancel_all(self) -> None:
         n = int(self.frame["status"].isin(_OPEN).sum()) if not self.frame.empty else 0
-        self._confirm.children = (confirm_row(f"Cancel all {n} open order(s)?",
-                                              lambda: (self._hide(), self.cancel_all()), self._hide),)
+        self._confirm.ask(f"Cancel all {n} open order(s)?", self.cancel_all)
 
     def cancel_all(self) -> None:
         """Cancel every open order, without asking."""
         self.message.show("Canceling all open orders…", "info")
         self.run("Canceling all orders", self._api.cancel_all_orders,
                  lambda r: self.message.show(f"Cancel requested for {len(r)} order(s)", "ok"))
-
-    def _hide(self) -> None:
-        for child in self._confirm.children:
-            child.close()
-        self._confirm.children = ()
 
     def __repr__(self) -> str:
         return f"<OrdersPanel {self._api.mode}>"
