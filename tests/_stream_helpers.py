@@ -15,8 +15,10 @@ from alpaca_nb.sandbox import Sandbox
 FAST = dict(seed=7, start="2024-03-04T14:30:00Z", speed=60)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition", *,
+             interval: float = 0.02) -> Any:
+    """Poll ``predicate`` every ``interval`` seconds until it returns something truthy; fail the
+    test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -24,7 +26,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+        time.sleep(interval)
 
 
 def connect(account, *, base_url: str | None = None, stream_url: str | None = None) -> anb.Alpaca:

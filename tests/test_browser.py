@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 import requests
 from _kernels import ipykernel6_python, write_kernelspec  # noqa: F401 - ipykernel6_python is a fixture
-from _stream_helpers import FAST
+from _stream_helpers import FAST, wait_for
 from conftest import new_account
 
 from alpaca_nb.sandbox import Sandbox
@@ -196,14 +196,7 @@ def _shot(page, locator, path: Path) -> None:
 
 
 def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.25)
+    return wait_for(predicate, timeout, what, interval=0.25)     # each look asks the browser
 
 
 @pytest.mark.timeout(600)
