@@ -5,7 +5,9 @@ every account in memory, writes each change through to the store (:mod:`.store`:
 ``--db``, nothing otherwise) before the request that caused it is answered, and publishes
 ``trade_updates`` events to subscribers. The matching rules live in :mod:`.matching`, the money
 arithmetic in :mod:`.ledger`, request validation in :mod:`.orders`, activities and portfolio
-history in :mod:`.history`.
+history in :mod:`.history`, the admission checks (available quantity, shorting, exit prices) in
+:mod:`._admission`, the order indexes, store write-through and event publication in
+:mod:`._persistence`.
 
 Everything runs on the sandbox's event loop thread; no method blocks on I/O other than the
 (local, short) SQLite commit. Times are epoch nanoseconds from the sandbox clock.
@@ -73,23 +75,23 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from ._admission import Admission
+from ._persistence import Event, Persistence
 from .clock import Clock, Sessions
-from .corporate_events import CorporateEvents, booked_fills
-from .crypto_orders import CryptoOrders, fee_fills
-from .history import Fill, as_fill, deposit_activity
-from .ledger import (DEFAULT_CONFIG, Account, Position)
-from .matching import EPS, Matching, round_price, trail_stop
+from .corporate_events import CorporateEvents
+from .crypto_orders import CryptoOrders
+from .history import Fill, deposit_activity
+from .ledger import DEFAULT_CONFIG, Account
+from .matching import EPS, Matching, trail_stop
 from .portfolio import Portfolio
-from .orders import (QTY_PLACES, NewOrder, Order, new_id, parse_new_order, parse_replace,
-                     valid_uuid)
+from .orders import NewOrder, Order, new_id, parse_new_order, parse_replace, valid_uuid
 from .plans import DEFAULT_DATA_PLAN, check_data_plan
-from .store import Changes, open_store
-from .wire import (ApiError, fmt_money, forbidden, iso_nano, not_found, parse_bool,
-                   parse_int, parse_list, parse_time, rejected, unprocessable)
+from .store import open_store
+from .wire import (fmt_money, forbidden, not_found, parse_bool, parse_int, parse_list,
+                   parse_time, rejected, unprocessable)
 
 log = logging.getLogger(__name__)
 
-Event = dict[str, Any]
 OPEN_QUERY_STATUSES = ("open", "closed", "all")
 ORDER_LIST_MAX = 500
 
@@ -102,7 +104,7 @@ def _money(value: float) -> str:
     return fmt_money(round(value, 6), 6)
 
 
-class Engine(CorporateEvents, CryptoOrders, Matching, Portfolio):
+class Engine(Admission, Persistence, CorporateEvents, CryptoOrders, Matching, Portfolio):
     """The sandbox's trading back end (see the module docstring).
 
     Args:
@@ -251,127 +253,6 @@ class Engine(CorporateEvents, CryptoOrders, Matching, Portfolio):
                 self._advance(self.clock.now_ns())
             except Exception:
                 log.exception("sandbox: matching pass failed")
-
-    # ================================================================== events
-    def subscribe(self, account_id: str, callback: Callable[[Event], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` (on the loop thread) for each trade update of the account;
-        returns the function that unsubscribes."""
-        subs = self._subs.setdefault(account_id, [])
-        subs.append(callback)
-
-        def unsubscribe() -> None:
-            current = self._subs.get(account_id)
-            if current is None:
-                return
-            try:
-                current.remove(callback)
-            except ValueError:
-                pass
-            if not current:
-                self._subs.pop(account_id, None)
-        return unsubscribe
-
-    def _emit(self, order: Order, event: str, t: int, *, execution_id: str | None = None,
-              price: float | None = None, qty: float | None = None,
-              position_qty: float | None = None) -> None:
-        if order.account_id not in self._subs:
-            return
-        data: Event = {"event": event, "timestamp": iso_nano(t),
-                       "order": self._wire(order, nested=bool(order.leg_ids))}
-        if execution_id is not None:
-            data["execution_id"] = execution_id
-            data["price"] = fmt_money(price)
-            data["qty"] = fmt_money(qty)
-            data["position_qty"] = fmt_money(position_qty) or "0"
-        self._events.append((order.account_id, data))
-
-    # ================================================================== persistence
-    def _load(self) -> None:
-        snap = self._store.load()
-        if "processed_ns" in snap.meta:
-            self._processed_ns = int(snap.meta["processed_ns"])
-        for key_id, digest, account_id in snap.keys:
-            self._keys[key_id] = (digest, account_id)
-        for record in snap.accounts:
-            account = Account.from_record(record)
-            self.accounts[account.id] = account
-            self._account_orders[account.id] = []
-        for account_id, record in snap.positions:
-            pos = Position.from_record(record)
-            if account_id in self.accounts:
-                self.accounts[account_id].positions[pos.symbol] = pos
-        for order in sorted((Order.from_record(r) for r in snap.orders), key=lambda o: o.seq):
-            self._register(order)
-            self._seq = max(self._seq, order.seq)
-        for account_id, record in snap.activities:
-            self._activities.setdefault(account_id, []).append(record)
-            fill = as_fill(record)
-            if fill is not None:
-                self._fills.setdefault(account_id, []).append(fill)
-            self._fills.setdefault(account_id, []).extend(fee_fills(record))   # crypto fees
-            self._fills[account_id].extend(booked_fills(record))    # splits, cash in lieu, payments
-            self._activity_seq = max(self._activity_seq, int(record.get("_seq", 0)))
-
-    def _register(self, order: Order) -> None:
-        self._orders[order.id] = order
-        self._by_client[(order.account_id, order.client_order_id)] = order.id
-        self._account_orders.setdefault(order.account_id, []).append(order)
-        if order.is_open:
-            self._open[order.id] = order
-            self._open_by_account.setdefault(order.account_id, {})[order.id] = order
-            self._book_version += 1
-
-    def _retire(self, order: Order) -> None:
-        """Forget a final order in the open-order indexes."""
-        self._open.pop(order.id, None)
-        self._open_by_account.get(order.account_id, {}).pop(order.id, None)
-        self._book_version += 1
-
-    def _open_orders(self, account_id: str) -> list[Order]:
-        """The account's open orders in creation order."""
-        return list(self._open_by_account.get(account_id, {}).values())
-
-    def _dirty_order(self, order: Order) -> None:
-        self._d_orders[order.id] = order
-
-    def _dirty_account(self, account: Account) -> None:
-        self._d_accounts[account.id] = account
-
-    def _dirty_position(self, account_id: str, symbol: str) -> None:
-        self._d_positions.add((account_id, symbol))
-
-    def _next_activity_seq(self) -> int:
-        self._activity_seq += 1
-        return self._activity_seq
-
-    def _add_activity(self, account_id: str, record: dict) -> None:
-        self._activities.setdefault(account_id, []).append(record)
-        self._d_activities.append((account_id, record["_seq"], record))
-
-    def _commit(self, *, force_meta: bool = False) -> None:
-        """Write this operation's changes in one transaction, then publish its events."""
-        changes = Changes(
-            keys=self._d_keys,
-            accounts=[a.record() for a in self._d_accounts.values()],
-            orders=[(o.account_id, o.record()) for o in self._d_orders.values()],
-            positions=[(a, s, p.record() if (p := self.accounts[a].positions.get(s)) else None)
-                       for a, s in self._d_positions],
-            activities=self._d_activities,
-        )
-        if changes or force_meta:
-            changes.meta = {"processed_ns": self._processed_ns}
-            self._store.write(changes)
-        self._d_keys, self._d_activities = [], []
-        self._d_orders.clear()
-        self._d_accounts.clear()
-        self._d_positions.clear()
-        events, self._events = self._events, []
-        for account_id, event in events:
-            for callback in list(self._subs.get(account_id, ())):
-                try:
-                    callback(event)
-                except Exception:
-                    log.exception("sandbox: trade update subscriber failed")
 
     # ================================================================== order views
     def _wire(self, order: Order, nested: bool) -> dict[str, Any]:
@@ -538,113 +419,6 @@ class Engine(CorporateEvents, CryptoOrders, Matching, Portfolio):
                     self._evaluate(order, step)
         self._commit()
         return response
-
-    def _check_fractional(self, account: Account, req: NewOrder, asset: dict) -> None:
-        if not req.fractional:
-            return
-        if not account.config.get("fractional_trading", True):
-            raise unprocessable("qty must be integer")
-        if not asset.get("fractionable"):
-            raise rejected(f'asset "{asset["symbol"]}" is not fractionable')
-        if req.notional is not None and req.notional < 1:
-            raise unprocessable("notional must be at least 1")
-
-    def _held(self, account_id: str, symbol: str, side: str, *, exclude: Order | None = None,
-              price: float | None = None) -> float:
-        """Shares that open closing orders on ``side`` already hold (an exit group counts once;
-        ``exclude`` leaves out that order's whole group)."""
-        groups: dict[str, float] = {}
-        skip = self._group_key(exclude) if exclude is not None else None
-        for order in self._open_orders(account_id):
-            if order.symbol != symbol or order.side != side or order.opening \
-                    or order.status == "held":
-                continue
-            key = self._group_key(order)
-            if key == skip:
-                continue
-            remaining = order.remaining_qty
-            if remaining is None:
-                filled_value = order.filled_qty * (order.filled_avg_price or 0.0)
-                remaining = max(order.notional - filled_value, 0.0) / price if price else 0.0
-            groups[key] = max(groups.get(key, 0.0), remaining)
-        return round(sum(groups.values()), QTY_PLACES)
-
-    @staticmethod
-    def _group_key(order: Order) -> str:
-        """Exit orders of one bracket/oco share a key (they hold the same shares once)."""
-        if order.parent_id and order.order_class in ("bracket", "oco"):
-            return order.parent_id
-        return order.id
-
-    def _insufficient_qty(self, account: Account, symbol: str, side: str, requested: float, *,
-                          release: float = 0.0, price: float | None = None) -> ApiError:
-        pos = account.positions.get(symbol)
-        existing = abs(pos.qty) if pos is not None and (pos.qty > 0) == (side == "sell") else 0.0
-        held = self._held(account.id, symbol, side, price=price) - release if existing else 0.0
-        available = max(round(existing - held, QTY_PLACES), 0.0)
-        return forbidden(
-            f"insufficient qty available for order (requested: {fmt_money(requested)}, "
-            f"available: {fmt_money(available)})",
-            available=fmt_money(available), existing_qty=fmt_money(existing),
-            held_for_orders=fmt_money(max(held, 0.0)), symbol=symbol)
-
-    def _check_quantity(self, account: Account, req: NewOrder, asset: dict, quote) -> bool:
-        """Whether the order opens (or extends) a position; refuses flips and bad shorts."""
-        symbol = asset["symbol"]
-        pos = account.positions.get(symbol)
-        pos_qty = pos.qty if pos is not None else 0.0
-        sell = req.side == "sell"
-        price = float(quote.bid if sell else quote.ask)
-        requested = req.qty if req.qty is not None else req.notional / price
-        closing = pos_qty > EPS if sell else pos_qty < -EPS
-        if req.order_class == "oco" and not closing:     # an oco only exits a position
-            raise self._insufficient_qty(account, symbol, req.side, requested, price=price)
-        if closing:
-            held = self._held(account.id, symbol, req.side, price=price)
-            if requested > abs(pos_qty) - held + EPS:
-                raise self._insufficient_qty(account, symbol, req.side, requested, price=price)
-            return False
-        if sell:
-            self._check_short_sale(account, req, asset)
-        return True
-
-    @staticmethod
-    def _check_short_sale(account: Account, req: NewOrder, asset: dict) -> None:
-        """Whether the account may sell ``asset`` short with this order's terms."""
-        symbol = asset["symbol"]
-        if not account.can_short():
-            raise forbidden("account is not allowed to short")
-        if not asset.get("shortable"):
-            raise rejected(f"asset {symbol} cannot be sold short")
-        if req.fractional:
-            raise rejected("fractional orders cannot be sold short")
-        if asset.get("borrow_status") == "HTB" and req.time_in_force != "day":
-            raise rejected(f"only day orders are allowed for hard-to-borrow asset {symbol}")
-
-    def _check_exit_prices(self, req: NewOrder, last: float) -> None:
-        """Alpaca's threshold: a stop-loss at least $0.01 beyond the base price, a take-profit
-        at least $0.01 beyond it the other way (base: the entry's limit, else the market)."""
-        if req.order_class == "oco":
-            exit_sells, base = req.side == "sell", last
-        else:
-            exit_sells = req.side == "buy"
-            base = req.limit_price if req.type in ("limit", "stop_limit") else last
-        base = round_price(base)
-        tp, sl = req.take_profit_limit, req.stop_loss_stop
-        if exit_sells:
-            if sl is not None and sl > base - 0.01 + EPS:
-                raise rejected(f"stop_loss.stop_price must be <= base_price - 0.01 "
-                               f"(base_price: {fmt_money(base)})")
-            if tp is not None and tp < base + 0.01 - EPS:
-                raise rejected(f"take_profit.limit_price must be >= base_price + 0.01 "
-                               f"(base_price: {fmt_money(base)})")
-        else:
-            if sl is not None and sl < base + 0.01 - EPS:
-                raise rejected(f"stop_loss.stop_price must be >= base_price + 0.01 "
-                               f"(base_price: {fmt_money(base)})")
-            if tp is not None and tp > base - 0.01 + EPS:
-                raise rejected(f"take_profit.limit_price must be <= base_price - 0.01 "
-                               f"(base_price: {fmt_money(base)})")
 
     def _build_order(self, account: Account, req: NewOrder, asset: dict, client_order_id: str,
                      now: int, opening: bool) -> Order:
