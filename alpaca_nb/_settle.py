@@ -7,6 +7,8 @@ an empty list for a cancel-all that canceled everything), so :class:`Settler` fi
 effect, with backoff, for a bounded time; only then is the request sent again, and only where
 a repeat cannot act twice. When the effect still cannot be seen, it raises
 :class:`~alpaca_nb.errors.OrderStateUnknown` saying how to check, never "nothing happened".
+:func:`_multi_status` turns the 207 multi-status answers of cancel-all and close-all (settled
+rows included) into frames.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import frames
 from .errors import (
     AlpacaConnectionError,
     AlpacaError,
@@ -168,3 +171,35 @@ def created_since(order: dict[str, Any], since: pd.Timestamp) -> bool:
         return stamp is not None and pd.Timestamp(stamp).tz_convert("UTC") >= since
     except (TypeError, ValueError):
         return False
+
+
+_MULTI_CONTEXT = ("available", "existing_qty", "held_for_orders")
+_FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejected", "done_for_day",
+                             "pending_cancel", "stopped", "suspended"})
+
+
+def _multi_status(body: list[dict[str, Any]], key: str) -> pd.DataFrame:
+    """A 207 multi-status answer as a frame: ``key`` (id or symbol), status (HTTP), code,
+    message, the refusal's context fields (close-all), then the order fields (``order_id``,
+    ``order_status`` and the columns of :meth:`Alpaca.orders`), NA where Alpaca sent none."""
+    heads, orders = [], []
+    for item in body:
+        inner = item.get("body") if isinstance(item.get("body"), dict) else {}
+        is_order = "client_order_id" in inner or "submitted_at" in inner
+        head = {key: item.get(key), "status": item.get("status"),
+                "code": None if is_order else inner.get("code"),
+                "message": None if is_order else inner.get("message")}
+        if key == "symbol":
+            for name in _MULTI_CONTEXT:
+                head[name] = None if is_order else inner.get(name)
+        heads.append(head)
+        orders.append(inner if is_order else {})
+    columns = [key, "status", "code", "message"] + (list(_MULTI_CONTEXT) if key == "symbol" else [])
+    frame = pd.DataFrame({
+        name: (pd.Series([h[name] for h in heads], dtype=frames.STR) if name in (key, "message") else
+               pd.array([h[name] for h in heads], dtype="Int64") if name in ("status", "code") else
+               pd.to_numeric(pd.Series([h[name] for h in heads], dtype=object), errors="coerce").astype("float64"))
+        for name in columns}, columns=columns)
+    detail = frames.orders_frame(orders).reset_index().rename(columns={"id": "order_id", "status": "order_status"})
+    detail = detail.drop(columns=[c for c in ("symbol",) if key == "symbol"] + (["order_id"] if key == "id" else []))
+    return pd.concat([frame, detail.set_index(frame.index)], axis=1)

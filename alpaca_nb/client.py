@@ -1,8 +1,10 @@
 """The :class:`Alpaca` façade: every REST helper as a pandas object.
 
 The work happens elsewhere: :mod:`alpaca_nb._http` sends requests, :mod:`alpaca_nb.frames`
-builds frames, :mod:`alpaca_nb.orders` validates and places orders, :mod:`alpaca_nb._marketdata`
-downloads market data with :mod:`alpaca_nb.cache`. Times given by the user may be ``str``,
+builds frames, :mod:`alpaca_nb.orders` validates and places orders, :mod:`alpaca_nb._settle`
+settles requests whose answer was lost, :mod:`alpaca_nb._marketdata` downloads market data with
+:mod:`alpaca_nb.cache`. The market-data methods live in :mod:`alpaca_nb._client_data` (a mixin
+that :class:`Alpaca` inherits). Times given by the user may be ``str``,
 ``datetime.date``, ``datetime.datetime`` or ``pd.Timestamp``; naive ones mean America/New_York.
 Timestamps in results are tz-aware UTC unless ``tz=`` asks for another zone.
 """
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -27,18 +28,23 @@ from ._args import (
     parse_time,
     parse_tz,
 )
+from ._client_data import MarketDataMixin, _id, _ny_day
 from ._config import Settings, mask_key_id
-from ._corporate import TYPES as CORPORATE_ACTION_TYPES
-from ._corporate import actions_frame, fetch_actions
 from ._http import Transport
 from ._marketdata import (
     MarketData,
-    series_request,
     server_label,
     server_now_from_status,
 )
 from ._pretrade import PreTradeView
-from ._settle import NOT_ACTED, NOT_SEEN, Settler, created_since
+from ._settle import (
+    _FINAL_STATUSES,
+    NOT_ACTED,
+    NOT_SEEN,
+    Settler,
+    _multi_status,
+    created_since,
+)
 from .errors import (
     AlpacaError,
     OrderStateUnknown,
@@ -55,7 +61,7 @@ ORDERS_PAGE = 500          # Alpaca's maximum page size for GET /v2/orders
 ACTIVITIES_PAGE = 100      # and for GET /v2/account/activities
 
 
-class Alpaca:
+class Alpaca(MarketDataMixin):
     """A connection to one Alpaca environment (sandbox, paper or live). Make one with
     :func:`alpaca_nb.connect`.
 
@@ -271,163 +277,6 @@ class Alpaca:
                                             allow_none=True)}
         body = self._transport.trading("GET", "/v2/account/portfolio/history", params=params)
         return frames.portfolio_history_frame(body, tz=parse_tz(tz))
-
-    # ------------------------------------------------------------------ market data
-    def bars(self, symbols: Any, timeframe: str = "1Day", start: Any = None, end: Any = None, *,
-             adjustment: str = "raw", feed: str | None = None, limit: int | None = None,
-             tz: str | None = None, cache: bool = True, progress: bool | None = None,
-             loc: str = "us") -> pd.DataFrame:
-        """Historical bars, all pages, as one frame.
-
-        Args:
-            symbols: "AAPL", "AAPL,MSFT" or a list; crypto pairs ("BTC/USD") too, alone or mixed
-                with stocks (one frame, the same columns; crypto volume is fractional).
-            timeframe: "1Min".."59Min", "1Hour".."23Hour", "1Day", "1Week", "1Month"...
-            start, end: inclusive bounds; str, date, datetime or pd.Timestamp. Naive times mean
-                America/New_York; a date means that whole New York day. ``start=None`` is the
-                server's default (the start of today).
-            adjustment: "raw", "split", "dividend", "spin-off" or "all" (comma-combinable); stocks
-                only (crypto has no corporate actions: it is not sent for crypto pairs).
-            feed: "sip", "iex", ... (None: the connection's feed, else the server's default);
-                stocks only (not sent for crypto pairs, whose source is ``loc``).
-            limit: at most this many bars in total (bypasses the cache).
-            tz: time zone of the timestamp level (default UTC).
-            cache: read and fill the on-disk cache of finished days (see alpaca_nb.cache; New
-                York days for stocks, UTC days for crypto, which trades 24/7).
-            progress: tqdm progress bar (None: only for multi-page downloads; False: never).
-            loc: the crypto data location: "us" (Alpaca), "us-1" (Kraken), "us-2", "bs-1".
-
-        Returns:
-            DataFrame with a (symbol, timestamp) MultiIndex and float64 columns open, high, low,
-            close, volume, trade_count, vwap (the same columns for empty answers).
-
-        Raises:
-            ValueError/TypeError for bad arguments; AlpacaError subclasses for error answers
-            (with the rows received so far in ``.partial`` when a download fails midway).
-        """
-        req = series_request("bars", symbols, timeframe=timeframe, start=start, end=end,
-                             adjustment=adjustment, feed=feed or self._settings.feed, limit=limit, loc=loc)
-        return self._market.series(req, tz=tz, cache=cache, progress=progress)
-
-    def trades(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
-               limit: int | None = None, tz: str | None = None, progress: bool | None = None,
-               loc: str = "us") -> pd.DataFrame:
-        """Historical trades (same rules as :meth:`bars`; never cached). Columns: price, size,
-        exchange, id, conditions, tape, and taker_side ("B"/"S", NA for stocks) when a crypto
-        pair is asked for."""
-        req = series_request("trades", symbols, start=start, end=end, feed=feed or self._settings.feed,
-                             limit=limit, loc=loc)
-        return self._market.series(req, tz=tz, cache=False, progress=progress)
-
-    def quotes(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
-               limit: int | None = None, tz: str | None = None, progress: bool | None = None,
-               loc: str = "us") -> pd.DataFrame:
-        """Historical quotes (same rules as :meth:`bars`; never cached). Columns: bid_price,
-        bid_size, bid_exchange, ask_price, ask_size, ask_exchange, conditions, tape (the
-        exchanges, conditions and tape are NA for crypto pairs)."""
-        req = series_request("quotes", symbols, start=start, end=end, feed=feed or self._settings.feed,
-                             limit=limit, loc=loc)
-        return self._market.series(req, tz=tz, cache=False, progress=progress)
-
-    def iter_bars(self, symbols: Any, timeframe: str = "1Day", start: Any = None, end: Any = None, *,
-                  adjustment: str = "raw", feed: str | None = None, limit: int | None = None,
-                  tz: str | None = None, progress: bool | None = False,
-                  loc: str = "us") -> Iterator[pd.DataFrame]:
-        """:meth:`bars` page by page: yields one frame per downloaded page (same columns and
-        dtypes), for work that does not need everything in memory at once. Not cached."""
-        req = series_request("bars", symbols, timeframe=timeframe, start=start, end=end,
-                             adjustment=adjustment, feed=feed or self._settings.feed, limit=limit, loc=loc)
-        return self._market.pages(req, tz=tz, progress=progress)
-
-    def iter_trades(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
-                    limit: int | None = None, tz: str | None = None,
-                    progress: bool | None = False, loc: str = "us") -> Iterator[pd.DataFrame]:
-        """:meth:`trades` page by page."""
-        req = series_request("trades", symbols, start=start, end=end, feed=feed or self._settings.feed,
-                             limit=limit, loc=loc)
-        return self._market.pages(req, tz=tz, progress=progress)
-
-    def iter_quotes(self, symbols: Any, start: Any = None, end: Any = None, *, feed: str | None = None,
-                    limit: int | None = None, tz: str | None = None,
-                    progress: bool | None = False, loc: str = "us") -> Iterator[pd.DataFrame]:
-        """:meth:`quotes` page by page."""
-        req = series_request("quotes", symbols, start=start, end=end, feed=feed or self._settings.feed,
-                             limit=limit, loc=loc)
-        return self._market.pages(req, tz=tz, progress=progress)
-
-    def latest_bars(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
-                    loc: str = "us") -> pd.DataFrame:
-        """The latest minute bar per symbol, indexed by symbol (NA rows where there is none). Stocks and crypto pairs (see :meth:`bars`)."""
-        return self._market.latest("bars", symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
-
-    def latest_trades(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
-                    loc: str = "us") -> pd.DataFrame:
-        """The latest trade per symbol, indexed by symbol. Stocks and crypto pairs (see :meth:`bars`)."""
-        return self._market.latest("trades", symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
-
-    def latest_quotes(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
-                    loc: str = "us") -> pd.DataFrame:
-        """The latest quote per symbol, indexed by symbol. Stocks and crypto pairs (see :meth:`bars`)."""
-        return self._market.latest("quotes", symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
-
-    def snapshots(self, symbols: Any, *, feed: str | None = None, tz: str | None = None,
-                  loc: str = "us") -> pd.DataFrame:
-        """Latest trade, quote, minute bar, daily bar and previous daily bar per symbol, flattened
-        into columns (trade_*, bid_*/ask_*, minute_*, daily_*, prev_daily_*); stocks and crypto
-        pairs (a crypto pair's daily bars are UTC days)."""
-        return self._market.snapshots(symbols, feed=feed or self._settings.feed, loc=loc, tz=tz)
-
-    def orderbook(self, symbols: Any, *, tz: str | None = None, loc: str = "us") -> pd.DataFrame:
-        """The latest order book of crypto pairs, one row per price level.
-
-        Returns:
-            DataFrame with columns symbol, side ("bid"/"ask"), level (int64, 0 = best), price,
-            size (float64), timestamp (the book's time; UTC unless ``tz``): symbols in the order
-            asked, bids then asks, best first. The same columns when there is no book.
-
-        Raises:
-            ValueError: a stock symbol (order books are crypto only) or an unknown ``loc``.
-        """
-        return self._market.orderbooks(symbols, loc=loc, tz=tz)
-
-    latest_orderbooks = orderbook
-
-    def corporate_actions(self, symbols: Any = None, *, types: Any = None, start: Any = None,
-                          end: Any = None, ids: Any = None) -> pd.DataFrame:
-        """Corporate actions (splits, dividends, spin-offs, mergers...), all pages, as one frame
-        with a fixed schema (columns type, symbol, ex_date, process_date, payable_date,
-        record_date, effective_date, old_rate, new_rate, rate, cash, new_symbol, cusip,
-        new_cusip, special, foreign, id; dates are New York dates; see
-        :mod:`alpaca_nb._corporate` for how each type's fields map onto them).
-
-        Args:
-            symbols: "AAPL", "AAPL,MSFT" or a list (None: every symbol).
-            types: e.g. "forward_split" or ["cash_dividend", "reverse_split"] (None: all).
-            start, end: inclusive New York dates (str, date, datetime); Alpaca selects by
-                process date and defaults both to today.
-            ids: action ids; cannot be combined with the other filters.
-
-        Raises:
-            ValueError/TypeError for bad arguments; AlpacaError subclasses for error answers.
-        """
-        params: dict[str, Any] = {}
-        if ids is not None:
-            if any(x is not None for x in (symbols, types, start, end)):
-                raise ValueError("ids cannot be combined with symbols, types, start or end")
-            items = [ids] if isinstance(ids, str) else list(ids)
-            params["ids"] = ",".join(_id(i, "ids") for i in items)
-        else:
-            if symbols is not None:
-                params["symbols"] = ",".join(parse_symbols(symbols))
-            if types is not None:
-                names = types.split(",") if isinstance(types, str) else list(types)
-                bad = [t for t in names if str(t).strip() not in CORPORATE_ACTION_TYPES]
-                if bad or not names:
-                    raise ValueError(f"types must be among {', '.join(CORPORATE_ACTION_TYPES)}; got {types!r}")
-                params["types"] = ",".join(str(t).strip() for t in names)
-            params["start"] = _ny_day(start, "start")
-            params["end"] = _ny_day(end, "end", end=True)
-        return actions_frame(fetch_actions(self._transport, params))
 
     # ------------------------------------------------------------------ orders
     def submit_order(self, symbol: str, qty: Any = None, side: str = "buy", type: str = "market",
@@ -825,38 +674,6 @@ def _is_close_order(order: dict[str, Any], *, qty: str | None = None, side: str 
             and (side is None or order.get("side") == side))
 
 
-_MULTI_CONTEXT = ("available", "existing_qty", "held_for_orders")
-_FINAL_STATUSES = frozenset({"filled", "canceled", "expired", "replaced", "rejected", "done_for_day",
-                             "pending_cancel", "stopped", "suspended"})
-
-
-def _multi_status(body: list[dict[str, Any]], key: str) -> pd.DataFrame:
-    """A 207 multi-status answer as a frame: ``key`` (id or symbol), status (HTTP), code,
-    message, the refusal's context fields (close-all), then the order fields (``order_id``,
-    ``order_status`` and the columns of :meth:`Alpaca.orders`), NA where Alpaca sent none."""
-    heads, orders = [], []
-    for item in body:
-        inner = item.get("body") if isinstance(item.get("body"), dict) else {}
-        is_order = "client_order_id" in inner or "submitted_at" in inner
-        head = {key: item.get(key), "status": item.get("status"),
-                "code": None if is_order else inner.get("code"),
-                "message": None if is_order else inner.get("message")}
-        if key == "symbol":
-            for name in _MULTI_CONTEXT:
-                head[name] = None if is_order else inner.get(name)
-        heads.append(head)
-        orders.append(inner if is_order else {})
-    columns = [key, "status", "code", "message"] + (list(_MULTI_CONTEXT) if key == "symbol" else [])
-    frame = pd.DataFrame({
-        name: (pd.Series([h[name] for h in heads], dtype=frames.STR) if name in (key, "message") else
-               pd.array([h[name] for h in heads], dtype="Int64") if name in ("status", "code") else
-               pd.to_numeric(pd.Series([h[name] for h in heads], dtype=object), errors="coerce").astype("float64"))
-        for name in columns}, columns=columns)
-    detail = frames.orders_frame(orders).reset_index().rename(columns={"id": "order_id", "status": "order_status"})
-    detail = detail.drop(columns=[c for c in ("symbol",) if key == "symbol"] + (["order_id"] if key == "id" else []))
-    return pd.concat([frame, detail.set_index(frame.index)], axis=1)
-
-
 def _iso(ns: int | None) -> str | None:
     return None if ns is None else rfc3339_us(pd.Timestamp(ns, tz="UTC"))
 
@@ -866,20 +683,6 @@ def rfc3339_us(ts: pd.Timestamp) -> str:
     ts = ts.tz_convert("UTC") if ts.tzinfo else ts.tz_localize("UTC")
     text = ts.strftime("%Y-%m-%dT%H:%M:%S")
     return text + (f".{ts.microsecond:06d}Z" if ts.microsecond else "Z")
-
-
-def _ny_day(value: Any, name: str, *, end: bool = False) -> str | None:
-    """A New York date as YYYY-MM-DD for calendar/activities parameters."""
-    ns = parse_time(value, name=name, end=end)
-    if ns is None:
-        return None
-    return pd.Timestamp(ns, tz="UTC").tz_convert("America/New_York").strftime("%Y-%m-%d")
-
-
-def _id(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip() or "/" in value or "?" in value:
-        raise ValueError(f"{name} must be an id string such as '61e69015-8549-4bfd-b9c3-01e75843f47d'; got {value!r}")
-    return value.strip()
 
 
 def _looks_like_uuid(value: Any) -> bool:
