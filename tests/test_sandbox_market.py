@@ -13,8 +13,9 @@ import numpy as np
 import orjson
 import pytest
 
+from alpaca_nb.sandbox._bars import Timeframe
 from alpaca_nb.sandbox.clock import MINUTE_NS, Clock, Sessions, ny_midnight_ns, to_ns
-from alpaca_nb.sandbox.market import Market, Timeframe
+from alpaca_nb.sandbox.market import Market
 
 NY = ZoneInfo("America/New_York")
 
@@ -201,7 +202,7 @@ def _reference_records(bars) -> bytes:
 
 def test_bar_records_are_written_exactly_as_orjson_writes_them(market):
     from alpaca_nb.sandbox._barjson import bar_json
-    from alpaca_nb.sandbox.market import Bars
+    from alpaca_nb.sandbox._bars import Bars
 
     cases = []
     for symbol in ("AAPL", "ZOM", "BRK.B"):

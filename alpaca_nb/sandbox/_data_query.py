@@ -17,8 +17,8 @@ from aiohttp import web
 
 from . import adjusted, plans
 from . import app as _app
+from ._bars import Timeframe
 from .clock import NS, UTC, ny_date, ny_midnight_ns
-from .market import Timeframe
 from .wire import ApiError, parse_time
 
 MAX_LIMIT = 10_000

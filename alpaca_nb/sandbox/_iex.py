@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ._bars import EMPTY_BARS, BarTick, Bars
 from ._minutes import ceil_price, floor_price, round_price
 from ._noise import hash_at, key_of, unit
 from .clock import MINUTE_NS, Session, ny_midnight_ns
-from .market import EMPTY_BARS, BarTick, Bars, Market
+from .market import Market
 
 __all__ = ["FeedCache", "IexMarket"]
 

@@ -19,8 +19,9 @@ import datetime as dt
 
 import numpy as np
 
+from ._bars import Bars, BarTick
 from .corporate import ADJUSTMENT_TYPES
-from .market import Bars, BarTick, Market
+from .market import Market
 
 __all__ = ["parse_adjustment", "view"]
 

@@ -31,11 +31,11 @@ from aiohttp import web
 
 from . import app as _app
 from ._barjson import bar_json
+from ._bars import UNIT_DAY, BarTick, Timeframe
 from ._data_query import MAX_LIMIT, bad, parse_paging, parse_symbols
 from .clock import DAY_NS, MINUTE_NS, rfc3339_array
 from .crypto_market import CryptoMarket, CryptoQuote, CryptoTrade, utc_day, utc_midnight_ns
 from .data_api import TICK_BLOCK_MINUTES, Chunk, ChunkCache, build_page, multi_body
-from .market import UNIT_DAY, BarTick, Timeframe
 from .wire import iso_ns, json_response, parse_time
 
 CRYPTO_MARKET = web.AppKey("crypto_market", CryptoMarket)

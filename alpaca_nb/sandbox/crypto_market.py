@@ -39,10 +39,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ._bars import EMPTY_BARS, UNIT_WEEK, Bars, BarTick, Timeframe
 from ._minutes import ALL_DAY, DaySpec, allocate, minute_columns, reflect, round_price
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
 from .clock import DAY_NS, MINUTE_NS
-from .market import EMPTY_BARS, UNIT_WEEK, Bars, BarTick, Timeframe
 
 __all__ = ["CryptoMarket", "CryptoQuote", "CryptoTicks", "CryptoTrade", "is_crypto_symbol"]
 

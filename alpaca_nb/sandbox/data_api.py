@@ -63,6 +63,7 @@ from .._stream_protocol import iso_ns
 from . import adjusted, plans
 from . import app as _app
 from ._barjson import bar_json
+from ._bars import UNIT_DAY, BarTick, QuoteTick, Ticks, Timeframe, TradeTick
 from ._data_query import (
     MAX_LIMIT,
     Query,
@@ -77,15 +78,7 @@ from ._data_query import (
 )
 from ._iex import FeedCache, IexMarket
 from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns, rfc3339_array
-from .market import (
-    UNIT_DAY,
-    BarTick,
-    Market,
-    QuoteTick,
-    Ticks,
-    Timeframe,
-    TradeTick,
-)
+from .market import Market
 from .wire import ApiError, json_response
 
 log = logging.getLogger(__name__)

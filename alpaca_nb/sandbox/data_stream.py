@@ -57,9 +57,10 @@ from .._stream_protocol import (
 )
 from . import app as _app
 from . import plans
+from ._bars import Ticks
 from .clock import MINUTE_NS, NS
 from .data_api import DELAY_NS, IEX_MARKET, TRADE_CONDITIONS
-from .market import Market, Ticks
+from .market import Market
 from .wire import (
     ApiError,
     Connection,

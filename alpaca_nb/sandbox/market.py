@@ -38,6 +38,8 @@ minutes, trades and quotes exist up to ``now``. This is the SIP (every feed but
 ``iex``); the IEX feed is a few percent of it (:mod:`._iex`).
 The raw prices carry the corporate actions of :mod:`.corporate` (a 2-for-1 split halves the
 price from its ex-date on); adjusted bars are served by :mod:`.adjusted`.
+The value types (bars, ticks, timeframes) are in :mod:`._bars`, the asset list and its Asset
+objects in :mod:`._assets`.
 
 Prices are rounded to cents at or above $1 and to 4 decimals below. All instants are integer
 nanoseconds since the epoch (UTC); dates are New York dates.
@@ -45,20 +47,26 @@ nanoseconds since the epoch (UTC); dates are New York dates.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import logging
 import math
-import re
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
+from ._assets import EXCHANGE_TAPE, asset_object, load_assets
+from ._bars import (
+    EMPTY_BARS,
+    UNIT_WEEK,
+    BarTick,
+    Bars,
+    QuoteTick,
+    Ticks,
+    Timeframe,
+    TradeTick,
+)
 from ._minutes import (
     POST,
     PRE,
@@ -88,200 +96,18 @@ from .clock import (
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ADJUSTMENTS",
-    "UNIT_DAY",
-    "UNIT_HOUR",
-    "UNIT_MINUTE",
-    "UNIT_MONTH",
-    "UNIT_WEEK",
-    "BarTick",
-    "Bars",
-    "Market",
-    "QuoteTick",
-    "Ticks",
-    "Timeframe",
-    "TradeTick",
-]
-
-
-# ---------------------------------------------------------------- public value types
-
-class QuoteTick(NamedTuple):
-    """One quote: ``t`` in ns; prices in dollars; sizes in shares (>= 100); exchange codes."""
-
-    t: int
-    bid: float
-    bid_size: int
-    ask: float
-    ask_size: int
-    bid_exchange: str
-    ask_exchange: str
-
-
-class TradeTick(NamedTuple):
-    """One trade: ``t`` in ns, price in dollars, size in shares, exchange code, trade id."""
-
-    t: int
-    price: float
-    size: int
-    exchange: str
-    id: int
-
-
-class BarTick(NamedTuple):
-    """One bar: ``t`` (bar start, ns), OHLC in dollars, volume in shares, trade count, VWAP."""
-
-    t: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    trade_count: int
-    vwap: float
-
-
-@dataclass(frozen=True, eq=False)
-class Bars:
-    """Columnar bars, sorted by ``t`` (bar start, int64 ns)."""
-
-    t: np.ndarray
-    o: np.ndarray
-    h: np.ndarray
-    l: np.ndarray
-    c: np.ndarray
-    v: np.ndarray
-    n: np.ndarray
-    vw: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.t)
-
-    def take(self, index: Any) -> Bars:
-        """Rows selected by a slice, boolean mask or index array."""
-        return Bars(self.t[index], self.o[index], self.h[index], self.l[index], self.c[index],
-                    self.v[index], self.n[index], self.vw[index])
-
-    def row(self, i: int) -> BarTick:
-        return BarTick(int(self.t[i]), float(self.o[i]), float(self.h[i]), float(self.l[i]),
-                       float(self.c[i]), int(self.v[i]), int(self.n[i]), float(self.vw[i]))
-
-    @staticmethod
-    def concat(parts: list[Bars]) -> Bars:
-        parts = [p for p in parts if len(p)]
-        if not parts:
-            return EMPTY_BARS
-        if len(parts) == 1:
-            return parts[0]
-        return Bars(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BAR_FIELDS))
-
-    def aggregate(self, starts: np.ndarray, stamps: np.ndarray, *, vw_places: int = 6) -> Bars:
-        """Aggregate consecutive groups beginning at ``starts`` into one bar each, stamped
-        ``stamps``: first open, max high, min low, last close, summed volume and count, and the
-        volume-weighted average of the rows' VWAPs."""
-        if not len(starts):
-            return EMPTY_BARS
-        ends = np.append(starts[1:], len(self.t)) - 1
-        v = np.add.reduceat(self.v, starts)
-        pv = np.add.reduceat(self.vw * self.v, starts)
-        h = np.maximum.reduceat(self.h, starts)
-        low = np.minimum.reduceat(self.l, starts)
-        vw = np.clip(np.round(pv / np.maximum(v, 1), vw_places), low, h)
-        return Bars(np.asarray(stamps, dtype=np.int64), self.o[starts], h, low, self.c[ends], v,
-                    np.add.reduceat(self.n, starts), vw)
-
-
-_BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
-_F = np.empty(0, dtype=np.float64)
-_I = np.empty(0, dtype=np.int64)
-EMPTY_BARS = Bars(_I, _F, _F, _F, _F, _I, _I, _F)
-
-
-@dataclass(frozen=True, eq=False)
-class Ticks:
-    """One minute's trades and quotes (columnar, sorted by time; prints of one burst share a
-    timestamp, see :func:`_bursts`, and so do the quotes before them).
-
-    Trade condition flags: bit 0 = odd lot ("I"), bit 1 = extended hours ("T").
-    """
-
-    trade_t: np.ndarray      # int64 ns
-    price: np.ndarray        # float64
-    size: np.ndarray         # int64 shares
-    trade_x: np.ndarray      # <U1 exchange codes
-    trade_id: np.ndarray     # int64, unique per symbol, increasing with time
-    flags: np.ndarray        # int8 condition flags
-    quote_t: np.ndarray      # int64 ns (1 ns before the trade it precedes)
-    bid: np.ndarray
-    bid_size: np.ndarray
-    ask: np.ndarray
-    ask_size: np.ndarray
-    bid_x: np.ndarray
-    ask_x: np.ndarray
-    late: int = -1           # index of the trade reported late (updatedBars), -1 for none
-
-    def __len__(self) -> int:
-        return len(self.trade_t)
-
-
-# ---------------------------------------------------------------- timeframes
-
-UNIT_MINUTE, UNIT_HOUR, UNIT_DAY, UNIT_WEEK, UNIT_MONTH = "Min", "Hour", "Day", "Week", "Month"
-_UNIT_ALIASES = {"Min": UNIT_MINUTE, "T": UNIT_MINUTE, "Hour": UNIT_HOUR, "H": UNIT_HOUR,
-                 "Day": UNIT_DAY, "D": UNIT_DAY, "Week": UNIT_WEEK, "W": UNIT_WEEK,
-                 "Month": UNIT_MONTH, "M": UNIT_MONTH}
-_TF_RE = re.compile(r"^([0-9]{1,3})(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
-_MONTH_AMOUNTS = (1, 2, 3, 4, 6, 12)
-
-ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
-
-
-@dataclass(frozen=True)
-class Timeframe:
-    """A bar timeframe from protocol 4.2's grammar: ``[1-59]Min|T``, ``[1-23]Hour|H``,
-    ``1Day|D``, ``1Week|W``, ``[1,2,3,4,6,12]Month|M``."""
-
-    amount: int
-    unit: str
-
-    @classmethod
-    def parse(cls, text: str) -> Timeframe:
-        """Raises ValueError for anything outside the grammar."""
-        m = _TF_RE.match(text or "")
-        if not m:
-            raise ValueError(f"invalid timeframe {text!r}")
-        amount, unit = int(m.group(1)), _UNIT_ALIASES[m.group(2)]
-        ok = {UNIT_MINUTE: 1 <= amount <= 59, UNIT_HOUR: 1 <= amount <= 23,
-              UNIT_DAY: amount == 1, UNIT_WEEK: amount == 1,
-              UNIT_MONTH: amount in _MONTH_AMOUNTS}[unit]
-        if not ok:
-            raise ValueError(f"invalid timeframe {text!r}")
-        return cls(amount, unit)
-
-    @property
-    def intraday(self) -> bool:
-        return self.unit in (UNIT_MINUTE, UNIT_HOUR)
-
-    @property
-    def minutes(self) -> int:
-        """Bucket length in minutes (intraday timeframes only)."""
-        return self.amount * (60 if self.unit == UNIT_HOUR else 1)
-
-    def __str__(self) -> str:
-        return f"{self.amount}{self.unit}"
+__all__ = ["Market"]
 
 
 # ---------------------------------------------------------------- instruments
 
-EXCHANGE_TAPE = {"NYSE": "A", "NASDAQ": "C", "ARCA": "B", "AMEX": "B", "BATS": "B"}
 _TRADE_VENUES = np.array(list("DQNPKZVUXYJBHAM"))
 _TRADE_VENUE_W = np.cumsum([30, 14, 9, 8, 7, 6, 4, 4, 3, 3, 3, 3, 2, 2, 2]).astype(np.float64)
 _QUOTE_VENUES = np.array(list("QNPKZVUXYJBHA"))
 _QUOTE_VENUE_W = np.cumsum([14, 10, 10, 9, 9, 6, 6, 4, 4, 3, 3, 3, 2]).astype(np.float64)
-_ASSET_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "sandbox.alpaca-nb")
 _ANCHOR_ORDINAL = dt.date(2025, 6, 2).toordinal()   # prices are near the list's base price here
 TRADE_ID_STRIDE = 1_000_000   # trade id = minute number * stride + index in minute
+_NO_MINUTES = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -307,35 +133,6 @@ class _SessionArrays:
         self.t = np.array([ny_midnight_ns(x.date) for x in sessions], dtype=np.int64)
 
 
-def _load_assets() -> list[dict]:
-    text = resources.files(__package__).joinpath("assets.csv").read_text(encoding="utf-8")
-    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-    return list(csv.DictReader(io.StringIO("\n".join(lines))))
-
-
-def _asset_object(row: dict) -> dict:
-    """The Alpaca Asset wire object (protocol 2.9) for a row of assets.csv."""
-    flag = lambda name: row[name] == "1"
-    long_req, short_req = row["margin_long"], row["margin_short"]
-    return {
-        "id": str(uuid.uuid5(_ASSET_NAMESPACE, row["symbol"])),
-        "class": "us_equity",
-        "exchange": row["exchange"],
-        "symbol": row["symbol"],
-        "name": row["name"],
-        "status": row["status"],
-        "tradable": flag("tradable"),
-        "marginable": flag("marginable"),
-        "shortable": flag("shortable"),
-        # borrow_status (2026-06-05) supersedes easy_to_borrow, which alpaca-py still requires
-        "borrow_status": "ETB" if flag("easy_to_borrow") else "HTB",
-        "easy_to_borrow": flag("easy_to_borrow"),
-        "fractionable": flag("fractionable"),
-        "attributes": row["attributes"].split(),
-        "maintenance_margin_requirement": int(long_req),
-        "margin_requirement_long": long_req,
-        "margin_requirement_short": short_req,
-    }
 
 
 def _bursts(rnd: Draws, size: np.ndarray, mean: float) -> np.ndarray:
@@ -391,7 +188,7 @@ class Market:
         self.halted: set[str] = set()
         self._instruments: dict[str, _Instrument] = {}
         self._by_id: dict[str, dict] = {}
-        rows = _load_assets()
+        rows = load_assets()
         self.corporate = CorporateActions(seed=self.seed, sessions=sessions, assets=rows,
                                           closes=self._unadjusted_closes)
         for row in rows:
@@ -416,7 +213,7 @@ class Market:
         trade_size = float(np.clip(30_000.0 / price, 40, 1500) * (0.8 + 0.4 * jitter[1]))
         spread = min(0.01, (0.3 + 8.0 / math.sqrt(max(volume, 1) / 1e6)) * 1e-4) * (0.8 + 0.4 * jitter[2])
         return _Instrument(symbol, key, price, volume, sigma, trade_size, spread,
-                           EXCHANGE_TAPE[row["exchange"]], _asset_object(row))
+                           EXCHANGE_TAPE[row["exchange"]], asset_object(row))
 
     # ------------------------------------------------------------ assets
 
@@ -912,11 +709,11 @@ class Market:
     def minutes_between(self, start_ns: int, end_ns: int) -> np.ndarray:
         """Start instants of every minute with data whose start lies in [start_ns, end_ns]."""
         if end_ns < start_ns:
-            return _I
+            return _NO_MINUTES
         out = []
         for sess in self.sessions.sessions_between(ny_date(start_ns), ny_date(end_ns)):
             lo = max(sess.premarket_open, start_ns + (-(start_ns - sess.premarket_open) % MINUTE_NS))
             hi = min(sess.postmarket_close - MINUTE_NS, end_ns)
             if hi >= lo:
                 out.append(np.arange(lo, hi + 1, MINUTE_NS, dtype=np.int64))
-        return np.concatenate(out) if out else _I
+        return np.concatenate(out) if out else _NO_MINUTES
