@@ -3,11 +3,13 @@ and a relay fed from it with no upstream connection of its own."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import ipaddress
 import json
 import shutil
 import subprocess
+import time
 
 import msgpack
 import pytest
@@ -61,12 +63,17 @@ def test_a_redis_fed_relay_serves_the_same_messages_as_a_direct_relay(account, p
     want = {"quotes": ["AAPL", "MSFT"], "trades": ["AAPL"]}
     direct.send({"action": "subscribe", **want})
     ack_direct, _ = direct.until("subscription")
+    # the direct client is read all along (a client left unread is cut off as too slow)
+    remote_done: list[float] = []
+    read_direct = concurrent.futures.ThreadPoolExecutor(1).submit(
+        direct.collect, 120, stop=lambda ms: bool(remote_done) and time.monotonic() > remote_done[0] + 3)
     remote.send({"action": "subscribe", **want})
     ack_remote, _ = remote.until("subscription")
     assert ack_remote == ack_direct
     keys = {("q", "AAPL"), ("q", "MSFT"), ("t", "AAPL")}
     got_remote = by_key(remote.collect(60, stop=lambda ms: all(len(by_key(ms).get(k, ())) >= 3 for k in keys)))
-    got_direct = by_key(direct.collect(3))
+    remote_done.append(time.monotonic())
+    got_direct = by_key(read_direct.result())
     assert set(got_remote) == keys
     for key, remote_msgs in got_remote.items():
         direct_msgs = got_direct.get(key, [])
