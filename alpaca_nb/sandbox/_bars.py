@@ -14,7 +14,6 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
-    "ADJUSTMENTS",
     "EMPTY_BARS",
     "UNIT_DAY",
     "UNIT_HOUR",
@@ -158,8 +157,6 @@ _UNIT_ALIASES = {"Min": UNIT_MINUTE, "T": UNIT_MINUTE, "Hour": UNIT_HOUR, "H": U
                  "Month": UNIT_MONTH, "M": UNIT_MONTH}
 _TF_RE = re.compile(r"^([0-9]{1,3})(Min|T|Hour|H|Day|D|Week|W|Month|M)$")
 _MONTH_AMOUNTS = (1, 2, 3, 4, 6, 12)
-
-ADJUSTMENTS = ("raw", "split", "dividend", "spin-off", "all")
 
 
 @dataclass(frozen=True)
