@@ -23,7 +23,7 @@ from aiohttp import WSMsgType
 __all__ = ["CHANNELS", "CRYPTO_CHANNELS", "ERRORS", "FOREIGN_CHANNELS", "MIRRORED", "SYMBOL_RE", "Codec",
            "ForeignChannel", "ProtocolSyntaxError", "authorization", "credentials",
            "decode_client_message", "error_message", "is_crypto", "iso_ns", "parse_change",
-           "subscription_message", "trading_auth"]
+           "subscription_message", "trading_request"]
 
 NS = 1_000_000_000
 
@@ -71,17 +71,43 @@ def credentials(headers) -> tuple[str | None, str | None]:
     return key, secret
 
 
-def trading_auth(message: dict) -> tuple[Any, Any] | None:
-    """Key id and secret of a trade-updates auth message in either form (protocol 6.2):
-    ``{"action":"auth","key":...,"secret":...}`` or ``{"action":"authenticate","data":
-    {"key_id":...,"secret_key":...}}`` (alpaca-py); None for any other message."""
+def trading_request(msg, *, use_msgpack: bool) -> tuple[str, Any]:
+    """What a client's frame on the trade-updates stream asks (protocol 6.2). The frame is JSON,
+    or msgpack when the connection speaks msgpack and the frame is binary (JSON in a binary frame
+    is read too). The answer is one of
+
+    * ``("auth", (key, secret))`` for an auth message in either form: ``{"action":"auth",
+      "key":...,"secret":...}`` or ``{"action":"authenticate","data":{"key_id":...,
+      "secret_key":...}}`` (alpaca-py); key and secret are as sent (maybe None or not a str);
+    * ``("listen", streams)``: the ``trade_updates`` streams a listen message names (maybe none);
+    * ``("error", reply)``: the error message to send back (not a map, or an unknown action).
+    """
+    message = _decode_trading(msg, use_msgpack)
+    if not isinstance(message, dict):
+        return "error", {"stream": "error", "data": {"error_message": "invalid message"}}
     action = message.get("action")
+    data = message.get("data") if isinstance(message.get("data"), dict) else {}
     if action == "auth":
-        return message.get("key"), message.get("secret")
+        return "auth", (message.get("key"), message.get("secret"))
     if action == "authenticate":
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        return data.get("key_id"), data.get("secret_key")
-    return None
+        return "auth", (data.get("key_id"), data.get("secret_key"))
+    if action == "listen":
+        streams = data.get("streams")
+        return "listen", [s for s in streams if s == "trade_updates"] if isinstance(streams, list) else []
+    return "error", {"stream": "error", "data": {"error_message": f"unrecognized action: {action!r}"}}
+
+
+def _decode_trading(msg, use_msgpack: bool) -> Any:
+    undecodable = (ValueError, TypeError, msgpack.UnpackException)
+    if msg.type == WSMsgType.BINARY and use_msgpack:
+        try:
+            return msgpack.unpackb(msg.data, raw=False)
+        except undecodable:
+            pass
+    try:
+        return orjson.loads(msg.data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def authorization(authorized: bool, *, action: str = "authenticate", missing: bool = False,

@@ -102,6 +102,21 @@ def test_listen_acknowledges_only_known_streams_and_empty_list_stops(api):
     ws.close()
 
 
+def test_undecodable_frames_and_unknown_actions_get_an_error_and_the_socket_stays(api):
+    ws = connect(api.url)
+    ws.send("not json")
+    assert recv(ws) == {"stream": "error", "data": {"error_message": "invalid message"}}
+    ws.send_binary(b"\xc1")                              # neither msgpack (not asked for) nor JSON
+    assert recv(ws) == {"stream": "error", "data": {"error_message": "invalid message"}}
+    send(ws, ["auth"])                                   # JSON, but not a map
+    assert recv(ws) == {"stream": "error", "data": {"error_message": "invalid message"}}
+    send(ws, {"action": "subscribe", "data": {"streams": ["trade_updates"]}})
+    assert recv(ws) == {"stream": "error", "data": {"error_message": "unrecognized action: 'subscribe'"}}
+    send(ws, {"action": "auth", "key": api.key_id, "secret": api.secret_key})
+    assert recv(ws)["data"]["status"] == "authorized"
+    ws.close()
+
+
 # ---------------------------------------------------------------- events
 
 def test_fill_sequence_and_fields(api):

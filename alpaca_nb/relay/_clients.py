@@ -41,7 +41,7 @@ from .._stream_protocol import (
     is_crypto,
     parse_change,
     subscription_message,
-    trading_auth,
+    trading_request,
 )
 from ._fanout import Frame, Subscriber
 
@@ -245,45 +245,25 @@ class TradingClient:
         try:
             async for msg in self.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self.handle(_decode_trading(msg, self.msgpack))
+                    self.handle(msg)
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
             self.outbox.close()
             self.endpoint.leave(self)
 
-    def handle(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            self.send({"stream": "error", "data": {"error_message": "invalid message"}})
-            return
-        action = message.get("action")
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        auth = trading_auth(message)
-        if auth is not None:
-            key, secret = auth
+    def handle(self, msg) -> None:
+        kind, value = trading_request(msg, use_msgpack=self.msgpack)
+        if kind == "error":
+            self.send(value)
+        elif kind == "auth":
+            key, secret = value
             self.authorized = self.endpoint.relay.credentials.check(key, secret)
             if not self.authorized:
                 log.info("relay: trade-updates client %s sent wrong credentials", self.name)
             self.send(authorization(self.authorized, missing=not key or not secret))
-        elif action == "listen":
-            if not self.authorized:
-                self.send(authorization(False, action="listen"))
-                return
-            streams = data.get("streams")
-            wanted = [s for s in streams if s == "trade_updates"] if isinstance(streams, list) else []
-            self.listening = bool(wanted)
-            self.send({"stream": "listening", "data": {"streams": wanted}})
+        elif not self.authorized:
+            self.send(authorization(False, action="listen"))
         else:
-            self.send({"stream": "error", "data": {"error_message": f"unrecognized action: {action!r}"}})
-
-
-def _decode_trading(msg, use_msgpack: bool) -> Any:
-    if msg.type == WSMsgType.BINARY and use_msgpack:
-        try:
-            return msgpack.unpackb(msg.data, raw=False)
-        except (ValueError, msgpack.UnpackException):
-            pass
-    try:
-        return orjson.loads(msg.data)
-    except orjson.JSONDecodeError:
-        return None
+            self.listening = bool(value)
+            self.send({"stream": "listening", "data": {"streams": value}})

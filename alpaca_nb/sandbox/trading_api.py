@@ -20,10 +20,9 @@ import logging
 from typing import Any
 
 import msgpack
-import orjson
 from aiohttp import WSMsgType, web
 
-from .._stream_protocol import authorization, trading_auth
+from .._stream_protocol import authorization, trading_request
 from .clock import NY, from_ns
 from .wire import (Connection, dumps, iso_ny, json_response, not_found, parse_bool, read_json,
                    unprocessable)
@@ -262,18 +261,6 @@ class _TradeStream:
                 await self.ws.close()
                 return
 
-    def decode(self, msg) -> Any:
-        raw = msg.data
-        if msg.type == WSMsgType.BINARY and self.msgpack:
-            try:
-                return msgpack.unpackb(raw, raw=False)
-            except Exception:
-                pass
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-
     def authenticate(self, key: Any, secret: Any) -> bool:
         if not isinstance(key, str) or not isinstance(secret, str):
             return False
@@ -290,15 +277,12 @@ class _TradeStream:
         others = self.request.app[_app_keys().CONNECTIONS].find(kind="trading", key_id=self.conn.key_id)
         return any(c is not self.conn for c in others)
 
-    def handle(self, message: Any) -> None:
-        if not isinstance(message, dict):
-            self.send({"stream": "error", "data": {"error_message": "invalid message"}})
-            return
-        action = message.get("action")
-        data = message.get("data") if isinstance(message.get("data"), dict) else {}
-        auth = trading_auth(message)
-        if auth is not None:
-            key, secret = auth
+    def handle(self, msg) -> None:
+        kind, value = trading_request(msg, use_msgpack=self.msgpack)
+        if kind == "error":
+            self.send(value)
+        elif kind == "auth":
+            key, secret = value
             authorized = self.authenticate(key, secret)
             if authorized and self.holds_the_slot_elsewhere():
                 # Alpaca allows one trade_updates connection per account; the message text is
@@ -308,20 +292,16 @@ class _TradeStream:
                 self.queue.put_nowait(_CLOSE)
             else:
                 self.send(authorization(authorized, missing=not key or not secret))
-        elif action == "listen":
-            if self.account_id is None:
-                self.send(authorization(False, action="listen"))
-                return
-            streams = data.get("streams")
-            wanted = [s for s in streams if s == "trade_updates"] if isinstance(streams, list) else []
+        elif self.account_id is None:
+            self.send(authorization(False, action="listen"))
+        else:
+            wanted = value
             if wanted and self.unsubscribe is None:
                 self.unsubscribe = self.engine.subscribe(self.account_id, self.on_event)
             elif not wanted and self.unsubscribe is not None:
                 self.unsubscribe()
                 self.unsubscribe = None
             self.send({"stream": "listening", "data": {"streams": wanted}})
-        else:
-            self.send({"stream": "error", "data": {"error_message": f"unrecognized action: {action!r}"}})
 
     async def run(self) -> None:
         connections = self.request.app[_app_keys().CONNECTIONS]
@@ -330,7 +310,7 @@ class _TradeStream:
         try:
             async for msg in self.ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                    self.handle(self.decode(msg))
+                    self.handle(msg)
                 elif msg.type == WSMsgType.ERROR:
                     break
         finally:
