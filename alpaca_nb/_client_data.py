@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ._args import parse_symbols, parse_time
+from ._args import ny_date, parse_symbols, parse_time
 from ._corporate import TYPES as CORPORATE_ACTION_TYPES
 from ._corporate import actions_frame, fetch_actions
 from ._marketdata import series_request
@@ -184,9 +184,7 @@ class MarketDataMixin:
 def _ny_day(value: Any, name: str, *, end: bool = False) -> str | None:
     """A New York date as YYYY-MM-DD for calendar/activities parameters."""
     ns = parse_time(value, name=name, end=end)
-    if ns is None:
-        return None
-    return pd.Timestamp(ns, tz="UTC").tz_convert("America/New_York").strftime("%Y-%m-%d")
+    return None if ns is None else ny_date(ns).isoformat()
 
 
 def _id(value: Any, name: str) -> str:
