@@ -10,9 +10,9 @@ the SIP market, deterministically from the seed:
   SIP); its trades and quotes are generated from its minute bars by the market's tick layer
   (trades on ``V``, quotes ``V`` on both sides), so every layer agrees with the one above.
 
-It is a view of a :class:`~.market.Market`: whatever it does not define (sessions, assets,
-corporate actions ...) is the market's, and the market's bar methods that build on
-``minute_bars``/``day_bars``/``daily_bar``/``ticks`` run on it unchanged.
+It is a :class:`~._views.MarketView` of a :class:`~.market.Market`: whatever it does not define
+(sessions, assets, corporate actions ...) is the market's, and the market's bar and tick methods
+that build on ``minute_bars``/``day_bars``/``daily_bar``/``ticks`` run on it unchanged.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import numpy as np
 from ._bars import EMPTY_BARS, BarTick, Bars
 from ._minutes import ceil_price, floor_price, round_price
 from ._noise import hash_at, key_of, unit
+from ._views import CacheView, MarketView
 from .clock import MINUTE_NS, Session, ny_midnight_ns
 from .market import Market
 
@@ -60,7 +61,7 @@ def _regular(sess: Session) -> slice:
     return slice(first, first + int((sess.close - sess.open) // MINUTE_NS))
 
 
-class IexMarket:
+class IexMarket(MarketView):
     """The market as Alpaca's IEX feed shows it (see the module docstring)."""
 
     FEED = "iex"
@@ -71,13 +72,10 @@ class IexMarket:
     YEAR_CACHE = 256
 
     def __init__(self, market: Market):
-        self._market = market
+        super().__init__(market)
         self._minutes: OrderedDict[tuple[str, dt.date], Bars] = OrderedDict()
         self._ticks: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
-
-    def __getattr__(self, name: str):
-        return getattr(self._market, name)
 
     def minute_bars(self, symbol: str, day: dt.date) -> Bars:
         """IEX's minute bars of the session on NY date ``day`` (empty without one). Cached."""
@@ -135,7 +133,7 @@ class IexMarket:
             self._years.popitem(last=False)
         return value
 
-    # the market's own methods, on IEX's bars and ticks
+    # the market's own tick methods, on IEX's ticks (its bar methods are MarketView's)
     ticks = Market.ticks
     _make_ticks = Market._make_ticks
     _late_minute = Market._late_minute
@@ -143,31 +141,17 @@ class IexMarket:
     _tick_before = Market._tick_before
     quote_at = Market.quote_at
     trade_at = Market.trade_at
-    visible_minutes = Market.visible_minutes
-    intraday_bars = Market.intraday_bars
-    today_bar = Market.today_bar
-    daily_bars = Market.daily_bars
-    period_bars = Market.period_bars
     latest_bar = Market.latest_bar
     snapshot = Market.snapshot
 
 
-class FeedCache:
+class FeedCache(CacheView):
     """The chunk cache with the feed in the keys (``1Min@iex``), so feeds never share chunks."""
 
     def __init__(self, cache, feed: str):
-        self._cache = cache
+        super().__init__(cache)
         self._feed = feed
 
     def _key(self, key: tuple) -> tuple:
         kind, code, symbol, period = key
         return (kind, f"{code}@{self._feed}", symbol, period)
-
-    def __contains__(self, key: tuple) -> bool:
-        return self._key(key) in self._cache
-
-    def get(self, key: tuple):
-        return self._cache.get(self._key(key))
-
-    def put(self, key: tuple, chunk) -> None:
-        self._cache.put(self._key(key), chunk)

@@ -20,6 +20,7 @@ import datetime as dt
 import numpy as np
 
 from ._bars import Bars, BarTick
+from ._views import CacheView, MarketView
 from .corporate import ADJUSTMENT_TYPES
 from .market import Market
 
@@ -53,19 +54,16 @@ def view(market: Market, cache, types: frozenset[str], today: dt.date) -> tuple[
     return adjusted, _TaggedCache(cache, adjusted)
 
 
-class _AdjustedMarket:
+class _AdjustedMarket(MarketView):
     """The market with adjusted minute and daily bars; everything else is the market's. The
     bar methods that build on those two are the market's own, run on this view."""
 
     def __init__(self, market: Market, types: frozenset[str], today: dt.date):
-        self._market = market
+        super().__init__(market)
         self._types = types
         self._today = today
         self._factors: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray] | None] = {}
         self.tag_text = "+".join(sorted(types))
-
-    def __getattr__(self, name: str):
-        return getattr(self._market, name)
 
     def tag(self, symbol: str) -> str | None:
         """What distinguishes this symbol's adjusted bars from raw ones (None: they are raw)."""
@@ -115,32 +113,16 @@ class _AdjustedMarket:
         one = Bars(*(np.array([x]) for x in bar))
         return self._apply(symbol, one, np.array([date.toordinal()], np.int64)).row(0)
 
-    visible_minutes = Market.visible_minutes
-    intraday_bars = Market.intraday_bars
-    today_bar = Market.today_bar
-    daily_bars = Market.daily_bars
-    period_bars = Market.period_bars
 
-
-class _TaggedCache:
+class _TaggedCache(CacheView):
     """The chunk cache, with the adjustment (and the number of actions applied) in the keys of
     symbols that have adjusted bars; raw bars keep their keys (and are shared with raw pages)."""
 
     def __init__(self, cache, market: _AdjustedMarket):
-        self._cache = cache
+        super().__init__(cache)
         self._market = market
 
     def _key(self, key: tuple) -> tuple:
         kind, code, symbol, period = key
         tag = self._market.tag(symbol)
         return key if tag is None else (kind, f"{code}|{tag}", symbol, period)
-
-    def __contains__(self, key: tuple) -> bool:
-        return self._key(key) in self._cache
-
-    def get(self, key: tuple):
-        return self._cache.get(self._key(key))
-
-    def put(self, key: tuple, chunk) -> None:
-        self._cache.put(self._key(key), chunk)
-
