@@ -192,7 +192,11 @@ class Alpaca(MarketDataMixin):
 
     def assets(self, status: str | None = "active", asset_class: str = "us_equity", *,
                exchange: str | None = None) -> pd.DataFrame:
-        """Tradable instruments indexed by symbol (GET /v2/assets). ``status=None`` lists all."""
+        """Tradable instruments indexed by symbol (GET /v2/assets). ``status=None`` lists all.
+
+        The columns are the same for every asset class. ``min_order_size`` and
+        ``min_trade_increment`` (coins) and ``price_increment`` (in the quote currency) are float64,
+        set for crypto pairs (``asset_class="crypto"``) and NaN for stocks."""
         status = parse_choice(status, name="status", choices=("active", "inactive"), allow_none=True)
         asset_class = parse_choice(asset_class, name="asset_class", choices=("us_equity", "us_option", "crypto"))
         body = self._transport.trading("GET", "/v2/assets", params={
@@ -200,7 +204,8 @@ class Alpaca(MarketDataMixin):
         return frames.records_frame(body, frames.ASSET)
 
     def asset(self, symbol: str) -> pd.Series:
-        """One asset by symbol (or asset id). Raises NotFoundError when unknown."""
+        """One asset by symbol (or asset id), with the columns of :meth:`assets` (a crypto pair's
+        increments included). Raises NotFoundError when unknown."""
         key = symbol if _looks_like_uuid(symbol) else parse_symbol(symbol)
         body = self._transport.trading("GET", f"/v2/assets/{key}")
         return frames.record_series(body, frames.ASSET, name=body.get("symbol"))

@@ -163,7 +163,8 @@ ASSET = _schema("assets", """
     marginable bool; shortable bool; borrow_status str; easy_to_borrow bool; fractionable bool;
     id str; cusip str;
     maintenance_margin_requirement float; margin_requirement_long float;
-    margin_requirement_short float; attributes list
+    margin_requirement_short float; attributes list;
+    min_order_size float; min_trade_increment float; price_increment float
 """, index="symbol")
 
 CLOCK = _schema("clock", "timestamp time; is_open bool; next_open time; next_close time")

@@ -5,6 +5,7 @@ crypto in dollars against the account's cash (crypto is never bought on margin).
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import requests
 from _http_proxy import RecordingProxy
@@ -105,3 +106,22 @@ def test_the_guard_values_crypto_in_dollars_against_cash(sandbox):
     with pytest.raises(PreTradeCheckError, match=r"max_order_notional.*\$500\.00"):
         capped.buy("ETH/USD", qty="0.2", type="limit", limit_price=3000)   # $600 of ETH
     assert api.buy("BTC/USD", notional=900)["symbol"] == "BTC/USD"       # within the cash
+
+
+def test_the_assets_frame_carries_crypto_increments(sandbox, account):
+    api = client(account)
+    coins = api.assets(asset_class="crypto")
+    stocks = api.assets()
+    for frame in (coins, stocks):      # the same columns and dtypes whatever the asset class
+        for column in ("min_order_size", "min_trade_increment", "price_increment"):
+            assert frame[column].dtype == "float64"
+    assert list(coins.columns) == list(stocks.columns)
+    wire = requests.get(f"{sandbox.url}/v2/assets/BTC/USD", headers=account.headers, timeout=10).json()
+    btc = coins.loc["BTC/USD"]
+    assert (btc["min_order_size"], btc["min_trade_increment"], btc["price_increment"]) == (
+        float(wire["min_order_size"]), float(wire["min_trade_increment"]), float(wire["price_increment"]))
+    assert coins[["min_order_size", "min_trade_increment", "price_increment"]].notna().all().all()
+    assert stocks[["min_order_size", "min_trade_increment", "price_increment"]].isna().all().all()
+    one = api.asset("ETH/USD")
+    assert one["min_trade_increment"] > 0 and isinstance(one["min_trade_increment"], float)
+    assert pd.isna(api.asset("AAPL")["price_increment"])

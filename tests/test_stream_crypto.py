@@ -138,3 +138,38 @@ def test_order_books_stream_into_the_book_table(api):
         assert "BTC/USD" not in s.table.df.index          # the wide table is for quotes/trades/bars
         s.unsubscribe(orderbooks="BTC/USD")
         assert len(s.orderbooks.df) == 0 and s.subscriptions == {"quotes": ["AAPL"]}
+
+
+def test_orderbook_callbacks_deliver_whole_books(api):
+    books: list[dict] = []
+    batches: list[dict] = []
+    with api.stream(quotes=["AAPL"]) as s:            # the crypto socket is not open yet
+        handle = s.on("orderbook", books.append)
+        s.on(["quote", "orderbook"], batches.append, batch=True, max_hz=10)
+        assert s._crypto is None
+        s.subscribe(orderbooks=["BTC/USD", "ETH/USD"])
+        wait_for(lambda: {"BTC/USD", "ETH/USD"} <= {b["symbol"] for b in books}, 30, "books of both pairs")
+        wait_for(lambda: len(books) > 6, 30, "book updates")
+        table = s.orderbooks.df
+        for book in list(books):
+            assert set(book) == {"symbol", "timestamp", "bids", "asks"}
+            assert book["timestamp"].tz is not None and str(book["timestamp"].tz) == "UTC"
+            bids = [lv["price"] for lv in book["bids"]]
+            asks = [lv["price"] for lv in book["asks"]]
+            assert bids == sorted(bids, reverse=True) and asks == sorted(asks)
+            assert bids and asks and bids[0] < asks[0]
+            assert all(isinstance(lv["size"], float) and lv["size"] > 0 for lv in book["bids"] + book["asks"])
+            depth = table[table.symbol == book["symbol"]].groupby("side").size().to_dict()
+            assert (len(book["bids"]), len(book["asks"])) == (depth["bid"], depth["ask"])
+        stamps = [b["timestamp"] for b in books if b["symbol"] == "BTC/USD"]
+        assert stamps == sorted(stamps)
+        wait_for(lambda: any("orderbook" in b for b in batches) and any("quote" in b for b in batches), 30,
+                 "a batch with books and one with quotes")
+        assert all(u["symbol"] in ("BTC/USD", "ETH/USD") for b in batches for u in b.get("orderbook", ()))
+
+        # after an unsubscribe no more books of that pair arrive (one may have been waiting)
+        s.unsubscribe(orderbooks=["ETH/USD"])
+        mark = len(books)
+        wait_for(lambda: sum(b["symbol"] == "BTC/USD" for b in books[mark:]) >= 3, 30, "more BTC/USD books")
+        handle.cancel()
+        assert sum(b["symbol"] == "ETH/USD" for b in books[mark:]) <= 1

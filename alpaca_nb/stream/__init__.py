@@ -7,6 +7,7 @@ and notebook cells, with no asyncio in sight (it works the same in Jupyter, a sc
     stream.table.df              # one row per symbol: bid/ask, last trade, last bar, updates...
     stream.quotes.df             # the same columns as api.latest_quotes()
     stream.on("quote", lambda q: ..., max_hz=5)   # coalesced: latest per symbol, at most 5/s
+    stream.on("orderbook", lambda book: ...)     # a crypto pair's book: bids/asks after each change
     stream.show()                # a table in the notebook cell, updated in place
     stream.orders.df             # the session's orders as trade updates report them
     stream.subscribe(trades=["NVDA"]); stream.unsubscribe(quotes=["MSFT"])
@@ -88,7 +89,8 @@ log = logging.getLogger(__name__)
 EVENTS: dict[str, tuple[str, str] | None] = {
     "quote": ("q", "quotes"), "trade": ("t", "trades"), "bar": ("b", "bars"),
     "updated_bar": ("u", "updated_bars"), "daily_bar": ("d", "daily_bars"),
-    "trading_status": ("s", "statuses"), "trade_update": None, "status": None,
+    "trading_status": ("s", "statuses"), "orderbook": ("o", "orderbooks"), "trade_update": None,
+    "status": None,
 }
 FEEDS = ("iex", "sip", "delayed_sip", "boats", "overnight", "test")
 CRYPTO_LOC = "us"
@@ -457,7 +459,9 @@ class Stream:
 
         Events: ``"quote"``, ``"trade"``, ``"bar"``, ``"updated_bar"``, ``"daily_bar"``,
         ``"trading_status"`` (a dict per symbol: ``symbol``, ``timestamp`` as a UTC Timestamp and
-        the columns of the matching table, numbers as float), ``"trade_update"`` (a dict per order:
+        the columns of the matching table, numbers as float), ``"orderbook"`` (a crypto pair's
+        whole book after each change: ``symbol``, ``timestamp``, ``bids`` best first and ``asks``
+        best first, lists of ``{"price", "size"}``), ``"trade_update"`` (a dict per order:
         ``event``, ``order_id``, ``symbol``, ``status``, ``filled_qty``, ``filled_avg_price``,
         ``price``/``fill_qty`` of this fill, ``reconciled``, and the wire ``order``) and
         ``"status"`` (a :class:`StreamStatus` on every connection state change).
@@ -491,7 +495,8 @@ class Stream:
         hz = _max_hz(max_hz)
         if batch and any(EVENTS[name] is None for name in events):
             raise ValueError("batch=True is for market-data events (quote, trade, bar, updated_bar, "
-                             "daily_bar, trading_status); trade_update and status arrive one by one")
+                             "daily_bar, trading_status, orderbook); trade_update and status arrive "
+                             "one by one")
         if event == "trade_update":
             if self._trading is None:
                 raise ValueError("this stream has no trade updates; open it with "

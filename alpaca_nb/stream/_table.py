@@ -202,7 +202,14 @@ _CONVERT = {t: tuple((f.name, f.key, f.kind) for f in schema.fields) for t, sche
 
 def to_update(wire_type: str, rec: Mapping[str, Any]) -> dict[str, Any]:
     """A wire record as the dict a callback receives: ``symbol`` plus the schema's column names
-    (``bid_price``, ``ask_size``...), numbers as float, ``timestamp`` as a UTC ``pd.Timestamp``."""
+    (``bid_price``, ``ask_size``...), numbers as float, ``timestamp`` as a UTC ``pd.Timestamp``.
+    An order book (``"o"``) is ``symbol``, ``timestamp``, ``bids`` (best, i.e. highest, first) and
+    ``asks`` (lowest first), each a list of ``{"price": float, "size": float}``."""
+    if wire_type == "o":
+        levels = book_levels(rec)
+        return {"symbol": rec.get("S"), "timestamp": _utc(levels["t"]),
+                "bids": [{"price": p, "size": z} for p, z in levels["b"]],
+                "asks": [{"price": p, "size": z} for p, z in levels["a"]]}
     out: dict[str, Any] = {"symbol": rec.get("S")}
     for name, key, kind in _CONVERT[wire_type]:
         value = rec.get(key)
@@ -212,14 +219,24 @@ def to_update(wire_type: str, rec: Mapping[str, Any]) -> dict[str, Any]:
             except (TypeError, ValueError):
                 value = float("nan")
         elif kind == "time":
-            try:
-                value = pd.Timestamp(value).tz_convert("UTC") if isinstance(value, str) else pd.NaT
-            except (ValueError, TypeError):
-                value = pd.NaT
+            value = _utc(value)
         elif kind == "list":
             value = list(value) if isinstance(value, (list, tuple)) else []
         out[name] = value
     return out
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    """An RFC-3339 time as a UTC Timestamp (NaT for anything else)."""
+    try:
+        return pd.Timestamp(value).tz_convert("UTC") if isinstance(value, str) else pd.NaT
+    except (ValueError, TypeError):
+        return pd.NaT
+
+
+def book_levels(book: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored book as ``{"t", "b": [(price, size)...] highest first, "a": [...] lowest first}``."""
+    return {"t": book.get("t"), "b": sorted(book["b"].items(), reverse=True), "a": sorted(book["a"].items())}
 
 
 # ------------------------------------------------------------------ the view users read
@@ -373,8 +390,9 @@ class BookTable:
         for store, takes in self._stream._stores():
             with store.lock:
                 books.update((s, store.tables["o"][s]) for s in syms if takes(s) and s in store.tables["o"])
-        by_symbol = {s: {"t": b["t"], "b": [{"p": p, "s": z} for p, z in sorted(b["b"].items(), reverse=True)],
-                         "a": [{"p": p, "s": z} for p, z in sorted(b["a"].items())]} for s, b in books.items()}
+        levels = {s: book_levels(b) for s, b in books.items()}
+        by_symbol = {s: {"t": b["t"], "b": [{"p": p, "s": z} for p, z in b["b"]],
+                         "a": [{"p": p, "s": z} for p, z in b["a"]]} for s, b in levels.items()}
         return orderbook_frame(by_symbol, syms, tz=tz)
 
     def __len__(self) -> int:
