@@ -327,8 +327,6 @@ class Alpaca(MarketDataMixin):
                                   extended_hours=extended_hours, order_class=order_class,
                                   take_profit=take_profit, stop_loss=stop_loss,
                                   client_order_id=client_order_id, position_intent=position_intent)
-        if "/" in body["symbol"]:
-            _orders.check_crypto_increments(body, self._crypto_asset(body["symbol"]))
         cost = self.check_order(body)
         self._known.sending(body)
         try:
@@ -340,14 +338,18 @@ class Alpaca(MarketDataMixin):
         return frames.order_series(placed)
 
     def check_order(self, body: dict[str, Any], *, replacing: dict[str, Any] | None = None) -> float | None:
-        """Run the pre-trade guard on an order body (from alpaca_nb.orders.order_body); raises
-        PreTradeCheckError. ``replacing``: the open order being replaced (``body["qty"]`` is then
-        what remains to fill). Widgets and Excel call this through submit_order.
+        """Run the checks made before sending on an order body (from alpaca_nb.orders.order_body):
+        a new crypto order's qty and prices against its pair's increments (OrderValidationError;
+        the asset is asked once per client), then the pre-trade guard (PreTradeCheckError).
+        ``replacing``: the open order being replaced (``body["qty"]`` is then what remains to
+        fill). submit_order runs it; Excel tickets run it when staging.
 
         Prices come from an open stream of this client when it carries the symbol, the buying
         power and positions from a few seconds' cache (``guard_cache``); a refusal that rests on
         cached figures is checked again with fresh ones. Returns the buying power the order takes
         by the guard's estimate (None when not worked out)."""
+        if "/" in body["symbol"] and replacing is None:
+            _orders.check_crypto_increments(body, self._crypto_asset(body["symbol"]))
         known = self._known
 
         def run() -> float | None:

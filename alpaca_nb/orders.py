@@ -50,6 +50,7 @@ __all__ = [
     "check_crypto_increments",
     "new_client_order_id",
     "order_body",
+    "order_choices",
     "order_differences",
     "place",
     "replace_body",
@@ -70,6 +71,13 @@ _PRICE_FOR = {"limit_price": ("limit", "stop_limit"), "stop_price": ("stop", "st
 def new_client_order_id() -> str:
     """A fresh client order id (uuid4): the key that makes a submission safe to reconcile."""
     return str(uuid.uuid4())
+
+
+def order_choices(symbol: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(order types, time-in-force values) Alpaca accepts for ``symbol``, each default first: a
+    stock takes every type and "day" by default, a crypto pair ("BTC/USD") market, limit and
+    stop_limit with "gtc" (default) or "ioc"."""
+    return (CRYPTO_TYPES, CRYPTO_TIME_IN_FORCE) if "/" in symbol else (TYPES, TIME_IN_FORCE)
 
 
 def _choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
@@ -171,7 +179,7 @@ def order_body(symbol: Any, qty: Any = None, side: Any = "buy", type: Any = "mar
     stock = "/" not in symbol
     side = _choice(side, "side", SIDES)
     type = _choice(type, "type", TYPES)
-    tif = _choice(time_in_force if time_in_force is not None else "day" if stock else "gtc",
+    tif = _choice(time_in_force if time_in_force is not None else order_choices(symbol)[1][0],
                   "time_in_force", TIME_IN_FORCE)
     extended = _flag(extended_hours, "extended_hours")
     klass = "simple" if order_class in (None, "") else _choice(order_class, "order_class", ORDER_CLASSES)

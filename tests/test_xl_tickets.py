@@ -177,3 +177,28 @@ def test_a_refused_ticket_is_checked_again_and_becomes_ready(sandbox, monkeypatc
         assert xl.ALPACA_TICKET(*args) == [[refused[0][0], "ready"]]   # same id, now ready
     finally:
         client.close()
+
+
+def test_a_crypto_ticket_defaults_to_gtc_and_takes_fractional_coins(api):
+    # an empty time_in_force cell (None) is the asset class's default: gtc for a pair; a computed
+    # 0.0015000000000000002 is the 0.0015 Excel shows
+    staged = xl.ALPACA_TICKET("BTC/USD", "buy", 0.1 * 3 * 0.005, "market", None, None, None, 1.0, None)
+    ticket_id, state = staged[0]
+    assert state == "ready", state
+    assert xl.ALPACA_TICKET([["BTC/USD"]], [["buy"]], [[0.0015]], None, None, None, [["gtc"]], 1.0, None) == staged
+    stock = xl.ALPACA_TICKET("AAPL", "buy", 2.0, "market", None, None, None, 1.0, None)
+    assert stock == xl.ALPACA_TICKET(*TICKET_ARGS)        # a stock's empty cell is "day"
+    # what crypto refuses is said in the state cell, naming the allowed values or the increment
+    day = xl.ALPACA_TICKET("BTC/USD", "buy", 0.0015, "market", None, None, "day", 1.0, None)
+    assert day[0][0] is None and "'gtc' or 'ioc'" in day[0][1]
+    step = xl.ALPACA_TICKET("BTC/USD", "buy", 0.00015, "market", None, None, None, 1.0, None)
+    assert step[0][0].startswith("xl-") and "min_trade_increment 0.0001" in step[0][1]
+    small = xl.ALPACA_TICKET("ETH/USD", "buy", 0.0001, "market", None, None, "ioc", 1.0, None)
+    assert "minimum order size" in small[0][1]
+    sheet = sheet_with((("BTC/USD", "buy", 0.0015, "market", None, None, None, 1.0), staged),
+                       (("BTC/USD", "buy", 0.00015, "market", None, None, None, 1.0), step))
+    (sent_id, order_id, status), = xl.send_tickets(sheet)
+    assert sent_id == ticket_id and order_id
+    (order,) = [o for _, o in api.orders(status="all").iterrows()]
+    assert order["client_order_id"] == ticket_id and order["qty"] == 0.0015
+    assert order["time_in_force"] == "gtc" and order["symbol"] == "BTC/USD"

@@ -131,9 +131,11 @@ def number(value: Any, *, places: int = 2) -> str:
 
 
 def qty_text(value: Any) -> str:
+    """A quantity as typed: whole shares without decimals, fractions (crypto's 0.000015 BTC) to
+    up to 9 places, trailing zeros dropped."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.4f}".rstrip("0")
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.9f}".rstrip("0")
 
 
 def pct(value: Any, *, sign: bool = True) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html
 import logging
+import math
 import re
 import threading
 import time
@@ -22,7 +23,12 @@ from typing import Any
 import ipywidgets as w
 
 from ..errors import OrderValidationError, PreTradeCheckError
-from ..orders import new_client_order_id, order_body
+from ..orders import (
+    check_crypto_increments,
+    new_client_order_id,
+    order_body,
+    order_choices,
+)
 from ._base import (
     Message,
     Panel,
@@ -40,6 +46,7 @@ TYPES = (("Market", "market"), ("Limit", "limit"), ("Stop", "stop"), ("Stop limi
          ("Trailing stop", "trailing_stop"))
 TIF = (("Day", "day"), ("GTC", "gtc"), ("At the open (OPG)", "opg"), ("At the close (CLS)", "cls"),
        ("IOC", "ioc"), ("FOK", "fok"))
+INCREMENTS = ("min_order_size", "min_trade_increment", "price_increment")
 # argument names in the client's messages -> the ticket's labels, most specific first
 LABELS = (("take_profit.limit_price", "Take profit"), ("stop_loss.stop_price", "Stop loss"),
           ("stop_loss.limit_price", "Stop loss"), ("take_profit", "Take profit"), ("stop_loss", "Stop loss"),
@@ -95,6 +102,10 @@ class OrderTicket(Panel):
     force, extended hours, bracket legs; the live bid/ask/last, the estimated cost and the buying
     power left beside it; inline validation (the client's rules and its pre-trade guard); a
     confirmation step (always in live mode); a status line that follows the order.
+
+    A crypto pair ("BTC/USD") gets crypto's choices: order types market, limit and stop_limit,
+    time in force gtc (the default) or ioc, no extended hours or bracket, a fractional quantity
+    in coins checked against the pair's minimum and increments.
 
     Args:
         api: the client (``alpaca_nb.connect()``).
@@ -185,11 +196,14 @@ class OrderTicket(Panel):
         self._buying_power: float | None = None
         self._positions: dict[str, float] = {}
         self._assets: set[str] = set()
+        self._increments: dict[str, dict[str, float]] = {}   # crypto pair -> its asset's increments
+        self._crypto: bool | None = None       # the asset class the fields are fitted to
         self._stream = None
         self._subscribed: str | None = None
         self._sent_at: float | None = None
         self.accepted_after: float | None = None    # seconds from Submit to "accepted" shown
 
+        self._fit_asset_class()
         for widget in (self.symbol, self.side, self.amount_in, self.qty, self.order_type, self.limit_price,
                        self.stop_price, self.trail, self.trail_in, self.time_in_force, self.extended_hours,
                        self.bracket, self.take_profit, self.stop_loss):
@@ -204,8 +218,14 @@ class OrderTicket(Panel):
     def _load(self) -> None:
         api = self._api
         try:
-            assets = api.assets()
-            symbols = sorted(s for s in assets.index[assets["tradable"].fillna(False).astype(bool)])
+            symbols: list[str] = []
+            for asset_class in ("us_equity", "crypto"):
+                assets = api.assets(asset_class=asset_class)
+                tradable = assets[assets["tradable"].fillna(False).astype(bool)]
+                symbols += sorted(tradable.index)
+                if asset_class == "crypto":
+                    self._increments = {str(s): {k: v for k, v in row.items() if not math.isnan(v)}
+                                        for s, row in tradable[list(INCREMENTS)].iterrows()}
             self._assets = set(symbols)
             self.symbol.options = symbols
         except Exception as exc:  # noqa: BLE001 - suggestions are a convenience; the ticket works without
@@ -290,12 +310,37 @@ class OrderTicket(Panel):
                 self._edited_while_sending = True
         if change["owner"] is self.symbol:
             self.symbol.value = self.symbol.value.strip().upper() if self.symbol.value else ""
+            self._fit_asset_class()
             self.run("Subscribing to quotes", self._follow_symbol)
-        if change["owner"] in (self.order_type, self.amount_in, self.bracket):
+        if change["owner"] in (self.symbol, self.order_type, self.amount_in, self.bracket):
             self._layout_fields()
         self._note = ""
         self._hide_confirm()
         self._validate()
+
+    def _fit_asset_class(self) -> None:
+        """Offer the order types and times in force the symbol's asset class takes (the client's
+        rules, :func:`alpaca_nb.orders.order_choices`); on a switch between stocks and crypto the
+        class's defaults are selected."""
+        symbol = self.symbol.value.strip().upper()
+        crypto = "/" in symbol
+        base, _, quote = symbol.partition("/")
+        amounts = ((base, "qty"), (quote or "USD", "notional")) if crypto else (("Shares", "qty"), ("Dollars", "notional"))
+        if tuple(self.amount_in.options) != amounts:
+            amount_in = self.amount_in.value          # new options select the first one
+            self.amount_in.options = amounts
+            self.amount_in.value = amount_in
+        if crypto == self._crypto:
+            return
+        self._crypto = crypto
+        types, tifs = order_choices(symbol)
+        for widget, labels, allowed in ((self.order_type, TYPES, types), (self.time_in_force, TIF, tifs)):
+            keep = widget.value if widget.value in allowed else allowed[0]
+            widget.options = [(label, value) for label, value in labels if value in allowed]
+            widget.value = tifs[0] if widget is self.time_in_force else keep
+        if crypto:
+            self.extended_hours.value = self.bracket.value = False
+        self.bracket.layout.display = "none" if crypto else None
 
     def _layout_fields(self) -> None:
         kind = self.order_type.value
@@ -303,10 +348,14 @@ class OrderTicket(Panel):
                 "Trail": kind == "trailing_stop"}
         for name, visible in show.items():
             self._boxes[name].layout.display = None if visible else "none"
-        self.extended_hours.layout.display = None if kind == "limit" else "none"
+        self.extended_hours.layout.display = None if kind == "limit" and not self._crypto else "none"
         self._legs.layout.display = None if self.bracket.value else "none"
-        self._qty_label.value = ('<span class="widget-label">'
-                                 + ("Qty (shares)" if self.amount_in.value == "qty" else "Amount ($)") + "</span>")
+        if self._crypto:
+            base, _, quote = self.symbol.value.strip().upper().partition("/")
+            label = f"Qty ({base})" if self.amount_in.value == "qty" else f"Amount ({quote})"
+        else:
+            label = "Qty (shares)" if self.amount_in.value == "qty" else "Amount ($)"
+        self._qty_label.value = f'<span class="widget-label">{html.escape(label)}</span>'
 
     def order_arguments(self) -> dict[str, Any]:
         """The ticket as ``api.submit_order`` keyword arguments (without client_order_id).
@@ -345,9 +394,12 @@ class OrderTicket(Panel):
             return None, "Symbol", "Symbol: enter a ticker, e.g. AAPL"
         if self._assets and symbol not in self._assets:
             return None, "Symbol", f"Symbol: {symbol} is not a tradable asset on this account"
+        crypto = "/" in symbol
         for key, label in (("qty", "Qty"), ("notional", "Amount")):
             if key in args and args[key] is None:
-                return None, label, f"{label}: enter {'the number of shares' if key == 'qty' else 'the dollar amount'}"
+                what = ("the quantity" if crypto else "the number of shares") if key == "qty" else \
+                    ("the amount" if crypto else "the dollar amount")
+                return None, label, f"{label}: enter {what}"
         for key, label in (("limit_price", "Limit price"), ("stop_price", "Stop price"),
                            ("trail_price", "Trail"), ("trail_percent", "Trail"),
                            ("take_profit", "Take profit"), ("stop_loss", "Stop loss")):
@@ -355,6 +407,8 @@ class OrderTicket(Panel):
                 return None, label, f"{label}: enter a price" if key != "trail_percent" else "Trail: enter a percentage"
         try:
             body = order_body(**args)
+            if crypto and symbol in self._increments:
+                check_crypto_increments(body, self._increments[symbol])
         except OrderValidationError as exc:
             field, text = _labelled(str(exc))
             return None, field, text

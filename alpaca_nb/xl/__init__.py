@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -358,32 +360,35 @@ def _bds_frame(api: Any, kind: str, opts: Options) -> pd.DataFrame | pd.Series:
 @_func(category="Alpaca")
 @_arg("symbol", doc="e.g. AAPL")
 @_arg("side", doc="buy or sell")
-@_arg("qty", doc="shares")
+@_arg("qty", doc="shares, or coins of a crypto pair (fractional, to the pair's increment)")
 @_arg("type", doc="market (default), limit, stop or stop_limit")
 @_arg("limit_price", doc="for limit and stop_limit orders")
 @_arg("stop_price", doc="for stop and stop_limit orders")
-@_arg("time_in_force", doc="day (default), gtc, opg, cls, ioc or fok")
+@_arg("time_in_force", doc="day (stocks' default), gtc, opg, cls, ioc or fok; crypto: gtc (default) or ioc")
 @_arg("nonce", doc="change it to stage another order with the same content")
 @_arg("extended_hours", doc="TRUE for a limit order in extended hours")
 @_formula
 def ALPACA_TICKET(symbol, side, qty, type="market", limit_price=None, stop_price=None,
-                  time_in_force="day", nonce=None, extended_hours=False):
+                  time_in_force=None, nonce=None, extended_hours=False):
     """Stages an order without sending it: returns [ticket id, "ready"] or [ticket id, why it
     would be refused] ([empty, reason] for an invalid order). The id comes from the order's
     content, the account and ``nonce``, so recalculation never makes a second order; the Send
     button places each ready ticket once (client_order_id = ticket id). Change the nonce to stage
     another order with the same content. side: buy|sell; type: market|limit|stop|stop_limit;
-    time_in_force: day|gtc|opg|cls|ioc|fok."""
+    time_in_force: day|gtc|opg|cls|ioc|fok, empty for the default (day for stocks, gtc for a
+    crypto pair such as BTC/USD, which takes gtc|ioc and market|limit|stop_limit). Numbers are
+    read to Excel's 15 significant digits (=0.1*3 is 0.3); a crypto qty must be a multiple of
+    the pair's min_trade_increment."""
     if all(one(v, name=n) is None for v, n in ((symbol, "symbol"), (side, "side"), (qty, "qty"))):
         return None                                   # an empty ticket row is an empty cell
     order = {
         "symbol": one(symbol, name="symbol"),
         "side": text(side, name="side"),
-        "qty": one(qty, name="qty"),
+        "qty": _number(qty, "qty"),
         "type": text(type, name="type", default="market"),
-        "limit_price": one(limit_price, name="limit_price"),
-        "stop_price": one(stop_price, name="stop_price"),
-        "time_in_force": text(time_in_force, name="time_in_force", default="day"),
+        "limit_price": _number(limit_price, "limit_price"),
+        "stop_price": _number(stop_price, "stop_price"),
+        "time_in_force": text(time_in_force, name="time_in_force"),
         "extended_hours": _flag(extended_hours),
     }
     if order["symbol"] is None:
@@ -394,6 +399,15 @@ def ALPACA_TICKET(symbol, side, qty, type="market", limit_price=None, stop_price
     except OrderValidationError as exc:
         return [[None, str(exc)]]
     return [[ticket.ticket_id, ticket.state]]
+
+
+def _number(value: Any, name: str) -> Any:
+    """One cell's number as Excel shows it: a float to 15 significant digits (Excel's precision,
+    so a computed 0.30000000000000004 is the 0.3 the cell displays); other values unchanged."""
+    value = one(value, name=name)
+    if isinstance(value, float) and math.isfinite(value):
+        return Decimal(f"{value:.15g}")
+    return value
 
 
 def _nonce(value: Any) -> str:

@@ -77,6 +77,7 @@ class Tickets:
                                   extended_hours=order.get("extended_hours", False),
                                   client_order_id="x")
         body.pop("client_order_id")
+        order = dict(order, time_in_force=body["time_in_force"])     # the default made explicit
         content = orjson.dumps({"order": body, "nonce": nonce, "account": _scope(api)},
                                option=orjson.OPT_SORT_KEYS, default=str)
         ticket_id = "xl-" + hashlib.sha256(content).hexdigest()[:24]
