@@ -191,12 +191,13 @@ def _stream_price(stream: Any, symbol: str) -> float | None:
     if status is None or not status.connected:
         return None
     subs = stream.subscriptions
-    if symbol in subs.get("trades", ()) or "*" in subs.get("trades", ()):
+    star = "*/*" if "/" in symbol else "*"       # the stream's wildcards: every crypto pair, every stock
+    if symbol in subs.get("trades", ()) or star in subs.get("trades", ()):
         row = stream.trades.snapshot(symbols=[symbol])
         price = float(row["price"].iloc[0]) if len(row) else math.nan
         if math.isfinite(price) and price > 0:
             return price
-    if symbol in subs.get("quotes", ()) or "*" in subs.get("quotes", ()):
+    if symbol in subs.get("quotes", ()) or star in subs.get("quotes", ()):
         row = stream.quotes.snapshot(symbols=[symbol])
         if len(row):
             bid, ask = float(row["bid_price"].iloc[0]), float(row["ask_price"].iloc[0])

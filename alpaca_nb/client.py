@@ -611,11 +611,13 @@ class Alpaca(MarketDataMixin):
     def stream(self, quotes: Any = None, trades: Any = None, bars: Any = None, trade_updates: bool = False,
                feed: str | None = None, *, updated_bars: Any = None, daily_bars: Any = None,
                statuses: Any = None, orderbooks: Any = None, reconnect: Any = None,
-               timeout: float = 10.0) -> Any:
+               timeout: float = 10.0, msgpack: bool = False) -> Any:
         """A live stream in a background thread (see :mod:`alpaca_nb.stream`): tables, callbacks,
         notebook display and, with ``trade_updates=True``, the session's order book.
 
-        Symbols are a list, one symbol or "AAPL,MSFT" ("*" = all). Returns once connected.
+        Symbols are a list, one symbol or "AAPL,MSFT" ("*" = every stock, "*/*" = every crypto
+        pair). ``msgpack=True``: the market-data sockets speak Alpaca's msgpack codec instead of
+        JSON (the codec of a connection already open in this process stays). Returns once connected.
         Raises ValueError/TypeError for bad arguments, AuthenticationError for refused keys,
         AlpacaConnectionError when the endpoint cannot be reached within ``timeout`` seconds.
         """
@@ -627,7 +629,7 @@ class Alpaca(MarketDataMixin):
                            updated_bars=updated_bars, daily_bars=daily_bars, statuses=statuses,
                            orderbooks=orderbooks, trade_updates=trade_updates, feed=feed, data_rest=self._transport.data,
                            trading_rest=self._transport.trading, reconnect=reconnect, timeout=timeout,
-                           observer=self._known)
+                           observer=self._known, msgpack=msgpack)
 
     def trade_updates(self, callback: Any = None, *, max_hz: float | None = None, timeout: float = 10.0) -> Any:
         """A stream of this account's trade updates only; ``callback(update)`` is called for each

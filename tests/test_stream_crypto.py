@@ -173,3 +173,31 @@ def test_orderbook_callbacks_deliver_whole_books(api):
         wait_for(lambda: sum(b["symbol"] == "BTC/USD" for b in books[mark:]) >= 3, 30, "more BTC/USD books")
         handle.cancel()
         assert sum(b["symbol"] == "ETH/USD" for b in books[mark:]) <= 1
+
+
+def test_every_crypto_pair_with_the_pair_wildcard(api):
+    with pytest.raises(ValueError, match=r"crypto pairs only.*'\*/\*' for every pair.*got \*"):
+        api.stream(orderbooks="*")
+    with api.stream(quotes=["AAPL", "*/*"], trades="*/*", orderbooks="*/*") as s, \
+            api.stream(quotes=["BTC/USD"]) as one:
+        crypto = s._crypto
+        assert one._crypto is crypto
+        # the crypto stream confirmed "*" (a "*/*" on the wire would have been refused with 400)
+        assert crypto._server["quotes"] == {"*/*", "BTC/USD"}
+        assert s.subscriptions == {"quotes": ["AAPL", "*/*"], "trades": ["*/*"], "orderbooks": ["*/*"]}
+        wait_for(lambda: len(s.quotes.df) >= 6 and len(s.trades.df) >= 5, 30, "quotes and trades of many pairs")
+        rows = list(s.quotes.df.index)
+        assert rows[0] == "AAPL" and all("/" in r for r in rows[1:]) and rows[1:] == sorted(rows[1:])
+        assert all("/" in r for r in s.trades.df.index)             # "*/*" is pairs only
+        wait_for(lambda: s.orderbooks.df["symbol"].nunique() >= 5, 30, "the books of many pairs")
+        assert list(one.quotes.df.index) == ["BTC/USD"]               # the other view keeps to its own
+        seen: set[str] = set()
+        others: set[str] = set()
+        s.on("trade", lambda t: seen.add(t["symbol"]))
+        one.on("quote", lambda q: others.add(q["symbol"]))
+        wait_for(lambda: len(seen) >= 5 and others, 30, "trade callbacks for many pairs")
+        assert all("/" in x for x in seen) and others == {"BTC/USD"}
+        s.unsubscribe(quotes="*/*", orderbooks="*/*")
+        assert list(s.quotes.df.index) == ["AAPL"] and len(s.orderbooks.df) == 0
+        wait_for(lambda: "*/*" not in crypto._server["quotes"] and "BTC/USD" in crypto._server["quotes"], 10,
+                 "the server to drop the wildcard and keep the other view's pair")

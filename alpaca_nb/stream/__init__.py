@@ -30,7 +30,12 @@ subscription is restored and the table is refilled from REST; 402 (bad keys) sto
 
 Crypto pairs ("BTC/USD", any symbol with a "/") travel on Alpaca's crypto stream
 (``/v1beta3/crypto/us``), a second shared hub: ``api.stream(quotes=["BTC/USD", "AAPL"])`` opens
-(or joins) both sockets and fills one set of tables from both.
+(or joins) both sockets and fills one set of tables from both. ``"*"`` subscribes every stock,
+``"*/*"`` every crypto pair (``"*"`` on the crypto stream's wire), on any channel.
+
+``msgpack=True`` asks both market-data sockets for Alpaca's msgpack codec (binary frames, what
+alpaca-py always uses) instead of JSON text; the trade-updates socket stays JSON. The codec is a
+property of the shared connection: the view that opens it chooses.
 
 Layout of this package (imports run one way, top to bottom; none of them imports the client):
 
@@ -64,7 +69,7 @@ from ._display import LiveDisplay
 from ._display import show as _show
 from ._fanout import EventListener, Listener, MarketListener, StatusListener
 from ._hub import Hub, Reconnect, StreamStatus
-from ._table import CHANNELS, BookTable, LiveTable, to_update
+from ._table import ALL_PAIRS, CHANNELS, WILDCARDS, BookTable, LiveTable, to_update
 from ._trading import OrderBook, TradingHub, book_frame, order_update
 from ..errors import AlpacaConnectionError, AuthenticationError
 
@@ -117,15 +122,16 @@ def _symbols(value: Any, name: str) -> list[str]:
         raise TypeError(f"{name} must be a symbol or a list of symbols such as ['AAPL', 'MSFT'], "
                         f"got {type(value).__name__}")
     if not items:
-        raise ValueError(f"{name} is empty; give at least one symbol (or '*' for all)")
+        raise ValueError(f"{name} is empty; give at least one symbol (or '*' for every stock, "
+                         f"'{ALL_PAIRS}' for every crypto pair)")
     out: dict[str, None] = {}
     for item in items:
         if not isinstance(item, str):
             raise TypeError(f"{name} must contain symbol strings; got {item!r} ({type(item).__name__})")
         symbol = item.strip().upper()
-        if symbol != "*" and not _SYMBOL.match(symbol):
+        if symbol not in WILDCARDS and not _SYMBOL.match(symbol):
             raise ValueError(f"{name}: {item!r} is not a valid symbol (letters, digits, '.', '/', '-'; "
-                             "or '*' for all)")
+                             f"or '*' for every stock, '{ALL_PAIRS}' for every crypto pair)")
         out[symbol] = None
     return list(out)
 
@@ -140,8 +146,8 @@ def _channel_args(args: dict[str, Any], *, allow_empty: bool) -> dict[str, list[
             continue
         out[CHANNELS[name][0]] = symbols = _symbols(value, name)
         if name == "orderbooks" and any("/" not in s for s in symbols):
-            raise ValueError(f"orderbooks: order books stream for crypto pairs only (such as 'BTC/USD'); "
-                             f"got {', '.join(s for s in symbols if '/' not in s)}")
+            raise ValueError(f"orderbooks: order books stream for crypto pairs only (such as 'BTC/USD', "
+                             f"or '{ALL_PAIRS}' for every pair); got {', '.join(s for s in symbols if '/' not in s)}")
     return out
 
 
@@ -240,9 +246,10 @@ class Stream:
     """
 
     def __init__(self, settings: Settings, *, feed: str, data_rest: Callable[..., Any] | None,
-                 trading_rest: Callable[..., Any] | None, reconnect: Reconnect):
+                 trading_rest: Callable[..., Any] | None, reconnect: Reconnect, use_msgpack: bool = False):
         self._settings = settings
         self._feed = feed
+        self._msgpack = use_msgpack
         self._data_rest = data_rest
         self._trading_rest = trading_rest
         self._options = reconnect
@@ -278,8 +285,10 @@ class Stream:
 
     def _wants(self, channel: str) -> Callable[[str], bool]:
         subs = self._subs.get(CHANNELS[channel][0], {})
-        if "*" in subs:
-            return lambda symbol: isinstance(symbol, str)
+        stocks, pairs = "*" in subs, ALL_PAIRS in subs
+        if stocks or pairs:
+            return lambda symbol: isinstance(symbol, str) and (
+                symbol in subs or (pairs if "/" in symbol else stocks))
         return subs.__contains__
 
     # ------------------------------------------------------------------ connecting
@@ -303,11 +312,15 @@ class Stream:
                 if kind == "trading":
                     hub = TradingHub(rest=self._trading_rest, **common)
                 else:
-                    hub = DataHub(feed=self._feed, rest=self._data_rest,
+                    hub = DataHub(feed=self._feed, rest=self._data_rest, use_msgpack=self._msgpack,
                                   crypto_loc=CRYPTO_LOC if kind == "crypto" else None, **common)
                 _HUBS[key] = hub
-            elif hub.options != self._options:
-                log.info("%s stream %s is already open; its reconnect settings apply", kind, url)
+            else:
+                if hub.options != self._options:
+                    log.info("%s stream %s is already open; its reconnect settings apply", kind, url)
+                if kind != "trading" and hub.use_msgpack != self._msgpack:
+                    log.info("%s stream %s is already open with the %s codec; it is shared as it is",
+                             kind, url, "msgpack" if hub.use_msgpack else "JSON")
             with hub.lock:
                 hub.views.add(self)
             if kind == "data":
@@ -403,7 +416,8 @@ class Stream:
         """Add symbols to channels (from any thread, before or after the connection is up).
 
         Each argument is a symbol, a comma-separated string or a list; ``"*"`` means every
-        stock symbol; crypto pairs ("BTC/USD") go to the crypto stream. When connected, waits up
+        stock symbol, ``"*/*"`` every crypto pair; crypto pairs ("BTC/USD") go to the crypto
+        stream. When connected, waits up
         to ``timeout`` seconds for the server to confirm; otherwise the subscription is sent as
         soon as the connection is (re)established.
 
@@ -592,8 +606,11 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
                 updated_bars: Any = None, daily_bars: Any = None, statuses: Any = None,
                 orderbooks: Any = None, trade_updates: bool = False, feed: str | None = None,
                 data_rest: Callable[..., Any] | None = None, trading_rest: Callable[..., Any] | None = None,
-                reconnect: Reconnect | None = None, timeout: float = 10.0, observer: Any = None) -> Stream:
+                reconnect: Reconnect | None = None, timeout: float = 10.0, observer: Any = None,
+                msgpack: bool = False) -> Stream:
     """Open a stream view (``api.stream(...)`` calls this with the client's REST callables).
+    ``msgpack=True``: the market-data sockets this view opens speak msgpack (see the module
+    docstring).
 
     Returns once the connection(s) are authenticated and the subscriptions confirmed.
     ``observer.add(stream)`` is then called (the client's pre-trade guard reads the stream's
@@ -613,13 +630,15 @@ def open_stream(settings: Settings, *, quotes: Any = None, trades: Any = None, b
                          allow_empty=True)
     if not isinstance(trade_updates, bool):
         raise TypeError(f"trade_updates must be True or False, got {trade_updates!r}")
+    if not isinstance(msgpack, bool):
+        raise TypeError(f"msgpack must be True or False, got {msgpack!r}")
     if reconnect is None:
         reconnect = Reconnect()
     elif not isinstance(reconnect, Reconnect):
         raise TypeError("reconnect must be an alpaca_nb.stream.Reconnect(...)")
     timeout = _timeout(timeout)
     stream = Stream(settings, feed=_feed(feed, settings), data_rest=data_rest, trading_rest=trading_rest,
-                    reconnect=reconnect)
+                    reconnect=reconnect, use_msgpack=msgpack)
     deadline = time.monotonic() + timeout
     stocks, crypto = _split(subs)
     try:

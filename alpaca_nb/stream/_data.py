@@ -23,12 +23,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from ._fanout import Changes
 from ._hub import Conflict, Fatal, Hub, Refused
-from ._socket import send_json
-from ._table import CHANNELS, WIRE_CHANNELS, Store
+from ._socket import Undecodable, decode
+from ._table import ALL_PAIRS, CHANNELS, WILDCARDS, WIRE_CHANNELS, Store
 from ..errors import AlpacaError
 
 log = logging.getLogger("alpaca_nb.stream")
@@ -78,8 +76,8 @@ class DataHub(Hub):
         return out
 
     def takes(self, symbol: str) -> bool:
-        """Does this hub carry ``symbol``? Crypto pairs ("BTC/USD") go to the crypto hub, the
-        rest (and "*") to the stock hub."""
+        """Does this hub carry ``symbol``? Crypto pairs ("BTC/USD", and "*/*") go to the crypto
+        hub, the rest (and "*") to the stock hub."""
         return ("/" in symbol) == (self.crypto_loc is not None)
 
     def change(self, view: Any, *, add: dict[str, list[str]] | None = None,
@@ -108,9 +106,9 @@ class DataHub(Hub):
             sent = False
             if self._live:
                 if lost:
-                    sent |= self.send({"action": "unsubscribe", **lost})
+                    sent |= self.send({"action": "unsubscribe", **self._wire(lost)})
                 if gained:
-                    sent |= self.send({"action": "subscribe", **gained})
+                    sent |= self.send({"action": "subscribe", **self._wire(gained)})
         dead: set[str] = set()
         if lost:
             gone = {s for v in lost.values() for s in v}
@@ -143,6 +141,13 @@ class DataHub(Hub):
                 self._changed.wait(left)
         if dead:    # what the server sent before it confirmed has been applied by now: purge again
             self.store.purge(dead, [t for _, t in CHANNELS.values()])
+
+    def _wire(self, subs: dict[str, list[str]]) -> dict[str, list[str]]:
+        """Symbols as the server spells them: every crypto pair ("*/*") is "*" on the crypto
+        stream."""
+        if self.crypto_loc is None:
+            return subs
+        return {w: ["*" if s == ALL_PAIRS else s for s in v] for w, v in subs.items()}
 
     def _confirmed(self, gained: dict[str, list[str]], lost: dict[str, list[str]]) -> bool:
         server = self._server
@@ -183,8 +188,7 @@ class DataHub(Hub):
             self._refuse(first)
         if first.get("T") != "success" or first.get("msg") != "connected":
             raise Refused(f"unexpected greeting {first!r:.120}")
-        with self._send_lock:
-            send_json(ws, self._auth_message())
+        self._send_on(ws, self._auth_message())
         while True:
             reply = self._control(self._next_message(reader, ws, deadline))
             if reply.get("T") == "error":
@@ -196,8 +200,7 @@ class DataHub(Hub):
             union = {w: list(v) for w, v in self.union().items() if v}
             self._server = {wire: set() for wire, _ in CHANNELS.values()}
             if union:
-                with self._send_lock:
-                    send_json(ws, {"action": "subscribe", **union})
+                self._send_on(ws, {"action": "subscribe", **self._wire(union)})
             self._live = True
 
     @staticmethod
@@ -223,15 +226,15 @@ class DataHub(Hub):
 
     def _on_frame(self, opcode: int, payload: Any) -> None:
         try:
-            messages = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            self._malformed(payload, "not JSON")
+            messages = decode(payload, use_msgpack=self.use_msgpack)
+        except Undecodable:
+            self._malformed(payload, "not msgpack" if self.use_msgpack else "not JSON")
             return
         if type(messages) is not list:
             if type(messages) is dict:
                 messages = [messages]
             else:
-                self._malformed(payload, "not a JSON array")
+                self._malformed(payload, "not an array of messages")
                 return
         other = self.store.apply(messages, time.time_ns())
         if other is not None:
@@ -242,9 +245,10 @@ class DataHub(Hub):
         for m in messages:
             t = m.get("T") if isinstance(m, dict) else None
             if t == "subscription":
+                star = ALL_PAIRS if self.crypto_loc is not None else "*"
                 with self.lock:
-                    self._server = {wire: set(m.get(wire) or ()) if isinstance(m.get(wire), list) else set()
-                                    for wire, _ in CHANNELS.values()}
+                    self._server = {wire: {star if s == "*" else s for s in m[wire]}
+                                    if isinstance(m.get(wire), list) else set() for wire, _ in CHANNELS.values()}
                     self._changed.notify_all()
             elif t == "error":
                 code, msg = m.get("code"), m.get("msg")
@@ -312,7 +316,7 @@ class DataHub(Hub):
         for wire, wire_type, kind in kinds:
             with self.lock:
                 wanted = self.union()[wire]
-            symbols = [s for s in subs.get(wire, ()) if s != "*" and s in wanted]
+            symbols = [s for s in subs.get(wire, ()) if s not in WILDCARDS and s in wanted]
             for i in range(0, len(symbols), REFILL_CHUNK):
                 chunk = symbols[i:i + REFILL_CHUNK]
                 if self.crypto_loc is None:

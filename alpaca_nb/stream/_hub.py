@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import websocket
 
 from .._config import Secret, mask_key_id
@@ -36,8 +35,10 @@ from ._socket import (
     PONG,
     Closed,
     FrameReader,
+    Undecodable,
+    decode,
     open_socket,
-    send_json,
+    send,
 )
 
 log = logging.getLogger("alpaca_nb.stream")
@@ -140,9 +141,10 @@ class Hub:
     kind = "stream"
 
     def __init__(self, *, url: str, key_id: str, secret: Secret, options: Reconnect,
-                 via: str | None = None):
+                 via: str | None = None, use_msgpack: bool = False):
         self.url = url
         self.via = via                # the stream relay this connection goes through
+        self.use_msgpack = use_msgpack    # the codec asked for on the upgrade (see _socket)
         self.key_id = key_id
         self._secret = secret
         self.options = options
@@ -255,11 +257,16 @@ class Hub:
             return False
         try:
             with self._send_lock:
-                send_json(ws, message)
+                send(ws, message, use_msgpack=self.use_msgpack)
             return True
         except (OSError, websocket.WebSocketException) as exc:
             log.debug("%s stream: send failed (%s); the reconnect will resend", self.kind, exc)
             return False
+
+    def _send_on(self, ws: websocket.WebSocket, message: dict[str, Any]) -> None:
+        """Send a message during the handshake in the connection's codec (errors propagate)."""
+        with self._send_lock:
+            send(ws, message, use_msgpack=self.use_msgpack)
 
     def _auth_message(self) -> dict[str, str]:
         return {"action": "auth", "key": self.key_id, "secret": self._secret.reveal()}
@@ -272,7 +279,8 @@ class Hub:
             started = time.monotonic()
             reason = "closed"
             try:
-                ws = open_socket(self.url, timeout=self.options.connect_timeout, user_agent=USER_AGENT)
+                ws = open_socket(self.url, timeout=self.options.connect_timeout, user_agent=USER_AGENT,
+                                 use_msgpack=self.use_msgpack)
                 self._ws = ws
                 if self._stop.is_set():
                     break
@@ -395,8 +403,8 @@ class Hub:
                     raise Closed("server closed the connection during the handshake")
                 elif op <= 0x2:
                     try:
-                        return orjson.loads(payload)
-                    except orjson.JSONDecodeError:
+                        return decode(payload, use_msgpack=self.use_msgpack)
+                    except Undecodable:
                         log.warning("%s stream: malformed handshake message skipped: %r", self.kind,
                                     bytes(payload[:80]))
             # (pongs and empty reads loop)

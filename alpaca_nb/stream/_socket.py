@@ -1,5 +1,5 @@
 """One WebSocket connection for the stream hubs: websocket-client opens it, a buffered reader
-reads it.
+reads it; the two codecs of Alpaca's market-data streams encode and decode its messages.
 
 websocket-client does the parts that must be right for real Alpaca (URL parsing, TCP and TLS,
 proxies from the environment, the HTTP upgrade, masking the frames we send, thread-safe sends).
@@ -7,17 +7,26 @@ Reading is done here instead: websocket-client issues two or three ``recv`` call
 builds objects for each, which caps a Python reader far below a quote flood; :class:`FrameReader`
 reads up to 256 KiB per system call and cuts every complete frame out of that buffer. Server
 frames are never masked (RFC 6455 section 5.1); a masked one is unmasked anyway.
+
+Codecs (protocol 5.2): JSON text frames by default; with ``msgpack=True`` the upgrade carries
+``Content-Type: application/msgpack`` (as alpaca-py sends it), our messages go out as msgpack
+binary frames and the server's arrive as msgpack, each timestamp ``t`` a msgpack Timestamp
+(ext -1). :func:`decode` turns those into the RFC-3339 strings the JSON codec carries
+(``2024-03-04T14:30:00.123456789Z``), so everything after the socket sees one shape.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
+import msgpack
 import orjson
 import websocket
 
-__all__ = ["BINARY", "CLOSE", "PING", "PONG", "TEXT", "Closed", "FrameReader", "open_socket", "send_json"]
+__all__ = ["BINARY", "CLOSE", "PING", "PONG", "TEXT", "Closed", "FrameReader", "Undecodable", "decode",
+           "open_socket", "send"]
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 RECV_SIZE = 256 * 1024
@@ -28,17 +37,60 @@ class Closed(Exception):
     """The connection ended: the peer closed it, the network dropped it, or it broke the protocol."""
 
 
-def open_socket(url: str, *, timeout: float, user_agent: str) -> websocket.WebSocket:
-    """Connect and upgrade (JSON codec). Raises OSError or websocket.WebSocketException."""
+class Undecodable(ValueError):
+    """A frame that is not a message of the connection's codec."""
+
+
+def open_socket(url: str, *, timeout: float, user_agent: str, use_msgpack: bool = False) -> websocket.WebSocket:
+    """Connect and upgrade, asking for the JSON or the msgpack codec. Raises OSError or
+    websocket.WebSocketException."""
     ws = websocket.WebSocket(skip_utf8_validation=True, enable_multithread=True)
-    ws.connect(url, timeout=timeout, header=[f"User-Agent: {user_agent}", "Content-Type: application/json"],
+    codec = "application/msgpack" if use_msgpack else "application/json"
+    ws.connect(url, timeout=timeout, header=[f"User-Agent: {user_agent}", f"Content-Type: {codec}"],
                suppress_origin=True)
     return ws
 
 
-def send_json(ws: websocket.WebSocket, message: Any) -> None:
-    """Send one JSON text frame (safe from any thread)."""
-    ws.send(orjson.dumps(message), websocket.ABNF.OPCODE_TEXT)
+def send(ws: websocket.WebSocket, message: Any, *, use_msgpack: bool = False) -> None:
+    """Send one message: a JSON text frame, or a msgpack binary frame (safe from any thread)."""
+    if use_msgpack:
+        ws.send(msgpack.packb(message, use_bin_type=True), websocket.ABNF.OPCODE_BINARY)
+    else:
+        ws.send(orjson.dumps(message), websocket.ABNF.OPCODE_TEXT)
+
+
+def decode(payload: Any, *, use_msgpack: bool = False) -> Any:
+    """One received message (a list of dicts on the data streams), msgpack timestamps as
+    RFC-3339 strings. Raises Undecodable."""
+    if not use_msgpack:
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise Undecodable(str(exc)) from None
+    try:
+        message = msgpack.unpackb(payload, raw=False, timestamp=2)      # Timestamp ext -> int ns
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise Undecodable(str(exc) or type(exc).__name__) from None
+    for m in message if type(message) is list else (message,):
+        if type(m) is dict and type(m.get("t")) is int:
+            m["t"] = _rfc3339(m["t"])
+    return message
+
+
+_second: tuple[int, str] = (-1, "")      # the last second formatted (frames mostly share one)
+
+
+def _rfc3339(ns: int) -> str:
+    """Nanoseconds since the epoch as ``2024-03-04T14:30:00.123456789Z`` (no fraction when 0)."""
+    global _second
+    sec, frac = divmod(ns, 1_000_000_000)
+    cached = _second
+    if cached[0] == sec:
+        text = cached[1]
+    else:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _second = (sec, text)
+    return f"{text}.{frac:09d}Z" if frac else f"{text}Z"
 
 
 class FrameReader:

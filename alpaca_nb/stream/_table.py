@@ -20,7 +20,8 @@ from .. import frames
 from .._marketdata import orderbook_frame
 from ..frames import Field, Schema
 
-__all__ = ["CHANNELS", "LIVE", "STATUS", "WIRE_CHANNELS", "BookTable", "LiveTable", "Store", "to_update"]
+__all__ = ["ALL_PAIRS", "CHANNELS", "LIVE", "STATUS", "WILDCARDS", "WIRE_CHANNELS", "BookTable", "LiveTable", "Store",
+           "expand", "to_update"]
 
 # public channel name -> (wire subscription key, message type "T")
 CHANNELS: dict[str, tuple[str, str]] = {
@@ -33,6 +34,8 @@ CHANNELS: dict[str, tuple[str, str]] = {
     "orderbooks": ("orderbooks", "o"),      # crypto only: the book per pair (see BookTable)
 }
 WIRE_CHANNELS = {wire: name for name, (wire, _) in CHANNELS.items()}
+ALL_PAIRS = "*/*"          # every crypto pair (the crypto stream's "*"); "*" alone is every stock
+WILDCARDS = ("*", ALL_PAIRS)
 DATA_TYPES = frozenset(t for _, t in CHANNELS.values())
 
 STATUS = Schema("statuses", (
@@ -241,6 +244,23 @@ def book_levels(book: Mapping[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------ the view users read
 
+def expand(subscribed: Iterable[str], stores: list[tuple[Store, Any]], types: Iterable[str]) -> list[str]:
+    """Subscribed symbols in order, a wildcard ("*" stocks, "*/*" crypto pairs) replaced by the
+    symbols its hub's store has seen for ``types``, sorted."""
+    wanted: dict[str, None] = {}
+    stars: list[str] = []
+    for s in subscribed:
+        if s in WILDCARDS:
+            stars.append(s)
+        else:
+            wanted[s] = None
+    for store, takes in stores:
+        if any(takes(star) for star in stars):
+            for s in store.symbols(types):
+                wanted.setdefault(s, None)
+    return list(wanted)
+
+
 class LiveTable:
     """Thread-safe latest state per symbol of one stream, as a pandas snapshot on demand.
 
@@ -280,19 +300,7 @@ class LiveTable:
         return self._rows(self._stream._stores())
 
     def _rows(self, stores: list[tuple[Store, Any]]) -> list[str]:
-        wanted: dict[str, None] = {}
-        star = False
-        for ch in self._channels:
-            for s in self._stream._subscribed(ch):
-                if s == "*":
-                    star = True
-                else:
-                    wanted[s] = None
-        if star:
-            for store, _ in stores:
-                for s in store.symbols(self._types):
-                    wanted.setdefault(s, None)
-        return list(wanted)
+        return expand([s for ch in self._channels for s in self._stream._subscribed(ch)], stores, self._types)
 
     @property
     def df(self) -> pd.DataFrame:
@@ -377,7 +385,7 @@ class BookTable:
 
     @property
     def symbols(self) -> list[str]:
-        return self._stream._subscribed("orderbooks")
+        return expand(self._stream._subscribed("orderbooks"), self._stream._stores(), ("o",))
 
     @property
     def df(self) -> pd.DataFrame:

@@ -32,7 +32,6 @@ from .. import frames
 from . import _fanout
 from ._fanout import Changes
 from ._hub import Conflict, Fatal, Hub, Refused
-from ._socket import send_json
 
 log = logging.getLogger("alpaca_nb.stream")
 
@@ -155,8 +154,7 @@ class TradingHub(Hub):
     # ------------------------------------------------------------------ socket thread
     def _handshake(self, ws, reader) -> None:
         deadline = time.monotonic() + self.options.connect_timeout
-        with self._send_lock:
-            send_json(ws, self._auth_message())
+        self._send_on(ws, self._auth_message())
         while True:
             reply = self._next_message(reader, ws, deadline)
             stream, data = _split(reply)
@@ -170,8 +168,7 @@ class TradingHub(Hub):
             if stream == "error" or (isinstance(reply, dict) and reply.get("action") == "error"):
                 raise Refused(f"server error: {data.get('error_message') or reply!r:.120}")
             log.debug("trading stream: ignoring %r before authorization", reply)
-        with self._send_lock:
-            send_json(ws, {"action": "listen", "data": {"streams": ["trade_updates"]}})
+        self._send_on(ws, {"action": "listen", "data": {"streams": ["trade_updates"]}})
         while True:
             stream, data = _split(self._next_message(reader, ws, deadline))
             if stream == "listening":
