@@ -14,8 +14,9 @@ account (one connection per key), and the two clients take turns, never running 
     the LiveTable (sampled once per frame: every quote of a flood frame has the same ``t``), and
     to alpaca-py's handler; p50 and p99. Also alpaca_nb's send-to-callback latency.
 (c) CPU of the stream threads while idle (connected, subscribed to something silent).
-(d) Why JSON: decoding + applying the same 1,000-quote frame from JSON (orjson) and from msgpack
-    (as the sandbox sends it, with Timestamp extensions), in process.
+(d) Codecs: decoding + applying the same 1,000-quote frame from JSON (orjson) and from msgpack
+    (as the sandbox sends it, with Timestamp extensions; ``msgpack=True``), in process, through
+    the hub's own decode.
 
 Every figure is the median over ``--runs`` runs. Usage::
 
@@ -40,6 +41,7 @@ import requests
 from _common import HEADERS, sandbox_process
 
 import alpaca_nb as anb
+from alpaca_nb.stream._socket import decode as socket_decode
 from alpaca_nb.stream._table import Store
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX", "QQQ", "IWM",
@@ -225,15 +227,16 @@ def idle_cpu(url, seconds) -> dict:
 
 
 def codec_cost(repeats: int = 200) -> dict:
-    """Decode + apply one 1,000-quote frame: orjson (JSON) vs msgpack (Timestamp ext), us/quote."""
+    """Decode + apply one 1,000-quote frame as the stream hub does: JSON (orjson) vs msgpack
+    (Timestamp ext, turned into RFC-3339 strings; ``msgpack=True``), us/quote."""
     now = time.time_ns()
     quotes = [{"T": "q", "S": SYMBOLS[i % len(SYMBOLS)], "bx": "V", "bp": 100.01 + i % 7, "bs": 300,
                "ax": "N", "ap": 100.05 + i % 7, "as": 200, "c": ["R"], "z": "C"} for i in range(1000)]
     as_json = orjson.dumps([dict(q, t="2026-11-21T06:46:00.746336638Z") for q in quotes])
     as_msgpack = msgpack.packb([dict(q, t=msgpack.Timestamp.from_unix_nano(now)) for q in quotes])
     out = {}
-    for name, frame, decode in (("json_orjson", as_json, orjson.loads),
-                                ("msgpack", as_msgpack, lambda b: msgpack.unpackb(b, raw=False))):
+    for name, frame, decode in (("json_orjson", as_json, socket_decode),         # the client's two codecs
+                                ("msgpack", as_msgpack, lambda b: socket_decode(b, use_msgpack=True))):
         store = Store()
         best = []
         for _ in range(5):
