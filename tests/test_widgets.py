@@ -1,6 +1,7 @@
 """The notebook panels, headless: built against a real sandbox, driven by setting widget values and
 clicking buttons from Python; the assertions read what reached the sandbox (over its REST API)
-and what the panel shows afterwards."""
+and what the panel shows afterwards. The order ticket is also driven with crypto pairs (crypto's
+types and times in force, fractional coins to the pair's increments)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import ipywidgets as w
 import pytest
 import requests
+import traitlets
 from _stream_helpers import FAST, connect, wait_for
 from conftest import new_account
 
@@ -151,6 +153,87 @@ def test_price_fields_appear_only_for_the_types_that_use_them(api):
 def test_labels_read_like_a_ticket():
     assert _labelled("a limit order needs limit_price") == ("Limit price", "a limit order needs Limit price")
     assert _labelled("take_profit.limit_price (1) must be above stop_loss.stop_price (2)")[0] == "Take profit"
+
+
+# ------------------------------------------------------------------ OrderTicket: crypto pairs
+
+STOCK_TIF = ["day", "gtc", "opg", "cls", "ioc", "fok"]
+
+
+def _values(widget) -> list[str]:
+    return [value for _, value in widget.options]
+
+
+def test_a_crypto_pair_gets_crypto_choices_and_a_stock_gets_them_back(api):
+    ticket = ready_ticket(api, "AAPL")
+    try:
+        assert ticket.time_in_force.value == "day" and _values(ticket.time_in_force) == STOCK_TIF
+        assert "BTC/USD" in ticket.symbol.options and "AAPL" in ticket.symbol.options
+        ticket.order_type.value = "limit"
+        ticket.symbol.value = "btc/usd"
+        assert ticket.symbol.value == "BTC/USD"
+        assert _values(ticket.time_in_force) == ["gtc", "ioc"] and ticket.time_in_force.value == "gtc"
+        assert _values(ticket.order_type) == ["market", "limit", "stop_limit"]
+        assert ticket.order_type.value == "limit"                  # kept: crypto takes limit orders
+        with pytest.raises(traitlets.TraitError):
+            ticket.time_in_force.value = "day"                      # not offered
+        assert ticket.bracket.layout.display == "none" and ticket.extended_hours.layout.display == "none"
+        assert [label for label, _ in ticket.amount_in.options] == ["BTC", "USD"]
+        assert "Qty (BTC)" in ticket._qty_label.value
+        ticket.amount_in.value = "notional"
+        assert "Amount (USD)" in ticket._qty_label.value
+
+        ticket.symbol.value = "AAPL"
+        assert _values(ticket.time_in_force) == STOCK_TIF and ticket.time_in_force.value == "day"
+        assert _values(ticket.order_type)[-1] == "trailing_stop" and ticket.bracket.layout.display is None
+        assert ticket.amount_in.value == "notional" and "Amount ($)" in ticket._qty_label.value
+
+        ticket.order_type.value = "trailing_stop"
+        ticket.symbol.value = "ETH/USD"                            # crypto has no trailing stops
+        assert ticket.order_type.value == "market" and ticket.time_in_force.value == "gtc"
+    finally:
+        ticket.close()
+
+
+def test_fractional_coins_are_checked_against_the_increments_and_sent_as_typed(api, account):
+    ticket = ready_ticket(api, "BTC/USD")
+    try:
+        assert ticket.time_in_force.value == "gtc"                 # the default from the start
+        last = ticket._last["BTC/USD"]
+        cases = [
+            ({"qty": "0.00005"}, "Qty", "below the minimum order size of BTC/USD, 0.0001"),
+            ({"qty": "0.00015"}, "Qty", "not a multiple of BTC/USD's min_trade_increment 0.0001"),
+            ({"qty": ""}, "Qty", "Qty: enter the quantity"),
+            ({"qty": "0.001", "order_type": "limit", "limit_price": f"{int(last * 0.9)}.5"}, "Limit price",
+             "Limit price=" + f"{int(last * 0.9)}.5 is not a multiple of BTC/USD's price_increment 1"),
+        ]
+        for changes, field, message in cases:
+            ticket.order_type.value = "market"
+            ticket.qty.value = "0.001"
+            assert not ticket.submit_button.disabled, ticket.problem.text
+            for name, value in changes.items():
+                getattr(ticket, name).value = value
+            assert message in ticket.problem.text, (changes, ticket.problem.text)
+            assert ticket.submit_button.disabled
+            assert "anb-invalid" in ticket._boxes[field]._dom_classes
+        assert server_orders(account) == []
+
+        ticket.order_type.value = "market"
+        ticket.qty.value = "0.0015"
+        assert ticket.submit_button.description == "Buy 0.0015 BTC/USD at market"
+        ticket.submit_button.click()
+        wait_for(lambda: ticket.status.text.startswith("Filled") and ticket.order is not None, 30,
+                 "the ticket to show the fill")
+        assert "Filled 0.0015 at" in ticket.status.text
+        ticket.qty.value = "0.0021"
+        ticket.time_in_force.value = "ioc"
+        ticket.submit_button.click()
+        wait_for(lambda: len(server_orders(account)) == 2, 30, "the second order")
+        first, second = sorted(server_orders(account), key=lambda o: o["created_at"])
+        assert (first["qty"], first["time_in_force"], first["symbol"]) == ("0.0015", "gtc", "BTC/USD")
+        assert (second["qty"], second["time_in_force"]) == ("0.0021", "ioc")
+    finally:
+        ticket.close()
 
 
 # ------------------------------------------------------------------ OrderTicket: submitting
