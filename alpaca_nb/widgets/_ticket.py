@@ -325,7 +325,8 @@ class OrderTicket(Panel):
         symbol = self.symbol.value.strip().upper()
         crypto = "/" in symbol
         base, _, quote = symbol.partition("/")
-        amounts = ((base, "qty"), (quote or "USD", "notional")) if crypto else (("Shares", "qty"), ("Dollars", "notional"))
+        amounts = (((base, "qty"), (quote or "USD", "notional")) if crypto
+                   else (("Shares", "qty"), ("Dollars", "notional")))
         if tuple(self.amount_in.options) != amounts:
             amount_in = self.amount_in.value          # new options select the first one
             self.amount_in.options = amounts
