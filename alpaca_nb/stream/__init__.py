@@ -417,9 +417,8 @@ class Stream:
 
         Each argument is a symbol, a comma-separated string or a list; ``"*"`` means every
         stock symbol, ``"*/*"`` every crypto pair; crypto pairs ("BTC/USD") go to the crypto
-        stream. When connected, waits up
-        to ``timeout`` seconds for the server to confirm; otherwise the subscription is sent as
-        soon as the connection is (re)established.
+        stream. When connected, waits up to ``timeout`` seconds for the server to confirm;
+        otherwise the subscription is sent as soon as the connection is (re)established.
 
         Raises:
             ValueError/TypeError: no channel given, an empty list, a non-string symbol.
