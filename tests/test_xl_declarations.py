@@ -83,7 +83,8 @@ def test_declarations_ranges_arrive_as_2d_lists_and_nothing_is_volatile_or_async
         argmap = getattr(module, name).__xlfunc__["argmap"]
         assert argmap["symbols"]["options"] == {"ndim": 2} and argmap["fields"]["options"] == {"ndim": 2}
     ticket = module.ALPACA_TICKET.__xlfunc__["argmap"]
-    assert ticket["type"]["optional"] == "market" and ticket["time_in_force"]["optional"] == "day"
+    assert ticket["type"]["optional"] == "market"
+    assert ticket["time_in_force"]["optional"] is None      # empty: the asset class's default (day / gtc)
     for name in UDFS:                                 # every argument is described in the wizard
         for arg in getattr(module, name).__xlfunc__["args"]:
             assert not arg["doc"].startswith("Positional argument") and len(arg["doc"]) <= 255, (name, arg)
