@@ -11,15 +11,20 @@ decoding) and read the ``t`` of the frame's first quote.
 
 (a) Fan-out throughput: the flood asks for more than anything here can take; every client
     subscribes the same 10 symbols. Quotes/s delivered to each client (the slowest client is
-    reported), against one client reading the sandbox directly. CPU of the relay process(es)
+    reported; ``cut`` counts clients the relay cut off as too slow, 407), against one client
+    reading the sandbox directly. CPU of the relay process(es)
     in cores (CPU seconds per second).
 (b) Added latency at 10,000 quotes/s: from the sandbox's send time to the client's receipt of
     the frame (all 10 clients pooled); p50 and p99, direct vs relay vs Redis, and the relay's
     CPU at that rate.
 
-Every figure is the median over ``--runs`` runs. Usage::
+Every figure is the median over ``--runs`` runs. ``--baseline DIR`` also runs the relays of
+another checkout (e.g. ``git worktree add /tmp/base main``) as the cases ``base-relay`` and
+``base-redis``, alternating with this checkout's within every run (which goes first swaps from run
+to run), and prints the ratios. The machine's load average is printed with every run. Usage::
 
-    python benchmarks/bench_relay.py [--runs 3] [--seconds 4] [--clients 10] [--cases direct,relay,redis] [--out FILE]
+    python benchmarks/bench_relay.py [--runs 3] [--seconds 4] [--clients 10] [--cases direct,relay,redis]
+                                     [--baseline DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -64,10 +69,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def relay_process(env: dict[str, str], *args: str):
-    """``alpaca-nb relay --port 0 ...``; yields (ws URL, psutil.Process)."""
+def relay_process(env: dict[str, str], *args: str, source: str | None = None):
+    """``alpaca-nb relay --port 0 ...`` (of the checkout ``source``, default this one); yields
+    (ws URL, psutil.Process)."""
     proc = subprocess.Popen([sys.executable, "-m", "alpaca_nb.cli", "relay", "--port", "0", "--no-discovery",
-                             "--log-level", "WARNING", *args], env=env, stdout=subprocess.PIPE, text=True)
+                             "--log-level", "WARNING", *args], env=env, stdout=subprocess.PIPE, text=True,
+                            cwd=source)
     try:
         line = proc.stdout.readline()
         if "listening on " not in line:
@@ -121,7 +128,7 @@ def client_main(conn, url: str, key: str, secret: str) -> None:
     ws.send(orjson.dumps({"action": "subscribe", "quotes": SYMBOLS}))
     expect(b"subscription")
     conn.send("ready")
-    state = {"count": 0, "samples": [], "sampling": False}
+    state = {"count": 0, "samples": [], "sampling": False, "closed": False}
     stop = threading.Event()
 
     def read() -> None:
@@ -133,9 +140,12 @@ def client_main(conn, url: str, key: str, secret: str) -> None:
             except TimeoutError:
                 continue
             except Exception:
+                state["closed"] = True
                 return
             now = time.time_ns()
             for op, payload in frames:
+                if op == 8:                   # a close frame: cut off (407 slow client), say
+                    state["closed"] = True
                 if op > 2:
                     continue
                 data = bytes(payload)
@@ -158,7 +168,8 @@ def client_main(conn, url: str, key: str, secret: str) -> None:
             conn.send("started")
         elif command == "stop":
             state["sampling"] = False
-            conn.send({"rate": (state["count"] - count) / (time.monotonic() - start), "samples": state["samples"]})
+            conn.send({"rate": (state["count"] - count) / (time.monotonic() - start), "samples": state["samples"],
+                       "closed": state["closed"]})
         else:
             break
     stop.set()
@@ -209,7 +220,8 @@ def measure(pipes, procs: list[psutil.Process], seconds: float, *, latency: bool
         pipe.send(("stop", latency))
     results = [pipe.recv() for pipe in pipes]
     rates = [r["rate"] for r in results]
-    out = {"min_rate": min(rates), "mean_rate": statistics.mean(rates), "cpu": sum(used)}
+    out = {"min_rate": min(rates), "mean_rate": statistics.mean(rates), "cpu": sum(used),
+           "cut": sum(r["closed"] for r in results)}
     if latency:
         samples = sorted(s for r in results for s in r["samples"])
         out["p50_ms"] = samples[len(samples) // 2] / 1e6
@@ -217,7 +229,12 @@ def measure(pipes, procs: list[psutil.Process], seconds: float, *, latency: bool
     return out
 
 
-def run_case(case: str, url: str, *, rate: int, n_clients: int, seconds: float, latency: bool) -> dict:
+def run_case(case: str, url: str, *, rate: int, n_clients: int, seconds: float, latency: bool,
+             baseline: str | None = None) -> dict:
+    """One case (direct, relay, redis; base-relay, base-redis: the relays of ``baseline``)."""
+    source = None
+    if case.startswith("base-"):
+        case, source = case[5:], baseline
     key, secret = new_keys(url)
     stream = f"ws{url[4:]}?quote_rate={rate}"
     env = {**os.environ, "APCA_API_KEY_ID": key, "APCA_API_SECRET_KEY": secret, "APCA_API_BASE_URL": url,
@@ -228,14 +245,14 @@ def run_case(case: str, url: str, *, rate: int, n_clients: int, seconds: float, 
         if case == "direct":
             target, n_clients, who = stream.replace("?", "/v2/iex?"), 1, (key, secret)
         elif case == "relay":
-            relay, proc = stack.enter_context(relay_process(env))
+            relay, proc = stack.enter_context(relay_process(env, source=source))
             target, who, procs = relay + "/v2/iex", (key, secret), [proc]
         else:
             redis_url, redis_proc = stack.enter_context(redis_process())
-            publisher, pub_proc = stack.enter_context(relay_process(env, "--publish", redis_url))
+            _, pub_proc = stack.enter_context(relay_process(env, "--publish", redis_url, source=source))
             source_env = {k: v for k, v in env.items() if not k.startswith("APCA_")}
-            source, src_proc = stack.enter_context(relay_process(source_env, "--source", redis_url))
-            target, who, procs = source + "/v2/iex", ("bench", TOKEN), [pub_proc, redis_proc, src_proc]
+            fed, src_proc = stack.enter_context(relay_process(source_env, "--source", redis_url, source=source))
+            target, who, procs = fed + "/v2/iex", ("bench", TOKEN), [pub_proc, redis_proc, src_proc]
         pipes = stack.enter_context(clients(n_clients, target, *who))
         return measure(pipes, procs, seconds, latency=latency)
 
@@ -246,27 +263,40 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--cases", default="direct,relay,redis", help="comma-separated subset of direct,relay,redis")
+    parser.add_argument("--baseline", help="a checkout whose relays run too, as base-relay and base-redis")
     parser.add_argument("--out", help="write the medians as JSON to this file")
     args = parser.parse_args()
+    cases = args.cases.split(",")
+    if args.baseline:
+        args.baseline = os.path.abspath(args.baseline)
+        if not os.path.isfile(os.path.join(args.baseline, "alpaca_nb", "relay", "__init__.py")):
+            raise SystemExit(f"--baseline {args.baseline}: not a checkout with alpaca_nb/relay")
     results: dict[str, list[dict]] = {}
+    loads = []
     with sandbox_process() as url:
         for run in range(args.runs):
-            for case in args.cases.split(","):
+            order = []
+            for case in cases:
+                pair = [case] + ([f"base-{case}"] if args.baseline and case != "direct" else [])
+                order += pair if run % 2 == 0 else pair[::-1]
+            for case in order:
                 for kind, rate in (("flood", FLOOD), ("10k", 10_000)):
                     r = run_case(case, url, rate=rate, n_clients=args.clients, seconds=args.seconds,
-                                 latency=kind == "10k")
+                                 latency=kind == "10k", baseline=args.baseline)
                     results.setdefault(f"{case} {kind}", []).append(r)
-                    print(f"run {run + 1} {case:6} {kind:5} " + ", ".join(f"{k} {v:,.3f}" for k, v in r.items()),
-                          flush=True)
+                    loads.append(os.getloadavg()[0])
+                    print(f"run {run + 1} {case:10} {kind:5} " + ", ".join(f"{k} {v:,.3f}" for k, v in r.items())
+                          + f" (load {loads[-1]:.1f})", flush=True)
     medians = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
-    print(f"\nmedians over {args.runs} runs, {args.clients} clients through the relays:")
-    print(f"{'case':14} {'quotes/s per client (min)':>26} {'p50 ms':>8} {'p99 ms':>8} {'relay CPU (cores)':>18}")
+    print(f"\nmedians over {args.runs} runs, {args.clients} clients through the relays; load average "
+          f"{min(loads):.1f}-{max(loads):.1f} (median {statistics.median(loads):.1f}):")
+    print(f"{'case':16} {'quotes/s per client (min)':>26} {'p50 ms':>8} {'p99 ms':>8} {'relay CPU (cores)':>18}")
     for name, m in medians.items():
         p50 = f"{m['p50_ms']:.3f}" if "p50_ms" in m else "-"
         p99 = f"{m['p99_ms']:.3f}" if "p99_ms" in m else "-"
         cpu = f"{m['cpu']:.2f}" if not name.startswith("direct") else "-"
-        print(f"{name:14} {m['min_rate']:>26,.0f} {p50:>8} {p99:>8} {cpu:>18}")
-    for case in ("relay", "redis"):
+        print(f"{name:16} {m['min_rate']:>26,.0f} {p50:>8} {p99:>8} {cpu:>18}")
+    for case in ("relay", "redis", "base-relay", "base-redis"):
         if f"{case} 10k" not in results or "direct 10k" not in results:
             continue
         pairs = list(zip(results["direct 10k"], results[f"{case} 10k"], strict=True))
@@ -274,9 +304,19 @@ def main() -> None:
         medians[f"{case} 10k"].update({f"added_{q}": v for q, v in added.items()})
         print(f"added latency, {case} vs direct at 10,000 quotes/s (median of the per-run differences): "
               f"p50 {added['p50_ms']:+.3f} ms, p99 {added['p99_ms']:+.3f} ms")
+    for case in ("relay", "redis"):
+        for kind in ("flood", "10k"):
+            new, old = results.get(f"{case} {kind}"), results.get(f"base-{case} {kind}")
+            if not new or not old:
+                continue
+            ratios = {q: statistics.median(n[q] / o[q] for n, o in zip(new, old, strict=True) if o[q])
+                      for q in new[0] if q in ("min_rate", "cpu", "p50_ms", "p99_ms")}
+            print(f"{case} {kind}, this checkout / baseline (median of the per-run ratios): "
+                  + ", ".join(f"{q} x{v:.2f}" for q, v in ratios.items()))
+            medians[f"{case} {kind}"].update({f"ratio_{q}": v for q, v in ratios.items()})
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(medians, f, indent=2)
+            json.dump({"load_average": [min(loads), statistics.median(loads), max(loads)], **medians}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ from ._fanout import Frame, Subscriber
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 10.0
+DIRECT_BYTES = 256 * 1024      # bytes a client's transport may hold while frames go straight to it
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
 
 
 @dataclass(frozen=True, repr=False)
@@ -76,10 +80,17 @@ class Credentials:
 
 
 class Outbox:
-    """A bounded queue of frames for one client and the task that writes them."""
+    """The frames on their way to one client, bounded.
 
-    def __init__(self, ws: web.WebSocketResponse, *, limit: int, name: str):
+    A frame goes straight to the client's socket transport while the transport holds little
+    (at most :data:`DIRECT_BYTES` not yet taken by the kernel), in the loop turn the upstream
+    frame arrived in; beyond that, frames wait in order in a queue that a task feeds to the
+    socket as it drains. More than ``limit`` bytes waiting there cuts the client off (407).
+    """
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, *, limit: int, name: str):
         self.ws = ws
+        self.transport = transport
         self.limit = limit
         self.name = name
         self._frames: deque[tuple[bytes, WSMsgType]] = deque()
@@ -90,6 +101,11 @@ class Outbox:
 
     def put(self, data: bytes, opcode: WSMsgType, *, slow_error: bytes | None = None) -> None:
         if self.cut or self.ws.closed:
+            return
+        transport = self.transport
+        if not self._frames and transport is not None and transport.get_write_buffer_size() <= DIRECT_BYTES:
+            if not transport.is_closing():
+                _write_frame(transport, data, opcode)
             return
         if self._bytes + len(data) > self.limit:
             self._cut_off(slow_error)
@@ -114,9 +130,8 @@ class Outbox:
             await asyncio.wait_for(self.ws.close(code=1008, message=b"slow client"), 1.0)
         except (asyncio.TimeoutError, asyncio.CancelledError, ConnectionError, RuntimeError):
             pass          # (aiohttp's close() turns its own timeout into CancelledError)
-        transport = self.ws._req.transport if self.ws._req is not None else None
-        if transport is not None:      # the client did not answer the close: drop it
-            transport.abort()
+        if self.transport is not None:      # the client did not answer the close: drop it
+            self.transport.abort()
 
     async def _write(self) -> None:
         frames, ws = self._frames, self.ws
@@ -137,19 +152,36 @@ class Outbox:
         self._task.cancel()
 
 
+def _write_frame(transport: asyncio.Transport, data: bytes, opcode: WSMsgType) -> None:
+    """One unmasked, uncompressed WebSocket frame (RFC 6455 5.2) written to ``transport``: what
+    aiohttp's writer does for the server's frames, without a task switch."""
+    n = len(data)
+    first = 0x80 | opcode
+    if n < 126:
+        transport.write(bytes((first, n)) + data)
+        return
+    header = _LEN16(first, 126, n) if n < 65536 else _LEN64(first, 127, n)
+    if n <= 4096:
+        transport.write(header + data)
+    else:
+        transport.write(header)
+        transport.write(data)
+
+
 # ------------------------------------------------------------------ market data
 
 class DataClient(Subscriber):
     """One downstream market-data connection."""
 
-    def __init__(self, endpoint, ws: web.WebSocketResponse, codec: Codec, name: str, *, limit: int):
+    def __init__(self, endpoint, ws: web.WebSocketResponse, codec: Codec, name: str, *, limit: int,
+                 transport: asyncio.Transport | None = None):
         super().__init__()
         self.endpoint = endpoint
         self.ws = ws
         self.codec = codec
         self.name = name
         self.authenticated = False
-        self.outbox = Outbox(ws, limit=limit, name=name)
+        self.outbox = Outbox(ws, transport, limit=limit, name=name)
         self._slow = codec.encode([error_message(407)])
 
     def send(self, messages: list[dict]) -> None:
@@ -223,14 +255,15 @@ class DataClient(Subscriber):
 class TradingClient:
     """One downstream trade-updates connection."""
 
-    def __init__(self, endpoint, ws: web.WebSocketResponse, use_msgpack: bool, name: str, *, limit: int):
+    def __init__(self, endpoint, ws: web.WebSocketResponse, use_msgpack: bool, name: str, *, limit: int,
+                 transport: asyncio.Transport | None = None):
         self.endpoint = endpoint
         self.ws = ws
         self.msgpack = use_msgpack
         self.name = name
         self.authorized = False
         self.listening = False
-        self.outbox = Outbox(ws, limit=limit, name=name)
+        self.outbox = Outbox(ws, transport, limit=limit, name=name)
 
     def encode(self, message: Any) -> bytes:
         return msgpack.packb(message, use_bin_type=True) if self.msgpack else orjson.dumps(message)

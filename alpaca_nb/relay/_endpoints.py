@@ -46,7 +46,7 @@ class DataEndpoint:
         self.path = path
         self.clients: set[Subscriber] = set()      # local clients and remote relays
         self.source: Source | None = None
-        self.publish: Callable[[str, list[Any]], None] | None = None
+        self.publish: Callable[[str, Frame], None] | None = None
         self._changes = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.frames = 0
@@ -121,24 +121,28 @@ class DataEndpoint:
 
     # ------------------------------------------------------------------ frames
     def on_frame(self, payload: bytes) -> None:
-        """An upstream frame: control messages to the upstream, data to the subscribers."""
-        try:
-            messages = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            log.warning("relay %s: malformed upstream frame skipped: %r", self.path, payload[:80])
-            return
-        if type(messages) is not list:
-            messages = [messages]
-        if len(messages) == 1 and type(messages[0]) is dict and messages[0].get("T") in (
-                "subscription", "error", "success"):
-            control = messages[0]
-            if control.get("T") != "success" and hasattr(self.source, "control"):
-                self.source.control(control)
-            return
+        """An upstream frame: control messages to the upstream, data to the subscribers (a
+        frame of data messages as Alpaca writes them is passed on without being decoded)."""
+        frame = Frame.scan(payload)
+        if frame is None:
+            try:
+                messages = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                log.warning("relay %s: malformed upstream frame skipped: %r", self.path, payload[:80])
+                return
+            if type(messages) is not list:
+                messages = [messages]
+            if len(messages) == 1 and type(messages[0]) is dict and messages[0].get("T") in (
+                    "subscription", "error", "success"):
+                control = messages[0]
+                if control.get("T") != "success" and hasattr(self.source, "control"):
+                    self.source.control(control)
+                return
+            frame = Frame(payload, messages)
         self.frames += 1
         if self.publish is not None:
-            self.publish(self.path, messages)
-        fan_out(Frame(payload, messages), self.clients)
+            self.publish(self.path, frame)
+        fan_out(frame, self.clients)
 
     def on_status(self, status: StreamStatus) -> None:
         """Tell the clients (and Redis) how the upstream is doing."""

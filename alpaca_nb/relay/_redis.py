@@ -38,7 +38,7 @@ from redis.exceptions import RedisError
 
 from ..stream._hub import StreamStatus
 from ._endpoints import DATA_PATHS
-from ._fanout import Subscriber
+from ._fanout import Frame, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,12 @@ class RemoteRelay(Subscriber):
     """A relay fed through Redis, counted in an endpoint's union like a local client. Its data
     travels through Redis, so it takes no part in the local fan-out."""
 
+    fanout = False
+
     def __init__(self, relay_id: str):
         super().__init__()
         self.relay_id = relay_id
         self.seen = time.monotonic()
-
-    def select(self, keys, count):
-        return None
 
 
 class Publisher:
@@ -121,13 +120,9 @@ class Publisher:
                 log.warning("relay: Redis is not keeping up; %d upstream frame(s) not published so far",
                             self.dropped)
 
-    def data(self, path: str, messages: list[Any]) -> None:
+    def data(self, path: str, frame: Frame) -> None:
         """An upstream data frame: one publish per symbol, the messages as Alpaca sent them."""
-        groups: dict[str, list[Any]] = {}
-        for m in messages:
-            if type(m) is dict and isinstance(m.get("S"), str):
-                groups.setdefault(m["S"], []).append(m)
-        self._put([(f"{self.prefix}:{path}:{symbol}", orjson.dumps(group)) for symbol, group in groups.items()])
+        self._put([(f"{self.prefix}:{path}:{symbol}", group) for symbol, group in frame.by_symbol().items()])
 
     def trading(self, payload: bytes) -> None:
         self._put((self.trade_channel, bytes(payload)))

@@ -348,7 +348,8 @@ class Relay:
             await ws.prepare(request)
             endpoint = self.data_endpoint(path)
             client = DataClient(endpoint, ws, Codec.for_headers(request.headers),
-                                f"{path}#{next(self._names)}", limit=self.slow_client_bytes)
+                                f"{path}#{next(self._names)}", limit=self.slow_client_bytes,
+                                transport=request.transport)
             endpoint.join(client)
             self._clients += 1
             self.served["data"] += 1
@@ -368,7 +369,7 @@ class Relay:
         endpoint = self.trading_endpoint()
         use_msgpack = "msgpack" in request.headers.get("Content-Type", "").lower()
         client = TradingClient(endpoint, ws, use_msgpack, f"stream#{next(self._names)}",
-                               limit=self.slow_client_bytes)
+                               limit=self.slow_client_bytes, transport=request.transport)
         endpoint.join(client)
         self._clients += 1
         self.served["trading"] += 1
