@@ -44,7 +44,7 @@ from .._stream_protocol import (
     subscription_message,
     trading_request,
 )
-from ._fanout import Frame, Subscriber
+from ._fanout import Frame, Subscriber, to_msgpack
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,14 @@ class DataClient(Subscriber):
                 return
             crypto = is_crypto(self.endpoint.path)
             change = parse_change(data, crypto=crypto)
+            before = set(self.subs.get("orderbooks", ()))
             code = await self.endpoint.change(self, change, add=action == "subscribe")
             self.send([error_message(code) if code else subscription_message(self.subs, crypto=crypto)])
+            books = self.endpoint.books
+            if not code and books is not None:      # new books start in full, as Alpaca's do
+                full = books.full([s for s in self.subs.get("orderbooks", ()) if s not in before])
+                if full:
+                    self.send([to_msgpack(m) for m in full] if self.codec.msgpack else full)
         else:
             raise ProtocolSyntaxError
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from .._stream_protocol import is_crypto
 from ..stream._hub import StreamStatus
 from ._clients import DataClient
 from ._fanout import Frame, Subscriber, fan_out, union
@@ -38,6 +39,57 @@ class Source(Protocol):
     async def close(self) -> None: ...
 
 
+class Books:
+    """The crypto order books the upstream carries, kept from its ``o`` messages (a full book
+    with ``r: true``, then changed levels, size 0 removing one), so a client that subscribes a
+    book another client already has gets the full book first, as Alpaca sends it after every
+    subscription (the upstream, already subscribed, sends none)."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, tuple[Any, dict[Any, Any], dict[Any, Any]]] = {}
+
+    def apply(self, messages: list[Any]) -> None:
+        for m in messages:
+            if type(m) is not dict or m.get("T") != "o" or not isinstance(m.get("S"), str):
+                continue
+            symbol = m["S"]
+            if m.get("r"):
+                bids, asks = {}, {}
+            elif symbol in self._books:
+                _, bids, asks = self._books[symbol]
+            else:
+                continue                # changes to a book never seen in full
+            for side, levels in ((bids, m.get("b")), (asks, m.get("a"))):
+                for level in levels if isinstance(levels, list) else ():
+                    if isinstance(level, dict) and "p" in level:
+                        if level.get("s"):
+                            side[level["p"]] = level["s"]
+                        else:
+                            side.pop(level["p"], None)
+            self._books[symbol] = (m.get("t"), bids, asks)
+
+    def full(self, symbols: list[str]) -> list[dict[str, Any]]:
+        """``r: true`` messages of the books of ``symbols`` held now (best levels first)."""
+        out = []
+        for symbol in symbols:
+            book = self._books.get(symbol)
+            if book is not None:
+                t, bids, asks = book
+                out.append({"T": "o", "S": symbol, "t": t,
+                            "b": [{"p": p, "s": bids[p]} for p in sorted(bids, reverse=True)],
+                            "a": [{"p": p, "s": asks[p]} for p in sorted(asks)], "r": True})
+        return out
+
+    def keep(self, symbols: set[str]) -> None:
+        """Forget the books of symbols no longer subscribed upstream."""
+        if "*" not in symbols:
+            for symbol in [s for s in self._books if s not in symbols]:
+                del self._books[symbol]
+
+    def clear(self) -> None:
+        self._books.clear()
+
+
 class DataEndpoint:
     """A market-data endpoint such as ``v2/iex``."""
 
@@ -47,6 +99,7 @@ class DataEndpoint:
         self.clients: set[Subscriber] = set()      # local clients and remote relays
         self.source: Source | None = None
         self.publish: Callable[[str, Frame], None] | None = None
+        self.books = Books() if is_crypto(path) else None
         self._changes = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self.frames = 0
@@ -82,13 +135,18 @@ class DataEndpoint:
             after = self.committed()
             if after != target:                 # this change released symbols: tell the server
                 self._release()
+            if self.books is not None:
+                self.books.keep(after.get("orderbooks", set()))
             return None
 
     def _release(self) -> None:
         async def release() -> None:
             async with self._changes:
+                committed = self.committed()
+                if self.books is not None:
+                    self.books.keep(committed.get("orderbooks", set()))
                 try:
-                    await self.source.sync(self.committed())
+                    await self.source.sync(committed)
                 except UpstreamFatal:
                     pass            # nothing is subscribed on a connection that was refused
         task = asyncio.get_running_loop().create_task(release())
@@ -139,6 +197,8 @@ class DataEndpoint:
                     self.source.control(control)
                 return
             frame = Frame(payload, messages)
+            if self.books is not None:
+                self.books.apply(messages)
         self.frames += 1
         if self.publish is not None:
             self.publish(self.path, frame)
@@ -146,6 +206,8 @@ class DataEndpoint:
 
     def on_status(self, status: StreamStatus) -> None:
         """Tell the clients (and Redis) how the upstream is doing."""
+        if self.books is not None and status.state != "connected":
+            self.books.clear()                  # (the server sends them in full again)
         if status.state == "connected":
             text = "relay: upstream connected"
         elif status.state == "reconnecting":

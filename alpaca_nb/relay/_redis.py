@@ -206,7 +206,12 @@ class Publisher:
             remote.seen = time.monotonic()
             subs = {ch: dict.fromkeys(v) for ch, v in msg["subs"].items()
                     if isinstance(v, list) and all(isinstance(s, str) for s in v)}
+            books = set(remote.subs.get("orderbooks", ()))
             code = await endpoint.replace(remote, {**{ch: {} for ch in remote.subs}, **subs})
+            full = endpoint.books.full([s for s in remote.subs.get("orderbooks", ()) if s not in books]) \
+                if code is None and endpoint.books is not None else []
+            if full:                    # its new books start in full, as Alpaca's do
+                self._put([(f"{self.prefix}:{path}:{m['S']}", orjson.dumps([m])) for m in full])
         if msg.get("seq") is not None:
             self._put((self.control_channel, orjson.dumps(
                 {"type": "ack", "relay": relay_id, "seq": msg["seq"], "error": code})))
