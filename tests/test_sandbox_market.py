@@ -5,7 +5,9 @@ over HTTP and WebSocket is tested in test_sandbox_data_*.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import math
 import uuid
 from zoneinfo import ZoneInfo
 
@@ -14,6 +16,8 @@ import orjson
 import pytest
 
 from alpaca_nb.sandbox._bars import Timeframe
+from alpaca_nb.sandbox._minutes import POST, PRE, REGULAR, round_price
+from alpaca_nb.sandbox._noise import hash_at, key_of, normal_at, unit
 from alpaca_nb.sandbox.clock import MINUTE_NS, Clock, Sessions, ny_midnight_ns, to_ns
 from alpaca_nb.sandbox.market import Market
 
@@ -189,6 +193,52 @@ def test_minutes_generated_together_are_the_minutes_generated_one_day_at_a_time(
                 first = (sess.open - sess.premarket_open) // MINUTE_NS
                 regular = batch.take(slice(first, first + (sess.close - sess.open) // MINUTE_NS))
                 assert (regular.o[0], regular.c[-1], regular.v.sum()) == (bar.open, bar.close, bar.volume)
+
+
+def _one_session_parts(inst, sess, bar) -> list[tuple]:
+    """The parts of one session computed one value at a time, as the market first did (the
+    reference for the vectorised ``Market._part_specs``)."""
+    day = sess.date.toordinal()
+    z = normal_at(inst.key ^ 0x5E55, np.array([[day * 8 + k for k in range(6)]])).T[:, 0]
+    e = -np.log1p(-unit(hash_at(inst.key ^ 0x5E56, np.array([[day * 8 + k for k in range(4)]])))).T[:, 0]
+    sig = inst.sigma
+    rp = lambda x: float(round_price(np.array([x]))[0])      # noqa: E731
+    ends = {PRE: (rp(bar.open * np.exp(0.4 * sig * z[0])), rp(bar.open * np.exp(0.05 * sig * z[1]))),
+            POST: (rp(bar.close * np.exp(0.03 * sig * z[2])), rp(bar.close * np.exp(0.3 * sig * z[3])))}
+    wiggle = {PRE: (e[0], e[1]), POST: (e[2], e[3])}
+    share = {PRE: 0.03 * np.exp(0.4 * z[4] - 0.08), POST: 0.025 * np.exp(0.4 * z[5] - 0.08)}
+    parts = []
+    for segment in (PRE, REGULAR, POST):
+        if segment == REGULAR:
+            parts.append((key_of(inst.key, "minutes", day), sess.open, (sess.close - sess.open) // MINUTE_NS,
+                          REGULAR, *bar[1:7]))
+            continue
+        first, last = (sess.premarket_open, sess.open) if segment == PRE else (sess.close, sess.postmarket_close)
+        m = (last - first) // MINUTE_NS
+        po, pc = ends[segment]
+        up, down = wiggle[segment]
+        high = max(rp(max(po, pc) * math.exp(0.15 * sig * up)), po, pc)
+        low = min(rp(min(po, pc) * math.exp(-0.15 * sig * down)), po, pc)
+        n = max(4 * m, round(bar.trade_count * share[segment]))
+        parts.append((key_of(inst.key, segment, day), first, m, segment, po, high, low, pc,
+                      max(round(bar.volume * share[segment]), 2 * n), n))
+    return parts
+
+
+@pytest.mark.parametrize("mode", ["always-open", "calendar"])
+def test_the_parts_of_sessions_computed_together_are_those_of_each_session_alone(mode):
+    market = Market(seed=11, sessions=Sessions(mode), clock=Clock())
+    for symbol in ("AAPL", "ZOM", "BRK.B"):
+        inst = market._inst(symbol)
+        positions, sessions, daily = market._days(inst, EDGE_DAYS)
+        assert [EDGE_DAYS[i] for i in positions] == [s.date for s in sessions] == \
+            [d for d in EDGE_DAYS if market.sessions.session(d) is not None]
+        specs = market._part_specs(inst, sessions, daily)
+        expected = [part for k, sess in enumerate(sessions) for part in _one_session_parts(inst, sess, daily.row(k))]
+        got = [tuple(getattr(spec, f.name) for f in dataclasses.fields(spec)) for spec in specs]
+        assert got == expected
+        for g, x in zip(got, expected):             # the same types, so the same JSON numbers
+            assert [type(v) for v in g] == [type(v) for v in x]
 
 
 def _reference_records(bars) -> bytes:

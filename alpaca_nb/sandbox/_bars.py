@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = [
+    "BAR_FIELDS",
     "EMPTY_BARS",
     "UNIT_DAY",
     "UNIT_HOUR",
@@ -98,7 +99,7 @@ class Bars:
             return EMPTY_BARS
         if len(parts) == 1:
             return parts[0]
-        return Bars(*(np.concatenate([getattr(p, f) for p in parts]) for f in _BAR_FIELDS))
+        return Bars(*(np.concatenate([getattr(p, f) for p in parts]) for f in BAR_FIELDS))
 
     def aggregate(self, starts: np.ndarray, stamps: np.ndarray, *, vw_places: int = 6) -> Bars:
         """Aggregate consecutive groups beginning at ``starts`` into one bar each, stamped
@@ -116,7 +117,7 @@ class Bars:
                     np.add.reduceat(self.n, starts), vw)
 
 
-_BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
+BAR_FIELDS = ("t", "o", "h", "l", "c", "v", "n", "vw")
 _F = np.empty(0, dtype=np.float64)
 _I = np.empty(0, dtype=np.int64)
 EMPTY_BARS = Bars(_I, _F, _F, _F, _F, _I, _I, _F)

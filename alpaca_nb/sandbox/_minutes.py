@@ -172,7 +172,13 @@ def _allocate_rows(totals: np.ndarray, weights: np.ndarray, minimum: int) -> np.
     spare = totals - minimum * weights.shape[1]
     cum = np.rint(np.cumsum(weights, axis=1) * (spare / weights.sum(axis=1))[:, None]).astype(np.int64)
     cum[:, -1] = spare
-    return np.diff(cum, axis=1, prepend=0) + minimum
+    cum[:, 1:] -= cum[:, :-1].copy()
+    return cum + minimum
+
+
+def _clip(x: np.ndarray, lo, hi) -> np.ndarray:
+    """``np.clip`` without its Python-level checks (the same values)."""
+    return np.minimum(np.maximum(x, lo), hi)
 
 
 def _column(values: list[float]) -> np.ndarray:
@@ -201,8 +207,10 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
     count = len(group)
     keys = np.array([s.key for s in group], dtype=np.uint64)
 
+    draws = uniform_grid(keys, 0, 2 + 8 * m)          # every draw of the group at once
+
     def uniform(first: int, size: int) -> np.ndarray:   # draws first .. first + size - 1
-        return uniform_grid(keys, first, size)
+        return draws[:, first:first + size]
 
     rng = shape.hi_i - shape.lo_i
     picks = shape.lo_i + (uniform(0, 2) * rng).astype(np.int64)
@@ -229,21 +237,22 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
         anchors = sorted([(0, spec.open), (a, spec.high), (b, spec.low), (m, spec.close)])
         anchor_x[r] = [p for p, _ in anchors]
         anchor_y[r] = [v for _, v in anchors]
+    rows = np.arange(count)[:, None]
     shift = (np.arange(count, dtype=np.float64) * (m + 1))[:, None]
     grid = (shift + shape.grid).ravel()
     xp = (shift + anchor_x).ravel()
     x = np.interp(grid, xp, anchor_y.ravel()).reshape(count, m + 1) + walk \
-        - np.interp(grid, xp, np.take_along_axis(walk, anchor_x, axis=1).ravel()).reshape(count, m + 1)
-    x = np.clip(round_price(reflect(x, l_d, h_d)), l_d, h_d)
-    np.put_along_axis(x, anchor_x, anchor_y, axis=1)
+        - np.interp(grid, xp, walk[rows, anchor_x].ravel()).reshape(count, m + 1)
+    x = _clip(round_price(reflect(x, l_d, h_d)), l_d, h_d)
+    x[rows, anchor_x] = anchor_y
     o, c = x[:, :-1], x[:, 1:]
     wiggle = uniform(2 + 2 * m, 2 * m)
     np.negative(wiggle, out=wiggle)
     np.log1p(wiggle, out=wiggle)
     np.negative(wiggle, out=wiggle)
     wiggle *= wig
-    h = np.clip(ceil_price(np.maximum(o, c) + wiggle[:, :m]), l_d, h_d)
-    low = np.clip(floor_price(np.minimum(o, c) - wiggle[:, m:]), l_d, h_d)
+    h = _clip(ceil_price(np.maximum(o, c) + wiggle[:, :m]), l_d, h_d)
+    low = _clip(floor_price(np.minimum(o, c) - wiggle[:, m:]), l_d, h_d)
     h = np.maximum(h, np.maximum(o, c))
     low = np.minimum(low, np.minimum(o, c))
 
@@ -257,7 +266,7 @@ def _generate(group: list[DaySpec], shape: _Shape, m: int) -> list[tuple[np.ndar
     noise *= 0.2
     np.exp(noise, out=noise)
     vol_weight = weight * noise
-    vw = np.clip(np.round((h + low + c) / 3.0, 4), low, h)
+    vw = _clip(np.round((h + low + c) / 3.0, 4), low, h)
     trades = np.array([s.trade_count for s in group], dtype=np.int64)
     n = _allocate_rows(trades, weight, 4)
     v = n + _allocate_rows(np.array([s.volume for s in group], dtype=np.int64) - trades, vol_weight, 0)

@@ -147,7 +147,7 @@ class CryptoSeries:
         return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
 
     def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool,
-                wanted: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
+                wanted: int = MAX_LIMIT, then: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
         keys = self.periods(lo, hi, desc)
         if self.kind == "bars" and self.timeframe.intraday:
             ahead = keys[:max(1, min(8, -(-max(wanted, 1) * self.timeframe.minutes // 1440)))]

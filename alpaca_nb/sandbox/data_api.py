@@ -37,8 +37,9 @@ What the sandbox decides where Alpaca's behaviour is not pinned down:
   Alpaca). A missing ``start`` means the beginning of the current New York day (or of ``end``'s
   day when ``end`` is earlier); ``end`` defaults to now and is capped at now.
 * Pages are assembled from cached, pre-serialised per-(symbol, period) chunks, so a 10,000-bar
-  page is a join of byte slices (building a chunk of intraday bars generates the minutes of the
-  next UTC days the request will read in one batch, :meth:`Market.prefetch_minutes`); ``next_page_token`` is base64 of
+  page is a join of byte slices (building a chunk of intraday bars generates in one batch the
+  minutes of the next UTC days the request will read, counted from the market's sessions,
+  :meth:`Market.prefetch_minutes`); ``next_page_token`` is base64 of
   ``SYMBOL|KIND|<last timestamp>`` and is null once nothing is left. Historical pages carry a
   ``Server-Timing: page;dur=<ms>`` header (time spent building the page). Answers are not
   gzip-compressed, even when the client accepts it: on loopback that would only cost time.
@@ -77,14 +78,14 @@ from ._data_query import (
     parse_symbols,
 )
 from ._iex import FeedCache, IexMarket
-from .clock import DAY_NS, MINUTE_NS, NS, UTC, ny_date, ny_midnight_ns, rfc3339_array
+from .clock import DAY_NS, MINUTE_NS, NS, ny_date, ny_midnight_ns, rfc3339_array
 from .market import Market
 from .wire import ApiError, json_response
 
 log = logging.getLogger(__name__)
 
 TICK_BLOCK_MINUTES = 5                      # trades/quotes are cached in 5-minute chunks
-PREFETCH_DAYS = 8                           # UTC days of minutes generated in one batch
+PREFETCH_DAYS = 21                          # UTC days of minutes generated in one batch, at most
 CACHE_BYTES = 512 * 1024 ** 2               # serialised chunks kept in memory
 DELAY_NS = 15 * 60 * NS                     # delayed_sip lag
 
@@ -242,8 +243,15 @@ class ChunkCache:
 
 # ---------------------------------------------------------------- series: what a request reads
 
+_EPOCH = dt.date(1970, 1, 1)
+
+
 def _utc_date(ns: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=ns // DAY_NS)
+    return _EPOCH + dt.timedelta(days=ns // DAY_NS)
+
+
+def _utc_midnight(day: dt.date) -> int:
+    return (day - _EPOCH).days * DAY_NS
 
 
 @dataclass
@@ -287,19 +295,22 @@ class Series:
         if self.kind != "bars":
             return (key + 1) * TICK_BLOCK_MINUTES * MINUTE_NS
         if tf.intraday:
-            return int(dt.datetime(key.year, key.month, key.day, tzinfo=UTC).timestamp()) * NS + DAY_NS
+            return _utc_midnight(key) + DAY_NS
         last = dt.date(key, 12, 31) + dt.timedelta(days=0 if tf.unit == UNIT_DAY else 7)
         return ny_midnight_ns(last + dt.timedelta(days=1)) + DAY_NS   # past any post-market
 
-    def chunk(self, symbol: str, key: Any, now: int, ahead: Sequence[Any] = ()) -> Chunk:
-        """The records of one period; ``ahead`` names the periods likely to be read next,
-        whose minutes are generated together with this one's when it has to be built."""
+    def chunk(self, symbol: str, keys: Sequence[Any], i: int, *, lo: int, hi: int, now: int,
+              wanted: int) -> Chunk:
+        """The records of period ``keys[i]``. When it has to be built, the minutes of the next
+        periods that ``wanted`` more records of [lo, hi] (ns) may reach are generated together
+        with its own (:meth:`ahead`)."""
+        key = keys[i]
         cache_key = (self.kind, self.code, symbol, key)
         found = self.cache.get(cache_key)
         if found is not None:
             return found
         if self.kind == "bars" and self.timeframe.intraday:
-            self._prefetch(symbol, [key, *ahead])
+            self._prefetch(symbol, [key, *self.ahead(keys, i, lo, hi, wanted)])
         chunk = self._build(symbol, key, now)
         if self.period_end(key) <= now:
             self.cache.put(cache_key, chunk)
@@ -334,24 +345,35 @@ class Series:
         return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
 
     def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool,
-                wanted: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
-        """Non-empty (chunk, a, b) ranges with ``lo <= t <= hi``, in the page's order;
-        ``wanted`` (how many records the caller still takes) bounds the read-ahead of minutes."""
+                wanted: int = MAX_LIMIT, then: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
+        """Non-empty (chunk, a, b) ranges with ``lo <= t <= hi``, in the page's order. ``wanted``
+        (how many records the caller still takes) bounds the minutes generated ahead; past
+        them, the caller looks at one more record (where its next page starts, which will take
+        ``then`` records)."""
         keys = self.periods(lo, hi, desc)
-        for i, key in enumerate(keys):
-            chunk = self.chunk(symbol, key, now, keys[i + 1:i + self.ahead(wanted)])
+        for i in range(len(keys)):
+            chunk = self.chunk(symbol, keys, i, lo=lo, hi=hi, now=now, wanted=wanted if wanted > 0 else then)
             if len(chunk):
                 a, b = chunk.index_range(lo, hi)
                 if a < b:
                     wanted -= b - a
                     yield chunk, a, b
 
-    def ahead(self, wanted: int) -> int:
-        """How many periods past the current one ``wanted`` more records may need (intraday
-        bars: at most 1440 minutes a day, so this is a lower bound), up to PREFETCH_DAYS."""
+    def ahead(self, keys: Sequence[Any], i: int, lo: int, hi: int, wanted: int) -> list[Any]:
+        """The periods after ``keys[i]`` that ``wanted`` more records of [lo, hi] (ns) from
+        ``keys[i]`` on may reach: intraday bars only (their minutes are generated in batches),
+        counted from the market's minutes with data in each UTC day (a bucket of the timeframe
+        makes one record), at most PREFETCH_DAYS periods in all."""
         if self.kind != "bars" or not self.timeframe.intraday:
-            return 1
-        return max(1, min(PREFETCH_DAYS, -(-max(wanted, 0) * self.timeframe.minutes // 1440)))
+            return []
+        width = self.timeframe.minutes
+        j, left = i, wanted
+        while left > 0 and j < len(keys) and j - i < PREFETCH_DAYS:
+            day0 = _utc_midnight(keys[j])
+            minutes = self.market.minute_count(max(lo, day0), min(hi, day0 + DAY_NS - 1))
+            left -= -(-minutes // width)
+            j += 1
+        return list(keys[i + 1:j])
 
     def _prefetch(self, symbol: str, keys: list[Any]) -> None:
         """Generate at once the minutes of the NY days that the not yet cached UTC-day periods
@@ -368,7 +390,7 @@ class Series:
 class Page:
     parts: list[tuple[str, list[bytes]]]
     next_token: str | None
-    last: tuple[str, int] | None = None     # the last record returned, when more remain
+    last: tuple[str, int, int] | None = None    # the last record returned, when more remain (see the token)
 
 
 def build_page(series: Series, symbols: list[str], *, start: int, end: int, limit: int,
@@ -390,7 +412,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             # resume at the token's timestamp, past the records of it already returned
             lo, hi, skip = (lo, min(hi, token[1]), token[2]) if desc else (max(lo, token[1]), hi, token[2])
         slices: list[bytes] = []
-        for chunk, a, b in series.records(symbol, lo, hi, now, desc, remaining + skip):
+        for chunk, a, b in series.records(symbol, lo, hi, now, desc, remaining + skip, limit):
             if skip:
                 a, b, skip = (a, b - skip, 0) if desc else (a + skip, b, 0)
                 if a >= b:
@@ -398,7 +420,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             if remaining == 0:   # a record exists beyond this page
                 if slices:
                     parts.append((symbol, slices))
-                return Page(parts, encode_token(last[0], series.code, last[1], last[2]), last[:2])
+                return Page(parts, encode_token(*last[:1], series.code, *last[1:]), last)
             take = min(b - a, remaining)
             if desc:
                 slices.append(chunk.slice_desc(b - take, b))
@@ -411,7 +433,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             remaining -= take
             if remaining == 0 and take < b - a:
                 parts.append((symbol, slices))
-                return Page(parts, encode_token(last[0], series.code, last[1], last[2]), last[:2])
+                return Page(parts, encode_token(*last[:1], series.code, *last[1:]), last)
         if slices:
             parts.append((symbol, slices))
     return Page(parts, None)
@@ -456,7 +478,9 @@ def _run_page(request: web.Request, kind: str, query: Query) -> Page:
 
 class ReadAhead:
     """Prepares the chunks of the page a client will most likely ask for next (the one after
-    ``next_page_token``) while it is busy with the current one, one chunk per loop turn. Only
+    ``next_page_token``, up to the record past its end that its own build looks at, whose
+    chunk is built with the minutes of the page after it) while the client is busy with the
+    current one, one chunk per loop turn. Only
     periods entirely in the past are prepared (they are the cacheable ones); at most one
     read-ahead runs at a time. ``last_ms`` is the build time the latest one spent."""
 
@@ -464,8 +488,8 @@ class ReadAhead:
         self.task: asyncio.Task | None = None
         self.last_ms = 0.0
 
-    async def run(self, series: Series, symbols: list[str], query: Query, after: tuple[str, int],
-                  now: int) -> None:
+    async def run(self, series: Series, symbols: list[str], query: Query,
+                  after: tuple[str, int, int], now: int) -> None:
         try:
             await self._prepare(series, symbols, query, after, now)
         except asyncio.CancelledError:
@@ -477,31 +501,41 @@ class ReadAhead:
         if self.task is not None:
             self.task.cancel()
 
-    async def _prepare(self, series: Series, symbols: list[str], query: Query, after: tuple[str, int],
-                       now: int) -> None:
-        remaining, spent = query.limit, 0.0
-        for symbol in symbols[symbols.index(after[0]):]:
-            lo, hi = query.start, query.end
-            if symbol == after[0]:
-                lo, hi = (lo, min(hi, after[1])) if query.desc else (max(lo, after[1]), hi)
-            keys = series.periods(lo, hi, query.desc)
-            for i, key in enumerate(keys):
-                if series.period_end(key) > now:
-                    continue
-                t0 = time.perf_counter()
-                chunk = series.chunk(symbol, key, now, keys[i + 1:i + series.ahead(remaining)])
-                a, b = chunk.index_range(lo, hi)
-                spent += time.perf_counter() - t0
-                remaining -= max(0, b - a)
-                if remaining <= 0:
-                    self.last_ms = spent * 1000
-                    return
-                await asyncio.sleep(0)
+    async def _prepare(self, series: Series, symbols: list[str], query: Query,
+                       after: tuple[str, int, int], now: int) -> None:
+        # the page starts at after's instant, past the records of it the last page returned;
+        # once full, it looks at one more record (where the page after it starts)
+        remaining, spent = query.limit + after[2], 0.0
+        for symbol, keys, i, lo, hi in _past_periods(series, symbols, query, after, now):
+            t0 = time.perf_counter()
+            chunk = series.chunk(symbol, keys, i, lo=lo, hi=hi, now=now, wanted=remaining or query.limit)
+            a, b = chunk.index_range(lo, hi)
+            spent += time.perf_counter() - t0
+            if b > a and remaining == 0:
+                break
+            remaining -= max(0, b - a)
+            if remaining < 0:
+                break
+            await asyncio.sleep(0)
         self.last_ms = spent * 1000
 
 
+def _past_periods(series: Series, symbols: list[str], query: Query, after: tuple[str, int, int],
+                  now: int) -> Iterator[tuple[str, list[Any], int, int, int]]:
+    """(symbol, its period keys, index, lo, hi) of each period entirely before ``now``, in the
+    order of the pages that continue after ``after``."""
+    for symbol in symbols[symbols.index(after[0]):]:
+        lo, hi = query.start, query.end
+        if symbol == after[0]:
+            lo, hi = (lo, min(hi, after[1])) if query.desc else (max(lo, after[1]), hi)
+        keys = series.periods(lo, hi, query.desc)
+        for i, key in enumerate(keys):
+            if series.period_end(key) <= now:
+                yield symbol, keys, i, lo, hi
+
+
 def _read_ahead(app: web.Application, series: Series, symbols: list[str], query: Query,
-                after: tuple[str, int], now: int) -> None:
+                after: tuple[str, int, int], now: int) -> None:
     state: ReadAhead = app[READ_AHEAD]
     if state.task is None or state.task.done():
         state.task = asyncio.get_running_loop().create_task(state.run(series, symbols, query, after, now))

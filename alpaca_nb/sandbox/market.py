@@ -48,6 +48,7 @@ nanoseconds since the epoch (UTC); dates are New York dates.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import math
 from collections import OrderedDict
@@ -58,6 +59,7 @@ import numpy as np
 
 from ._assets import EXCHANGE_TAPE, asset_object, load_assets
 from ._bars import (
+    BAR_FIELDS,
     EMPTY_BARS,
     UNIT_WEEK,
     BarTick,
@@ -86,7 +88,6 @@ from .corporate import CorporateActions
 from .clock import (
     DAY_NS,
     MINUTE_NS,
-    NS,
     Clock,
     Session,
     Sessions,
@@ -106,8 +107,8 @@ _TRADE_VENUE_W = np.cumsum([30, 14, 9, 8, 7, 6, 4, 4, 3, 3, 3, 3, 2, 2, 2]).asty
 _QUOTE_VENUES = np.array(list("QNPKZVUXYJBHA"))
 _QUOTE_VENUE_W = np.cumsum([14, 10, 10, 9, 9, 6, 6, 4, 4, 3, 3, 3, 2]).astype(np.float64)
 _ANCHOR_ORDINAL = dt.date(2025, 6, 2).toordinal()   # prices are near the list's base price here
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 TRADE_ID_STRIDE = 1_000_000   # trade id = minute number * stride + index in minute
-_NO_MINUTES = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,7 @@ class Market:
         self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
         self._anchors: dict[str, float] = {}
         self._year_sessions: dict[int, _SessionArrays] = {}
+        self._minute_counts = functools.lru_cache(maxsize=4096)(self._count_minutes)
         self.active_symbols: list[str] = [sym for sym in self.symbols
                                           if self._instruments[sym].asset["status"] == "active"]
 
@@ -249,7 +251,7 @@ class Market:
         if not len(year.ords):
             return EMPTY_BARS
         ords = year.ords
-        epoch = dt.date(1970, 1, 1).toordinal()
+        epoch = _EPOCH_ORDINAL
         days = (ords - epoch).astype(np.float64)
         anchor = self._anchors.get(inst.symbol)
         if anchor is None:        # computed with the days (noise_path is elementwise in t)
@@ -288,7 +290,7 @@ class Market:
         """Closes of these NY date ordinals before corporate actions shift them (unrounded);
         :class:`.corporate.CorporateActions` sizes dividends with them."""
         inst = self._inst(symbol)
-        epoch = dt.date(1970, 1, 1).toordinal()
+        epoch = _EPOCH_ORDINAL
         days = (np.asarray(ords, np.int64) - epoch).astype(np.float64)
         noise = noise_path(inst.key, inst.sigma, np.append(days + 1.0, float(_ANCHOR_ORDINAL - epoch)))
         anchor = self._anchors.setdefault(inst.symbol, float(noise[-1]))
@@ -319,27 +321,41 @@ class Market:
             return sessions[i], bars.row(i)
         return None
 
-    def _days(self, inst: _Instrument, days: list[dt.date]) -> list[tuple[Session, BarTick] | None]:
-        """The session and full-day bar of each date (None without a session): from the
-        year cache when the year is there, otherwise computed for just these dates (the daily
-        layer is elementwise, so the bars are the same as in their year)."""
-        out: list[tuple[Session, BarTick] | None] = [None] * len(days)
+    def _days(self, inst: _Instrument, days: list[dt.date]) -> tuple[list[int], list[Session], Bars]:
+        """Which of ``days`` have a session (their positions in ``days``, ascending), those
+        sessions and their full-day bars: from the year cache when the year is there,
+        otherwise computed for just these dates (the daily layer is elementwise, so the bars
+        are the same as in their year)."""
+        by_year: dict[int, list[tuple[int, dt.date]]] = {}
         todo: list[tuple[int, Session]] = []
         for i, day in enumerate(days):
             if (inst.symbol, day.year) in self._years:
-                out[i] = self._day(inst, day)
+                by_year.setdefault(day.year, []).append((i, day))
             else:
                 sess = self.sessions.session(day)
                 if sess is not None:
                     todo.append((i, sess))
-        if len(todo) == 1:
-            i, sess = todo[0]
-            out[i] = self._day(inst, sess.date)
-        elif todo:
+        if len(todo) == 1:                  # one day of a year: compute (and keep) the year
+            by_year.setdefault(todo[0][1].date.year, []).append((todo[0][0], todo[0][1].date))
+            todo = []
+        picks: list[tuple[int, Session, Bars, int]] = []    # position, session, its bars, row
+        for year, items in by_year.items():
+            sessions, bars = self._year(inst, year)
+            ords = self._year_sessions[year].ords
+            if not len(ords):
+                continue
+            want = np.array([day.toordinal() for _, day in items], dtype=np.int64)
+            rows = np.minimum(np.searchsorted(ords, want), len(ords) - 1)
+            picks += [(i, sessions[k], bars, k) for (i, _), k, hit in
+                      zip(items, rows.tolist(), (ords[rows] == want).tolist()) if hit]
+        if todo:
             bars = self._daily(inst, _SessionArrays([sess for _, sess in todo]))
-            for j, (i, sess) in enumerate(todo):
-                out[i] = (sess, bars.row(j))
-        return out
+            picks += [(i, sess, bars, k) for k, (i, sess) in enumerate(todo)]
+        if not picks:
+            return [], [], EMPTY_BARS
+        picks.sort(key=lambda pick: pick[0])
+        daily = Bars(*(np.array([getattr(src, name)[k] for _, _, src, k in picks]) for name in BAR_FIELDS))
+        return [pick[0] for pick in picks], [pick[1] for pick in picks], daily
 
     def day_bars(self, symbol: str, first: dt.date, last: dt.date) -> tuple[list[Session], Bars]:
         """Sessions with ``first <= date <= last`` and their full-day bars (ignores now)."""
@@ -378,58 +394,59 @@ class Market:
 
     def _generate_minutes(self, inst: _Instrument, days: list[dt.date]) -> list[Bars]:
         """Minute bars of ``days`` (empty for days without a session), cached."""
-        found = list(zip(days, self._days(inst, days)))
-        columns = iter(minute_columns(self._part_specs(inst, [hit for _, hit in found if hit])))
-        out = []
-        for day, hit in found:
-            bars = EMPTY_BARS
-            if hit is not None:
-                bars = Bars.concat([Bars(*next(columns)) for _ in SEGMENTS])
+        positions, sessions, daily = self._days(inst, days)
+        parts = minute_columns(self._part_specs(inst, sessions, daily))
+        out = [EMPTY_BARS] * len(days)
+        for k, i in enumerate(positions):       # a session's parts, in SEGMENTS order
+            out[i] = Bars(*(np.concatenate(cols) for cols in zip(*parts[k * len(SEGMENTS):(k + 1) * len(SEGMENTS)])))
+        for day, bars in zip(days, out):
             self._minutes[(inst.symbol, day)] = bars
-            out.append(bars)
         while len(self._minutes) > self.MINUTE_CACHE:
             self._minutes.popitem(last=False)
         return out
 
     @staticmethod
-    def _part_specs(inst: _Instrument, found: list[tuple[Session, BarTick]]) -> list[DaySpec]:
-        """The parts of each session, in :data:`SEGMENTS` order: the pre-market (drifting from
-        an overnight move towards the open), the regular hours (the daily bar) and the
-        after-hours (drifting away from the close), the extended parts with a few percent of
-        the regular volume and fewer prints per minute."""
-        if not found:
+    def _part_specs(inst: _Instrument, sessions: list[Session], daily: Bars) -> list[DaySpec]:
+        """The parts of each session (``daily``: their full-day bars), in :data:`SEGMENTS`
+        order: the pre-market (drifting from an overnight move towards the open), the regular
+        hours (the daily bar) and the after-hours (drifting away from the close), the extended
+        parts with a few percent of the regular volume and fewer prints per minute."""
+        if not sessions:
             return []
-        ords = np.array([sess.date.toordinal() for sess, _ in found], dtype=np.int64)
+        ords = np.array([sess.date.toordinal() for sess in sessions], dtype=np.int64)
         z = normal_at(inst.key ^ 0x5E55, ords[:, None] * 8 + np.arange(6)).T
         e = -np.log1p(-unit(hash_at(inst.key ^ 0x5E56, ords[:, None] * 8 + np.arange(4)))).T
-        o = np.array([bar.open for _, bar in found])
-        c = np.array([bar.close for _, bar in found])
-        sig = inst.sigma
+        o, c, sig = daily.o, daily.c, inst.sigma
+        bounds = {PRE: ([s.premarket_open for s in sessions], [s.open for s in sessions]),
+                  POST: ([s.close for s in sessions], [s.postmarket_close for s in sessions])}
         ends = {PRE: (round_price(o * np.exp(0.4 * sig * z[0])), round_price(o * np.exp(0.05 * sig * z[1]))),
                 POST: (round_price(c * np.exp(0.03 * sig * z[2])), round_price(c * np.exp(0.3 * sig * z[3])))}
         wiggle = {PRE: (e[0], e[1]), POST: (e[2], e[3])}
         share = {PRE: 0.03 * np.exp(0.4 * z[4] - 0.08), POST: 0.025 * np.exp(0.4 * z[5] - 0.08)}
+        extended = {}
+        for segment in (PRE, POST):
+            first = np.array(bounds[segment][0], dtype=np.int64)
+            m = (np.array(bounds[segment][1], dtype=np.int64) - first) // MINUTE_NS
+            po, pc = ends[segment]
+            up, down = wiggle[segment]
+            top, bottom = np.maximum(po, pc), np.minimum(po, pc)
+            # math.exp, one value at a time, as the one-session computation does
+            high = np.maximum(round_price(top * np.array([math.exp(0.15 * sig * u) for u in up.tolist()])), top)
+            low = np.minimum(round_price(bottom * np.array([math.exp(-0.15 * sig * d) for d in down.tolist()])),
+                             bottom)
+            n = np.maximum(4 * m, np.rint(daily.n * share[segment]).astype(np.int64))
+            v = np.maximum(np.rint(daily.v * share[segment]).astype(np.int64), 2 * n)
+            extended[segment] = list(zip(first.tolist(), m.tolist(), po.tolist(), high.tolist(), low.tolist(),
+                                         pc.tolist(), v.tolist(), n.tolist()))
         specs = []
-        for i, (sess, bar) in enumerate(found):
+        regular = zip(daily.o.tolist(), daily.h.tolist(), daily.l.tolist(), daily.c.tolist(),
+                      daily.v.tolist(), daily.n.tolist())
+        for i, (sess, bar) in enumerate(zip(sessions, regular)):
             day = sess.date.toordinal()
-            for segment in SEGMENTS:
-                if segment == REGULAR:
-                    specs.append(DaySpec(key_of(inst.key, "minutes", day), sess.open,
-                                         int((sess.close - sess.open) // MINUTE_NS), REGULAR,
-                                         bar.open, bar.high, bar.low, bar.close, bar.volume,
-                                         bar.trade_count))
-                    continue
-                first, last = (sess.premarket_open, sess.open) if segment == PRE else \
-                    (sess.close, sess.postmarket_close)
-                m = int((last - first) // MINUTE_NS)
-                po, pc = float(ends[segment][0][i]), float(ends[segment][1][i])
-                up, down = wiggle[segment]
-                high = max(float(round_price(max(po, pc) * math.exp(0.15 * sig * up[i]))), po, pc)
-                low = min(float(round_price(min(po, pc) * math.exp(-0.15 * sig * down[i]))), po, pc)
-                n = max(4 * m, round(bar.trade_count * share[segment][i]))
-                v = max(round(bar.volume * share[segment][i]), 2 * n)
-                specs.append(DaySpec(key_of(inst.key, segment, day), first, m, segment,
-                                     po, high, low, pc, v, n))
+            specs.append(DaySpec(key_of(inst.key, PRE, day), *extended[PRE][i][:2], PRE, *extended[PRE][i][2:]))
+            specs.append(DaySpec(key_of(inst.key, "minutes", day), sess.open,
+                                 int((sess.close - sess.open) // MINUTE_NS), REGULAR, *bar))
+            specs.append(DaySpec(key_of(inst.key, POST, day), *extended[POST][i][:2], POST, *extended[POST][i][2:]))
         return specs
 
     # ------------------------------------------------------------ tick layer
@@ -609,13 +626,10 @@ class Market:
         """All ``timeframe`` bars of one UTC day: buckets aligned to multiples of the timeframe
         from 00:00 UTC, stamped at bucket start, aggregating the minutes closed by ``now_ns``
         (a bucket still in progress is the partial aggregate of its complete minutes)."""
-        day0 = int(dt.datetime(utc_day.year, utc_day.month, utc_day.day, tzinfo=dt.timezone.utc)
-                   .timestamp()) * NS
+        day0 = (utc_day.toordinal() - _EPOCH_ORDINAL) * DAY_NS
         day1 = day0 + DAY_NS
         parts = []
-        for ny_day in (utc_day - dt.timedelta(days=1), utc_day):
-            if self.sessions.session(ny_day) is None:
-                continue
+        for ny_day in (utc_day - dt.timedelta(days=1), utc_day):   # empty without a session
             bars = self.visible_minutes(symbol, ny_day, now_ns)
             if len(bars) and bars.t[0] < day1 and bars.t[-1] >= day0:
                 lo, hi = np.searchsorted(bars.t, [day0, day1])
@@ -706,14 +720,15 @@ class Market:
                 "minuteBar": self.latest_bar(symbol, now_ns), "dailyBar": daily,
                 "prevDailyBar": prev}
 
-    def minutes_between(self, start_ns: int, end_ns: int) -> np.ndarray:
-        """Start instants of every minute with data whose start lies in [start_ns, end_ns]."""
-        if end_ns < start_ns:
-            return _NO_MINUTES
-        out = []
+    def minute_count(self, start_ns: int, end_ns: int) -> int:
+        """How many minutes with data (minute bars) start in [start_ns, end_ns] (ns, both
+        inclusive). Remembered for the latest few thousand windows."""
+        return self._minute_counts(start_ns, end_ns)
+
+    def _count_minutes(self, start_ns: int, end_ns: int) -> int:
+        total = 0
         for sess in self.sessions.sessions_between(ny_date(start_ns), ny_date(end_ns)):
-            lo = max(sess.premarket_open, start_ns + (-(start_ns - sess.premarket_open) % MINUTE_NS))
-            hi = min(sess.postmarket_close - MINUTE_NS, end_ns)
-            if hi >= lo:
-                out.append(np.arange(lo, hi + 1, MINUTE_NS, dtype=np.int64))
-        return np.concatenate(out) if out else _NO_MINUTES
+            first = max(0, -(-(start_ns - sess.premarket_open) // MINUTE_NS))
+            last = min(sess.n_minutes, (end_ns - sess.premarket_open) // MINUTE_NS + 1)
+            total += max(0, last - first)
+        return total
