@@ -142,3 +142,56 @@ def test_exit_legs_that_would_open_a_position_need_the_buying_power(sb):
             assert ("rejected", legs[0]["id"]) in events and ("canceled", legs[1]["id"]) in events
             assert held(api) == 0 and num(api.account()["equity"]) == pytest.approx(equity, rel=0.01)
         ws.close()
+
+
+def test_an_exit_legs_qty_cannot_be_replaced_its_prices_can_and_it_keeps_following_the_entry(sb):
+    """A leg's qty is the group's (what the entry filled less what the exits sold): a PATCH of
+    it is refused with 422 42210000, so no later fill of the entry overrides it or oversells;
+    a price replace is accepted and the replacement keeps covering the entry's fills."""
+    api = new_api(sb, cash=10_000_000)
+    last = last_price(api)
+    bracket = api.order(symbol=SYMBOL, qty=4000, time_in_force="gtc", order_class="bracket",
+                        take_profit={"limit_price": round(last + 5, 2)},
+                        stop_loss={"stop_price": round(last - 5, 2)})
+    entry = api.get_order(bracket["id"], nested="true")
+    first = num(entry["filled_qty"])
+    assert entry["status"] == "partially_filled" and 0 < first < 4000
+    take_profit, stop_loss = entry["legs"]
+    for qty in (first / 2, 4000):
+        resp = api.patch(f"/v2/orders/{take_profit['id']}", {"qty": int(qty) or 1})
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["code"] == 42210000
+        assert resp.json()["message"].startswith("qty of a bracket order leg cannot be replaced")
+    assert api.get_order(take_profit["id"])["status"] == "new"      # untouched
+    # a price replace is fine, and the replacement still covers the entry's next fills
+    resp = api.patch(f"/v2/orders/{take_profit['id']}", {"limit_price": round(last + 6, 2)})
+    assert resp.status_code == 200, resp.text
+    new_tp = resp.json()
+    assert new_tp["replaces"] == take_profit["id"] and num(new_tp["qty"]) == first
+    for _ in range(200):
+        advance(sb, 30)
+        entry = api.get_order(bracket["id"], nested="true")
+        if num(entry["filled_qty"]) > first:
+            break
+    filled = num(entry["filled_qty"])
+    assert filled > first
+    legs = {leg["id"]: leg for leg in entry["legs"]}
+    assert set(legs) == {new_tp["id"], stop_loss["id"]}
+    assert all(num(leg["qty"]) - num(leg["filled_qty"]) == held(api) == filled for leg in legs.values())
+    api.delete(f"/v2/orders/{bracket['id']}")
+
+
+def test_an_oco_orders_qty_cannot_be_replaced(sb):
+    api = new_api(sb, cash=1_000_000)
+    api.order(symbol=SYMBOL, qty=10)
+    last = last_price(api)
+    oco = api.order(symbol=SYMBOL, qty=10, side="sell", type="limit", time_in_force="gtc",
+                    order_class="oco", take_profit={"limit_price": round(last + 5, 2)},
+                    stop_loss={"stop_price": round(last - 5, 2)})
+    stop = api.get_order(oco["id"], nested="true")["legs"][0]
+    for target in (oco["id"], stop["id"]):
+        resp = api.patch(f"/v2/orders/{target}", {"qty": 5})
+        assert resp.status_code == 422 and resp.json()["code"] == 42210000, resp.text
+        assert resp.json()["message"].startswith("qty of an oco order cannot be replaced")
+    assert [num(o["qty"]) for o in api.get("/v2/orders").json()] == [10, 10]
+    assert held(api) == 10

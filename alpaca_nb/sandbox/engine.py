@@ -483,8 +483,8 @@ class Engine(Admission, Persistence, CorporateEvents, CryptoOrders, Matching, Po
 
         Raises:
             ApiError: 404/422 for unknown or malformed ids; 422 42210000 when the order is
-                finished or notional, nothing changes, or qty is not above the filled
-                quantity; 403 for buying power or available quantity.
+                finished or notional, nothing changes, qty is not above the filled
+                quantity or is an exit leg's or oco order's (:meth:`_check_group_qty`); 403 for buying power or available quantity.
         """
         order = self._lookup(account_id, order_id)
         rep = parse_replace(body)
@@ -498,6 +498,7 @@ class Engine(Admission, Persistence, CorporateEvents, CryptoOrders, Matching, Po
         changed: dict[str, Any] = {}
         if rep.qty is not None:
             if abs(rep.qty - (order.total_qty or 0.0)) > EPS:
+                self._check_group_qty(order)
                 changed["qty"] = rep.qty
         if rep.time_in_force is not None and rep.time_in_force != order.time_in_force:
             if order.type == "trailing_stop" and rep.time_in_force not in ("day", "gtc"):
@@ -595,6 +596,24 @@ class Engine(Admission, Persistence, CorporateEvents, CryptoOrders, Matching, Po
             self._evaluate(new, self._step(now))
         self._commit()
         return response
+
+    def _check_group_qty(self, order: Order) -> None:
+        """Refuse a new ``qty`` for an order whose quantity its group decides: a bracket's or
+        oto's exit leg covers what the entry filled (less what the exits sold), and an oco's two
+        orders close one quantity, so a qty of the user's own would be overridden by the next
+        fill or oversell. (The entry of a bracket or oto may change its qty.)
+
+        Raises:
+            ApiError: 422 42210000 naming what may be replaced instead.
+        """
+        if order.order_class == "oco":
+            raise rejected("qty of an oco order cannot be replaced: its two orders close one "
+                           "quantity (replace limit_price or stop_price, or cancel the oco and "
+                           "submit a new one)")
+        if order.parent_id is not None:
+            raise rejected(f"qty of a {order.order_class} order leg cannot be replaced: it follows "
+                           f"the entry's filled quantity (replace limit_price, stop_price or "
+                           f"time_in_force, or the entry's qty)")
 
     def cancel_order(self, account_id: str, order_id: str) -> None:
         """``DELETE /v2/orders/{id}``: cancels at once (and the rest of its group).

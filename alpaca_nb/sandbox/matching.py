@@ -20,7 +20,8 @@
   stop's high-water mark follows the last trade (the highest for sells, the lowest for buys).
 * ``opg``/``cls`` orders execute only in the opening/closing auction, entirely, at the market's
   opening/closing price (limit orders only if that price satisfies the limit); otherwise they
-  expire. ``ioc`` fills what the first eligible quote offers and cancels the rest; ``fok`` fills
+  expire. In always-open mode the auctions run at NY midnight, at the last trade of that
+  instant (the live present), never at a price of the NYSE session ahead. ``ioc`` fills what the first eligible quote offers and cancels the rest; ``fok`` fills
   completely from that quote or is canceled. ``day`` orders expire at the close (20:00 ET with
   ``extended_hours``; NY midnight in always-open mode); ``gtc`` orders never expire.
 * In calendar mode an order waits (status ``accepted``) until it may trade: regular hours, or
@@ -441,13 +442,9 @@ class Matching:
     def _auction_fill(self: "Engine", order: Order, t: int) -> None:
         if not order.is_open or self._halted(order.symbol):
             return
-        if order.auction == "open":
-            price = self.market.opening_price(order.symbol, ny_date(t))
-        else:   # the close instant may be the next NY midnight (always-open mode)
-            price = self.market.closing_price(order.symbol, ny_date(t - 1))
+        price = self._auction_price(order, t)
         if price is None:
             return
-        price = float(price)
         if order.status == "accepted" and not self._route(order, t):
             return
         limit = order.limit_price
@@ -460,6 +457,27 @@ class Matching:
             qty = min(qty, self._closable(order))
         if qty > EPS:
             self._fill(order, qty, price, t)
+
+    def _auction_price(self: "Engine", order: Order, t: int) -> float | None:
+        """The price of the auction at instant ``t`` (None when there is none).
+
+        In calendar mode, the session's opening or closing auction price. In always-open mode
+        the auctions run at New York midnight (the bounds of the sandbox's own sessions), when
+        the NYSE is closed: they execute at the live present's price, the last trade at or
+        before ``t`` (strictly before for the close, which ends the day), never at the NYSE
+        session's 9:30 open that lies hours in the future, nor at its 16:00 close while
+        after-hours trades followed it."""
+        market = self.market
+        if self.sessions.mode == "always-open":
+            try:
+                return float(market.trade_at(order.symbol, t if order.auction == "open" else t - 1).price)
+            except LookupError:          # before the calendar's first session
+                return None
+        if order.auction == "open":
+            price = market.opening_price(order.symbol, ny_date(t))
+        else:
+            price = market.closing_price(order.symbol, ny_date(t))
+        return None if price is None else float(price)
 
     # ------------------------------------------------------------------ state changes
     def _fill(self: "Engine", order: Order, qty: float, price: float, t: int) -> None:
