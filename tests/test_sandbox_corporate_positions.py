@@ -1,5 +1,6 @@
 """Corporate actions reach accounts when the sandbox clock crosses an ex-date: splits scale the
-position (cash in lieu of a fractional remainder), dividends credit cash with a DIV activity,
+position (cash in lieu of a fractional remainder), dividends are fixed at the ex-date and credit
+cash with a DIV activity on the payable date,
 open orders on a splitting symbol are canceled, and a restart applies an ex-date that passed
 while the sandbox was down exactly once. All through REST."""
 
@@ -82,26 +83,62 @@ def test_reverse_split_pays_cash_in_lieu_of_the_fraction():
         assert num(api.account()["cash"]) == pytest.approx(cash + num(cil["net_amount"]))
 
 
-def test_cash_dividend_credits_cash_with_a_div_activity():
+def ko_dividend(api: Api) -> dict:
+    div = next(a for a in corporate_actions(api, symbols="KO", types="cash_dividend",
+                                            start="2024-06-01", end="2024-07-31")
+               if a["ex_date"] == "2024-06-13")
+    assert div["payable_date"] > div["ex_date"]
+    return div
+
+
+def test_a_cash_dividend_is_fixed_at_the_ex_date_and_paid_on_the_payable_date():
+    """The holders at the start of the ex-date are entitled (a seller on the ex-date keeps it,
+    a buyer that day gets nothing); the cash and the DIV activity come on the payable date."""
     with frozen(START) as sb:
-        api = new_api(sb)
-        div = next(a for a in corporate_actions(api, symbols="KO", types="cash_dividend",
-                                                start="2024-06-01", end="2024-07-31")
-                   if a["ex_date"] == "2024-06-13")
-        api.order(symbol="KO", qty=10)
-        cash = num(api.account()["cash"])
-        set_clock(sb, "2024-06-13T15:00:00Z")
-        assert num(api.account()["cash"]) == pytest.approx(cash + round(10 * div["rate"], 2))
-        [record] = activities(api, "DIV")
+        holder, buyer = new_api(sb), new_api(sb)
+        div = ko_dividend(holder)
+        holder.order(symbol="KO", qty=10)
+        cash = num(holder.account()["cash"])
+        set_clock(sb, "2024-06-13T15:00:00Z")                  # the ex-date, 11:00 ET
+        assert num(holder.account()["cash"]) == pytest.approx(cash)   # not paid yet
+        assert activities(holder, "DIV") == []
+        holder.order(symbol="KO", qty=10, side="sell")          # sold: still entitled
+        buyer.order(symbol="KO", qty=10)                         # bought on the ex-date: not
+        cash = num(holder.account()["cash"])
+        payable = dt.date.fromisoformat(div["payable_date"])
+        set_clock(sb, f"{payable - dt.timedelta(days=1)}T15:00:00Z")
+        assert activities(holder, "DIV") == [] and num(holder.account()["cash"]) == pytest.approx(cash)
+        set_clock(sb, f"{payable}T15:00:00Z")
+        assert num(holder.account()["cash"]) == pytest.approx(cash + round(10 * div["rate"], 2))
+        [record] = activities(holder, "DIV")
         assert record["activity_type"] == "DIV" and record["activity_sub_type"] == "CDIV"
-        assert (record["symbol"], record["cusip"], record["date"]) == ("KO", div["cusip"], "2024-06-13")
+        assert (record["symbol"], record["cusip"], record["date"]) == ("KO", div["cusip"], div["payable_date"])
         assert num(record["qty"]) == 10 and num(record["per_share_amount"]) == div["rate"]
         assert num(record["net_amount"]) == pytest.approx(10 * div["rate"])
         assert record["currency"] == "USD" and record["status"] == "executed"
-        assert num(api.positions()["KO"]["qty"]) == 10                      # shares unchanged
-        history = api.get("/v2/account/portfolio/history", period="1D", timeframe="1Min").json()
-        account = api.account()
+        assert "KO" not in holder.positions()
+        assert activities(buyer, "DIV") == [] and num(buyer.positions()["KO"]["qty"]) == 10
+        account = holder.account()
+        assert num(account["equity"]) == pytest.approx(num(account["cash"]))   # nothing held
+        history = holder.get("/v2/account/portfolio/history", period="1D", timeframe="1Min").json()
         assert history["equity"][-1] == pytest.approx(num(account["equity"]), abs=0.5)
+
+
+def test_a_dividend_due_while_down_is_paid_once_after_a_restart(tmp_path):
+    db = str(tmp_path / "sandbox.db")
+    with frozen(START, db=db) as sb:
+        api = new_api(sb)
+        div = ko_dividend(api)
+        api.order(symbol="KO", qty=4)
+        keys = (api.key_id, api.secret_key)
+        set_clock(sb, "2024-06-14T15:00:00Z")                   # entitled, not paid
+        assert activities(api, "DIV") == []
+    after = dt.date.fromisoformat(div["payable_date"]) + dt.timedelta(days=1)
+    for day in (after, after + dt.timedelta(days=1)):
+        with frozen(f"{day}T15:00:00Z", db=db) as sb:
+            api = Api(sb.url, *keys)
+            [record] = activities(api, "DIV")
+            assert record["date"] == div["payable_date"] and num(record["qty"]) == 4
 
 
 def test_an_ex_date_passed_while_down_is_applied_once_after_a_restart(tmp_path):

@@ -3,8 +3,9 @@
 :class:`CorporateEvents` is a mixin of the :class:`~.engine.Engine`: its ``_advance`` runs the
 engine up to just before each ex-date of a symbol some account holds or has an open order in,
 applies the actions of that instant (New York midnight of the ex-date, when the market's raw
-prices change), then carries on. The instant processed is persisted with the changes, so after
-a restart (``--db``) an ex-date that passed while the sandbox was down is applied once.
+prices change), and likewise pays the dividends due at each payable date (New York midnight),
+then carries on. The instant processed is persisted with the changes, so after a restart
+(``--db``) an ex-date or payable date that passed while the sandbox was down is applied once.
 
 At a real broker, and here:
 
@@ -15,10 +16,12 @@ At a real broker, and here:
   activity, at the previous close adjusted for the split), as Alpaca documents for fractional
   remainders. A position that was already fractional keeps its fractional result (the sandbox's
   choice: the account trades fractions).
-* **Cash dividend**: the position's ``qty * rate`` is credited (debited for a short, which owes
-  the dividend) with a ``DIV`` activity (sub-type ``CDIV``, ``symbol``, ``cusip``, ``qty``,
-  ``per_share_amount``). The sandbox pays on the ex-date to the holders at its start, not on the
-  payable date (it keeps no pending entitlement; Alpaca pays on the payable date).
+* **Cash dividend**: the entitlement is fixed at the ex-date, for the position held at its
+  start (the record holders: a buyer on the ex-date gets nothing, a seller keeps it), and paid
+  on the payable date: ``qty * rate`` is credited (debited for a short, which owes the
+  dividend) with a ``DIV`` activity dated that day (sub-type ``CDIV``, ``symbol``, ``cusip``,
+  ``qty``, ``per_share_amount``). Until then the entitlement waits with the account (persisted
+  with it); cash is not credited before the payable date, as at Alpaca.
 * **Spin-off**: the spun-off company is not in the sandbox's asset list, so holders receive the
   value of the new shares (``qty * rate``, rate = the value spun off per share) as cash, with a
   ``SPIN`` activity (the sandbox's choice).
@@ -43,6 +46,10 @@ from .ledger import MONEY_PLACES, QTY_PLACES
 log = logging.getLogger(__name__)
 
 __all__ = ["CorporateEvents"]
+
+
+def _payable_ns(entitlement: dict) -> int:
+    return ny_midnight_ns(dt.date.fromisoformat(entitlement["payable"]))
 
 _EPS = 1e-9
 _BOOKED = ("SPLIT", "CIL", "DIV", "SPIN")        # the activities this module writes
@@ -71,15 +78,23 @@ class CorporateEvents:
     def _advance(self, now: int) -> None:
         start = self._processed_ns
         if now > start and ny_date(now) != ny_date(start):     # a New York midnight passed
-            for instant, actions in self._ex_dates(start, now):
-                super()._advance(instant - 1)          # everything before the ex-date, as it was
+            ex_dates = self._ex_dates(start, now)
+            while True:       # ex-dates and payable dates in time order (an ex-date adds payments)
+                ex = ex_dates[0][0] if ex_dates else None
+                pay = self._next_payment(now)
+                instant = min((t for t in (ex, pay) if t is not None), default=None)
+                if instant is None:
+                    break
+                super()._advance(instant - 1)          # everything before that day, as it was
                 self._processed_ns = instant
-                for action in actions:
-                    try:
-                        self._apply_action(action, instant)
-                    except Exception:  # one broken action must not stop the market for everyone
-                        log.exception("sandbox: applying %s %s of %s failed", action.type,
-                                      action.id, action.symbol)
+                if instant == ex:
+                    for action in ex_dates.pop(0)[1]:
+                        try:
+                            self._apply_action(action, instant)
+                        except Exception:  # one broken action must not stop the market for everyone
+                            log.exception("sandbox: applying %s %s of %s failed", action.type,
+                                          action.id, action.symbol)
+                self._pay_due(instant)
                 self._commit()
         super()._advance(now)
 
@@ -112,6 +127,26 @@ class CorporateEvents:
                 found.setdefault(instant, []).append(action)
         return sorted(found.items())
 
+    def _next_payment(self, end: int) -> int | None:
+        """The first payable instant (NY midnight of a payable date) of a waiting dividend
+        entitlement with ``processed < instant <= end``, None without one."""
+        due = [_payable_ns(e) for account in self.accounts.values() for e in account.entitlements]
+        due = [t for t in due if self._processed_ns < t <= end]
+        return min(due, default=None)
+
+    def _pay_due(self, t: int) -> None:
+        """Pay every entitlement whose payable instant is at or before ``t``."""
+        for account in self.accounts.values():
+            due = [e for e in account.entitlements if _payable_ns(e) <= t]
+            if not due:
+                continue
+            account.entitlements = [e for e in account.entitlements if _payable_ns(e) > t]
+            for e in due:
+                self._pay(account, e["symbol"], e["cusip"], e["qty"], t + 1, "DIV", e["rate"],
+                          sub_type="CDIV", description=f"Cash DIV @ {e['rate']}, Pos QTY: "
+                                                       f"{e['qty']:g}, Rec Date: {e['record']}")
+            self._dirty_account(account)
+
     def _apply_action(self, action: Action, t: int) -> None:
         if action.type in ("forward_split", "reverse_split"):
             for order in [o for o in self._open.values() if o.symbol == action.symbol]:
@@ -123,23 +158,28 @@ class CorporateEvents:
                 continue
             if action.type in ("forward_split", "reverse_split"):
                 self._split(account, position, action, booked)
-            elif action.type == "cash_dividend":
-                self._pay(account, position, action, booked, "DIV", action.rate, sub_type="CDIV",
-                          description=f"Cash DIV @ {action.rate}, Pos QTY: {position.qty:g}, "
-                                      f"Rec Date: {action.record_date.isoformat()}")
+            elif action.type == "cash_dividend":      # fixed now, paid on the payable date
+                account.entitlements.append({
+                    "action": action.id, "symbol": action.symbol, "cusip": action.cusip,
+                    "qty": position.qty, "rate": action.rate,
+                    "record": action.record_date.isoformat(),
+                    "payable": max(action.payable_date, action.ex_date).isoformat()})
+                self._dirty_account(account)
             elif action.type == "spin_off":
-                self._pay(account, position, action, booked, "SPIN", action.rate,
-                          description=f"Spin-off of {action.new_symbol} ({action.new_rate:g} per "
-                                      f"{action.old_rate:g} shares), paid as cash")
+                self._pay(account, action.symbol, action.cusip, position.qty, booked, "SPIN",
+                          action.rate, description=f"Spin-off of {action.new_symbol} "
+                                                   f"({action.new_rate:g} per {action.old_rate:g} "
+                                                   f"shares), paid as cash")
 
-    def _pay(self, account, position, action: Action, t: int, kind: str, per_share: float, *,
-             description: str, sub_type: str | None = None) -> None:
-        amount = round(position.qty * per_share, 2)
+    def _pay(self, account, symbol: str, cusip: str, qty: float, t: int, kind: str,
+             per_share: float, *, description: str, sub_type: str | None = None) -> None:
+        """Credit ``qty * per_share`` (a debit for a short) with a ``kind`` activity at ``t``."""
+        amount = round(qty * per_share, 2)
         account.cash = round(account.cash + amount, MONEY_PLACES)
         self._dirty_account(account)
         self._book(account.id, non_trade_activity(
             ns=t, seq=self._next_activity_seq(), activity_type=kind, net_amount=amount,
-            sub_type=sub_type, symbol=action.symbol, cusip=action.cusip, qty=position.qty,
+            sub_type=sub_type, symbol=symbol, cusip=cusip, qty=qty,
             per_share_amount=per_share, description=description))
 
     def _split(self, account, position, action: Action, t: int) -> None:

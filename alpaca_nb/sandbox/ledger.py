@@ -88,11 +88,15 @@ class Account:
     config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CONFIG))
     positions: dict[str, Position] = field(default_factory=dict)
     data_plan: str = "unlimited"    # market-data plan, see .plans ("unlimited" or "basic")
+    # cash dividends fixed at an ex-date, not paid yet (see .corporate_events): dicts with
+    # action, symbol, cusip, qty (signed), rate, record and payable (ISO New York dates)
+    entitlements: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
         return {"id": self.id, "account_number": self.account_number, "created_at": self.created_at,
                 "cash": self.cash, "initial_cash": self.initial_cash, "status": self.status,
-                "config": self.config, "data_plan": self.data_plan}
+                "config": self.config, "data_plan": self.data_plan,
+                "entitlements": self.entitlements}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Account":
@@ -101,7 +105,8 @@ class Account:
         return cls(id=record["id"], account_number=record["account_number"],
                    created_at=int(record["created_at"]), cash=float(record["cash"]),
                    initial_cash=float(record["initial_cash"]), status=record.get("status", "ACTIVE"),
-                   config=config, data_plan=record.get("data_plan") or "unlimited")
+                   config=config, data_plan=record.get("data_plan") or "unlimited",
+                   entitlements=list(record.get("entitlements") or []))
 
     @property
     def multiplier(self) -> float:
