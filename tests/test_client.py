@@ -40,14 +40,14 @@ def test_demo_command_runs_the_tour(tmp_path):
     assert "filled" in out and "The order filled: 10 AAPL" in out
     live = out.split("== live quotes and trades")[1]
     assert "status connected" in live
-    # the market data follows NYSE sessions (04:00-20:00 ET on trading days) even though the
-    # always-open sandbox fills orders at any hour: in regular hours each streamed symbol got
-    # updates ("AAPL  bid ask last N ..."); outside the sessions the stream is as quiet as
-    # Alpaca's; the thin extended hours may or may not print within the demo's few seconds
+    # the always-open sandbox the demo runs trades at any hour, and its stream shows it: in
+    # regular hours the market's prints, outside the NYSE's 04:00-20:00 ET the live present's
+    # tape; each streamed symbol got updates ("AAPL  bid ask last N ..."); the thin extended
+    # hours may or may not print within the demo's few seconds
     for symbol in ("AAPL", "MSFT"):
         row = next(line.split() for line in live.splitlines() if line.startswith(symbol))
         if before == hours() != "extended":                        # not at a boundary
-            assert (int(row[4]) > 0) == (before == "regular"), row
+            assert int(row[4]) > 0, row
     assert "sandbox-secret-key" not in out + done.stderr
 
 

@@ -51,3 +51,71 @@ def test_the_midnight_opening_auction_fills_at_the_live_price_not_the_coming_ope
     assert num(filled[cls["id"]]["filled_avg_price"]) == market.trade_at(SYMBOL, MIDNIGHT - 1).price
     fills = {f["order_id"]: f for f in api.fills()}
     assert num(fills[opg["id"]]["price"]) == live.price and ts(fills[opg["id"]]["transaction_time"]) == MIDNIGHT
+
+
+# ---------------------------------------------------------------- the live present on a Sunday
+
+SUNDAY = "2024-03-10T18:00:00Z"          # 14:00 ET: no NYSE session, no SIP hours
+
+
+def _stream(sb, api, path: str):
+    from _data_stream_client import connect
+
+    c = connect(sb, api, path)
+    c.send({"action": "subscribe", "trades": [SYMBOL], "quotes": [SYMBOL], "bars": [SYMBOL]})
+    ack, _ = c.until("subscription")
+    assert ack["trades"] == [SYMBOL]
+    return c
+
+
+def test_on_a_sunday_the_live_present_streams_what_the_engine_fills_at_and_the_history_stays_empty():
+    with frozen(start=SUNDAY) as sb:
+        api = new_api(sb)
+        sip, iex = _stream(sb, api, "/v2/sip"), _stream(sb, api, "/v2/iex")
+        start = ts(SUNDAY)
+        now = advance(sb, 150)
+        msgs = sip.collect(60, lambda m: sum(x["T"] == "b" for x in m) >= 2)
+        trades = [m for m in msgs if m["T"] == "t"]
+        quotes = [m for m in msgs if m["T"] == "q"]
+        bars = [m for m in msgs if m["T"] == "b"]
+        assert len(bars) == 2 and len(trades) >= 2 * 60 and len(quotes) >= 2 * 60
+        assert all(start < ts(m["t"]) <= now for m in trades + quotes)
+        assert all("T" in m["c"] for m in trades)              # Form T: outside regular hours
+        # each minute bar aggregates that minute's streamed trades exactly
+        for bar in bars:
+            minute = [m for m in trades if m["t"][:16] == bar["t"][:16]]
+            prices = [m["p"] for m in minute]
+            assert (bar["o"], bar["h"], bar["l"], bar["c"]) == \
+                (prices[0], max(prices), min(prices), prices[-1])
+            assert (bar["v"], bar["n"]) == (sum(m["s"] for m in minute), len(minute))
+        # the REST latest trade and quote are the last ones streamed
+        latest_trade = api.get(f"/v2/stocks/{SYMBOL}/trades/latest", feed="sip").json()["trade"]
+        latest_quote = api.get(f"/v2/stocks/{SYMBOL}/quotes/latest", feed="sip").json()["quote"]
+        last_trade = max(trades, key=lambda m: (ts(m["t"]), m["i"]))
+        assert {k: latest_trade[k] for k in ("i", "p", "s", "t")} == \
+            {k: last_trade[k] for k in ("i", "p", "s", "t")}
+        assert {k: latest_quote[k] for k in ("ap", "bp", "t")} == \
+            {k: quotes[-1][k] for k in ("ap", "bp", "t")}
+        # the engine fills at that quote, now
+        order = api.order(symbol=SYMBOL, qty=1)
+        filled = api.get_order(order["id"])
+        assert filled["status"] == "filled" and num(filled["filled_avg_price"]) == quotes[-1]["ap"]
+        # the IEX feed streams its own share of the live present too
+        iex_msgs = iex.collect(60, lambda m: any(x["T"] == "b" for x in m))
+        assert any(m["T"] == "t" and m["x"] == "V" for m in iex_msgs)
+        # and the history never lists the live present
+        window = {"start": SUNDAY, "end": latest_trade["t"]}
+        for kind in ("trades", "quotes"):
+            assert api.get(f"/v2/stocks/{SYMBOL}/{kind}", **window).json()[kind] == []
+        assert api.get(f"/v2/stocks/{SYMBOL}/bars", timeframe="1Min", **window).json()["bars"] == []
+        sip.close()
+        iex.close()
+
+
+def test_a_calendar_sandbox_has_no_live_present_out_of_hours():
+    with frozen(start=SUNDAY, market="calendar") as sb:
+        api = new_api(sb)
+        quote = api.get(f"/v2/stocks/{SYMBOL}/quotes/latest", feed="sip").json()["quote"]
+        assert quote["t"].startswith("2024-03-09T00:59")       # Friday 19:59 ET, the last one
+        order = api.order(symbol=SYMBOL, qty=1)
+        assert api.get_order(order["id"])["status"] == "accepted"     # waits for Monday's open

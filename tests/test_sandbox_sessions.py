@@ -78,7 +78,7 @@ def test_minute_bars_only_in_the_sips_hours_and_none_on_weekends_or_holidays(mar
 
 def test_in_always_open_mode_only_the_live_present_trades_on_a_sunday():
     sunday = "2024-03-10T18:00:00Z"
-    with Sandbox(seed=7, start=sunday) as sb:
+    with Sandbox(seed=7, start=sunday, speed=1e-9) as sb:       # frozen: the quote stays put
         account = new_account(sb)
         headers = {"APCA-API-KEY-ID": account.key_id, "APCA-API-SECRET-KEY": account.secret_key}
         clock = requests.get(sb.url + "/v2/clock", headers=headers, timeout=30).json()
@@ -90,8 +90,8 @@ def test_in_always_open_mode_only_the_live_present_trades_on_a_sunday():
                                            timeout=30).json(), lambda o: o["status"] == "filled")
         assert filled["status"] == "filled"
         quote = ok(sb, "/v2/stocks/AAPL/quotes/latest")["quote"]
-        assert float(filled["filled_avg_price"]) == quote["ap"]             # at the last quote: Friday's
-        assert ny_of(quote).date() == dt.date(2024, 3, 8)
+        assert float(filled["filled_avg_price"]) == quote["ap"]             # at the live quote
+        assert ny_of(quote).date() == dt.date(2024, 3, 10)                  # Sunday's live present
         # the history of that weekend stays empty, before and after the fill
         for kind in ("trades", "quotes"):
             assert ok(sb, f"/v2/stocks/AAPL/{kind}", start="2024-03-09", end=sunday)[kind] == []

@@ -20,7 +20,10 @@ with up to :data:`SYMBOL_LIMIT` trades + quotes symbols.
 
 Data: the stream replays the synthetic market's own trades and quotes at their timestamps as the
 sandbox clock passes them, so it continues the REST history exactly (NYSE sessions with extended
-hours in both market modes: nothing on weekends, holidays or overnight); ``b`` bars as each
+hours in both market modes). Out of those hours (overnight, weekends, holidays) a ``calendar``
+sandbox is silent; an ``always-open`` one streams the live present's tape (:mod:`._live`: the
+trades, quotes and minute bars its engine fills at and its REST latest trade and quote show,
+which the history never lists). ``b`` bars as each
 minute closes, ``d`` (the partial daily bar, regular hours) every minute from the open to the
 close, ``u`` at :30 past the next
 minute for the minutes that had a late-reported trade (their ``b`` lacks that trade, the late
@@ -342,6 +345,7 @@ class StreamSession:
         """Every message due in (cursor, now], as (event time, sequence, message); yields to
         the event loop now and then, so a wildcard subscription never stalls the server."""
         market, ts = self.market, self.codec.ts
+        live = market.live          # always-open: the live present's tape out of hours
         events: list[tuple] = []
         seq = 0
         trades, quotes = sets["trades"], sets["quotes"]
@@ -353,6 +357,8 @@ class StreamSession:
                     if j % 32 == 31:
                         await asyncio.sleep(0)
                     ticks = market.ticks(symbol, minute)
+                    if ticks is None and live is not None:
+                        ticks = live.ticks(market, symbol, minute)
                     if ticks is None:
                         continue
                     tape = market.tape(symbol)
@@ -375,6 +381,13 @@ class StreamSession:
             minute = end - MINUTE_NS
             sess = market.sessions.session_at(minute)
             if sess is None:
+                for j, symbol in enumerate(bars if live is not None else ()):
+                    if j % 64 == 63:
+                        await asyncio.sleep(0)
+                    bar = live.bar(market, symbol, minute)
+                    if bar is not None:
+                        seq += 1
+                        events.append((end, seq, self._bar_msg("b", symbol, bar)))
                 continue
             for j, symbol in enumerate(bars):
                 if j % 64 == 63:

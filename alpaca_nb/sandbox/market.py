@@ -69,6 +69,7 @@ from ._bars import (
     Timeframe,
     TradeTick,
 )
+from ._live import LiveTape
 from ._minutes import (
     POST,
     PRE,
@@ -187,6 +188,7 @@ class Market:
         self.sessions = sessions.calendar
         self.clock = clock
         self.halted: set[str] = set()
+        self.live = LiveTape() if self.mode == "always-open" else None   # out-of-hours present
         self._instruments: dict[str, _Instrument] = {}
         self._by_id: dict[str, dict] = {}
         rows = load_assets()
@@ -546,6 +548,10 @@ class Market:
 
     def _tick_before(self, symbol: str, ns: int, quotes: bool) -> tuple[Ticks, int] | None:
         self._inst(symbol)
+        if self.live is not None:       # always-open, out of hours: the live present's tape
+            found = self.live.tick_before(self, symbol, ns, quotes)
+            if found is not None:
+                return found
         minute = self._last_minute_before(symbol, ns)
         for _ in range(3):
             if minute is None:
