@@ -33,6 +33,19 @@ def held(api: Api) -> float:
     return num(pos["qty"]) if pos else 0.0
 
 
+def partly_filled_bracket(api: Api, width: float) -> tuple[dict, dict, float]:
+    """A 4000-share bracket buy whose entry filled the quote's size at once, its exits
+    ``width`` dollars from the last trade: (the POST's answer, the nested entry, filled qty)."""
+    last = last_price(api)
+    bracket = api.order(symbol=SYMBOL, qty=4000, time_in_force="gtc", order_class="bracket",
+                        take_profit={"limit_price": round(last + width, 2)},
+                        stop_loss={"stop_price": round(last - width, 2)})
+    entry = api.get_order(bracket["id"], nested="true")
+    first = num(entry["filled_qty"])
+    assert entry["status"] == "partially_filled" and 0 < first < 4000   # the quote's size
+    return bracket, entry, first
+
+
 def sold_and_bought(api: Api, order_ids: set[str]) -> tuple[float, float]:
     fills = [f for f in api.fills() if f["order_id"] in order_ids]
     return (sum(num(f["qty"]) for f in fills if f["side"] == "sell"),
@@ -43,13 +56,7 @@ def test_a_bracket_filling_in_parts_arms_its_exits_for_what_filled_and_never_ove
     api = new_api(sb, cash=10_000_000)
     assert api.patch("/v2/account/configurations", {"no_shorting": True}).status_code == 200
     ws = authed(api)
-    last = last_price(api)
-    bracket = api.order(symbol=SYMBOL, qty=4000, time_in_force="gtc", order_class="bracket",
-                        take_profit={"limit_price": round(last + 0.02, 2)},
-                        stop_loss={"stop_price": round(last - 0.02, 2)})
-    entry = api.get_order(bracket["id"], nested="true")
-    first = num(entry["filled_qty"])
-    assert entry["status"] == "partially_filled" and 0 < first < 4000   # the quote's size
+    bracket, entry, first = partly_filled_bracket(api, 0.02)
     legs = entry["legs"]
     # armed at once for what filled, not held until the entry is complete
     assert [(leg["status"], num(leg["qty"])) for leg in legs] == [("new", first), ("new", first)]
@@ -149,13 +156,7 @@ def test_an_exit_legs_qty_cannot_be_replaced_its_prices_can_and_it_keeps_followi
     it is refused with 422 42210000, so no later fill of the entry overrides it or oversells;
     a price replace is accepted and the replacement keeps covering the entry's fills."""
     api = new_api(sb, cash=10_000_000)
-    last = last_price(api)
-    bracket = api.order(symbol=SYMBOL, qty=4000, time_in_force="gtc", order_class="bracket",
-                        take_profit={"limit_price": round(last + 5, 2)},
-                        stop_loss={"stop_price": round(last - 5, 2)})
-    entry = api.get_order(bracket["id"], nested="true")
-    first = num(entry["filled_qty"])
-    assert entry["status"] == "partially_filled" and 0 < first < 4000
+    bracket, entry, first = partly_filled_bracket(api, 5)
     take_profit, stop_loss = entry["legs"]
     for qty in (first / 2, 4000):
         resp = api.patch(f"/v2/orders/{take_profit['id']}", {"qty": int(qty) or 1})
@@ -164,7 +165,8 @@ def test_an_exit_legs_qty_cannot_be_replaced_its_prices_can_and_it_keeps_followi
         assert resp.json()["message"].startswith("qty of a bracket order leg cannot be replaced")
     assert api.get_order(take_profit["id"])["status"] == "new"      # untouched
     # a price replace is fine, and the replacement still covers the entry's next fills
-    resp = api.patch(f"/v2/orders/{take_profit['id']}", {"limit_price": round(last + 6, 2)})
+    new_limit = round(num(take_profit["limit_price"]) + 1, 2)
+    resp = api.patch(f"/v2/orders/{take_profit['id']}", {"limit_price": new_limit})
     assert resp.status_code == 200, resp.text
     new_tp = resp.json()
     assert new_tp["replaces"] == take_profit["id"] and num(new_tp["qty"]) == first

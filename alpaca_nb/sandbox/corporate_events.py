@@ -47,12 +47,13 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CorporateEvents"]
 
-
-def _payable_ns(entitlement: dict) -> int:
-    return ny_midnight_ns(dt.date.fromisoformat(entitlement["payable"]))
-
 _EPS = 1e-9
 _BOOKED = ("SPLIT", "CIL", "DIV", "SPIN")        # the activities this module writes
+
+
+def _payable_ns(entitlement: dict) -> int:
+    """When a dividend entitlement is paid: New York midnight of its payable date."""
+    return ny_midnight_ns(dt.date.fromisoformat(entitlement["payable"]))
 
 
 def booked_fills(record: dict) -> list[Fill]:
@@ -163,7 +164,7 @@ class CorporateEvents:
                     "action": action.id, "symbol": action.symbol, "cusip": action.cusip,
                     "qty": position.qty, "rate": action.rate,
                     "record": action.record_date.isoformat(),
-                    "payable": max(action.payable_date, action.ex_date).isoformat()})
+                    "payable": action.payable_date.isoformat()})
                 self._dirty_account(account)
             elif action.type == "spin_off":
                 self._pay(account, action.symbol, action.cusip, position.qty, booked, "SPIN",

@@ -484,7 +484,8 @@ class Engine(Admission, Persistence, CorporateEvents, CryptoOrders, Matching, Po
         Raises:
             ApiError: 404/422 for unknown or malformed ids; 422 42210000 when the order is
                 finished or notional, nothing changes, qty is not above the filled
-                quantity or is an exit leg's or oco order's (:meth:`_check_group_qty`); 403 for buying power or available quantity.
+                quantity or is an exit leg's or oco order's (:meth:`_check_group_qty`); 403
+                for buying power or available quantity.
         """
         order = self._lookup(account_id, order_id)
         rep = parse_replace(body)

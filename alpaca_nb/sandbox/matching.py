@@ -21,8 +21,9 @@
 * ``opg``/``cls`` orders execute only in the opening/closing auction, entirely, at the market's
   opening/closing price (limit orders only if that price satisfies the limit); otherwise they
   expire. In always-open mode the auctions run at NY midnight, at the last trade of that
-  instant (the live present), never at a price of the NYSE session ahead. ``ioc`` fills what the first eligible quote offers and cancels the rest; ``fok`` fills
-  completely from that quote or is canceled. ``day`` orders expire at the close (20:00 ET with
+  instant (the live present), never at a price of the NYSE session ahead. ``ioc`` fills what
+  the first eligible quote offers and cancels the rest; ``fok`` fills completely from that
+  quote or is canceled. ``day`` orders expire at the close (20:00 ET with
   ``extended_hours``; NY midnight in always-open mode); ``gtc`` orders never expire.
 * In calendar mode an order waits (status ``accepted``) until it may trade: regular hours, or
   pre-market and after-hours too for ``extended_hours`` orders. Waiting orders are routed in
@@ -470,7 +471,8 @@ class Matching:
         market = self.market
         if self.sessions.mode == "always-open":
             try:
-                return float(market.trade_at(order.symbol, t if order.auction == "open" else t - 1).price)
+                at = t if order.auction == "open" else t - 1
+                return float(market.trade_at(order.symbol, at).price)
             except LookupError:          # before the calendar's first session
                 return None
         if order.auction == "open":
