@@ -10,8 +10,10 @@ Two market modes:
 ``always-open`` (the default)
     The sandbox *trades* at any hour: every New York calendar day is one trading session from
     00:00 to 24:00 ET, all of it regular hours, so demos and tests can fill an order on a
-    Sunday; day orders expire at New York midnight. Only the live present is open out of hours:
-    market data (history, the data stream) follows the NYSE calendar below, as in calendar mode.
+    Sunday; day orders expire at New York midnight. Only the live present is open out of hours
+    (its tape, :mod:`._live`, is what the engine fills at and what the data stream and the latest
+    trade and quote show then); the history follows the NYSE calendar below, as in calendar
+    mode.
 ``calendar``
     Real NYSE sessions from ``exchange_calendars`` (holidays and early closes included), with
     extended hours 04:00-09:30 and 16:00-20:00 ET (17:00 on early-close days). Outside hours a

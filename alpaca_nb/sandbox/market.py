@@ -4,8 +4,9 @@ date, any timeframe, computed on demand from a seed.
 The market trades in NYSE sessions in every market mode (``exchange_calendars``; holidays and
 early closes included): pre-market 04:00-09:30 ET, regular hours, after-hours until 20:00 ET
 (17:00 on early-close days), the hours Alpaca's SIP feed covers. There are no bars, trades or
-quotes on weekends, holidays or overnight. (In ``always-open`` mode the sandbox's *engine*
-trades at any hour, at the last price; the history never shows it.)
+quotes on weekends, holidays or overnight. (In ``always-open`` mode the live present trades
+at any hour, on the out-of-hours tape of :mod:`._live` that ``quote_at``/``trade_at`` consult;
+the history never shows it.)
 
 Three layers, each derived from the one above so that they agree exactly:
 
