@@ -178,6 +178,8 @@ def test_orderbook_callbacks_deliver_whole_books(api):
 def test_every_crypto_pair_with_the_pair_wildcard(api):
     with pytest.raises(ValueError, match=r"crypto pairs only.*'\*/\*' for every pair.*got \*"):
         api.stream(orderbooks="*")
+    with pytest.raises(ValueError, match=r"statuses: .* stocks only.*got \*/\*, BTC/USD"):
+        api.stream(statuses=["IBM", "*/*", "BTC/USD"])
     with api.stream(quotes=["AAPL", "*/*"], trades="*/*", orderbooks="*/*") as s, \
             api.stream(quotes=["BTC/USD"]) as one:
         crypto = s._crypto

@@ -1,7 +1,8 @@
 """``api.stream(..., msgpack=True)`` against a real sandbox: both market-data sockets (stocks and
 crypto) upgrade with ``Content-Type: application/msgpack``, send msgpack and read msgpack frames
 with Timestamp-extension times, and what reaches tables and callbacks is exactly what a JSON
-stream of the same market shows (the sandbox's market is the same for every account)."""
+stream of the same market shows (the sandbox's market is the same for every account); through
+the stream relay too."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import re
 
 import pytest
+from _relay_helpers import start_relay
 from _stream_helpers import FAST, connect, wait_for
 from conftest import new_account
 
@@ -55,7 +57,7 @@ def test_msgpack_streams_show_what_json_streams_show(fast):
             assert isinstance(stamp, str) and RFC3339_NS.match(stamp), stamp
         assert ms.quotes.df.dtypes.equals(js.quotes.df.dtypes)
         wait_for(lambda: len(ms.orderbooks.df) > 0, 30, "a BTC/USD book over msgpack")
-        assert ms.stats["malformed"] == 0 and ms.stats["messages"] > 0
+        assert ms.stats["malformed"] == ms.stats["crypto_malformed"] == 0 and ms.stats["messages"] > 0
 
         # changes after the handshake go out as msgpack too and are confirmed
         ms.subscribe(trades=["ETH/USD", "MSFT"])
@@ -66,7 +68,7 @@ def test_msgpack_streams_show_what_json_streams_show(fast):
         with as_msgpack.stream(quotes=["SOL/USD"]) as other:
             assert other._crypto is ms._crypto
             wait_for(lambda: other.quotes.df.loc["SOL/USD", "bid_price"] > 0, 30, "SOL/USD quotes")
-        assert ms.stats["malformed"] == 0
+        assert ms.stats["malformed"] == ms.stats["crypto_malformed"] == 0
 
 
 def test_the_codecs_decode_to_one_shape():
@@ -84,3 +86,15 @@ def test_the_codecs_decode_to_one_shape():
     for payload, use_msgpack in ((text, True), (packed, False), (b"\xc1", True)):
         with pytest.raises(Undecodable):
             decode(payload, use_msgpack=use_msgpack)
+
+
+def test_msgpack_through_the_relay(account):
+    with start_relay(account) as relay:
+        api = connect(account, stream_url=relay.url)
+        with api.stream(quotes=["BTC/USD"], orderbooks=["ETH/USD"], msgpack=True) as s:
+            assert s._crypto.use_msgpack and s._crypto.url == relay.url + "/v1beta3/crypto/us"
+            wait_for(lambda: s.quotes.df.loc["BTC/USD", "bid_price"] > 0 and len(s.orderbooks.df) > 0, 30,
+                     "a BTC/USD quote and an ETH/USD book through the relay")
+            stamp = s._crypto.store.tables["q"]["BTC/USD"]["t"]
+            assert RFC3339_NS.match(stamp), stamp
+            assert s.stats["crypto_malformed"] == 0

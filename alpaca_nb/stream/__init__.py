@@ -148,6 +148,9 @@ def _channel_args(args: dict[str, Any], *, allow_empty: bool) -> dict[str, list[
         if name == "orderbooks" and any("/" not in s for s in symbols):
             raise ValueError(f"orderbooks: order books stream for crypto pairs only (such as 'BTC/USD', "
                              f"or '{ALL_PAIRS}' for every pair); got {', '.join(s for s in symbols if '/' not in s)}")
+        if name == "statuses" and any("/" in s for s in symbols):
+            raise ValueError(f"statuses: trading statuses stream for stocks only (Alpaca's crypto stream has "
+                             f"none); got {', '.join(s for s in symbols if '/' in s)}")
     return out
 
 
@@ -404,7 +407,7 @@ class Stream:
                        data_fanout_cycles=self._data.fanout.cycles)
         if self._crypto is not None:
             out.update(crypto_frames=self._crypto.frames, crypto_messages=self._crypto.store.applied,
-                       crypto_connections=self._crypto.connections)
+                       crypto_malformed=self._crypto.malformed, crypto_connections=self._crypto.connections)
         if self._trading is not None:
             out.update(trading_frames=self._trading.frames, trading_connections=self._trading.connections,
                        reconciliations=self._trading.reconciled)
