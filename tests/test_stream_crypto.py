@@ -191,6 +191,10 @@ def test_every_crypto_pair_with_the_pair_wildcard(api):
         rows = list(s.quotes.df.index)
         assert rows[0] == "AAPL" and all("/" in r for r in rows[1:]) and rows[1:] == sorted(rows[1:])
         assert all("/" in r for r in s.trades.df.index)             # "*/*" is pairs only
+        from alpaca_nb._pretrade import _stream_price
+        pair = next(r for r in s.trades.df.index if s.trades.df.loc[r, "price"] > 0)
+        assert _stream_price(s, pair) > 0                             # the guard prices any pair
+        assert _stream_price(s, "MSFT") is None                       # "*/*" carries no stock
         wait_for(lambda: s.orderbooks.df["symbol"].nunique() >= 5, 30, "the books of many pairs")
         assert list(one.quotes.df.index) == ["BTC/USD"]               # the other view keeps to its own
         seen: set[str] = set()
