@@ -151,7 +151,7 @@ def test_orderbook_callbacks_deliver_whole_books(api):
         wait_for(lambda: {"BTC/USD", "ETH/USD"} <= {b["symbol"] for b in books}, 30, "books of both pairs")
         wait_for(lambda: len(books) > 6, 30, "book updates")
         table = s.orderbooks.df
-        for book in list(books):
+        for book in books[:]:                          # a copy: the fan-out thread appends
             assert set(book) == {"symbol", "timestamp", "bids", "asks"}
             assert book["timestamp"].tz is not None and str(book["timestamp"].tz) == "UTC"
             bids = [lv["price"] for lv in book["bids"]]
