@@ -8,7 +8,7 @@ Authentication is optional, as on Alpaca (the app's middleware lets these paths 
 keys; wrong keys are still refused).
 
 Pagination, ``limit``, ``sort``, ``page_token`` and the 400 bodies are exactly the stock
-endpoints' (:mod:`.data_api`, whose page builder and serialised chunks are reused); records are
+endpoints' (:mod:`.data_api`, whose page builder, series and serialised chunks are reused); records are
 sorted by symbol, then time. Records: bar ``{t,o,h,l,c,v,n,vw}`` (fractional ``v``), trade
 ``{t,p,s,i,tks}`` (taker side ``B``/``S``), quote ``{t,bp,bs,ap,as}``, order book
 ``{t,b:[{p,s}],a:[{p,s}]}`` (bids best first, asks best first).
@@ -22,20 +22,23 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from aiohttp import web
 
 from . import app as _app
-from ._barjson import bar_json
-from ._bars import UNIT_DAY, BarTick, Timeframe
-from ._data_query import MAX_LIMIT, bad, parse_paging, parse_symbols
+from ._bars import Bars, BarTick, Timeframe
+from ._data_query import bad, parse_paging, parse_symbols
 from .clock import DAY_NS, MINUTE_NS, rfc3339_array
-from .crypto_market import CryptoMarket, CryptoQuote, CryptoTrade, utc_day, utc_midnight_ns
-from .data_api import TICK_BLOCK_MINUTES, Chunk, ChunkCache, build_page, multi_body
+from .crypto_market import (
+    CryptoMarket,
+    CryptoQuote,
+    CryptoTrade,
+    utc_day,
+    utc_midnight_ns,
+)
+from .data_api import TICK_BLOCK_MINUTES, ChunkCache, Series, build_page, multi_body
 from .wire import iso_ns, json_response, parse_time
 
 CRYPTO_MARKET = web.AppKey("crypto_market", CryptoMarket)
@@ -69,96 +72,39 @@ def book_dict(book: dict[str, Any]) -> dict:
 
 # ---------------------------------------------------------------- series
 
-@dataclass
-class CryptoSeries:
-    """Bars of a timeframe, trades or quotes of the crypto market, cut into cacheable periods
-    (UTC days for intraday bars, years for daily and longer bars, 5-minute blocks for trades
-    and quotes); the interface :func:`.data_api.build_page` reads."""
+class CryptoSeries(Series):
+    """:class:`.data_api.Series` over the 24/7 crypto market: every 5-minute block can hold
+    trades and quotes, daily bars are stamped at 00:00 UTC, and an intraday UTC-day period is
+    that day's minutes; records are crypto's (volumes in base units, trades with the taker
+    side, quotes without exchanges)."""
 
     market: CryptoMarket
-    cache: ChunkCache
-    kind: str
-    timeframe: Timeframe | None = None
-    code: str = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.code = str(self.timeframe) if self.kind == "bars" else self.kind[0].upper()
+    def _blocks(self, lo: int, hi: int) -> list[int]:
+        block = TICK_BLOCK_MINUTES * MINUTE_NS
+        return list(range(lo // block, hi // block + 1))
 
-    def periods(self, lo: int, hi: int, desc: bool) -> list[Any]:
-        if hi < lo:
-            return []
-        tf = self.timeframe
-        if self.kind != "bars":
-            block = TICK_BLOCK_MINUTES * MINUTE_NS
-            keys: list[Any] = list(range(lo // block, hi // block + 1))
-        elif tf.intraday:
-            first, last = utc_day(lo), utc_day(hi)
-            keys = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-        else:
-            keys = list(range(utc_day(lo).year, utc_day(hi).year + 1))
-        return keys[::-1] if desc else keys
+    _date = staticmethod(utc_day)
 
-    def period_end(self, key: Any) -> int:
-        if self.kind != "bars":
-            return (key + 1) * TICK_BLOCK_MINUTES * MINUTE_NS
-        if self.timeframe.intraday:
-            return utc_midnight_ns(key) + DAY_NS
-        return utc_midnight_ns(dt.date(key, 12, 31)) + 8 * DAY_NS   # past a week bar's end
+    def _year_end(self, year: int) -> int:
+        return utc_midnight_ns(dt.date(year, 12, 31)) + 8 * DAY_NS   # past a week bar's end
 
-    def chunk(self, symbol: str, key: Any, now: int) -> Chunk:
-        cache_key = (self.kind, self.code, symbol, key)
-        found = self.cache.get(cache_key)
-        if found is not None:
-            return found
-        chunk = self._build(symbol, key, now)
-        if self.period_end(key) <= now:
-            self.cache.put(cache_key, chunk)
-        return chunk
+    @staticmethod
+    def _minute_days(key: dt.date) -> tuple[dt.date, ...]:
+        return (key,)
 
-    def _build(self, symbol: str, key: Any, now: int) -> Chunk:
-        market, tf = self.market, self.timeframe
-        if self.kind == "bars":
-            if tf.intraday:
-                bars = market.intraday_bars(symbol, tf, key, now)
-            elif tf.unit == UNIT_DAY:
-                bars = market.daily_bars(symbol, dt.date(key, 1, 1), dt.date(key, 12, 31), now)
-            else:
-                bars = market.period_bars(symbol, tf, key, now)
-            return Chunk(bar_json(market.wire_bars(symbol, bars)), bars.t)
-        records: list[dict] = []
-        times = []
-        first = key * TICK_BLOCK_MINUTES * MINUTE_NS
-        for minute in range(first, min(first + TICK_BLOCK_MINUTES * MINUTE_NS, now + 1), MINUTE_NS):
-            tk = market.ticks(symbol, minute)
-            t = tk.trade_t if self.kind == "trades" else tk.quote_t
-            n = int(t.searchsorted(now, side="right"))
-            if not n:
-                continue
-            stamps = rfc3339_array(t[:n])
-            if self.kind == "trades":
-                records.extend({"t": s, "p": p, "s": z, "i": i, "tks": k} for s, p, z, i, k in zip(
-                    stamps, tk.price[:n].tolist(), tk.size[:n].tolist(), tk.trade_id[:n].tolist(),
-                    tk.taker[:n].tolist()))
-            else:
-                records.extend({"t": s, "bp": b, "bs": bs, "ap": a, "as": az} for s, b, bs, a, az in zip(
-                    stamps, tk.bid[:n].tolist(), tk.bid_size[:n].tolist(), tk.ask[:n].tolist(),
-                    tk.ask_size[:n].tolist()))
-            times.append(t[:n])
-        return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
+    def _wire(self, symbol: str, bars: Bars) -> Bars:
+        return self.market.wire_bars(symbol, bars)
 
-    def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool,
-                wanted: int = MAX_LIMIT, then: int = MAX_LIMIT) -> Iterator[tuple[Chunk, int, int]]:
-        keys = self.periods(lo, hi, desc)
-        if self.kind == "bars" and self.timeframe.intraday:
-            ahead = keys[:max(1, min(8, -(-max(wanted, 1) * self.timeframe.minutes // 1440)))]
-            self.market.prefetch_minutes(symbol, [k for k in ahead if (self.kind, self.code, symbol, k)
-                                                  not in self.cache])
-        for key in keys:
-            chunk = self.chunk(symbol, key, now)
-            if len(chunk):
-                a, b = chunk.index_range(lo, hi)
-                if a < b:
-                    yield chunk, a, b
+    def _tick_records(self, symbol: str, ticks: Any, n: int) -> list[dict]:
+        stamps = rfc3339_array((ticks.trade_t if self.kind == "trades" else ticks.quote_t)[:n])
+        if self.kind == "trades":
+            return [{"t": s, "p": p, "s": z, "i": i, "tks": k} for s, p, z, i, k in zip(
+                stamps, ticks.price[:n].tolist(), ticks.size[:n].tolist(), ticks.trade_id[:n].tolist(),
+                ticks.taker[:n].tolist())]
+        return [{"t": s, "bp": b, "bs": bs, "ap": a, "as": az} for s, b, bs, a, az in zip(
+            stamps, ticks.bid[:n].tolist(), ticks.bid_size[:n].tolist(), ticks.ask[:n].tolist(),
+            ticks.ask_size[:n].tolist())]
 
 
 # ---------------------------------------------------------------- request parsing

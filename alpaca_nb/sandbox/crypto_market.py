@@ -294,6 +294,11 @@ class CryptoMarket:
         row = bars.row(i)
         return row._replace(volume=float(self.pair(symbol).sizes(np.array([row.volume]))[0]))
 
+    def minute_count(self, start_ns: int, end_ns: int) -> int:
+        """How many minutes (minute bars: every minute trades) start in [start_ns, end_ns] (ns,
+        both inclusive)."""
+        return max(0, end_ns // MINUTE_NS + (start_ns // -MINUTE_NS) + 1)
+
     # ------------------------------------------------------------ bars as of now
 
     def visible_minutes(self, symbol: str, day: dt.date, now_ns: int) -> Bars:

@@ -64,7 +64,7 @@ from .._stream_protocol import iso_ns
 from . import adjusted, plans
 from . import app as _app
 from ._barjson import bar_json
-from ._bars import UNIT_DAY, BarTick, QuoteTick, Ticks, Timeframe, TradeTick
+from ._bars import UNIT_DAY, Bars, BarTick, QuoteTick, Ticks, Timeframe, TradeTick
 from ._data_query import (
     MAX_LIMIT,
     Query,
@@ -257,7 +257,10 @@ def _utc_midnight(day: dt.date) -> int:
 @dataclass
 class Series:
     """One kind of record (``bars`` of a timeframe, ``trades`` or ``quotes``) over the market,
-    cut into periods that are serialised and cached once they are entirely in the past."""
+    cut into periods that are serialised and cached once they are entirely in the past: UTC
+    days for intraday bars, years for daily and longer bars, 5-minute blocks for trades and
+    quotes. This is the stock market's (NYSE sessions, daily bars stamped at NY midnight);
+    :class:`.crypto_api.CryptoSeries` is the 24/7 crypto market's."""
 
     market: Market
     cache: ChunkCache
@@ -273,31 +276,59 @@ class Series:
         """Period keys covering [lo, hi] (ns), in the page's order."""
         if hi < lo:
             return []
-        tf = self.timeframe
         if self.kind != "bars":
-            keys = []
-            block = TICK_BLOCK_MINUTES * MINUTE_NS
-            for sess in self.market.sessions.sessions_between(ny_date(lo), ny_date(hi)):
-                a = max(lo, sess.premarket_open) // block
-                b = min(hi, sess.postmarket_close - 1) // block
-                keys.extend(range(a, b + 1))
-        elif tf.intraday:
+            keys = self._blocks(lo, hi)
+        elif self.timeframe.intraday:
             first, last = _utc_date(lo), _utc_date(hi)
             keys = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
         else:
-            # daily bars are stamped at NY midnight; a week/month bar at its first session day
-            keys = list(range(ny_date(lo).year, ny_date(hi).year + 1))
+            keys = list(range(self._date(lo).year, self._date(hi).year + 1))
         return keys[::-1] if desc else keys
+
+    def _blocks(self, lo: int, hi: int) -> list[int]:
+        """The 5-minute blocks in [lo, hi] (ns) that can hold trades or quotes: those of the
+        sessions."""
+        keys: list[int] = []
+        block = TICK_BLOCK_MINUTES * MINUTE_NS
+        for sess in self.market.sessions.sessions_between(ny_date(lo), ny_date(hi)):
+            a = max(lo, sess.premarket_open) // block
+            b = min(hi, sess.postmarket_close - 1) // block
+            keys.extend(range(a, b + 1))
+        return keys
+
+    @staticmethod
+    def _date(ns: int) -> dt.date:
+        """The date of a daily bar stamped at ``ns`` (NY midnight; a week or month bar is
+        stamped at its first session day)."""
+        return ny_date(ns)
+
+    def _year_end(self, year: int) -> int:
+        """The instant after which the daily (week, month) bars stamped in ``year`` are final."""
+        last = dt.date(year, 12, 31) + dt.timedelta(days=0 if self.timeframe.unit == UNIT_DAY else 7)
+        return ny_midnight_ns(last + dt.timedelta(days=1)) + DAY_NS   # past any post-market
+
+    @staticmethod
+    def _minute_days(key: dt.date) -> tuple[dt.date, ...]:
+        """The market days whose minutes the UTC day ``key`` aggregates (the NY day before
+        lends its evening)."""
+        return key - dt.timedelta(days=1), key
+
+    def _wire(self, symbol: str, bars: Bars) -> Bars:
+        """Bars as the wire writes them."""
+        return bars
+
+    def _tick_records(self, symbol: str, ticks: Any, n: int) -> list[dict]:
+        """The first ``n`` trades (quotes) of a minute's ticks as wire dicts."""
+        encode = trade_records if self.kind == "trades" else quote_records
+        return encode(ticks, 0, n, self.market.tape(symbol))
 
     def period_end(self, key: Any) -> int:
         """The instant after which the period's records can no longer change."""
-        tf = self.timeframe
         if self.kind != "bars":
             return (key + 1) * TICK_BLOCK_MINUTES * MINUTE_NS
-        if tf.intraday:
+        if self.timeframe.intraday:
             return _utc_midnight(key) + DAY_NS
-        last = dt.date(key, 12, 31) + dt.timedelta(days=0 if tf.unit == UNIT_DAY else 7)
-        return ny_midnight_ns(last + dt.timedelta(days=1)) + DAY_NS   # past any post-market
+        return self._year_end(key)
 
     def chunk(self, symbol: str, keys: Sequence[Any], i: int, *, lo: int, hi: int, now: int,
               wanted: int) -> Chunk:
@@ -325,23 +356,19 @@ class Series:
                 bars = market.daily_bars(symbol, dt.date(key, 1, 1), dt.date(key, 12, 31), now)
             else:
                 bars = market.period_bars(symbol, tf, key, now)
-            return Chunk(bar_json(bars), bars.t)
-        tape = market.tape(symbol)
+            return Chunk(bar_json(self._wire(symbol, bars)), bars.t)
         records: list[dict] = []
         times: list[np.ndarray] = []
         first = key * TICK_BLOCK_MINUTES * MINUTE_NS
-        for minute in range(first, first + TICK_BLOCK_MINUTES * MINUTE_NS, MINUTE_NS):
-            if minute > now:
-                break
+        for minute in range(first, min(first + TICK_BLOCK_MINUTES * MINUTE_NS, now + 1), MINUTE_NS):
             ticks = market.ticks(symbol, minute)
             if ticks is None:
                 continue
             t = ticks.trade_t if self.kind == "trades" else ticks.quote_t
-            hi = int(np.searchsorted(t, now, side="right"))
-            if hi:
-                encode = trade_records if self.kind == "trades" else quote_records
-                records.extend(encode(ticks, 0, hi, tape))
-                times.append(t[:hi])
+            n = int(np.searchsorted(t, now, side="right"))
+            if n:
+                records.extend(self._tick_records(symbol, ticks, n))
+                times.append(t[:n])
         return Chunk.of_records(records, np.concatenate(times) if times else np.empty(0, np.int64))
 
     def records(self, symbol: str, lo: int, hi: int, now: int, desc: bool,
@@ -376,13 +403,13 @@ class Series:
         return list(keys[i + 1:j])
 
     def _prefetch(self, symbol: str, keys: list[Any]) -> None:
-        """Generate at once the minutes of the NY days that the not yet cached UTC-day periods
-        ``keys`` aggregate (each UTC day takes the evening of the previous NY day)."""
+        """Generate at once the minutes of the market days that the not yet cached UTC-day
+        periods ``keys`` aggregate."""
         days: set[dt.date] = set()
         for i, key in enumerate(keys):
             if i and (self.kind, self.code, symbol, key) in self.cache:
                 continue
-            days.update((key - dt.timedelta(days=1), key))
+            days.update(self._minute_days(key))
         self.market.prefetch_minutes(symbol, sorted(days))
 
 
