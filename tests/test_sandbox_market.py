@@ -204,7 +204,7 @@ def _one_session_parts(inst, sess, bar) -> list[tuple]:
     z = normal_at(inst.key ^ 0x5E55, np.array([[day * 8 + k for k in range(6)]])).T[:, 0]
     e = -np.log1p(-unit(hash_at(inst.key ^ 0x5E56, np.array([[day * 8 + k for k in range(4)]])))).T[:, 0]
     sig = inst.sigma
-    rp = lambda x: float(round_price(np.array([x]))[0])      # noqa: E731
+    rp = lambda x: float(round_price(np.array([x]))[0])
     ends = {PRE: (rp(bar.open * np.exp(0.4 * sig * z[0])), rp(bar.open * np.exp(0.05 * sig * z[1]))),
             POST: (rp(bar.close * np.exp(0.03 * sig * z[2])), rp(bar.close * np.exp(0.3 * sig * z[3])))}
     wiggle = {PRE: (e[0], e[1]), POST: (e[2], e[3])}
@@ -270,3 +270,18 @@ def test_bar_records_are_written_exactly_as_orjson_writes_them(market):
         assert bar_json(bars) == _reference_records(bars)
     empty = Bars(*(np.empty(0, dtype=getattr(m, f).dtype) for f in ("t", "o", "h", "l", "c", "v", "n", "vw")))
     assert bar_json(empty) == b""
+
+
+def test_the_market_caches_forget_the_least_recently_used_entry_first():
+    from alpaca_nb.sandbox._lru import Lru
+
+    lru: Lru[str, int] = Lru(2)
+    lru["a"], lru["b"] = 1, 2
+    assert lru.get("a") == 1                 # "a" is now more recent than "b"
+    assert "b" in lru                        # a membership test is not a use
+    lru["c"] = 3
+    assert ("a" in lru, "b" in lru, "c" in lru, len(lru)) == (True, False, True, 2)
+    assert lru.get("b") is None
+    lru["a"] = 4                             # storing is a use too
+    lru["d"] = 5
+    assert (lru.get("a"), lru.get("c"), lru.get("d")) == (4, None, 5)

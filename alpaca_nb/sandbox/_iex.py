@@ -18,12 +18,12 @@ that build on ``minute_bars``/``day_bars``/``daily_bar``/``ticks`` run on it unc
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
-from ._bars import EMPTY_BARS, BarTick, Bars
+from ._bars import EMPTY_BARS, Bars, BarTick
+from ._lru import Lru
 from ._minutes import ceil_price, floor_price, round_price
 from ._noise import hash_at, key_of, unit
 from ._views import CacheView, MarketView
@@ -73,21 +73,18 @@ class IexMarket(MarketView):
 
     def __init__(self, market: Market):
         super().__init__(market)
-        self._minutes: OrderedDict[tuple[str, dt.date], Bars] = OrderedDict()
-        self._ticks: OrderedDict[tuple[str, int], Any] = OrderedDict()
-        self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
+        self._minutes: Lru[tuple[str, dt.date], Bars] = Lru(self.MINUTE_CACHE)
+        self._ticks: Lru[tuple[str, int], Any] = Lru(self.TICK_CACHE)
+        self._years: Lru[tuple[str, int], tuple[list[Session], Bars]] = Lru(self.YEAR_CACHE)
 
     def minute_bars(self, symbol: str, day: dt.date) -> Bars:
         """IEX's minute bars of the session on NY date ``day`` (empty without one). Cached."""
         key = (symbol, day)
         hit = self._minutes.get(key)
         if hit is not None:
-            self._minutes.move_to_end(key)
             return hit
         bars = self._derive(symbol, day, self._market.minute_bars(symbol, day))
         self._minutes[key] = bars
-        while len(self._minutes) > self.MINUTE_CACHE:
-            self._minutes.popitem(last=False)
         return bars
 
     def _derive(self, symbol: str, day: dt.date, sip: Bars) -> Bars:
@@ -117,7 +114,6 @@ class IexMarket(MarketView):
         key = (symbol, year)
         hit = self._years.get(key)
         if hit is not None:
-            self._years.move_to_end(key)
             return hit
         sessions = self.sessions.sessions_between(dt.date(year, 1, 1), dt.date(year, 12, 31))
         days = [s.date for s in sessions]
@@ -129,8 +125,6 @@ class IexMarket(MarketView):
                                               np.array([ny_midnight_ns(d) for d in days], dtype=np.int64))
         value = (sessions, bars)
         self._years[key] = value
-        while len(self._years) > self.YEAR_CACHE:
-            self._years.popitem(last=False)
         return value
 
     # the market's own tick methods, on IEX's ticks (its bar methods are MarketView's)

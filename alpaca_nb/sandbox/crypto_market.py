@@ -31,7 +31,6 @@ import datetime as dt
 import io
 import math
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -40,6 +39,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ._bars import EMPTY_BARS, UNIT_WEEK, Bars, BarTick, Timeframe
+from ._lru import Lru
 from ._minutes import ALL_DAY, DaySpec, allocate, minute_columns, reflect, round_price
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
 from .clock import DAY_NS, MINUTE_NS
@@ -190,8 +190,8 @@ class CryptoMarket:
         self._by_id = {p.asset["id"]: p.asset for p in self._pairs.values()}
         self._legacy = {s.replace("/", ""): s for s in self._pairs}
         self.symbols: list[str] = sorted(self._pairs)
-        self._minutes: OrderedDict[tuple[str, int], Bars] = OrderedDict()
-        self._ticks: OrderedDict[tuple[str, int], CryptoTicks] = OrderedDict()
+        self._minutes: Lru[tuple[str, int], Bars] = Lru(self.MINUTE_CACHE)
+        self._ticks: Lru[tuple[str, int], CryptoTicks] = Lru(self.TICK_CACHE)
         self._anchors: dict[str, float] = {}
 
     # ------------------------------------------------------------ assets
@@ -255,9 +255,7 @@ class CryptoMarket:
     def minute_bars(self, symbol: str, day: dt.date) -> Bars:
         """The 1,440 minute bars of UTC date ``day`` (volumes in lots). Cached."""
         self.prefetch_minutes(symbol, [day])
-        key = (symbol, day.toordinal())
-        self._minutes.move_to_end(key)
-        return self._minutes[key]
+        return self._minutes.get((symbol, day.toordinal()))
 
     def prefetch_minutes(self, symbol: str, days: list[dt.date]) -> None:
         """Generate the minutes of several UTC days at once (the same bars, cheaper)."""
@@ -278,8 +276,6 @@ class CryptoMarket:
             bars = Bars(t, pair.prices(mo), pair.prices(mh), pair.prices(ml), pair.prices(mc),
                         mv, mn, np.clip(pair.prices(mvw), pair.prices(ml), pair.prices(mh)))
             self._minutes[(symbol, day.toordinal())] = bars
-        while len(self._minutes) > self.MINUTE_CACHE:
-            self._minutes.popitem(last=False)
 
     def _vw_places(self, symbol: str) -> int:
         """Decimal places of an aggregated bar's VWAP: two more than the pair's prices."""
@@ -400,15 +396,12 @@ class CryptoMarket:
         key = (symbol, minute_ns)
         hit = self._ticks.get(key)
         if hit is not None:
-            self._ticks.move_to_end(key)
             return hit
         pair = self.pair(symbol)
         bars = self.minute_bars(symbol, utc_day(minute_ns))
         i = int((minute_ns % DAY_NS) // MINUTE_NS)
         ticks = self._make_ticks(pair, bars, i)
         self._ticks[key] = ticks
-        if len(self._ticks) > self.TICK_CACHE:
-            self._ticks.popitem(last=False)
         return ticks
 
     def _make_ticks(self, pair: _Pair, bars: Bars, i: int) -> CryptoTicks:

@@ -52,7 +52,6 @@ import datetime as dt
 import functools
 import logging
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,14 +62,15 @@ from ._bars import (
     BAR_FIELDS,
     EMPTY_BARS,
     UNIT_WEEK,
-    BarTick,
     Bars,
+    BarTick,
     QuoteTick,
     Ticks,
     Timeframe,
     TradeTick,
 )
 from ._live import LiveTape
+from ._lru import Lru
 from ._minutes import (
     POST,
     PRE,
@@ -86,7 +86,6 @@ from ._minutes import (
     tick_size,
 )
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
-from .corporate import CorporateActions
 from .clock import (
     DAY_NS,
     MINUTE_NS,
@@ -96,6 +95,7 @@ from .clock import (
     ny_date,
     ny_midnight_ns,
 )
+from .corporate import CorporateActions
 
 log = logging.getLogger(__name__)
 
@@ -200,9 +200,9 @@ class Market:
             self._instruments[inst.symbol] = inst
             self._by_id[inst.asset["id"]] = inst.asset
         self.symbols: list[str] = sorted(self._instruments)
-        self._minutes: OrderedDict[tuple[str, dt.date], Bars] = OrderedDict()
-        self._ticks: OrderedDict[tuple[str, int], Ticks] = OrderedDict()
-        self._years: OrderedDict[tuple[str, int], tuple[list[Session], Bars]] = OrderedDict()
+        self._minutes: Lru[tuple[str, dt.date], Bars] = Lru(self.MINUTE_CACHE)
+        self._ticks: Lru[tuple[str, int], Ticks] = Lru(self.TICK_CACHE)
+        self._years: Lru[tuple[str, int], tuple[list[Session], Bars]] = Lru(self.YEAR_CACHE)
         self._anchors: dict[str, float] = {}
         self._year_sessions: dict[int, _SessionArrays] = {}
         self._minute_counts = functools.lru_cache(maxsize=4096)(self._count_minutes)
@@ -304,7 +304,6 @@ class Market:
         key = (inst.symbol, year)
         hit = self._years.get(key)
         if hit is not None:
-            self._years.move_to_end(key)
             return hit
         days = self._year_sessions.get(year)
         if days is None:
@@ -312,8 +311,6 @@ class Market:
                 self.sessions.sessions_between(dt.date(year, 1, 1), dt.date(year, 12, 31)))
         value = (days.sessions, self._daily(inst, days))
         self._years[key] = value
-        if len(self._years) > self.YEAR_CACHE:
-            self._years.popitem(last=False)
         return value
 
     def _day(self, inst: _Instrument, day: dt.date) -> tuple[Session, BarTick] | None:
@@ -383,7 +380,6 @@ class Market:
         key = (symbol, day)
         hit = self._minutes.get(key)
         if hit is not None:
-            self._minutes.move_to_end(key)
             return hit
         return self._generate_minutes(inst, [day])[0]
 
@@ -404,8 +400,6 @@ class Market:
             out[i] = Bars(*(np.concatenate(cols) for cols in zip(*parts[k * len(SEGMENTS):(k + 1) * len(SEGMENTS)])))
         for day, bars in zip(days, out):
             self._minutes[(inst.symbol, day)] = bars
-        while len(self._minutes) > self.MINUTE_CACHE:
-            self._minutes.popitem(last=False)
         return out
 
     @staticmethod
@@ -459,7 +453,6 @@ class Market:
         key = (symbol, minute_ns)
         hit = self._ticks.get(key)
         if hit is not None:
-            self._ticks.move_to_end(key)
             return hit
         inst = self._inst(symbol)
         sess = self.sessions.session_at(minute_ns)
@@ -471,8 +464,6 @@ class Market:
             return None
         ticks = self._make_ticks(inst, bars, i, extended=not (sess.open <= minute_ns < sess.close))
         self._ticks[key] = ticks
-        if len(self._ticks) > self.TICK_CACHE:
-            self._ticks.popitem(last=False)
         return ticks
 
     def _make_ticks(self, inst: _Instrument, bars: Bars, i: int, *, extended: bool) -> Ticks:
