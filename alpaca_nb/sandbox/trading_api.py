@@ -24,8 +24,16 @@ from aiohttp import WSMsgType, web
 
 from .._stream_protocol import authorization, trading_request
 from .clock import NY, from_ns
-from .wire import (Connection, dumps, iso_ny, json_response, not_found, parse_bool, read_json,
-                   unprocessable)
+from .wire import (
+    Connection,
+    dumps,
+    iso_ny,
+    json_response,
+    not_found,
+    parse_bool,
+    read_json,
+    unprocessable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,7 @@ def _crypto_market():
 
 
 def _app_keys():
-    from . import app as app_module   # the app module imports this one: resolve lazily
+    from . import app as app_module  # the app module imports this one: resolve lazily
     return app_module
 
 
