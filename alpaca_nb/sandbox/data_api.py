@@ -533,7 +533,11 @@ class ReadAhead:
         # the page starts at after's instant, past the records of it the last page returned;
         # once full, it looks at one more record (where the page after it starts)
         remaining, spent = query.limit + after[2], 0.0
-        for symbol, keys, i, lo, hi in _past_periods(series, symbols, query, after, now):
+        for symbol, keys, i, lo, hi in _periods_after(series, symbols, query, after):
+            if series.period_end(keys[i]) > now:     # not cacheable: the next request builds it
+                if remaining == 0:
+                    break
+                continue
             t0 = time.perf_counter()
             chunk = series.chunk(symbol, keys, i, lo=lo, hi=hi, now=now, wanted=remaining or query.limit)
             a, b = chunk.index_range(lo, hi)
@@ -547,18 +551,17 @@ class ReadAhead:
         self.last_ms = spent * 1000
 
 
-def _past_periods(series: Series, symbols: list[str], query: Query, after: tuple[str, int, int],
-                  now: int) -> Iterator[tuple[str, list[Any], int, int, int]]:
-    """(symbol, its period keys, index, lo, hi) of each period entirely before ``now``, in the
-    order of the pages that continue after ``after``."""
+def _periods_after(series: Series, symbols: list[str], query: Query,
+                   after: tuple[str, int, int]) -> Iterator[tuple[str, list[Any], int, int, int]]:
+    """(symbol, its period keys, index, lo, hi) of each period the pages that continue after
+    ``after`` read, in their order."""
     for symbol in symbols[symbols.index(after[0]):]:
         lo, hi = query.start, query.end
         if symbol == after[0]:
             lo, hi = (lo, min(hi, after[1])) if query.desc else (max(lo, after[1]), hi)
         keys = series.periods(lo, hi, query.desc)
-        for i, key in enumerate(keys):
-            if series.period_end(key) <= now:
-                yield symbol, keys, i, lo, hi
+        for i in range(len(keys)):
+            yield symbol, keys, i, lo, hi
 
 
 def _read_ahead(app: web.Application, series: Series, symbols: list[str], query: Query,
