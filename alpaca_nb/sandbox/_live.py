@@ -36,7 +36,7 @@ _SCALES = ((240, 0.35), (30, 0.12))
 _JITTER = 0.03                # per-minute noise, in units of the daily volatility
 _PRINTS = (60, 120)           # prints a minute, [lo, hi)
 _SIZE_SHARE = 0.25            # mean print size, as a share of the symbol's regular one
-_HOUR_NS = 60 * MINUTE_NS
+_BLOCK = 10                   # minutes generated (and cached) together
 _VENUES = np.array(list("QNPKZVUXYJ"))   # the exchanges that print out of hours (a choice)
 
 
@@ -44,10 +44,10 @@ class LiveTape:
     """The out-of-hours tape of one always-open market (see the module docstring). Methods
     take the market (or a feed's view of it, such as the IEX feed) whose ticks they make."""
 
-    CACHE = 256                   # hours
+    CACHE = 1024                  # blocks of _BLOCK minutes (each ~90 kB of ticks)
 
     def __init__(self) -> None:
-        self._hours: OrderedDict[tuple, list[tuple[BarTick, Ticks]] | None] = OrderedDict()
+        self._blocks: OrderedDict[tuple, list[tuple[BarTick, Ticks]] | None] = OrderedDict()
 
     # ------------------------------------------------------------ queries
     def ticks(self, market, symbol: str, minute_ns: int) -> Ticks | None:
@@ -83,44 +83,45 @@ class LiveTape:
 
     # ------------------------------------------------------------ generation
     def _minute(self, market, symbol: str, minute_ns: int) -> tuple[BarTick, Ticks] | None:
-        """One minute of the tape, from its hour (generated and cached whole: the data windows
-        open and close on whole hours, so an hour is all tape or none of it)."""
-        hour = minute_ns - minute_ns % _HOUR_NS
-        key = (market.FEED, symbol, hour)
+        """One minute of the tape, from its block of :data:`_BLOCK` minutes (generated and
+        cached whole: the data windows open and close on whole hours, so a block is all tape or
+        none of it)."""
+        start = minute_ns - minute_ns % (_BLOCK * MINUTE_NS)
+        key = (market.FEED, symbol, start)
         try:
-            block = self._hours[key]
-            self._hours.move_to_end(key)
+            block = self._blocks[key]
+            self._blocks.move_to_end(key)
         except KeyError:          # not made yet (or evicted meanwhile by another thread)
-            gap = _gap(market.sessions, hour)
-            block = None if gap is None else self._make(market, symbol, hour, gap)
-            self._hours[key] = block
-            while len(self._hours) > self.CACHE:
-                self._hours.popitem(last=False)
-        return None if block is None else block[(minute_ns - hour) // MINUTE_NS]
+            gap = _gap(market.sessions, start)
+            block = None if gap is None else self._make(market, symbol, start, gap)
+            self._blocks[key] = block
+            while len(self._blocks) > self.CACHE:
+                self._blocks.popitem(last=False)
+        return None if block is None else block[(minute_ns - start) // MINUTE_NS]
 
-    def _make(self, market, symbol: str, hour: int, gap: Session) -> list[tuple[BarTick, Ticks]]:
-        """The 60 minutes of an out-of-hours hour: the path's value at each minute boundary
+    def _make(self, market, symbol: str, start: int, gap: Session) -> list[tuple[BarTick, Ticks]]:
+        """The minutes of an out-of-hours block: the path's value at each minute boundary
         gives each minute's first and last print; the prints between wander around the line
         from one to the other."""
         inst = market._inst(symbol)
         last = market.minute_bars(symbol, gap.date)
         anchor = float(last.c[-1]) if len(last) else float(market.daily_bar(symbol, gap.date).close)
         shift, _ = market.corporate.raw_scale(
-            symbol, np.array([gap.date.toordinal(), ny_date(hour).toordinal()], dtype=np.int64))
+            symbol, np.array([gap.date.toordinal(), ny_date(start).toordinal()], dtype=np.int64))
         key = key_of(inst.key, "live")
-        first = hour // MINUTE_NS
-        bounds = np.arange(first, first + 61, dtype=np.float64)
+        first = start // MINUTE_NS
+        bounds = np.arange(first, first + _BLOCK + 1, dtype=np.float64)
         x = _path(key, inst.sigma, bounds) \
             - _path(key, inst.sigma, np.array([gap.postmarket_close // MINUTE_NS], dtype=np.float64))[0]
         path = anchor * np.exp(x + (shift[1] - shift[0]))
-        return _hour_ticks(key_of(key, market.FEED, first), inst, hour, path[:-1], path[1:],
-                           iex=market.FEED == "iex")
+        return _block_ticks(key_of(key, market.FEED, first), inst, start, path[:-1], path[1:],
+                            iex=market.FEED == "iex")
 
 
-def _hour_ticks(key: int, inst, hour: int, o: np.ndarray, c: np.ndarray, *,
-                iex: bool) -> list[tuple[BarTick, Ticks]]:
+def _block_ticks(key: int, inst, start: int, o: np.ndarray, c: np.ndarray, *,
+                 iex: bool) -> list[tuple[BarTick, Ticks]]:
     """Each minute's prints (from about ``o`` to about ``c``, at distinct times), the quote
-    1 ns before each and the minute bar that aggregates them, for the 60 minutes from ``hour``,
+    1 ns before each and the minute bar that aggregates them, for the minutes from ``start``,
     from one draw of hashed uniforms."""
     from .market import TRADE_ID_STRIDE
 
@@ -132,7 +133,7 @@ def _hour_ticks(key: int, inst, hour: int, o: np.ndarray, c: np.ndarray, *,
     j = np.arange(total) - starts[of]                     # its place in the minute
     u = unit(hash_at(key, np.arange(8 * total, dtype=np.int64))).reshape(8, total)
     u0 = np.sort(of + u[0]) - of                          # sorted within each minute
-    minute_t = hour + of * MINUTE_NS
+    minute_t = start + of * MINUTE_NS
     trade_t = minute_t + (u0 * (MINUTE_NS - 2 * n[of] - 1)).astype(np.int64) + 2 * j + 1
     wiggle = 0.02 * inst.sigma * (o + c) / 2
     price = round_price(o[of] + (c - o)[of] * j / (n[of] - 1) + wiggle[of] * (u[1] - 0.5))
@@ -153,7 +154,7 @@ def _hour_ticks(key: int, inst, hour: int, o: np.ndarray, c: np.ndarray, *,
     out = []
     for i in range(m):
         k = slice(int(starts[i]), int(starts[i] + n[i]))
-        bar = BarTick(int(hour + i * MINUTE_NS), float(price[starts[i]]), float(high[i]),
+        bar = BarTick(int(start + i * MINUTE_NS), float(price[starts[i]]), float(high[i]),
                       float(low[i]), float(price[ends[i]]), int(volume[i]), int(n[i]), float(vwap[i]))
         out.append((bar, Ticks(trade_t[k], price[k], size[k], venues[k], trade_id[k], flags[k],
                                trade_t[k] - 1, bid[k], bid_size[k], ask[k], ask_size[k], venues[k],
