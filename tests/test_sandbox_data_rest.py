@@ -10,6 +10,7 @@ import subprocess
 import sys
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 import requests
 
@@ -458,3 +459,23 @@ def test_snapshots_multi_with_null_for_unknown_and_single_with_symbol():
         assert ts(snap["dailyBar"]["t"]) == ny_midnight(dt.date(2024, 1, 12))
         assert ts(snap["prevDailyBar"]["t"]) == ny_midnight(dt.date(2024, 1, 11))
         assert ts(snap["latestTrade"]["t"]).astimezone(NY).date() == dt.date(2024, 1, 12)
+
+
+def test_the_chunk_cache_counts_descending_copies_and_keeps_its_budget():
+    from alpaca_nb.sandbox.data_api import Chunk, ChunkCache
+
+    def chunk():
+        return Chunk(b",".join(b'{"t":%d}' % i for i in range(100)), np.arange(100, dtype=np.int64))
+
+    size = chunk().nbytes
+    cache = ChunkCache(budget=3 * size)
+    for key in range(3):
+        cache.put(key, chunk())
+    assert cache.get(0).slice_desc(10, 20) == b",".join(b'{"t":%d}' % i for i in range(19, 9, -1))
+    assert cache.get(0).nbytes > size                   # the descending copy is kept with it
+    assert 1 not in cache and 0 in cache and 2 in cache  # counting it made room: 1 was the oldest
+    for key in range(3, 9):                              # every older chunk leaves in turn
+        cache.put(key, chunk())
+        stored = [cache.get(k) for k in range(key + 1) if k in cache]
+        assert cache.bytes == sum(c.nbytes for c in stored) <= cache.budget
+    assert 0 not in cache and cache.bytes == 3 * size

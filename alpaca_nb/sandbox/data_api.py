@@ -210,31 +210,41 @@ class Chunk:
 
 
 class ChunkCache:
-    """LRU of serialised chunks bounded by total bytes."""
+    """LRU of serialised chunks bounded by total bytes. A chunk's descending copy, made when a
+    page first reads it backwards, counts from the next time the chunk is looked up."""
 
     def __init__(self, budget: int = CACHE_BYTES):
         self.budget = budget
-        self.bytes = 0
-        self._items: OrderedDict[tuple, Chunk] = OrderedDict()
+        self.bytes = 0                                  # the sum of the sizes counted below
+        self._items: OrderedDict[tuple, tuple[Chunk, int]] = OrderedDict()   # chunk, size counted
 
     def __contains__(self, key: tuple) -> bool:
         return key in self._items
 
     def get(self, key: tuple) -> Chunk | None:
-        chunk = self._items.get(key)
-        if chunk is not None:
-            self._items.move_to_end(key)
+        found = self._items.get(key)
+        if found is None:
+            return None
+        self._items.move_to_end(key)
+        chunk, counted = found
+        if chunk.nbytes != counted:                     # its descending copy was made since
+            self._items[key] = (chunk, chunk.nbytes)
+            self.bytes += chunk.nbytes - counted
+            self._trim()
         return chunk
 
     def put(self, key: tuple, chunk: Chunk) -> None:
         old = self._items.pop(key, None)
         if old is not None:
-            self.bytes -= old.nbytes
-        self._items[key] = chunk
+            self.bytes -= old[1]
+        self._items[key] = (chunk, chunk.nbytes)
         self.bytes += chunk.nbytes
+        self._trim()
+
+    def _trim(self) -> None:
         while self.bytes > self.budget and len(self._items) > 1:
-            _, dropped = self._items.popitem(last=False)
-            self.bytes -= dropped.nbytes
+            _, (_, counted) = self._items.popitem(last=False)
+            self.bytes -= counted
 
     def clear(self) -> None:
         self._items.clear()
