@@ -12,9 +12,11 @@ decoding) and read the ``t`` of the frame's first quote.
 (a) Fan-out throughput: the flood asks for more than anything here can take; every client
     subscribes the same 10 symbols. Quotes/s delivered to each client (the slowest client is
     reported; ``cut`` counts clients the relay cut off as too slow, 407), against one client
-    reading the sandbox directly. CPU of the relay process(es)
-    in cores (CPU seconds per second).
-(b) Added latency at 10,000 quotes/s: from the sandbox's send time to the client's receipt of
+    reading the sandbox directly. CPU of the relay process(es) and of the client processes
+    together, in cores (CPU seconds per second).
+(b) The floor with headroom: the sandbox sends 150,000 quotes/s; what the slowest client got
+    (a client the relay cut off as too slow would show here, with ``cut``).
+(c) Added latency at 10,000 quotes/s: from the sandbox's send time to the client's receipt of
     the frame (all 10 clients pooled); p50 and p99, direct vs relay vs Redis, and the relay's
     CPU at that rate.
 
@@ -24,7 +26,7 @@ another checkout (e.g. ``git worktree add /tmp/base main``) as the cases ``base-
 to run), and prints the ratios. The machine's load average is printed with every run. Usage::
 
     python benchmarks/bench_relay.py [--runs 3] [--seconds 4] [--clients 10] [--cases direct,relay,redis]
-                                     [--baseline DIR] [--out FILE]
+                                     [--kinds flood,150k,10k] [--baseline DIR] [--out FILE]
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from alpaca_nb.stream._socket import FrameReader, open_socket
 
 SYMBOLS = ["AAPL", "MSFT", "SPY", "NVDA", "AMD", "TSLA", "AMZN", "GOOG", "META", "NFLX"]
 FLOOD = 2_000_000          # quotes/s asked for in the throughput runs (more than anyone takes)
+KINDS = {"flood": FLOOD, "150k": 150_000, "10k": 10_000}     # quotes/s the sandbox sends; latency at 10k
 TOKEN = "bench-relay-token"
 
 
@@ -179,7 +182,7 @@ def client_main(conn, url: str, key: str, secret: str) -> None:
 
 @contextmanager
 def clients(n: int, url: str, key: str, secret: str):
-    """``n`` client processes; yields their pipes once every one is subscribed."""
+    """``n`` client processes; yields their pipes and processes once every one is subscribed."""
     ctx = multiprocessing.get_context("fork")
     pipes, procs = [], []
     try:
@@ -192,7 +195,7 @@ def clients(n: int, url: str, key: str, secret: str):
         for pipe in pipes:
             if not pipe.poll(60) or pipe.recv() != "ready":
                 raise RuntimeError("a client did not start")
-        yield pipes
+        yield pipes, [psutil.Process(proc.pid) for proc in procs]
     finally:
         for pipe in pipes:
             try:
@@ -205,22 +208,27 @@ def clients(n: int, url: str, key: str, secret: str):
                 proc.kill()
 
 
-def measure(pipes, procs: list[psutil.Process], seconds: float, *, latency: bool) -> dict:
+def measure(pipes, procs: list[psutil.Process], seconds: float, *, latency: bool,
+            readers: list[psutil.Process] = ()) -> dict:
+    """Rates (and latencies) the clients saw; CPU (cores) of ``procs`` (the relays) and of the
+    client processes ``readers``."""
     time.sleep(1.0)                                   # warm up
     for pipe in pipes:
         pipe.send(("start", latency))
     for pipe in pipes:
         pipe.recv()
-    cpu = [sum(p.cpu_times()[:2]) for p in procs]
+    watched = [*procs, *readers]
+    cpu = [sum(p.cpu_times()[:2]) for p in watched]
     start = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - start
-    used = [(sum(p.cpu_times()[:2]) - c0) / elapsed for p, c0 in zip(procs, cpu, strict=True)]
+    used = [(sum(p.cpu_times()[:2]) - c0) / elapsed for p, c0 in zip(watched, cpu, strict=True)]
     for pipe in pipes:
         pipe.send(("stop", latency))
     results = [pipe.recv() for pipe in pipes]
     rates = [r["rate"] for r in results]
-    out = {"min_rate": min(rates), "mean_rate": statistics.mean(rates), "cpu": sum(used),
+    out = {"min_rate": min(rates), "mean_rate": statistics.mean(rates), "cpu": sum(used[:len(procs)]),
+           "clients_cpu": sum(used[len(procs):]),
            "cut": sum(r["closed"] for r in results)}
     if latency:
         samples = sorted(s for r in results for s in r["samples"])
@@ -253,8 +261,8 @@ def run_case(case: str, url: str, *, rate: int, n_clients: int, seconds: float, 
             source_env = {k: v for k, v in env.items() if not k.startswith("APCA_")}
             fed, src_proc = stack.enter_context(relay_process(source_env, "--source", redis_url, source=source))
             target, who, procs = fed + "/v2/iex", ("bench", TOKEN), [pub_proc, redis_proc, src_proc]
-        pipes = stack.enter_context(clients(n_clients, target, *who))
-        return measure(pipes, procs, seconds, latency=latency)
+        pipes, readers = stack.enter_context(clients(n_clients, target, *who))
+        return measure(pipes, procs, seconds, latency=latency, readers=readers)
 
 
 def main() -> None:
@@ -263,10 +271,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--cases", default="direct,relay,redis", help="comma-separated subset of direct,relay,redis")
+    parser.add_argument("--kinds", default="flood,150k,10k", help="comma-separated subset of flood,150k,10k")
     parser.add_argument("--baseline", help="a checkout whose relays run too, as base-relay and base-redis")
     parser.add_argument("--out", help="write the medians as JSON to this file")
     args = parser.parse_args()
-    cases = args.cases.split(",")
+    cases, kinds = args.cases.split(","), args.kinds.split(",")
+    if not set(kinds) <= set(KINDS):
+        raise SystemExit(f"--kinds: expected a subset of {','.join(KINDS)}")
     if args.baseline:
         args.baseline = os.path.abspath(args.baseline)
         if not os.path.isfile(os.path.join(args.baseline, "alpaca_nb", "relay", "__init__.py")):
@@ -280,7 +291,8 @@ def main() -> None:
                 pair = [case] + ([f"base-{case}"] if args.baseline and case != "direct" else [])
                 order += pair if run % 2 == 0 else pair[::-1]
             for case in order:
-                for kind, rate in (("flood", FLOOD), ("10k", 10_000)):
+                for kind in kinds:
+                    rate = KINDS[kind]
                     r = run_case(case, url, rate=rate, n_clients=args.clients, seconds=args.seconds,
                                  latency=kind == "10k", baseline=args.baseline)
                     results.setdefault(f"{case} {kind}", []).append(r)
@@ -290,12 +302,13 @@ def main() -> None:
     medians = {name: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for name, runs in results.items()}
     print(f"\nmedians over {args.runs} runs, {args.clients} clients through the relays; load average "
           f"{min(loads):.1f}-{max(loads):.1f} (median {statistics.median(loads):.1f}):")
-    print(f"{'case':16} {'quotes/s per client (min)':>26} {'p50 ms':>8} {'p99 ms':>8} {'relay CPU (cores)':>18}")
+    print(f"{'case':16} {'quotes/s per client (min)':>26} {'p50 ms':>8} {'p99 ms':>8} {'relay CPU (cores)':>18} "
+          f"{'clients CPU':>12} {'cut':>4}")
     for name, m in medians.items():
         p50 = f"{m['p50_ms']:.3f}" if "p50_ms" in m else "-"
         p99 = f"{m['p99_ms']:.3f}" if "p99_ms" in m else "-"
         cpu = f"{m['cpu']:.2f}" if not name.startswith("direct") else "-"
-        print(f"{name:16} {m['min_rate']:>26,.0f} {p50:>8} {p99:>8} {cpu:>18}")
+        print(f"{name:16} {m['min_rate']:>26,.0f} {p50:>8} {p99:>8} {cpu:>18} {m['clients_cpu']:>12.2f} {m['cut']:>4.0f}")
     for case in ("relay", "redis", "base-relay", "base-redis"):
         if f"{case} 10k" not in results or "direct 10k" not in results:
             continue
@@ -305,7 +318,7 @@ def main() -> None:
         print(f"added latency, {case} vs direct at 10,000 quotes/s (median of the per-run differences): "
               f"p50 {added['p50_ms']:+.3f} ms, p99 {added['p99_ms']:+.3f} ms")
     for case in ("relay", "redis"):
-        for kind in ("flood", "10k"):
+        for kind in kinds:
             new, old = results.get(f"{case} {kind}"), results.get(f"base-{case} {kind}")
             if not new or not old:
                 continue

@@ -135,3 +135,16 @@ def test_selections_are_encoded_once_and_by_symbol_keeps_the_bytes():
         assert orjson.loads(frame.encoded(selection, False)) == \
                orjson.loads(decoded_frame(COMPACT).encoded(selection, False))
         assert frame.encoded(selection, True) == decoded_frame(COMPACT).encoded(selection, True)
+
+
+def test_a_frame_that_is_not_json_after_all_is_passed_on_as_sent_and_never_half_decoded():
+    """The scan does not validate JSON: such a frame (Alpaca sends none) reaches JSON clients as
+    the upstream sent it, and no msgpack client; the fan-out goes on for everyone."""
+    payload = b'[{"T":"q","S":"AAPL","bp":},{"T":"q","S":"MSFT","bp":1}]'
+    frame = Frame.scan(payload)
+    assert frame is not None
+    every, aapl = Recorder({"quotes": ["*"]}), Recorder({"quotes": ["AAPL"]})
+    fan_out(frame, [every, aapl])
+    assert every.json == [payload]
+    assert aapl.json == [b'[{"T":"q","S":"AAPL","bp":}]']
+    assert every.msgpack == aapl.msgpack == [None]           # (DataClient.deliver sends nothing then)

@@ -18,7 +18,12 @@ Alpaca's own stream protocol on loopback::
 * Subscriptions are reference-counted: upstream carries the union of what the clients want;
   each client receives only its own symbols and its own acknowledgements; a symbol is
   unsubscribed upstream when its last client leaves; a request over the plan's limit gets
-  Alpaca's error (405) for that client only.
+  Alpaca's error (405) for that client only. A client that subscribes a crypto order book the
+  upstream already carries gets the whole book first (``r: true``), as after Alpaca's own
+  subscriptions.
+* Frames are passed on as Alpaca sent them: a data frame is scanned for each message's type and
+  symbol, not decoded (only msgpack clients need a decoded copy), and written straight to each
+  client's socket.
 * Upstream drops are handled once, here: reconnect with backoff, resubscribe, and a status
   message to the clients, which stay connected (alpaca_nb clients then refill their tables
   from REST and reconcile their order book, as after a reconnect of their own). A client

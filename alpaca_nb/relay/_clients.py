@@ -188,8 +188,9 @@ class DataClient(Subscriber):
         self.outbox.put(self.codec.encode(messages), self.codec.opcode, slow_error=self._slow)
 
     def deliver(self, frame: Frame, selection: Any) -> None:
-        self.outbox.put(frame.encoded(selection, self.codec.msgpack), self.codec.opcode,
-                        slow_error=self._slow)
+        data = frame.encoded(selection, self.codec.msgpack)
+        if data is not None:
+            self.outbox.put(data, self.codec.opcode, slow_error=self._slow)
 
     async def run(self, request: web.Request) -> None:
         self.send([{"T": "success", "msg": "connected"}])

@@ -197,8 +197,11 @@ class DataEndpoint:
                     self.source.control(control)
                 return
             frame = Frame(payload, messages)
-            if self.books is not None:
-                self.books.apply(messages)
+        if self.books is not None and any(key[0] == "o" for key in frame.keys):
+            try:
+                self.books.apply(frame.messages)
+            except orjson.JSONDecodeError:
+                pass                    # (not JSON after all: no client gets a decoded copy)
         self.frames += 1
         if self.publish is not None:
             self.publish(self.path, frame)

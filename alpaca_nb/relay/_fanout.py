@@ -17,6 +17,7 @@ and frames the scan cannot vouch for (control messages, order books, other layou
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -25,6 +26,8 @@ import msgpack
 import orjson
 
 from .._stream_protocol import CHANNELS
+
+log = logging.getLogger(__name__)
 
 # message type -> the channel that carries it (corrections and cancel errors come with trades)
 TYPE_CHANNEL = {"t": "trades", "q": "quotes", "b": "bars", "u": "updatedBars", "d": "dailyBars",
@@ -176,20 +179,26 @@ class Frame:
                 by.setdefault(m["S"], []).append(m)
         return {symbol: orjson.dumps(group) for symbol, group in by.items()}
 
-    def encoded(self, selection: Any, use_msgpack: bool) -> bytes:
+    def encoded(self, selection: Any, use_msgpack: bool) -> bytes | None:
+        """The frame's ``selection`` (ALL or a tuple of keys) in JSON or msgpack; None when the
+        frame, passed on undecoded so far, turns out not to be JSON."""
         key = (use_msgpack, selection)
         data = self._cache.get(key)
         if data is None:
-            if use_msgpack:
-                wanted = None if selection is ALL else set(selection)
-                data = msgpack.packb([to_msgpack(m) for m in self.messages if wanted is None or (
-                    type(m) is dict and (m.get("T"), m.get("S")) in wanted)], use_bin_type=True)
-            elif selection is ALL:
-                data = self.payload
-            else:
-                data = self._json_of(set(selection))
+            try:
+                data = self._encode(selection, use_msgpack)
+            except orjson.JSONDecodeError:
+                log.warning("relay: malformed upstream frame not sent to a client: %r", self.payload[:80])
+                data = b""
             self._cache[key] = data
-        return data
+        return data or None
+
+    def _encode(self, selection: Any, use_msgpack: bool) -> bytes:
+        if not use_msgpack:
+            return self.payload if selection is ALL else self._json_of(set(selection))
+        wanted = None if selection is ALL else set(selection)
+        return msgpack.packb([to_msgpack(m) for m in self.messages if wanted is None or (
+            type(m) is dict and (m.get("T"), m.get("S")) in wanted)], use_bin_type=True)
 
     def _json_of(self, wanted: set[tuple[str, str]]) -> bytes:
         """A JSON array of the messages whose ``(type, symbol)`` is ``wanted``, in order."""
