@@ -264,3 +264,46 @@ def test_relays_through_a_tls_redis(account, tls_redis_server):
             remote.close()
         finally:
             source.stop()
+
+
+def test_a_subscription_change_waits_for_redis_to_come_back(account, tmp_path):
+    """Redis goes away (restarted here; it also drops a subscriber whose output buffer
+    overflows): a client's subscribe on the Redis-fed relay is answered once Redis is back,
+    the client stays connected and gets its old and new symbols."""
+    port, password = free_port(), "relay-test-pw"
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+
+    def redis_up() -> subprocess.Popen:
+        proc = subprocess.Popen([shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1",
+                                 "--dir", str(tmp_path), "--save", "", "--appendonly", "no",
+                                 "--requirepass", password], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: _pings(url), 20, what="redis-server to start")
+        return proc
+
+    server = redis_up()
+    try:
+        with start_relay(account, publish=url) as publisher:
+            source = Relay(source=url, token=TOKEN, port=0, discovery=False).start()
+            try:
+                remote = raw_client(source, TokenKeys)
+                remote.send({"action": "subscribe", "quotes": ["AAPL"]})
+                remote.until("subscription")
+                assert remote.collect(60, stop=lambda ms: any(m.get("S") == "AAPL" for m in ms))
+                server.terminate()
+                server.wait(10)
+                remote.send({"action": "subscribe", "quotes": ["NVDA"]})
+                remote.collect(2.0)                   # (Redis is down meanwhile)
+                server = redis_up()
+                ack, _ = remote.until("subscription", 60)
+                assert ack["quotes"] == ["AAPL", "NVDA"]
+                wait_for(lambda: publisher.data["v2/iex"].source.server.get("quotes") == {"AAPL", "NVDA"}, 30,
+                         what="NVDA subscribed upstream")
+                got = remote.collect(60, stop=lambda ms: {"AAPL", "NVDA"} <= {m.get("S") for m in ms})
+                assert {m["S"] for m in got if m.get("T") == "q"} == {"AAPL", "NVDA"}
+                assert source.served["data"] == 1
+                remote.close()
+            finally:
+                source.stop()
+    finally:
+        server.terminate()
+        server.wait(10)

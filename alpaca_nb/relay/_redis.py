@@ -302,12 +302,14 @@ class RedisSource:
     # ------------------------------------------------------------------ subscriptions
     async def sync(self, path: str, target: dict[str, set[str]]) -> int | None:
         """Listen to the Redis channels ``target`` needs, then have the publisher subscribe
-        them upstream; returns its answer (None, or Alpaca's error code)."""
-        await self._listen()
+        them upstream; returns its answer (None, or Alpaca's error code). Retries while Redis is
+        unreachable (or has dropped this relay's connection, as it does to a subscriber whose
+        output buffer overflows)."""
         while not self._closing:
             seq = next(self._seq)
             future = self._acks[seq] = asyncio.get_running_loop().create_future()
             try:
+                await self._listen()
                 await self._publish_subs(path, target, seq)
                 reply = await asyncio.wait_for(asyncio.shield(future), ACK_RETRY)
                 return reply.get("error")
