@@ -47,6 +47,7 @@ EXPIRY = 20.0
 QUEUE_FRAMES = 10_000
 ACK_RETRY = 5.0
 BATCH = 2000                   # Redis messages read at once before they are delivered
+READ_WAIT = 0.25               # seconds the reader waits for a message before letting _listen in
 
 
 def _client(url: str) -> aioredis.Redis:
@@ -368,15 +369,19 @@ class RedisSource:
         pubsub = self._pubsub
         while not self._closing:
             try:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                if message is None:
-                    continue
-                batch: dict[str, list[bytes]] = {}
-                while message is not None:
-                    self._take(message, batch)
-                    if sum(len(v) for v in batch.values()) >= BATCH:
-                        break
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
+                # one user of the pub/sub connection at a time: a (re)subscribe that has to
+                # reconnect reads the server's handshake answers on it, which get_message
+                # would otherwise take (and the subscribe would wait for them for ever)
+                async with self._lock:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=READ_WAIT)
+                    if message is None:
+                        continue
+                    batch: dict[str, list[bytes]] = {}
+                    while message is not None:
+                        self._take(message, batch)
+                        if sum(len(v) for v in batch.values()) >= BATCH:
+                            break
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0)
                 for path, payloads in batch.items():
                     endpoint = self.relay.data.get(path)
                     if endpoint is not None:
@@ -387,9 +392,10 @@ class RedisSource:
                 self._status("reconnecting", "Redis connection lost")
                 await asyncio.sleep(1.0)
                 try:
-                    await pubsub.subscribe(self.control_channel, self.trade_channel, *self._channels)
-                    if self._patterns:
-                        await pubsub.psubscribe(*self._patterns)
+                    async with self._lock:          # (not while _listen changes the channels)
+                        await pubsub.subscribe(self.control_channel, self.trade_channel, *self._channels)
+                        if self._patterns:
+                            await pubsub.psubscribe(*self._patterns)
                     await self._resend()
                     self._status("connected", None)
                 except (RedisError, OSError):
