@@ -20,11 +20,10 @@ Everything is a pure function of (seed, market mode, feed, symbol, minute), like
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import numpy as np
 
 from ._bars import BarTick, Ticks
+from ._lru import Lru
 from ._minutes import ceil_price, floor_price, round_price, tick_size
 from ._noise import hash_at, key_of, normal_at, unit
 from .clock import MINUTE_NS, Session, ny_date
@@ -47,7 +46,7 @@ class LiveTape:
     CACHE = 1024                  # blocks of _BLOCK minutes (each ~90 kB of ticks)
 
     def __init__(self) -> None:
-        self._blocks: OrderedDict[tuple, list[tuple[BarTick, Ticks]] | None] = OrderedDict()
+        self._blocks: Lru[tuple, list[tuple[BarTick, Ticks]]] = Lru(self.CACHE)   # [] = no tape
 
     # ------------------------------------------------------------ queries
     def ticks(self, market, symbol: str, minute_ns: int) -> Ticks | None:
@@ -88,16 +87,11 @@ class LiveTape:
         none of it)."""
         start = minute_ns - minute_ns % (_BLOCK * MINUTE_NS)
         key = (market.FEED, symbol, start)
-        try:
-            block = self._blocks[key]
-            self._blocks.move_to_end(key)
-        except KeyError:          # not made yet (or evicted meanwhile by another thread)
+        block = self._blocks.get(key)
+        if block is None:
             gap = _gap(market.sessions, start)
-            block = None if gap is None else self._make(market, symbol, start, gap)
-            self._blocks[key] = block
-            while len(self._blocks) > self.CACHE:
-                self._blocks.popitem(last=False)
-        return None if block is None else block[(minute_ns - start) // MINUTE_NS]
+            block = self._blocks[key] = [] if gap is None else self._make(market, symbol, start, gap)
+        return block[(minute_ns - start) // MINUTE_NS] if block else None
 
     def _make(self, market, symbol: str, start: int, gap: Session) -> list[tuple[BarTick, Ticks]]:
         """The minutes of an out-of-hours block: the path's value at each minute boundary
