@@ -83,7 +83,7 @@ class Sandbox:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         """Start serving; returns when the port is bound. Idempotent."""
         if self.running:
             return self
@@ -114,7 +114,7 @@ class Sandbox:
         self._thread = None
         self._ready.clear()
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -69,7 +69,7 @@ class Chaos:
     spec: str = ""
 
     @classmethod
-    def parse(cls, spec: str | None) -> "Chaos":
+    def parse(cls, spec: str | None) -> Chaos:
         if not spec:
             return cls()
         values: dict[str, Any] = {"statuses": [], "spec": spec}

@@ -110,10 +110,10 @@ def floor_to(value: float, increment: str) -> float:
 class CryptoOrders:
     """Crypto checks, scheduling and fees of the engine (see the module docstring)."""
 
-    def _is_crypto(self: "Engine", order: Order) -> bool:
+    def _is_crypto(self: Engine, order: Order) -> bool:
         return order.asset_class == "crypto"
 
-    def _crypto_body(self: "Engine", body: Any) -> bool:
+    def _crypto_body(self: Engine, body: Any) -> bool:
         """Whether a ``POST /v2/orders`` body names a crypto pair (before it is parsed)."""
         symbol = body.get("symbol") if isinstance(body, dict) else None
         if not isinstance(symbol, str) or not symbol:
@@ -121,7 +121,7 @@ class CryptoOrders:
         asset = self._asset(symbol)
         return bool(asset) and asset.get("class") == "crypto"
 
-    def _check_crypto_order(self: "Engine", account: "Account", req: NewOrder, asset: dict,
+    def _check_crypto_order(self: Engine, account: Account, req: NewOrder, asset: dict,
                             quote, now: int) -> bool:
         """Refuse what Alpaca refuses for a crypto order; returns whether it opens (a buy)."""
         if req.type not in CRYPTO_TYPES:
@@ -169,12 +169,12 @@ class CryptoOrders:
             raise _insufficient_balance(quote_ccy, cost, max(available, 0.0))
         return True
 
-    def _crypto_notional_qty(self: "Engine", order: Order, qty: float) -> float:
+    def _crypto_notional_qty(self: Engine, order: Order, qty: float) -> float:
         asset = self._asset(order.symbol) or {}
         increment = asset.get("min_trade_increment")
         return floor_to(qty, increment) if increment else qty
 
-    def _crypto_fee(self: "Engine", account: "Account", pos: "Position", order: Order, qty: float,
+    def _crypto_fee(self: Engine, account: Account, pos: Position, order: Order, qty: float,
                     price: float, t: int) -> None:
         """Charge the fee of a fill (see the module docstring) and record its CFEE activity."""
         taker = order.type == "market" or t <= order.submitted_at

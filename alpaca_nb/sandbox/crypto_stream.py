@@ -21,7 +21,13 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from .._stream_protocol import CRYPTO_CHANNELS, Codec, ForeignChannel, parse_change, subscription_message
+from .._stream_protocol import (
+    CRYPTO_CHANNELS,
+    Codec,
+    ForeignChannel,
+    parse_change,
+    subscription_message,
+)
 from .clock import MINUTE_NS
 from .crypto_api import CRYPTO_MARKET, LOCATIONS
 from .crypto_market import CryptoMarket, CryptoTicks, utc_day

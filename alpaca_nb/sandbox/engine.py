@@ -83,12 +83,21 @@ from .crypto_orders import CryptoOrders
 from .history import Fill, deposit_activity
 from .ledger import DEFAULT_CONFIG, Account
 from .matching import EPS, Matching, trail_stop
-from .portfolio import Portfolio
 from .orders import NewOrder, Order, new_id, parse_new_order, parse_replace, valid_uuid
 from .plans import DEFAULT_DATA_PLAN, check_data_plan
+from .portfolio import Portfolio
 from .store import open_store
-from .wire import (fmt_money, forbidden, not_found, parse_bool, parse_int, parse_list,
-                   parse_time, rejected, unprocessable)
+from .wire import (
+    fmt_money,
+    forbidden,
+    not_found,
+    parse_bool,
+    parse_int,
+    parse_list,
+    parse_time,
+    rejected,
+    unprocessable,
+)
 
 log = logging.getLogger(__name__)
 

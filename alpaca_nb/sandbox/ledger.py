@@ -65,7 +65,7 @@ class Position:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Position":
+    def from_record(cls, record: dict[str, Any]) -> Position:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in record.items() if k in names})
 
@@ -99,7 +99,7 @@ class Account:
                 "entitlements": self.entitlements}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Account":
+    def from_record(cls, record: dict[str, Any]) -> Account:
         config = dict(DEFAULT_CONFIG)    # keys Alpaca no longer has (PDT) are dropped
         config.update({k: v for k, v in (record.get("config") or {}).items() if k in DEFAULT_CONFIG})
         return cls(id=record["id"], account_number=record["account_number"],

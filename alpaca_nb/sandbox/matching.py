@@ -109,12 +109,12 @@ class Matching:
     """The matching half of the engine (see the module docstring)."""
 
     # ------------------------------------------------------------------ scheduling
-    def _window(self: "Engine", sess: Session, extended: bool) -> tuple[int, int]:
+    def _window(self: Engine, sess: Session, extended: bool) -> tuple[int, int]:
         if extended:
             return sess.premarket_open, sess.postmarket_close
         return sess.open, sess.close
 
-    def _first_tradable(self: "Engine", order: Order, now: int) -> tuple[int, Session | None]:
+    def _first_tradable(self: Engine, order: Order, now: int) -> tuple[int, Session | None]:
         """The first instant >= now at which the order may trade, and that session."""
         sess = self.sessions.next_session(now)
         while sess is not None:
@@ -124,7 +124,7 @@ class Matching:
             sess = self.sessions.next_session(ny_midnight_ns(sess.date + dt.timedelta(days=1)))
         return now, None
 
-    def _auction(self: "Engine", tif: str, now: int) -> int:
+    def _auction(self: Engine, tif: str, now: int) -> int:
         """The auction instant an opg/cls order submitted at ``now`` executes in.
 
         Raises:
@@ -160,7 +160,7 @@ class Matching:
             raise rejected("no trading session after the end of the calendar")
         return nxt.open if tif == "opg" else nxt.close
 
-    def _schedule(self: "Engine", order: Order, now: int) -> None:
+    def _schedule(self: Engine, order: Order, now: int) -> None:
         """Set when the order becomes eligible and when its time in force ends."""
         tif = order.time_in_force
         if tif in ("opg", "cls"):
@@ -176,13 +176,13 @@ class Matching:
         if tif == "day" and sess is not None:
             order.expires_ns = self._window(sess, order.extended_hours)[1]
 
-    def _can_trade(self: "Engine", order: Order, t: int) -> bool:
+    def _can_trade(self: Engine, order: Order, t: int) -> bool:
         if self.sessions.is_open(t) or order.asset_class == "crypto":
             return True
         return order.extended_hours and self.sessions.is_extended(t)
 
     # ------------------------------------------------------------------ stepping
-    def _advance(self: "Engine", now: int) -> None:
+    def _advance(self: Engine, now: int) -> None:
         """Process everything due up to ``now`` (inclusive), in time order, and commit."""
         start = self._processed_ns
         if now <= start:
@@ -193,7 +193,7 @@ class Matching:
         self._processed_ns = now
         self._commit()
 
-    def _steps(self: "Engine", a: int, b: int) -> list[int]:
+    def _steps(self: Engine, a: int, b: int) -> list[int]:
         points = {b}
         sessions = self.sessions.sessions_between(ny_date(a), ny_date(b))
         for sess in sessions:
@@ -218,10 +218,10 @@ class Matching:
                     t += step
         return sorted(points)
 
-    def _step(self: "Engine", t: int) -> Step:
+    def _step(self: Engine, t: int) -> Step:
         return Step(self.market, self.sessions, t)
 
-    def _evaluate_at(self: "Engine", t: int) -> None:
+    def _evaluate_at(self: Engine, t: int) -> None:
         """Evaluate every open order at step ``t``: first route the waiting orders whose time
         has come, in the order they arrived (each re-checked against the account), then
         match, in price-time priority where orders share a quote's displayed size."""
@@ -239,7 +239,7 @@ class Matching:
                 except Exception:  # one broken order must not stop the market for everyone
                     log.exception("sandbox: evaluating %r at %s failed", order, iso_ns(t))
 
-    def _in_priority(self: "Engine") -> list[Order]:
+    def _in_priority(self: Engine) -> list[Order]:
         """The open orders in :meth:`_by_priority` order (kept until open orders change or a
         stop is elected)."""
         cached = self._priority
@@ -261,7 +261,7 @@ class Matching:
             keys.append((group, limit is not None, price, order.seq))
         return [orders[i] for i in sorted(range(len(orders)), key=keys.__getitem__)]
 
-    def _evaluate(self: "Engine", order: Order, step: Step) -> None:
+    def _evaluate(self: Engine, order: Order, step: Step) -> None:
         t = step.t
         if order.auction:
             if t >= order.auction_ns:
@@ -281,7 +281,7 @@ class Matching:
             return
         self._match(order, step)
 
-    def _due(self: "Engine", order: Order, step: Step) -> bool:
+    def _due(self: Engine, order: Order, step: Step) -> bool:
         """Whether a (non-auction) order may trade at ``step``; expires it when its time is up."""
         t = step.t
         if not order.is_open or t < order.active_from:
@@ -291,11 +291,11 @@ class Matching:
             return False
         return step.regular or (order.extended_hours and step.extended) or order.asset_class == "crypto"
 
-    def _route_if_due(self: "Engine", order: Order, step: Step) -> None:
+    def _route_if_due(self: Engine, order: Order, step: Step) -> None:
         if self._due(order, step):
             self._route(order, step.t)
 
-    def _route(self: "Engine", order: Order, t: int) -> bool:
+    def _route(self: Engine, order: Order, t: int) -> bool:
         """A waiting order goes to the market at ``t``: ``new``, or ``rejected`` (False) when the
         account can no longer carry it."""
         if self._rejected_at_routing(order, t):
@@ -305,7 +305,7 @@ class Matching:
         return True
 
     # ------------------------------------------------------------------ routing
-    def _rejected_at_routing(self: "Engine", order: Order, t: int) -> bool:
+    def _rejected_at_routing(self: Engine, order: Order, t: int) -> bool:
         """Re-check an order that waited (status ``accepted``) when it is routed at ``t``, as
         Alpaca does: if the account can no longer carry it, the order is rejected (status
         ``rejected``, ``failed_at`` = ``t``, a ``rejected`` trade update) and True is returned.
@@ -320,7 +320,7 @@ class Matching:
         self._reject(order, t)
         return True
 
-    def _reject(self: "Engine", order: Order, t: int) -> None:
+    def _reject(self: Engine, order: Order, t: int) -> None:
         """``rejected`` (``failed_at`` = ``t``), and the open rest of its group canceled."""
         order.status = "rejected"
         order.failed_at = order.updated_at = t
@@ -329,7 +329,7 @@ class Matching:
         self._emit(order, "rejected", t)
         self._cancel_group(order, t)
 
-    def _routing_refusal(self: "Engine", order: Order, t: int) -> str | None:
+    def _routing_refusal(self: Engine, order: Order, t: int) -> str | None:
         """Why the account cannot carry ``order`` at ``t`` (the submission checks again, at
         that instant's quote), or None."""
         account = self.accounts[order.account_id]
@@ -360,10 +360,10 @@ class Matching:
         return None
 
     # ------------------------------------------------------------------ matching
-    def _halted(self: "Engine", symbol: str) -> bool:
+    def _halted(self: Engine, symbol: str) -> bool:
         return symbol in getattr(self.market, "halted", ())
 
-    def _match(self: "Engine", order: Order, step: Step) -> None:
+    def _match(self: Engine, order: Order, step: Step) -> None:
         t = step.t
         if self._halted(order.symbol):          # a halted symbol neither trades nor elects stops
             if order.time_in_force in ("ioc", "fok"):
@@ -431,7 +431,7 @@ class Matching:
         if immediate and order.is_open:
             self._cancel(order, t, reason="ioc remainder")
 
-    def _trail(self: "Engine", order: Order, last: float, t: int) -> None:
+    def _trail(self: Engine, order: Order, last: float, t: int) -> None:
         buy = order.side == "buy"
         hwm = order.hwm
         if hwm is None or (last < hwm if buy else last > hwm):
@@ -440,7 +440,7 @@ class Matching:
             order.updated_at = t
             self._dirty_order(order)
 
-    def _auction_fill(self: "Engine", order: Order, t: int) -> None:
+    def _auction_fill(self: Engine, order: Order, t: int) -> None:
         if not order.is_open or self._halted(order.symbol):
             return
         price = self._auction_price(order, t)
@@ -459,7 +459,7 @@ class Matching:
         if qty > EPS:
             self._fill(order, qty, price, t)
 
-    def _auction_price(self: "Engine", order: Order, t: int) -> float | None:
+    def _auction_price(self: Engine, order: Order, t: int) -> float | None:
         """The price of the auction at instant ``t`` (None when there is none).
 
         In calendar mode, the session's opening or closing auction price. In always-open mode
@@ -482,7 +482,7 @@ class Matching:
         return None if price is None else float(price)
 
     # ------------------------------------------------------------------ state changes
-    def _fill(self: "Engine", order: Order, qty: float, price: float, t: int) -> None:
+    def _fill(self: Engine, order: Order, qty: float, price: float, t: int) -> None:
         account = self.accounts[order.account_id]
         qty = round(qty, QTY_PLACES)
         signed = qty if order.side == "buy" else -qty
@@ -530,7 +530,7 @@ class Matching:
                    position_qty=pos.qty if abs(pos.qty) >= EPS else 0.0)
         self._after_fill(order, t, complete)
 
-    def _after_fill(self: "Engine", order: Order, t: int, complete: bool) -> None:
+    def _after_fill(self: Engine, order: Order, t: int, complete: bool) -> None:
         if order.leg_ids and order.order_class in ("bracket", "oto"):
             self._arm_exits(order, t)
             return
@@ -549,7 +549,7 @@ class Matching:
             # the exits closed everything the entry bought so far: the trade is over
             self._cancel(parent, t, reason="exit filled before the entry")
 
-    def _arm_exits(self: "Engine", entry: Order, t: int) -> None:
+    def _arm_exits(self: Engine, entry: Order, t: int) -> None:
         """After a fill of a bracket/oto entry: its exit legs cover what the entry has filled
         less what the exits already executed (each open leg trades that much more), and held
         legs go live. Legs that open a position (the entry closed one) are checked first as
@@ -584,20 +584,20 @@ class Matching:
             else:
                 leg.updated_at = t
 
-    def _closable(self: "Engine", order: Order) -> float:
+    def _closable(self: Engine, order: Order) -> float:
         """Shares a closing order can still close: the long for a sell, the short for a buy."""
         pos = self.accounts[order.account_id].positions.get(order.symbol)
         qty = pos.qty if pos is not None else 0.0
         return max(qty if order.side == "sell" else -qty, 0.0)
 
-    def _set_status(self: "Engine", order: Order, status: str, t: int, *, event: str | None) -> None:
+    def _set_status(self: Engine, order: Order, status: str, t: int, *, event: str | None) -> None:
         order.status = status
         order.updated_at = t
         self._dirty_order(order)
         if event:
             self._emit(order, event, t)
 
-    def _expire(self: "Engine", order: Order, t: int) -> None:
+    def _expire(self: Engine, order: Order, t: int) -> None:
         order.status = "expired"
         order.expired_at = order.updated_at = t
         self._retire(order)
@@ -605,7 +605,7 @@ class Matching:
         self._emit(order, "expired", t)
         self._cancel_group(order, t)
 
-    def _cancel(self: "Engine", order: Order, t: int, *, reason: str = "") -> None:
+    def _cancel(self: Engine, order: Order, t: int, *, reason: str = "") -> None:
         """Cancel one order and the open rest of its group."""
         if not order.is_open:
             return
@@ -617,7 +617,7 @@ class Matching:
         log.debug("sandbox: canceled %r (%s)", order, reason)
         self._cancel_group(order, t)
 
-    def _cancel_group(self: "Engine", order: Order, t: int) -> None:
+    def _cancel_group(self: Engine, order: Order, t: int) -> None:
         """An entry that ends unfilled takes its held legs with it; an exit takes its sibling."""
         if order.leg_ids and order.order_class in ("bracket", "oto"):
             if order.status != "filled":
@@ -635,10 +635,10 @@ class Matching:
             self._cancel(parent, t, reason="leg canceled")    # the group goes with its exit
 
     # ------------------------------------------------------------------ groups
-    def _legs(self: "Engine", order: Order) -> list[Order]:
+    def _legs(self: Engine, order: Order) -> list[Order]:
         return [self._orders[i] for i in order.leg_ids if i in self._orders]
 
-    def _exit_siblings(self: "Engine", order: Order) -> list[Order]:
+    def _exit_siblings(self: Engine, order: Order) -> list[Order]:
         """The other exits of an order's group (bracket legs, or both orders of an oco)."""
         if order.order_class == "oco":
             head = self._orders.get(order.parent_id) if order.parent_id else order
@@ -653,14 +653,14 @@ class Matching:
         return [m for m in members if m.id != order.id]
 
     # ------------------------------------------------------------------ prices
-    def _previous_session(self: "Engine", t: int) -> Session | None:
+    def _previous_session(self: Engine, t: int) -> Session | None:
         return self.sessions.previous_session(ny_date(t))
 
-    def _lastday_price(self: "Engine", symbol: str, t: int) -> float | None:
+    def _lastday_price(self: Engine, symbol: str, t: int) -> float | None:
         prev = self._previous_session(t)
         return None if prev is None else self._session_close_price(symbol, prev)
 
-    def _session_close_price(self: "Engine", symbol: str, sess: Session) -> float:
+    def _session_close_price(self: Engine, symbol: str, sess: Session) -> float:
         """The closing auction price of a finished session (cached)."""
         key = (symbol, sess.date)
         price = self._close_cache.get(key)

@@ -102,7 +102,7 @@ class Order:
         return {name: getattr(self, name) for name in _FIELDS}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Order":
+    def from_record(cls, record: dict[str, Any]) -> Order:
         known = {k: v for k, v in record.items() if k in _FIELDS}
         return cls(**known)
 

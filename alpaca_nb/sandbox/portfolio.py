@@ -13,12 +13,29 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import Session, ny_date
 from .history import portfolio_history, select_activities
-from .ledger import (SHORT_BUFFER, Account, Mark, Position, account_wire, buying_power,
-                     market_buffer, position_wire, value_account)
+from .ledger import (
+    SHORT_BUFFER,
+    Account,
+    Mark,
+    Position,
+    account_wire,
+    buying_power,
+    market_buffer,
+    position_wire,
+    value_account,
+)
 from .matching import EPS
 from .orders import QTY_PLACES, NewOrder, Order
-from .wire import (ApiError, fmt_money, forbidden, iso_us, not_found, parse_bool, parse_int,
-                   unprocessable)
+from .wire import (
+    ApiError,
+    fmt_money,
+    forbidden,
+    iso_us,
+    not_found,
+    parse_bool,
+    parse_int,
+    unprocessable,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engine import Engine
@@ -54,7 +71,7 @@ class Portfolio:
             price = max(limit or 0.0, ask * SHORT_BUFFER)
         return qty * price
 
-    def _order_value(self: "Engine", order: Order, quote) -> float:
+    def _order_value(self: Engine, order: Order, quote) -> float:
         remaining_notional = None
         if order.notional is not None and order.total_qty is None:
             remaining_notional = order.notional - order.filled_qty * (order.filled_avg_price or 0.0)
@@ -63,12 +80,12 @@ class Portfolio:
                            stop=order.stop_price, trail_price=order.trail_price,
                            trail_percent=order.trail_percent, quote=quote)
 
-    def _bp_factor(self: "Engine", account: Account, symbol: str) -> float:
+    def _bp_factor(self: Engine, account: Account, symbol: str) -> float:
         asset = self._asset(symbol) or {}
         return account.initial_requirement(bool(asset.get("marginable", True))) * \
             account.regt_multiplier
 
-    def _holds(self: "Engine", account: Account, now: int, *,
+    def _holds(self: Engine, account: Account, now: int, *,
                exclude: Order | None = None) -> tuple[float, float]:
         """Buying power held by open opening orders, and cash held by open buys. The exits of
         one bracket (which execute one instead of the other) hold once, the larger of them;
@@ -92,12 +109,12 @@ class Portfolio:
                 cash_holds[key] = max(cash_holds.get(key, 0.0), value)
         return sum(bp_holds.values()), sum(cash_holds.values())
 
-    def _available_buying_power(self: "Engine", account: Account, now: int, *,
+    def _available_buying_power(self: Engine, account: Account, now: int, *,
                                 exclude: Order | None = None) -> float:
         val = value_account(account, self._marks(account, now))
         return buying_power(account, val) - self._holds(account, now, exclude=exclude)[0]
 
-    def _check_buying_power(self: "Engine", account: Account, req: NewOrder, asset: dict, quote,
+    def _check_buying_power(self: Engine, account: Account, req: NewOrder, asset: dict, quote,
                             now: int, *, exclude: Order | None = None) -> None:
         value = self._value(side=req.side, type=req.type, qty=req.qty, notional=req.notional,
                             limit=req.limit_price, stop=req.stop_price, trail_price=req.trail_price,
@@ -109,11 +126,11 @@ class Portfolio:
                             cost_basis=_money(value))
 
     # ================================================================== account views
-    def _marks(self: "Engine", account: Account, now: int) -> dict[str, Mark]:
+    def _marks(self: Engine, account: Account, now: int) -> dict[str, Mark]:
         return {sym: Mark(float(self.market.trade_at(sym, now).price), self._lastday_price(sym, now))
                 for sym in account.positions}
 
-    def _last_close_values(self: "Engine", account: Account,
+    def _last_close_values(self: Engine, account: Account,
                            prev: Session | None) -> tuple[float, float]:
         """Equity and maintenance margin at the previous session's close (replayed fills)."""
         if prev is None:
@@ -140,7 +157,7 @@ class Portfolio:
         self._last_close_cache[key] = (equity, maintenance)
         return equity, maintenance
 
-    def account_view(self: "Engine", account_id: str) -> dict[str, Any]:
+    def account_view(self: Engine, account_id: str) -> dict[str, Any]:
         """``GET /v2/account``."""
         account = self._account(account_id)
         now = self.clock.now_ns()
@@ -154,10 +171,10 @@ class Portfolio:
                             last_equity=last_equity, last_maintenance=last_maintenance,
                             balance_asof=asof, created_at=iso_us(account.created_at))
 
-    def configurations(self: "Engine", account_id: str) -> dict[str, Any]:
+    def configurations(self: Engine, account_id: str) -> dict[str, Any]:
         return dict(self._account(account_id).config)
 
-    def update_configurations(self: "Engine", account_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def update_configurations(self: Engine, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """``PATCH /v2/account/configurations``; unknown keys are ignored (among them
         ``dtbp_check`` and ``pdt_check``, which Alpaca removed on 2026-07-06), bad values refused."""
         account = self._account(account_id)
@@ -185,7 +202,7 @@ class Portfolio:
         return dict(account.config)
 
     # ================================================================== positions
-    def _position(self: "Engine", account: Account, symbol_or_id: str) -> Position:
+    def _position(self: Engine, account: Account, symbol_or_id: str) -> Position:
         pos = account.positions.get(symbol_or_id)
         if pos is None:
             pos = next((p for p in account.positions.values() if p.asset_id == symbol_or_id), None)
@@ -196,7 +213,7 @@ class Portfolio:
             raise not_found("position does not exist")
         return pos
 
-    def _position_wire(self: "Engine", account: Account, pos: Position, now: int) -> dict[str, Any]:
+    def _position_wire(self: Engine, account: Account, pos: Position, now: int) -> dict[str, Any]:
         mark = Mark(float(self.market.trade_at(pos.symbol, now).price),
                     self._lastday_price(pos.symbol, now))
         side = "sell" if pos.qty > 0 else "buy"
@@ -204,20 +221,20 @@ class Portfolio:
         return position_wire(pos, mark, day=ny_date(now).isoformat(),
                              held_for_orders=self._held(account.id, pos.symbol, side, price=price))
 
-    def positions(self: "Engine", account_id: str) -> list[dict[str, Any]]:
+    def positions(self: Engine, account_id: str) -> list[dict[str, Any]]:
         account = self._account(account_id)
         now = self.clock.now_ns()
         self._advance(now)
         return [self._position_wire(account, p, now)
                 for _, p in sorted(account.positions.items())]
 
-    def position(self: "Engine", account_id: str, symbol_or_id: str) -> dict[str, Any]:
+    def position(self: Engine, account_id: str, symbol_or_id: str) -> dict[str, Any]:
         account = self._account(account_id)
         now = self.clock.now_ns()
         self._advance(now)
         return self._position_wire(account, self._position(account, symbol_or_id), now)
 
-    def close_position(self: "Engine", account_id: str, symbol_or_id: str, *, qty: Any = None,
+    def close_position(self: Engine, account_id: str, symbol_or_id: str, *, qty: Any = None,
                        percentage: Any = None) -> dict[str, Any]:
         """``DELETE /v2/positions/{symbol}``: a market day order for all, ``qty`` or
         ``percentage`` (0-100) of the position; returns that order."""
@@ -251,7 +268,7 @@ class Portfolio:
                 "type": "market", "time_in_force": "gtc" if pos.asset_class == "crypto" else "day"}
         return self.submit_order(account_id, body)
 
-    def close_all_positions(self: "Engine", account_id: str, *,
+    def close_all_positions(self: Engine, account_id: str, *,
                             cancel_orders: bool) -> list[dict[str, Any]]:
         """``DELETE /v2/positions``: 207 body items ``{symbol, status, body}``."""
         account = self._account(account_id)
@@ -267,14 +284,14 @@ class Portfolio:
         return results
 
     # ================================================================== activities, history
-    def activities(self: "Engine", account_id: str, query: dict[str, Any], *,
+    def activities(self: Engine, account_id: str, query: dict[str, Any], *,
                    activity_type: str | None = None) -> list[dict[str, Any]]:
         self._account(account_id)
         self._advance(self.clock.now_ns())
         return select_activities(self._activities.get(account_id, []), query,
                                  activity_type=activity_type)
 
-    def portfolio_history(self: "Engine", account_id: str, query: dict[str, Any]) -> dict[str, Any]:
+    def portfolio_history(self: Engine, account_id: str, query: dict[str, Any]) -> dict[str, Any]:
         account = self._account(account_id)
         now = self.clock.now_ns()
         self._advance(now)

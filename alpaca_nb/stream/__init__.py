@@ -64,6 +64,7 @@ import pandas as pd
 
 from .. import frames
 from .._config import Settings, mask_key_id
+from ..errors import AlpacaConnectionError, AuthenticationError
 from ._data import DataHub, SubscriptionError
 from ._display import LiveDisplay
 from ._display import show as _show
@@ -71,7 +72,6 @@ from ._fanout import EventListener, Listener, MarketListener, StatusListener
 from ._hub import Hub, Reconnect, StreamStatus
 from ._table import ALL_PAIRS, CHANNELS, WILDCARDS, BookTable, LiveTable, to_update
 from ._trading import OrderBook, TradingHub, book_frame, order_update
-from ..errors import AlpacaConnectionError, AuthenticationError
 
 __all__ = [
     "CHANNELS",

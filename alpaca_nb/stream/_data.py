@@ -23,11 +23,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import AlpacaError
 from ._fanout import Changes
 from ._hub import Conflict, Fatal, Hub, Refused
 from ._socket import Undecodable, decode
 from ._table import ALL_PAIRS, CHANNELS, WILDCARDS, WIRE_CHANNELS, Store
-from ..errors import AlpacaError
 
 log = logging.getLogger("alpaca_nb.stream")
 
