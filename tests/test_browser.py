@@ -4,7 +4,8 @@ The test opens ``notebooks/02_order_ticket.ipynb`` (a copy, so the committed fil
 runs all its cells on a kernel whose client points at this test's sandbox (a fast clock: a minute
 bar closes every wall second), then works the panels as a trader would: types a quantity into the
 OrderTicket, clicks Submit, and checks that the order reached the sandbox and that the ticket shows
-it filled; that the QuoteBoard's numbers change; that the LiveChart renders and gains a candle.
+it filled; that the QuoteBoard's numbers change; that the LiveChart renders and gains a candle; and,
+in one cell the copy gains, that a BTC/USD ticket sends a fractional quantity good till canceled.
 It runs on the installed ipykernel (7.x) and on ipykernel 6 (tests/_kernels.py), because the way
 messages from background threads reach the browser changed between them. Screenshots go to a
 temporary folder (printed in the test's output; ``ALPACA_NB_SCREENSHOTS=dir`` keeps them there).
@@ -211,7 +212,11 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
     shots.mkdir(parents=True, exist_ok=True)
     root = tmp_path / "notebooks"
     root.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    # the copy gains one cell: a crypto pair's ticket (the committed notebook stays as nbval runs it)
+    notebook = json.loads((ROOT / "notebooks" / NOTEBOOK).read_text())
+    notebook["cells"].append({"cell_type": "code", "id": "crypto-ticket", "execution_count": None,
+                              "metadata": {}, "outputs": [], "source": 'crypto = OrderTicket(api, "BTC/USD")\ncrypto'})
+    (root / NOTEBOOK).write_text(json.dumps(notebook))
     env = {"APCA_API_KEY_ID": account.key_id, "APCA_API_SECRET_KEY": account.secret_key,
            "APCA_API_BASE_URL": account.url, "APCA_API_DATA_URL": account.url,
            "APCA_API_STREAM_URL": account.stream_url}
@@ -284,6 +289,23 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
         chart = page.locator(".js-plotly-plot").first
         _shot(page, chart, shots / "live-chart.png")
         _shot(page, None, shots / "notebook.png")
+
+        # ---- a crypto pair's ticket: a fractional quantity in coins, good till canceled
+        crypto = page.locator(".anb-panel", has_text="Order ticket").nth(1)
+        crypto.wait_for(timeout=120_000)
+        qty = crypto.locator("xpath=.//span[text()='Qty (BTC)']/ancestor::div[contains(@class,'widget-vbox')][1]//input")
+        qty.focus()
+        page.keyboard.type("0.0015")
+        page.keyboard.press("Tab")
+        submit = crypto.locator("button", has_text="Buy 0.0015 BTC/USD at market")
+        submit.wait_for()
+        _wait(lambda: submit.is_enabled(), 120, "the crypto ticket's Submit to be enabled")
+        submit.click(force=True)
+        crypto.locator(".anb-msg-ok", has_text="Filled 0.0015 at").wait_for(timeout=180_000)
+        (order,) = _wait(lambda: [o for o in _orders(account) if o["symbol"] == "BTC/USD" and o["status"] == "filled"],
+                         120, "the filled BTC/USD order")
+        assert (order["qty"], order["time_in_force"], order["side"], order["type"]) == ("0.0015", "gtc", "buy", "market")
+        _shot(page, crypto, shots / "ticket-crypto-filled.png")
 
         # ---- the secret key never reached the page (widget state is saved with the notebook)
         assert account.secret_key not in page.content()

@@ -483,11 +483,16 @@ class OrderTicket(Panel):
             power = self._buying_power
             body = self._body
         bid, ask = q.get("bid_price"), q.get("ask_price")
-        rows = [("Bid", f"{number(bid)} × {qty_text(q.get('bid_size'))}" if price_ok(bid) else "—"),
-                ("Ask", f"{number(ask)} × {qty_text(q.get('ask_size'))}" if price_ok(ask) else "—"),
-                ("Last", number(last))]
+        # a pair's prices to its price increment (BTC/USD: whole dollars), its sizes to 4 places:
+        # "63,807 × 0.1562" fits the panel where "63,807.00 × 0.156234" was cut off
+        places, size = _price_places(self._increments.get(symbol)), qty_text
+        if "/" in symbol:
+            size = lambda v: qty_text(round(float(v), 4)) if v is not None else "—"  # noqa: E731
+        rows = [("Bid", f"{number(bid, places=places)} × {size(q.get('bid_size'))}" if price_ok(bid) else "—"),
+                ("Ask", f"{number(ask, places=places)} × {size(q.get('ask_size'))}" if price_ok(ask) else "—"),
+                ("Last", number(last, places=places))]
         if price_ok(bid) and price_ok(ask) and ask >= bid:
-            rows.append(("Spread", number(ask - bid)))
+            rows.append(("Spread", number(ask - bid, places=places)))
         estimate = _estimate(body, bid, ask, last)
         rows.append(("Est. cost" if self.side.value == "buy" else "Est. proceeds", money(estimate)))
         rows.append(("Buying power", money(power)))
@@ -661,6 +666,15 @@ def _estimate(body: dict[str, Any] | None, bid: Any, ask: Any, last: Any) -> flo
         if not price_ok(price):
             price = last
     return qty * float(price) if price else None
+
+
+def _price_places(increments: dict[str, float] | None) -> int:
+    """Decimal places for a price: a crypto pair's price_increment's (1 -> 0, 0.01 -> 2, at most
+    9), else cents."""
+    inc = (increments or {}).get("price_increment")
+    if not inc:
+        return 2
+    return min(9, max(0, -Decimal(str(inc)).normalize().as_tuple().exponent))
 
 
 def _num(value: Any, default: Any) -> float | None:
