@@ -487,7 +487,7 @@ class OrderTicket(Panel):
         # "63,807 × 0.1562" fits the panel where "63,807.00 × 0.156234" was cut off
         places, size = _price_places(self._increments.get(symbol)), qty_text
         if "/" in symbol:
-            size = lambda v: qty_text(round(float(v), 4)) if v is not None else "—"  # noqa: E731
+            size = lambda v: qty_text(round(float(v), 4)) if v is not None else "—"
         rows = [("Bid", f"{number(bid, places=places)} × {size(q.get('bid_size'))}" if price_ok(bid) else "—"),
                 ("Ask", f"{number(ask, places=places)} × {size(q.get('ask_size'))}" if price_ok(ask) else "—"),
                 ("Last", number(last, places=places))]
