@@ -96,13 +96,27 @@ def test_on_a_sunday_the_live_present_streams_what_the_engine_fills_at_and_the_h
             {k: last_trade[k] for k in ("i", "p", "s", "t")}
         assert {k: latest_quote[k] for k in ("ap", "bp", "t")} == \
             {k: quotes[-1][k] for k in ("ap", "bp", "t")}
+        # the REST latest bar and the snapshot's minute bar are the last bar streamed (the
+        # minute that closed last), while the snapshot's daily bar stays Friday's session
+        fields = ("o", "h", "l", "c", "v", "n", "vw", "t")
+        streamed = {k: bars[-1][k] for k in fields}
+        assert ts(bars[-1]["t"]) == now - now % 60_000_000_000 - 60_000_000_000
+        single = api.get(f"/v2/stocks/{SYMBOL}/bars/latest", feed="sip").json()["bar"]
+        multi = api.get("/v2/stocks/bars/latest", symbols=SYMBOL, feed="sip").json()["bars"][SYMBOL]
+        snap = api.get(f"/v2/stocks/{SYMBOL}/snapshot", feed="sip").json()
+        assert {k: single[k] for k in fields} == {k: multi[k] for k in fields} == \
+            {k: snap["minuteBar"][k] for k in fields} == streamed
+        assert snap["dailyBar"]["t"].startswith("2024-03-08T05:00")     # Friday's session
         # the engine fills at that quote, now
         order = api.order(symbol=SYMBOL, qty=1)
         filled = api.get_order(order["id"])
         assert filled["status"] == "filled" and num(filled["filled_avg_price"]) == quotes[-1]["ap"]
         # the IEX feed streams its own share of the live present too
-        iex_msgs = iex.collect(60, lambda m: any(x["T"] == "b" for x in m))
+        iex_msgs = iex.collect(60, lambda m: sum(x["T"] == "b" for x in m) >= 2)
         assert any(m["T"] == "t" and m["x"] == "V" for m in iex_msgs)
+        iex_bar = [m for m in iex_msgs if m["T"] == "b"][-1]
+        latest_iex = api.get(f"/v2/stocks/{SYMBOL}/bars/latest", feed="iex").json()["bar"]
+        assert {k: latest_iex[k] for k in fields} == {k: iex_bar[k] for k in fields} != streamed
         # and the history never lists the live present
         window = {"start": SUNDAY, "end": latest_trade["t"]}
         for kind in ("trades", "quotes"):
@@ -117,5 +131,7 @@ def test_a_calendar_sandbox_has_no_live_present_out_of_hours():
         api = new_api(sb)
         quote = api.get(f"/v2/stocks/{SYMBOL}/quotes/latest", feed="sip").json()["quote"]
         assert quote["t"].startswith("2024-03-09T00:59")       # Friday 19:59 ET, the last one
+        bar = api.get(f"/v2/stocks/{SYMBOL}/bars/latest", feed="sip").json()["bar"]
+        assert bar["t"] == "2024-03-09T00:59:00Z"                # Friday 19:59 ET's minute
         order = api.order(symbol=SYMBOL, qty=1)
         assert api.get_order(order["id"])["status"] == "accepted"     # waits for Monday's open

@@ -10,10 +10,12 @@ raw market has it. Each minute has 60-119 prints at distinct times, one quote ju
 and the minute bar that aggregates them; no bursts, no late reports.
 
 Who sees it: :meth:`.market.Market.quote_at`/``trade_at`` (so the engine's fills, REST latest
-trades and quotes, snapshots' latest trade and quote and the marks of positions) and the data
-stream's trades, quotes and minute bars. The history never does: bars, trades and quotes pages
-and the latest bar follow the sessions only, so the same instant is "live" while it is the
-present and absent from the history afterwards (only the live present is open out of hours).
+trades and quotes, snapshots' latest trade and quote and the marks of positions),
+:meth:`.market.Market.latest_bar` (REST latest bars and snapshots' minute bar: the last
+completed minute, the bar the data stream sent as it closed) and the data stream's trades,
+quotes and minute bars. The history never does: bars, trades and quotes pages (and snapshots'
+daily bars) follow the sessions only, so the same instant is "live" while it is the present and
+absent from the history afterwards (only the live present is open out of hours).
 
 Everything is a pure function of (seed, market mode, feed, symbol, minute), like the market.
 """

@@ -22,7 +22,7 @@ Data: the stream replays the synthetic market's own trades and quotes at their t
 sandbox clock passes them, so it continues the REST history exactly (NYSE sessions with extended
 hours in both market modes). Out of those hours (overnight, weekends, holidays) a ``calendar``
 sandbox is silent; an ``always-open`` one streams the live present's tape (:mod:`._live`: the
-trades, quotes and minute bars its engine fills at and its REST latest trade and quote show,
+trades, quotes and minute bars its engine fills at and its REST latest trade, quote and bar show,
 which the history never lists). ``b`` bars as each
 minute closes, ``d`` (the partial daily bar, regular hours) every minute from the open to the
 close, ``u`` at :30 past the next

@@ -5,8 +5,8 @@ The market trades in NYSE sessions in every market mode (``exchange_calendars``;
 early closes included): pre-market 04:00-09:30 ET, regular hours, after-hours until 20:00 ET
 (17:00 on early-close days), the hours Alpaca's SIP feed covers. There are no bars, trades or
 quotes on weekends, holidays or overnight. (In ``always-open`` mode the live present trades
-at any hour, on the out-of-hours tape of :mod:`._live` that ``quote_at``/``trade_at`` consult;
-the history never shows it.)
+at any hour, on the out-of-hours tape of :mod:`._live` that ``quote_at``/``trade_at`` and
+``latest_bar`` consult; the history never shows it.)
 
 Three layers, each derived from the one above so that they agree exactly:
 
@@ -689,7 +689,12 @@ class Market:
         return bars.take(keep)
 
     def latest_bar(self, symbol: str, now_ns: int) -> BarTick | None:
-        """The last minute bar closed by ``now_ns``."""
+        """The last minute bar closed by ``now_ns``: in always-open mode out of hours, the live
+        present's (the one the data stream sent as that minute closed), else the sessions'."""
+        if self.live is not None:
+            bar = self.live.bar(self, symbol, now_ns - now_ns % MINUTE_NS - MINUTE_NS)
+            if bar is not None:
+                return bar
         minute = self._last_minute_before(symbol, now_ns - MINUTE_NS)
         if minute is None:
             return None
