@@ -13,8 +13,10 @@ step:
 * the same seed gives the same history: every request goes to two sandboxes with the same seed
   and clock, and their answers (and full account states) must be identical but for random ids.
 
-Corporate actions come with the clock: a rule jumps to the symbols' next ex-date, where the
-splits, cash in lieu and dividends the activities list join the fills in the identities.
+Corporate actions come with the clock: a rule jumps to the symbols' next ex-date (or to the
+payable date of a dividend whose ex-date has passed), where the splits, cash in lieu and
+dividends the activities list join the fills in the identities; between a dividend's ex-date and
+its payable date the identities hold with the dividend pending (not yet in the cash).
 """
 
 from __future__ import annotations
@@ -27,17 +29,19 @@ from typing import Any
 
 import pytest
 import requests
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
+                                 run_state_machine_as_test)
 
 from alpaca_nb.sandbox import Sandbox
 from alpaca_nb.sandbox.clock import NY, to_ns
 from sandbox_trading_support import Api, admin, new_api
 
 # AAPL: easy to borrow, above $50; GME: hard to borrow (day shorts only), below $50;
-# TLRY: under $1 (4-decimal prices), neither shortable nor marginable; GOOG: splits 2-for-1 on
-# 2023-06-20 in the sandbox's corporate actions, days after START
+# TLRY: under $1 (4-decimal prices), neither shortable nor marginable; GOOG: in the sandbox's
+# corporate actions (seed 11) goes ex a cash dividend on 2023-05-22, days after START (payable
+# 2023-06-13), and splits 2-for-1 on 2023-06-20
 SYMBOLS = ("AAPL", "GME", "TLRY", "GOOG")
 SIDES = ("buy", "buy", "sell")     # buys first open the positions that sells then close
 # symbols with cash dividends and splits in the sandbox's corporate actions around START
@@ -47,7 +51,7 @@ ACTION_SYMBOLS = ("AAPL", "GOOG", "BAC", "MSFT", "V", "GS", "NKE", "PEP", "AMZN"
 SHORTABLE = {"AAPL": True, "GME": True, "TLRY": False, "GOOG": True}
 MARGINABLE = {"AAPL": True, "GME": True, "TLRY": False, "GOOG": True}
 STILL = 1e-12          # virtual seconds per wall second: the clock moves only when advanced
-START = "2023-06-15T14:00:00Z"    # a Thursday, 10:00 ET
+START = "2023-05-18T14:00:00Z"    # a Thursday, 10:00 ET
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 ACCOUNT_NUMBER = re.compile(r'"account_number":"PA[0-9A-Z]{10}"')
 OPEN = ("new", "accepted", "pending_new", "partially_filled", "held")
@@ -121,6 +125,7 @@ class Trading(RuleBasedStateMachine):
         self.state: dict[str, Any] = {}
         self.cash0 = 0.0
         self.can_short = True
+        self.pending = False        # a listed dividend is between its ex-date and payable date
 
     # ------------------------------------------------------------------ setup and teardown
     @initialize(cash=st.sampled_from([30_000, 250_000]), no_shorting=st.booleans(),
@@ -279,19 +284,41 @@ class Trading(RuleBasedStateMachine):
     @rule(shares=st.sampled_from([0, 3, 25]))
     def through_an_ex_date(self, shares):
         """Buy ``shares`` of the first symbol (of a wide list) with an announced corporate action
-        ahead (within a quarter), then move the clock to 10:00 ET on its ex-date: positions split or are
-        paid, open orders in a splitting symbol are canceled."""
+        ahead (within a quarter), then move the clock to 10:00 ET on its ex-date: positions split
+        or are entitled to a dividend (paid on its payable date), open orders in a splitting
+        symbol are canceled."""
+        self.go_to_next(shares=shares, payable=False)
+
+    @precondition(lambda self: self.pending)
+    @rule()
+    def to_a_payable_date(self):
+        """After a dividend's ex-date, move the clock to 10:00 ET on the first payable date of
+        the dividends that went ex: the dividends due are paid."""
+        self.go_to_next(shares=0, payable=True)
+
+    def go_to_next(self, *, shares: int, payable: bool) -> None:
         _, clock = self.twin.call("GET", "/v2/clock")
         today = clock["timestamp"][:10]
         end = (dt.date.fromisoformat(today) + dt.timedelta(days=92)).isoformat()
         _, found = self.twin.call("GET", "/v1/corporate-actions", symbols=",".join(ACTION_SYMBOLS),
                                   start=today, end=end, limit=1000,
                                   types="forward_split,reverse_split,cash_dividend")
-        actions = sorted((a["ex_date"], a["symbol"]) for group in found["corporate_actions"].values()
-                         for a in group if a.get("symbol") and today < (a.get("ex_date") or "") <= end)
-        if not actions:
+        listed = [a for group in found["corporate_actions"].values() for a in group if a.get("symbol")]
+        actions = sorted((a["ex_date"], a["symbol"]) for a in listed
+                         if today < (a.get("ex_date") or "") <= end)
+        payments = sorted(a["payable_date"] for a in listed
+                          if "rate" in a and a["ex_date"] <= today < a["payable_date"])
+        if payable:
+            if not payments:
+                return
+            day, symbol = payments[0], None
+        elif actions:
+            day, symbol = actions[0]
+        else:
             return
-        day, symbol = actions[0]
+        event("to a payable date" if payable else "to an ex-date")
+        # a cash dividend that has gone ex and is not paid yet at ``day``
+        self.pending = any("rate" in a and a["ex_date"] <= day < a["payable_date"] for a in listed)
         if shares:
             self.twin.call("POST", "/v2/orders", {"symbol": symbol, "qty": shares, "side": "buy",
                                                   "type": "market", "time_in_force": "gtc"})
@@ -344,6 +371,7 @@ class Trading(RuleBasedStateMachine):
                 implied_cash += num(record["net_amount"])
             elif kind in ("DIV", "SPIN"):
                 implied_cash += num(record["net_amount"])
+                event(f"identities checked with a {kind} paid")
             else:
                 assert kind == "CSD", record
         assert cash == pytest.approx(implied_cash, abs=MONEY_TOL)
