@@ -201,11 +201,11 @@ def test_fractional_coins_are_checked_against_the_increments_and_sent_as_typed(a
         assert ticket.time_in_force.value == "gtc"                 # the default from the start
         last = ticket._last["BTC/USD"]
         cases = [
-            ({"qty": "0.00005"}, "Qty", "below the minimum order size of BTC/USD, 0.0001"),
-            ({"qty": "0.00015"}, "Qty", "not a multiple of BTC/USD's min_trade_increment 0.0001"),
+            ({"qty": "0.00005"}, "Qty", "Qty: 0.00005 is below the minimum order size of BTC/USD, 0.0001"),
+            ({"qty": "0.00015"}, "Qty", "Qty: 0.00015 is not a multiple of BTC/USD's quantity step 0.0001; e.g. 0.0001"),
             ({"qty": ""}, "Qty", "Qty: enter the quantity"),
             ({"qty": "0.001", "order_type": "limit", "limit_price": f"{int(last * 0.9)}.5"}, "Limit price",
-             "Limit price=" + f"{int(last * 0.9)}.5 is not a multiple of BTC/USD's price_increment 1"),
+             f"Limit price: {int(last * 0.9)}.5 is not a multiple of BTC/USD's price step 1; e.g. {int(last * 0.9)}"),
         ]
         for changes, field, message in cases:
             ticket.order_type.value = "market"

@@ -53,6 +53,8 @@ LABELS = (("take_profit.limit_price", "Take profit"), ("stop_loss.stop_price", "
           ("limit_price", "Limit price"), ("stop_price", "Stop price"), ("trail_price", "Trail"),
           ("trail_percent", "Trail"), ("time_in_force", "Time in force"), ("extended_hours", "Extended hours"),
           ("notional", "Amount"), ("qty", "Qty"), ("symbol", "Symbol"), ("order_class", "Bracket"))
+# a crypto pair's increments in a trader's words
+WORDS = ((" (min_order_size)", ""), ("min_trade_increment", "quantity step"), ("price_increment", "price step"))
 STATUS_RANK = {"pending_new": 1, "new": 1, "accepted": 1, "held": 1, "pending_replace": 2,
                "partially_filled": 3, "filled": 4, "canceled": 4, "expired": 4, "rejected": 4,
                "done_for_day": 4, "replaced": 4, "stopped": 4, "suspended": 4}
@@ -73,6 +75,11 @@ def _labelled(message: str) -> tuple[str, str]:
     text = message
     for name, label in LABELS:
         text = re.sub(rf"(?<![\w.]){re.escape(name)}(?![\w])", label, text)
+    for wire, words in WORDS:
+        text = text.replace(wire, words)
+    # a pair's increments: "Qty=0.00015 is not ...; e.g. Qty=0.0001" -> "Qty: 0.00015 is not ...; e.g. 0.0001"
+    if field and text.startswith(field + "=") and ("step" in text or "minimum order size" in text):
+        text = field + ": " + text[len(field) + 1:].replace(f"e.g. {field}=", "e.g. ")
     return field, text
 
 
