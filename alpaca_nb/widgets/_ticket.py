@@ -581,8 +581,8 @@ class OrderTicket(Panel):
         except Exception as exc:  # noqa: BLE001 - any failure is shown on the ticket
             with self._submit_lock:
                 self._state = "armed"          # same client_order_id: a retry cannot duplicate
+            self._render_button()              # the button is ready again before the line says so
             self.status.show(f"Not placed: {error_text(exc)}", "error")
-            self._render_button()
             return
         with self._submit_lock:
             self._state = "placed"
