@@ -102,7 +102,9 @@ def test_the_single_symbol_endpoint_pages_through_bursts_too(sandbox):
 
 
 def test_the_live_stream_sends_records_with_equal_timestamps_as_rest_has_them():
-    with Sandbox(start="2024-03-04T14:00:50Z", speed=60) as sb:
+    # the stream starts at the clock's present when the subscription lands: start 5 virtual
+    # minutes (5 wall seconds) before the window so a slow start-up cannot miss its first trades
+    with Sandbox(start="2024-03-04T13:56:00Z", speed=60) as sb:
         account = new_account(sb)
         c = connect(sb, account, "/v2/sip")
         c.send({"action": "subscribe", "trades": ["AAPL"], "quotes": ["AAPL"]})
