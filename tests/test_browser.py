@@ -199,6 +199,28 @@ def _wait(predicate, timeout: float, what: str):
     return wait_for(predicate, timeout, what, interval=0.25)     # each look asks the browser
 
 
+def _buy_from_ticket(page, ticket, qty_label: str, qty: str, symbol: str, shot: Path | None = None):
+    """Type ``qty`` into the ticket's quantity field (found by its label), click the market buy
+    button once it is enabled, and wait for the "Filled" line, which is returned. ``shot``: a
+    screenshot of the ticket just before the click."""
+    ticket.wait_for(timeout=120_000)
+    field = ticket.locator(f"xpath=.//span[text()='{qty_label}']/ancestor::div[contains(@class,'widget-vbox')][1]//input")
+    # typed into the focused field; clicks skip Playwright's "stable" wait, which a panel that
+    # ticks every quarter second can keep waiting on a loaded machine
+    field.focus()
+    page.keyboard.type(qty)
+    page.keyboard.press("Tab")
+    submit = ticket.locator("button", has_text=f"Buy {qty} {symbol} at market")
+    submit.wait_for()
+    _wait(lambda: submit.is_enabled(), 120, f"the {symbol} ticket's Submit to be enabled")
+    if shot is not None:
+        _shot(page, ticket, shot)
+    submit.click(force=True)
+    status = ticket.locator(".anb-msg-ok", has_text=f"Filled {qty} at")
+    status.wait_for(timeout=180_000)
+    return status
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("kernel", ["ipykernel7", "ipykernel6"])
 def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path, request):
@@ -250,20 +272,7 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
 
         # ---- the ticket: type a quantity, click Submit
         ticket = page.locator(".anb-panel", has_text="Order ticket").first
-        ticket.wait_for(timeout=120_000)
-        qty = ticket.locator("xpath=.//span[text()='Qty (shares)']/ancestor::div[contains(@class,'widget-vbox')][1]//input")
-        # typed into the focused field; clicks skip Playwright's "stable" wait, which a panel that
-        # ticks every quarter second can keep waiting on a loaded machine
-        qty.focus()
-        page.keyboard.type("5")
-        page.keyboard.press("Tab")
-        submit = ticket.locator("button", has_text="Buy 5 AAPL at market")
-        submit.wait_for()
-        _wait(lambda: submit.is_enabled(), 120, "Submit to be enabled")
-        _shot(page, ticket, shots / "ticket-filled-in.png")
-        submit.click(force=True)
-        status = ticket.locator(".anb-msg-ok", has_text="Filled 5 at")
-        status.wait_for(timeout=180_000)
+        status = _buy_from_ticket(page, ticket, "Qty (shares)", "5", "AAPL", shots / "ticket-filled-in.png")
         orders = _wait(lambda: [o for o in _orders(account) if o["status"] == "filled"], 120, "the filled order")
         assert len(_orders(account)) == 1
         (order,) = orders
@@ -291,16 +300,7 @@ def test_trading_notebook_in_a_real_browser(kernel, playwright_api, sb, tmp_path
 
         # ---- a crypto pair's ticket: a fractional quantity in coins, good till canceled
         crypto = page.locator(".anb-panel", has_text="Order ticket").nth(1)
-        crypto.wait_for(timeout=120_000)
-        qty = crypto.locator("xpath=.//span[text()='Qty (BTC)']/ancestor::div[contains(@class,'widget-vbox')][1]//input")
-        qty.focus()
-        page.keyboard.type("0.0015")
-        page.keyboard.press("Tab")
-        submit = crypto.locator("button", has_text="Buy 0.0015 BTC/USD at market")
-        submit.wait_for()
-        _wait(lambda: submit.is_enabled(), 120, "the crypto ticket's Submit to be enabled")
-        submit.click(force=True)
-        crypto.locator(".anb-msg-ok", has_text="Filled 0.0015 at").wait_for(timeout=180_000)
+        _buy_from_ticket(page, crypto, "Qty (BTC)", "0.0015", "BTC/USD")
         (order,) = _wait(lambda: [o for o in _orders(account) if o["symbol"] == "BTC/USD" and o["status"] == "filled"],
                          120, "the filled BTC/USD order")
         assert (order["qty"], order["time_in_force"], order["side"], order["type"]) == ("0.0015", "gtc", "buy", "market")

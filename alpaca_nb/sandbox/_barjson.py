@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from typing import Protocol
 
 import numpy as np
 import orjson
 
+from ._bars import Bars
 from .clock import DAY_NS, MINUTE_NS, NS
 
 __all__ = ["bar_json"]
@@ -48,17 +48,6 @@ def _starts(day: int) -> tuple[list[bytes], np.ndarray]:
     head = b'},{"t":"' + (_EPOCH + dt.timedelta(days=day)).isoformat().encode() + b"T"
     tokens = [head + clock for clock in _CLOCK]
     return tokens, _objects(tokens)
-
-
-class _Bars(Protocol):
-    t: np.ndarray
-    o: np.ndarray
-    h: np.ndarray
-    l: np.ndarray
-    c: np.ndarray
-    v: np.ndarray
-    n: np.ndarray
-    vw: np.ndarray
 
 
 def _text(values: np.ndarray) -> bytes:
@@ -113,7 +102,7 @@ def _stamps(t: np.ndarray) -> list[bytes]:
             for s in secs]
 
 
-def bar_json(bars: _Bars) -> bytes:
+def bar_json(bars: Bars) -> bytes:
     """Bars as comma-separated wire objects ``{t,o,h,l,c,v,n,vw}`` (always ``n`` and ``vw``),
     in the order given; ``t`` is the bar start (epoch ns), written to the second."""
     n = len(bars.t)

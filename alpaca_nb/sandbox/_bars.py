@@ -16,6 +16,7 @@ import numpy as np
 __all__ = [
     "BAR_FIELDS",
     "EMPTY_BARS",
+    "TRADE_ID_STRIDE",
     "UNIT_DAY",
     "UNIT_HOUR",
     "UNIT_MINUTE",
@@ -122,6 +123,8 @@ _F = np.empty(0, dtype=np.float64)
 _I = np.empty(0, dtype=np.int64)
 EMPTY_BARS = Bars(_I, _F, _F, _F, _F, _I, _I, _F)
 
+
+TRADE_ID_STRIDE = 1_000_000   # a trade's id = its minute number * stride + its index in the minute
 
 @dataclass(frozen=True, eq=False)
 class Ticks:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._bars import BarTick, Ticks
+from ._bars import TRADE_ID_STRIDE, BarTick, Ticks
 from ._lru import Lru
 from ._minutes import ceil_price, floor_price, round_price, tick_size
 from ._noise import hash_at, key_of, normal_at, unit
@@ -119,8 +119,6 @@ def _block_ticks(key: int, inst, start: int, o: np.ndarray, c: np.ndarray, *,
     """Each minute's prints (from about ``o`` to about ``c``, at distinct times), the quote
     1 ns before each and the minute bar that aggregates them, for the minutes from ``start``,
     from one draw of hashed uniforms."""
-    from .market import TRADE_ID_STRIDE
-
     m = len(o)
     n = (_PRINTS[0] + unit(hash_at(key, -1 - np.arange(m))) * (_PRINTS[1] - _PRINTS[0])).astype(np.int64)
     starts = np.concatenate(([0], np.cumsum(n)[:-1]))

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._bars import EMPTY_BARS, UNIT_WEEK, Bars, BarTick, Timeframe
+from ._bars import EMPTY_BARS, TRADE_ID_STRIDE, UNIT_WEEK, Bars, BarTick, Timeframe
 from ._lru import Lru
 from ._minutes import ALL_DAY, DaySpec, allocate, minute_columns, reflect, round_price
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
@@ -48,7 +48,6 @@ __all__ = ["CryptoMarket", "CryptoQuote", "CryptoTicks", "CryptoTrade", "is_cryp
 
 _ASSET_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_DNS, "crypto.sandbox.alpaca-nb")
 _ANCHOR_DAY = dt.date(2025, 6, 2).toordinal() - dt.date(1970, 1, 1).toordinal()
-TRADE_ID_STRIDE = 1_000_000
 BOOK_LEVELS = 10
 
 

@@ -61,6 +61,7 @@ from ._assets import EXCHANGE_TAPE, asset_object, load_assets
 from ._bars import (
     BAR_FIELDS,
     EMPTY_BARS,
+    TRADE_ID_STRIDE,
     UNIT_WEEK,
     Bars,
     BarTick,
@@ -110,7 +111,6 @@ _QUOTE_VENUES = np.array(list("QNPKZVUXYJBHA"))
 _QUOTE_VENUE_W = np.cumsum([14, 10, 10, 9, 9, 6, 6, 4, 4, 3, 3, 3, 2]).astype(np.float64)
 _ANCHOR_ORDINAL = dt.date(2025, 6, 2).toordinal()   # prices are near the list's base price here
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
-TRADE_ID_STRIDE = 1_000_000   # trade id = minute number * stride + index in minute
 
 
 @dataclass(frozen=True)

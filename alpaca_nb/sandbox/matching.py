@@ -53,7 +53,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from .clock import MINUTE_NS, Session, ny_date, ny_midnight_ns, ny_time_ns
+from .clock import MINUTE_NS, NY, Session, from_ns, ny_date, ny_midnight_ns, ny_time_ns
 from .history import Fill, fill_activity
 from .ledger import Position, apply_fill, market_buffer
 from .orders import QTY_PLACES, Order
@@ -673,8 +673,6 @@ class Matching:
 
 
 def _clock_text(ns: int) -> str:
-    from .clock import NY, from_ns
-
     when = from_ns(ns, NY)
     hour = when.hour % 12 or 12
     return f"{hour}:{when.minute:02d}{'am' if when.hour < 12 else 'pm'}"
