@@ -457,7 +457,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             if remaining == 0:   # a record exists beyond this page
                 if slices:
                     parts.append((symbol, slices))
-                return Page(parts, encode_token(*last[:1], series.code, *last[1:]), last)
+                return Page(parts, encode_token(last[0], series.code, last[1], last[2]), last)
             take = min(b - a, remaining)
             if desc:
                 slices.append(chunk.slice_desc(b - take, b))
@@ -470,7 +470,7 @@ def build_page(series: Series, symbols: list[str], *, start: int, end: int, limi
             remaining -= take
             if remaining == 0 and take < b - a:
                 parts.append((symbol, slices))
-                return Page(parts, encode_token(*last[:1], series.code, *last[1:]), last)
+                return Page(parts, encode_token(last[0], series.code, last[1], last[2]), last)
         if slices:
             parts.append((symbol, slices))
     return Page(parts, None)
