@@ -30,7 +30,9 @@ def test_demo_command_runs_the_tour(tmp_path):
         return "regular" if sessions.is_open(now) else "extended" if sessions.is_extended(now) else "closed"
 
     before = hours()
-    done = subprocess.run([sys.executable, "-m", "alpaca_nb.cli", "demo"], capture_output=True,
+    # 5 s of streaming (the default is 3): IEX's book, the embedded sandbox's default feed,
+    # moves about 1-8 times a second in regular hours for these two
+    done = subprocess.run([sys.executable, "-m", "alpaca_nb.cli", "demo", "--seconds", "5"], capture_output=True,
                           text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     out = done.stdout

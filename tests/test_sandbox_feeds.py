@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+import pandas as pd
 import pytest
 import requests
 from _data_stream_client import connect
@@ -65,6 +67,25 @@ def test_iex_trades_and_quotes_are_iexs_own_and_make_its_bars(sandbox):
     assert latest["x"] == "V"
     snap = ok(sandbox, "/v2/stocks/AAPL/snapshot", feed="iex")
     assert snap["latestTrade"] == latest and snap["latestQuote"]["bx"] == "V"
+
+
+def test_iex_quotes_move_between_its_prints_and_bracket_each_print(sandbox):
+    """IEX's top of book moves alongside the NBBO, far more often than IEX prints (its stream
+    ticks while its trades are seconds apart); the SIP keeps one quote per print."""
+    trades = ok(sandbox, "/v2/stocks/AAPL/trades", feed="iex", limit=10000, **MINUTE)["trades"]
+    quotes = ok(sandbox, "/v2/stocks/AAPL/quotes", feed="iex", limit=10000, **MINUTE)["quotes"]
+    sip = ok(sandbox, "/v2/stocks/AAPL/quotes", limit=10000, **MINUTE)["quotes"]
+    sip_trades = ok(sandbox, "/v2/stocks/AAPL/trades", limit=10000, **MINUTE)["trades"]
+    assert len(sip) == len(sip_trades) and len(trades) < len(quotes) <= len(sip)
+    assert len(quotes) >= len(sip) / 4 - 1 and len(quotes) >= 5 * len(trades)
+    times = pd.to_datetime([q["t"] for q in quotes]).asi8          # trimmed fractions: compare as ns
+    stamps = pd.to_datetime([t["t"] for t in trades]).asi8
+    assert (np.diff(times) >= 0).all() and all(q["bp"] < q["ap"] for q in quotes)
+    for trade, at in zip(trades, stamps):
+        if (stamps == at).sum() == 1:          # a burst's prints share one quote instant
+            in_force = quotes[int(np.searchsorted(times, at, side="right")) - 1]
+            assert in_force["bp"] <= trade["p"] <= in_force["ap"], (trade, in_force)
+    assert not set(stamps) & set(times)        # no book move at a print's own instant
 
 
 def test_the_same_seed_gives_the_same_iex_data():

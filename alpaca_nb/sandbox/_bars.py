@@ -129,7 +129,8 @@ TRADE_ID_STRIDE = 1_000_000   # a trade's id = its minute number * stride + its 
 @dataclass(frozen=True, eq=False)
 class Ticks:
     """One minute's trades and quotes (columnar, sorted by time; prints of one burst share a
-    timestamp, see :func:`.market._bursts`, and so do the quotes before them).
+    timestamp, see :func:`.market._bursts`, and so do the quotes before them). The quote columns
+    have their own length: IEX's book moves between its prints (:func:`._iex.with_book_moves`).
 
     Trade condition flags: bit 0 = odd lot ("I"), bit 1 = extended hours ("T").
     """
@@ -140,7 +141,7 @@ class Ticks:
     trade_x: np.ndarray      # <U1 exchange codes
     trade_id: np.ndarray     # int64, unique per symbol, increasing with time
     flags: np.ndarray        # int8 condition flags
-    quote_t: np.ndarray      # int64 ns (1 ns before the trade it precedes)
+    quote_t: np.ndarray      # int64 ns: 1 ns before each trade (IEX adds its book's moves between)
     bid: np.ndarray
     bid_size: np.ndarray
     ask: np.ndarray

@@ -7,8 +7,13 @@ the SIP market, deterministically from the seed:
 * each IEX minute bar from the SIP minute: 1-5 % of its volume and prints (at least four, at
   most all of them), prices inside the SIP minute's range, so IEX's bars are not the SIP's;
 * IEX's daily bars aggregate its regular-hours minutes, weeks and months those days (as on the
-  SIP); its trades and quotes are generated from its minute bars by the market's tick layer
-  (trades on ``V``, quotes ``V`` on both sides), so every layer agrees with the one above.
+  SIP); its trades are generated from its minute bars by the market's tick layer (on ``V``), so
+  every layer agrees with the one above;
+* its quotes are IEX's top of book (``V`` on both sides): the quote before each IEX print, and
+  the book's moves between prints. IEX quotes alongside the NBBO, so its book moves far more
+  often than IEX trades: a quarter to three quarters as many times a minute as the SIP minute
+  has prints, priced along IEX's own prints (a liquid stock's IEX quote ticks several times a
+  second while its IEX prints come seconds apart).
 
 It is a :class:`~._views.MarketView` of a :class:`~.market.Market`: whatever it does not define
 (sessions, assets, corporate actions ...) is the market's, and the market's bar and tick methods
@@ -22,17 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from ._bars import EMPTY_BARS, Bars, BarTick
+from ._bars import EMPTY_BARS, Bars, BarTick, Ticks
 from ._lru import Lru
-from ._minutes import ceil_price, floor_price, round_price
-from ._noise import hash_at, key_of, unit
+from ._minutes import ceil_price, floor_price, round_price, tick_size
+from ._noise import Draws, hash_at, key_of, unit
 from ._views import CacheView, MarketView
-from .clock import MINUTE_NS, Session, ny_midnight_ns
+from .clock import MINUTE_NS, Session, ny_date, ny_midnight_ns
 from .market import Market
 
 __all__ = ["FeedCache", "IexMarket"]
 
 MIN_SHARE, MAX_SHARE = 0.01, 0.05      # IEX's share of a SIP minute's volume and prints
+MIN_MOVES, MAX_MOVES = 0.25, 0.75      # IEX's book moves a minute, per print of the SIP minute
 
 
 def iex_minutes(key: int, sip: Bars) -> Bars:
@@ -53,6 +59,32 @@ def iex_minutes(key: int, sip: Bars) -> Bars:
     lo = np.minimum(np.clip(ceil_price(bottom - (bottom - low) * u[4]), low, high), bottom)
     vw = np.clip(np.round((h + lo + c) / 3.0, 4), lo, h)
     return Bars(sip.t, o, h, lo, c, v, n, vw)
+
+
+def with_book_moves(ticks: Ticks, t0: int, spread: float, rnd: Draws, moves: int) -> Ticks:
+    """IEX's ticks of the minute starting at ``t0``: its prints and the quotes before them on
+    ``V``, and ``moves`` more quotes at random instants of the minute, around the line through
+    its prints (``spread`` the instrument's typical relative spread). A move never lands on a
+    print's instant, and a print's own quote sorts after any move at its instant, so the quote
+    in force at every print still has bid <= price <= ask."""
+    n = len(ticks)
+    t = rnd.integers(0, MINUTE_NS, moves) + t0
+    t = np.where(np.isin(t, ticks.trade_t), t - 1, t)
+    mid = np.interp(t, ticks.trade_t, ticks.price)
+    width = np.maximum(mid * spread * (0.5 + rnd.uniform(moves)), tick_size(mid))
+    mid = mid + (rnd.uniform(moves) - 0.5) * width
+    split = rnd.uniform(moves)
+    bid = np.maximum(floor_price(mid - split * width), 0.0001)
+    ask = np.maximum(ceil_price(mid + (1.0 - split) * width), np.round(bid + tick_size(bid), 4))
+    lots = rnd.exponential(2 * moves).reshape(2, moves)
+    order = np.lexsort((np.r_[np.ones(n, np.int8), np.zeros(moves, np.int8)], np.r_[ticks.quote_t, t]))
+    venue = np.full(n + moves, "V")
+    return Ticks(ticks.trade_t, ticks.price, ticks.size, venue[:n], ticks.trade_id, ticks.flags,
+                 np.r_[ticks.quote_t, t][order], np.r_[ticks.bid, bid][order],
+                 np.r_[ticks.bid_size, 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64)][order],
+                 np.r_[ticks.ask, ask][order],
+                 np.r_[ticks.ask_size, 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64)][order],
+                 venue, venue, ticks.late)
 
 
 def _regular(sess: Session) -> slice:
@@ -127,9 +159,17 @@ class IexMarket(MarketView):
         self._years[key] = value
         return value
 
+    def _make_ticks(self, inst, bars: Bars, i: int, *, extended: bool) -> Ticks:
+        """IEX's prints from its minute bar and its book's moves (see :func:`with_book_moves`)."""
+        t0 = int(bars.t[i])
+        sip_prints = int(self._market.minute_bars(inst.symbol, ny_date(t0)).n[i])
+        rnd = Draws(key_of(inst.key, "iex-book", t0 // MINUTE_NS))
+        moves = int(round(sip_prints * (MIN_MOVES + (MAX_MOVES - MIN_MOVES) * rnd.uniform(1)[0])))
+        return with_book_moves(Market._make_ticks(self, inst, bars, i, extended=extended), t0,
+                               inst.spread, rnd, moves)
+
     # the market's own tick methods, on IEX's ticks (its bar methods are MarketView's)
     ticks = Market.ticks
-    _make_ticks = Market._make_ticks
     _late_minute = Market._late_minute
     may_have_late = Market.may_have_late
     _tick_before = Market._tick_before

@@ -505,8 +505,6 @@ class Market:
             interior = [k for k in range(1, n - 1) if k not in (int(a), int(b))]
             late = interior[len(interior) // 2]
         trade_t = t0 + offsets[_bursts(rnd, size, v / n)]
-        if self.FEED == "iex":       # IEX's own prints and top of book
-            trade_x = bid_x = ask_x = np.full(n, "V")
         return Ticks(trade_t, price, size, trade_x, trade_id, flags, trade_t - 1, bid, bid_size,
                      ask, ask_size, bid_x, ask_x, late)
 
