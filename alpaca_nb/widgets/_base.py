@@ -44,12 +44,15 @@ CSS = """
 .anb-muted { color: var(--jp-ui-font-color2, #57606a); }
 .anb-up { color: #16a34a; } .anb-down { color: #dc2626; }
 .anb-msg { min-height: 18px; font-size: 12px; }
+.anb-msg .widget-html-content { line-height: 1.4; }
 .anb-msg-error { color: #b91c1c; background: rgba(220,38,38,.08); border-left: 3px solid #dc2626;
   padding: 3px 8px; border-radius: 3px; }
 .anb-msg-ok { color: #15803d; background: rgba(22,163,74,.08); border-left: 3px solid #16a34a;
   padding: 3px 8px; border-radius: 3px; }
 .anb-msg-info { color: var(--jp-ui-font-color1, #1f2328); background: rgba(59,130,246,.08);
   border-left: 3px solid #3b82f6; padding: 3px 8px; border-radius: 3px; }
+[data-jp-theme-light="false"] .anb-msg-ok, .vscode-dark .anb-msg-ok { color: #4ade80; }
+[data-jp-theme-light="false"] .anb-msg-error, .vscode-dark .anb-msg-error { color: #fca5a5; }
 .anb-side .widget-toggle-button { font-weight: 700; letter-spacing: .5px; }
 .anb-side .widget-toggle-button:nth-child(1).mod-active { background: #16a34a; color: #fff; }
 .anb-side .widget-toggle-button:nth-child(2).mod-active { background: #dc2626; color: #fff; }
