@@ -15,7 +15,6 @@ level having size 0). A subscription acknowledgement lists ``trades``, ``quotes`
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
@@ -31,7 +30,14 @@ from .._stream_protocol import (
 from .clock import MINUTE_NS
 from .crypto_api import CRYPTO_MARKET, LOCATIONS
 from .crypto_market import CryptoMarket, CryptoTicks, utc_day
-from .data_stream import CATCHUP_BARS, CATCHUP_NS, SYMBOL_LIMIT, StreamSession, _Sub
+from .data_stream import (
+    CATCHUP_BARS,
+    CATCHUP_NS,
+    SYMBOL_LIMIT,
+    StreamSession,
+    _Sub,
+    spaced,
+)
 
 
 class CryptoStreamSession(StreamSession):
@@ -87,9 +93,7 @@ class CryptoStreamSession(StreamSession):
         if trades or quotes or books:
             first = lo // MINUTE_NS * MINUTE_NS
             for minute in range(first, now // MINUTE_NS * MINUTE_NS + 1, MINUTE_NS):
-                for j, symbol in enumerate(trades | quotes | books):
-                    if j % 32 == 31:
-                        await asyncio.sleep(0)
+                async for symbol in spaced(trades | quotes | books, 32):
                     tk = market.ticks(symbol, minute)
                     if symbol in trades:
                         a, b = np.searchsorted(tk.trade_t, [lo, now], side="right")

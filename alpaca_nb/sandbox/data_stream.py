@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,15 @@ _STATUS = {True: {"C": ("H", "Trading Halt", "T1", "Halt News Pending"),
                   "AB": ("2", "Trading Halt", "T1", "Halt News Pending")},
            False: {"C": ("T", "Trading Resumption", "", ""),
                    "AB": ("3", "Resume", "", "")}}
+
+
+async def spaced(symbols: Iterable[str], every: int = 64) -> AsyncIterator[str]:
+    """The symbols, letting the event loop run after each ``every`` of them (so a wildcard
+    subscription never stalls the server)."""
+    for j, symbol in enumerate(symbols):
+        if j % every == every - 1:
+            await asyncio.sleep(0)
+        yield symbol
 
 
 # ---------------------------------------------------------------- one connection
@@ -353,9 +363,7 @@ class StreamSession:
         if trades or quotes:
             first = lo // MINUTE_NS * MINUTE_NS
             for minute in range(first, now // MINUTE_NS * MINUTE_NS + 1, MINUTE_NS):
-                for j, symbol in enumerate(trades | quotes):
-                    if j % 32 == 31:
-                        await asyncio.sleep(0)
+                async for symbol in spaced(trades | quotes, 32):
                     ticks = market.ticks(symbol, minute)
                     if ticks is None and live is not None:
                         ticks = live.ticks(market, symbol, minute)
@@ -381,23 +389,17 @@ class StreamSession:
             minute = end - MINUTE_NS
             sess = market.sessions.session_at(minute)
             if sess is None:
-                for j, symbol in enumerate(bars if live is not None else ()):
-                    if j % 64 == 63:
-                        await asyncio.sleep(0)
+                async for symbol in spaced(bars if live is not None else ()):
                     bar = live.bar(market, symbol, minute)
                     if bar is not None:
                         seq += 1
                         events.append((end, seq, self._bar_msg("b", symbol, bar)))
                 continue
-            for j, symbol in enumerate(bars):
-                if j % 64 == 63:
-                    await asyncio.sleep(0)
+            async for symbol in spaced(bars):
                 seq += 1
                 events.append((end, seq, self._bar("b", symbol, minute, sess, late_removed=True)))
             if daily and sess.open < end <= sess.close:     # the daily bar covers regular hours
-                for j, symbol in enumerate(daily):
-                    if j % 64 == 63:
-                        await asyncio.sleep(0)
+                async for symbol in spaced(daily):
                     bar = market.today_bar(symbol, sess, end)
                     if bar is not None:
                         seq += 1
