@@ -29,11 +29,11 @@ import numpy as np
 
 from ._bars import EMPTY_BARS, Bars, BarTick, Ticks
 from ._lru import Lru
-from ._minutes import ceil_price, floor_price, round_price, tick_size
+from ._minutes import ceil_price, floor_price, round_price
 from ._noise import Draws, hash_at, key_of, unit
 from ._views import CacheView, MarketView
 from .clock import MINUTE_NS, Session, ny_date, ny_midnight_ns
-from .market import Market
+from .market import Market, quotes_around
 
 __all__ = ["FeedCache", "IexMarket"]
 
@@ -71,20 +71,14 @@ def with_book_moves(ticks: Ticks, t0: int, spread: float, rnd: Draws, moves: int
     t = rnd.integers(0, MINUTE_NS, moves) + t0
     t = np.where(np.isin(t, ticks.trade_t), t - 1, t)
     mid = np.interp(t, ticks.trade_t, ticks.price)
-    width = np.maximum(mid * spread * (0.5 + rnd.uniform(moves)), tick_size(mid))
-    mid = mid + (rnd.uniform(moves) - 0.5) * width
-    split = rnd.uniform(moves)
-    bid = np.maximum(floor_price(mid - split * width), 0.0001)
-    ask = np.maximum(ceil_price(mid + (1.0 - split) * width), np.round(bid + tick_size(bid), 4))
-    lots = rnd.exponential(2 * moves).reshape(2, moves)
+    mid = mid * (1.0 + (rnd.uniform(moves) - 0.5) * spread)
+    moved = quotes_around(mid, spread, rnd)
     order = np.lexsort((np.r_[np.ones(n, np.int8), np.zeros(moves, np.int8)], np.r_[ticks.quote_t, t]))
+    bid, bid_size, ask, ask_size = (np.r_[before, after][order] for before, after in zip(
+        (ticks.bid, ticks.bid_size, ticks.ask, ticks.ask_size), moved))
     venue = np.full(n + moves, "V")
     return Ticks(ticks.trade_t, ticks.price, ticks.size, venue[:n], ticks.trade_id, ticks.flags,
-                 np.r_[ticks.quote_t, t][order], np.r_[ticks.bid, bid][order],
-                 np.r_[ticks.bid_size, 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64)][order],
-                 np.r_[ticks.ask, ask][order],
-                 np.r_[ticks.ask_size, 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64)][order],
-                 venue, venue, ticks.late)
+                 np.r_[ticks.quote_t, t][order], bid, bid_size, ask, ask_size, venue, venue, ticks.late)
 
 
 def _regular(sess: Session) -> slice:

@@ -138,6 +138,20 @@ class _SessionArrays:
 
 
 
+def quotes_around(price: np.ndarray, spread: float, rnd: Draws) -> tuple[np.ndarray, ...]:
+    """A quote at each price with bid <= price <= ask (at least a tick apart), about ``spread``
+    (relative) wide, split at random around the price, sizes in round lots: (bid, bid_size,
+    ask, ask_size)."""
+    n = len(price)
+    width = np.maximum(price * spread * (0.5 + rnd.uniform(n)), tick_size(price))
+    split = rnd.uniform(n)
+    bid = np.maximum(floor_price(price - split * width), 0.0001)
+    ask = np.maximum(ceil_price(price + (1.0 - split) * width), np.round(bid + tick_size(bid), 4))
+    lots = rnd.exponential(2 * n).reshape(2, n)
+    return (bid, 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64),
+            ask, 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64))
+
+
 def _bursts(rnd: Draws, size: np.ndarray, mean: float) -> np.ndarray:
     """For each trade, the index of the trade whose time it takes: its own, or, inside a burst,
     the burst's first. A print of more than 2.5 times the minute's mean size starts a burst with
@@ -489,15 +503,7 @@ class Market:
         trade_x = rnd.choice(_TRADE_VENUES, _TRADE_VENUE_W, n)
         flags = (size < 100).astype(np.int8) | np.int8(2 if extended else 0)
         trade_id = minute_no * TRADE_ID_STRIDE + np.arange(n, dtype=np.int64)
-        # one quote 1 ns before every trade, bid <= price <= ask
-        spread = np.maximum(price * inst.spread * (0.5 + rnd.uniform(n)), tick_size(price))
-        split = rnd.uniform(n)
-        bid = np.maximum(floor_price(price - split * spread), 0.0001)
-        ask = ceil_price(price + (1.0 - split) * spread)
-        ask = np.maximum(ask, np.round(bid + tick_size(bid), 4))
-        lots = rnd.exponential(2 * n).reshape(2, n)
-        bid_size = 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64)
-        ask_size = 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64)
+        bid, bid_size, ask, ask_size = quotes_around(price, inst.spread, rnd)   # 1 ns before each trade
         bid_x = rnd.choice(_QUOTE_VENUES, _QUOTE_VENUE_W, n)
         ask_x = rnd.choice(_QUOTE_VENUES, _QUOTE_VENUE_W, n)
         late = -1
