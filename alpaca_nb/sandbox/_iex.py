@@ -29,11 +29,11 @@ import numpy as np
 
 from ._bars import EMPTY_BARS, Bars, BarTick, Ticks
 from ._lru import Lru
-from ._minutes import ceil_price, floor_price, round_price
+from ._minutes import ceil_price, floor_price, quotes_around, round_price
 from ._noise import Draws, hash_at, key_of, unit
 from ._views import CacheView, MarketView
 from .clock import MINUTE_NS, Session, ny_date, ny_midnight_ns
-from .market import Market, quotes_around
+from .market import Market
 
 __all__ = ["FeedCache", "IexMarket"]
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ._bars import TRADE_ID_STRIDE, BarTick, Ticks
 from ._lru import Lru
-from ._minutes import ceil_price, floor_price, round_price, tick_size
+from ._minutes import bracket, round_price
 from ._noise import hash_at, key_of, normal_at, unit
 from .clock import MINUTE_NS, Session, ny_date
 
@@ -134,9 +134,7 @@ def _block_ticks(key: int, inst, start: int, o: np.ndarray, c: np.ndarray, *,
     ends = starts + n - 1
     price[starts], price[ends] = round_price(o), round_price(c)
     size = np.maximum(1, (inst.trade_size * _SIZE_SHARE * -np.log1p(-u[2])).astype(np.int64))
-    spread = np.maximum(price * inst.spread * (0.5 + u[3]), tick_size(price))
-    bid = np.maximum(floor_price(price - u[4] * spread), 0.0001)
-    ask = np.maximum(ceil_price(price + (1.0 - u[4]) * spread), np.round(bid + tick_size(bid), 4))
+    bid, ask = bracket(price, inst.spread, u[3], u[4])
     bid_size, ask_size = (100 * (1 + np.floor(u[i] * 6)).astype(np.int64) for i in (5, 6))
     venues = np.full(total, "V") if iex else _VENUES[(u[7] * len(_VENUES)).astype(np.int64)]
     ask_x = venues if iex else _VENUES[(np.modf(u[3] * 997)[0] * len(_VENUES)).astype(np.int64)]

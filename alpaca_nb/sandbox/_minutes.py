@@ -22,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._noise import uniform_grid
+from ._noise import Draws, uniform_grid
 from .clock import MINUTE_NS
 
 __all__ = ["ALL_DAY", "POST", "PRE", "REGULAR", "SEGMENTS", "DaySpec", "allocate", "ceil_price", "floor_price", "minute_columns", "reflect",
@@ -59,6 +59,26 @@ def ceil_price(p: np.ndarray) -> np.ndarray:
     """Round up to the tick."""
     tick = tick_size(p)
     return np.round(np.ceil(p / tick - 1e-9) * tick, 4)
+
+
+def bracket(price: np.ndarray, spread: float, u_width: np.ndarray, u_split: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(bid, ask) around each price, bid <= price <= ask and at least a tick apart: ``spread``
+    (relative) times 0.5-1.5 wide by ``u_width`` (uniforms), the price placed inside by
+    ``u_split``."""
+    width = np.maximum(price * spread * (0.5 + u_width), tick_size(price))
+    bid = np.maximum(floor_price(price - u_split * width), 0.0001)
+    return bid, np.maximum(ceil_price(price + (1.0 - u_split) * width), np.round(bid + tick_size(bid), 4))
+
+
+def quotes_around(price: np.ndarray, spread: float, rnd: Draws) -> tuple[np.ndarray, ...]:
+    """A quote at each price (see :func:`bracket`) with sizes in round lots, from ``rnd``:
+    (bid, bid_size, ask, ask_size)."""
+    n = len(price)
+    bid, ask = bracket(price, spread, rnd.uniform(n), rnd.uniform(n))
+    lots = rnd.exponential(2 * n).reshape(2, n)
+    return (bid, 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64),
+            ask, 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64))
 
 
 def _fold(y: np.ndarray, period) -> np.ndarray:

@@ -79,12 +79,10 @@ from ._minutes import (
     SEGMENTS,
     DaySpec,
     allocate,
-    ceil_price,
-    floor_price,
     minute_columns,
+    quotes_around,
     reflect,
     round_price,
-    tick_size,
 )
 from ._noise import Draws, hash_at, key_of, noise_path, normal_at, regime, unit
 from .clock import (
@@ -136,20 +134,6 @@ class _SessionArrays:
         self.t = np.array([ny_midnight_ns(x.date) for x in sessions], dtype=np.int64)
 
 
-
-
-def quotes_around(price: np.ndarray, spread: float, rnd: Draws) -> tuple[np.ndarray, ...]:
-    """A quote at each price with bid <= price <= ask (at least a tick apart), about ``spread``
-    (relative) wide, split at random around the price, sizes in round lots: (bid, bid_size,
-    ask, ask_size)."""
-    n = len(price)
-    width = np.maximum(price * spread * (0.5 + rnd.uniform(n)), tick_size(price))
-    split = rnd.uniform(n)
-    bid = np.maximum(floor_price(price - split * width), 0.0001)
-    ask = np.maximum(ceil_price(price + (1.0 - split) * width), np.round(bid + tick_size(bid), 4))
-    lots = rnd.exponential(2 * n).reshape(2, n)
-    return (bid, 100 * (1 + np.floor(lots[0] * 3)).astype(np.int64),
-            ask, 100 * (1 + np.floor(lots[1] * 3)).astype(np.int64))
 
 
 def _bursts(rnd: Draws, size: np.ndarray, mean: float) -> np.ndarray:
